@@ -1,0 +1,48 @@
+"""Herald's engine: events, virtual actors, timers, plugins and effects.
+
+The public API is re-exported here; plugin authors need nothing else (and
+:mod:`engine.testing` for their tests).
+"""
+
+from .actor import Actor
+from .clock import EngineClock
+from .config import Config, ConfigError
+from .core import Engine
+from .effects import CancelTimer, Effect, Notify, SetTimer, Timer
+from .event import Event, InvalidEvent, converter, dumps, loads, new_event_id, parse_event, parse_timestamp
+from .hookspecs import hookimpl
+from .metrics import Metrics
+from .plugins import EventType, PluginError, PluginHost, available_plugins
+from .runner import DeliveryError, EffectRunner, RetryPolicy
+from .runtime import Herald
+
+__all__ = [
+    "Actor",
+    "CancelTimer",
+    "Config",
+    "ConfigError",
+    "DeliveryError",
+    "Effect",
+    "EffectRunner",
+    "Engine",
+    "EngineClock",
+    "Event",
+    "EventType",
+    "Herald",
+    "InvalidEvent",
+    "Metrics",
+    "Notify",
+    "PluginError",
+    "PluginHost",
+    "RetryPolicy",
+    "SetTimer",
+    "Timer",
+    "available_plugins",
+    "converter",
+    "dumps",
+    "hookimpl",
+    "loads",
+    "new_event_id",
+    "parse_event",
+    "parse_timestamp",
+]

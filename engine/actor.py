@@ -1,0 +1,28 @@
+"""Virtual actors: one per key, created on first use, no task of their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Actor"]
+
+
+class Actor:
+    """The state Herald holds for one key (usually a user).
+
+    ``states`` maps a plugin name to that plugin's state value; ``timers`` maps
+    ``(plugin, name)`` to a pending timer; ``unknown`` counts events of types no
+    plugin handles. The two optional maps stay ``None`` until used, which keeps
+    an idle actor small.
+    """
+
+    __slots__ = ("key", "states", "timers", "unknown")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.states: dict[str, Any] = {}
+        self.timers: dict[tuple[str, str], Any] | None = None
+        self.unknown: dict[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"Actor({self.key!r}, plugins={sorted(self.states)})"

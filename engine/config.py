@@ -1,0 +1,131 @@
+"""Configuration: embedded defaults, overridden by ``HERALD_*`` variables, then flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+
+__all__ = ["Config", "ConfigError", "SETTINGS", "parse_plugin_list"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def parse_plugin_list(value: str | None) -> list[str] | None:
+    """``a,b`` -> ``["a", "b"]``; empty, ``all`` or ``*`` -> None (every installed plugin)."""
+    if value is None or value.strip() in ("", "all", "*"):
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        result = kind(value)
+        if result <= 0:
+            raise ValueError("must be positive")
+        return result
+
+    return convert
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return port
+
+
+@attrs.frozen
+class Setting:
+    """One documented setting: its field, environment variable and meaning."""
+
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+#: Every engine setting, in the order the README's table lists them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "HERALD_HOST", str, "interface to listen on"),
+    Setting("port", "HERALD_PORT", _port, "TCP port to listen on"),
+    Setting("data_dir", "HERALD_DATA_DIR", str, "directory for Herald's data"),
+    Setting("plugins", "HERALD_PLUGINS", parse_plugin_list, "comma-separated plugins to enable (default: all installed)"),
+    Setting("notify_url", "HERALD_NOTIFY_URL", str, "where notifications are POSTed (default: this server's /v1/notify)"),
+    Setting("max_skew", "HERALD_MAX_SKEW", _positive(float), "seconds an event may be ahead of the wall clock"),
+    Setting("effect_queue", "HERALD_EFFECT_QUEUE", _positive(int), "effects waiting for delivery before new ones are dropped"),
+    Setting("effect_workers", "HERALD_EFFECT_WORKERS", _positive(int), "concurrent effect deliveries"),
+    Setting("effect_timeout", "HERALD_EFFECT_TIMEOUT", _positive(float), "seconds per delivery attempt"),
+    Setting("effect_attempts", "HERALD_EFFECT_ATTEMPTS", _positive(int), "delivery attempts before an effect fails"),
+    Setting("log_level", "HERALD_LOG_LEVEL", str.upper, "logging level"),
+)
+
+
+@attrs.frozen
+class Config:
+    """Settings of one Herald instance. ``environ`` keeps the environment it
+    was read from so that plugins can read their own ``HERALD_<PLUGIN>_*``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./herald-data"
+    plugins: list[str] | None = None
+    notify_url: str | None = None
+    max_skew: float = 300.0
+    effect_queue: int = 10_000
+    effect_workers: int = 16
+    effect_timeout: float = 5.0
+    effect_attempts: int = 6
+    log_level: str = "INFO"
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+        """Defaults, then ``HERALD_*`` variables, then ``overrides`` (not None)."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env}={raw!r}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(environ=environ, **values)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def self_url(self) -> str:
+        """This server's base URL as seen from the same machine."""
+        host = self.host
+        if host in ("0.0.0.0", "", "::", "localhost"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def effective_notify_url(self) -> str:
+        return self.notify_url or f"{self.self_url}/v1/notify"
+
+    def plugin_setting(self, plugin: str, name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
+        """Read ``HERALD_<PLUGIN>_<NAME>`` from the environment, else ``default``."""
+        env = f"HERALD_{plugin}_{name}".upper()
+        raw = self.environ.get(env)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{env}={raw!r}: {exc}") from None

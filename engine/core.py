@@ -1,0 +1,253 @@
+"""The engine: virtual actors, one dispatcher, one timer heap, one clock.
+
+``submit`` is synchronous and does no I/O: it moves the clock, fires the timers
+that fell due before the event, applies the event to its actor through the
+handler resolved at registration, and passes the resulting effects on. Events
+are therefore applied in arrival order, per key and overall, without a task or
+a lock per actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import trio
+
+from .actor import Actor
+from .clock import EngineClock
+from .effects import CancelTimer, Effect, SetTimer, Timer
+from .event import Event, InvalidEvent, converter, parse_event
+from .metrics import UNKNOWN_TYPE, Metrics
+from .plugins import PluginHost, Route
+from .timers import PendingTimer, TimerQueue
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("herald.engine")
+UTC = timezone.utc
+
+
+def _discard(effect: Effect) -> None:
+    pass
+
+
+class Engine:
+    """Routes events to actors and runs their timers.
+
+    ``emit`` receives every effect other than timer effects (the effect runner
+    in a server, a list in a simulation). ``wall`` drives the engine clock
+    between events; ``utcnow`` is the real time used to reject timestamps
+    more than ``max_skew`` seconds in the future.
+    """
+
+    def __init__(
+        self,
+        plugins: PluginHost,
+        *,
+        emit: Callable[[Effect], None] = _discard,
+        wall: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], float] = time.time,
+        max_skew: float = 300.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.plugins = plugins
+        self.emit = emit
+        self.clock = EngineClock(wall)
+        self._wall = wall
+        self._utcnow = utcnow
+        self.max_skew = max_skew
+        self.metrics = metrics or Metrics()
+        self.actors: dict[str, Actor] = {}
+        self.timers = TimerQueue()
+        self._routes: dict[str, Route] = plugins.routes
+        self._timer_handlers = plugins.timer_handlers
+        self._factories = {name: (t or (lambda: None)) for name, t in plugins.state_types.items()}
+        self._unknown_seen: set[str] = set()
+        self._timer_scope: trio.CancelScope | None = None
+        # Per-type metric children, resolved once (a labels() call costs more than the handler).
+        self._type_metrics: dict[str, tuple[Any, Any]] = {}
+        m = self.metrics
+        m.timers_pending.set_function(lambda: len(self.timers))
+        m.actors.set_function(lambda: len(self.actors))
+
+    # -- ingestion -----------------------------------------------------------
+
+    def parse(self, raw: Any, *, received_at: datetime | None = None) -> Event:
+        """Parse and validate one decoded JSON object; raise :class:`InvalidEvent`."""
+        try:
+            event = parse_event(raw, received_at=received_at)
+            route = self._routes.get(event.type)
+            if route is not None and route.type.validate is not None:
+                event = route.type.validate(event)
+            if event.timestamp.timestamp() > self._utcnow() + self.max_skew:
+                raise InvalidEvent(
+                    "timestamp",
+                    "in_future",
+                    f"is more than {self.max_skew:g} s ahead of the server clock",
+                )
+        except InvalidEvent as exc:
+            type_ = raw.get("type") if isinstance(raw, dict) else None
+            label = type_ if isinstance(type_, str) and type_ in self._routes else UNKNOWN_TYPE
+            self.metrics.rejected.labels(label, exc.code).inc()
+            raise
+        return event
+
+    def ingest(self, raw: Any) -> Event:
+        """Parse, validate and apply one event; the fast path of the HTTP API."""
+        event = self.parse(raw)
+        self.submit(event)
+        return event
+
+    def submit(self, event: Event) -> None:
+        """Apply an already-validated event: timers due before it fire first."""
+        instant = event.timestamp.timestamp()
+        self.clock.observe(instant)
+        timers = self.timers
+        if timers._heap and timers._heap[0][0] < instant:
+            for timer in timers.pop_due(instant, inclusive=False):
+                self._fire(timer)
+        key = event.key
+        actor = self.actors.get(key)
+        if actor is None:
+            actor = self.actors[key] = Actor(key)
+        route = self._routes.get(event.type)
+        if route is None:
+            self._unknown(actor, event)
+        else:
+            self._apply(actor, route, event)
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = self._timer_deadline()
+
+    def _apply(self, actor: Actor, route: Route, event: Event) -> None:
+        plugin = route.plugin
+        children = self._type_metrics.get(event.type)
+        if children is None:
+            m = self.metrics
+            children = self._type_metrics[event.type] = (
+                m.accepted.labels(event.type),
+                m.handler_seconds.labels(event.type),
+            )
+        state = actor.states.get(plugin)
+        if state is None:
+            state = route.state_factory()
+        started = time.perf_counter()
+        try:
+            state, effects = route.type.handler(state, event)
+        except Exception:
+            self.metrics.handler_errors.labels(event.type).inc()
+            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
+            children[0].inc()
+            return
+        children[1].observe(time.perf_counter() - started)
+        children[0].inc()
+        actor.states[plugin] = state
+        if effects:
+            self._effects(actor, plugin, effects)
+
+    def _unknown(self, actor: Actor, event: Event) -> None:
+        counts = actor.unknown
+        if counts is None:
+            counts = actor.unknown = {}
+        counts[event.type] = counts.get(event.type, 0) + 1
+        self.metrics.accepted.labels(UNKNOWN_TYPE).inc()
+        if event.type not in self._unknown_seen:
+            self._unknown_seen.add(event.type)
+            log.warning("no plugin handles event type %r; counting such events on their actors", event.type)
+
+    def _effects(self, actor: Actor, plugin: str, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is SetTimer:
+                self.timers.set(actor, plugin, effect.name, effect.at.timestamp(), effect.data)
+            elif kind is CancelTimer:
+                self.timers.cancel(actor, plugin, effect.name)
+            else:
+                self.emit(effect)
+
+    # -- timers --------------------------------------------------------------
+
+    def fire_due(self, limit: float | None = None) -> int:
+        """Fire every timer due at or before ``limit`` (default: the engine's now)."""
+        if limit is None:
+            limit = self.clock.now()
+            if limit is None:
+                return 0
+        fired = 0
+        for timer in self.timers.pop_due(limit, inclusive=True):
+            self._fire(timer)
+            fired += 1
+        return fired
+
+    def _fire(self, timer: PendingTimer) -> None:
+        plugin = timer.plugin
+        handler = self._timer_handlers.get(plugin)
+        if handler is None:
+            log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name)
+            return
+        actor = timer.actor
+        state = actor.states.get(plugin)
+        if state is None:
+            state = self._factories.get(plugin, lambda: None)()
+        fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
+        self.metrics.timers_fired.labels(plugin).inc()
+        try:
+            state, effects = handler(state, fired)
+        except Exception:
+            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
+            return
+        actor.states[plugin] = state
+        if effects:
+            self._effects(actor, plugin, effects)
+
+    def _timer_deadline(self) -> float:
+        due = self.timers.next_due()
+        return math.inf if due is None else self.clock.wall_deadline(due)
+
+    async def run_timers(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fire timers as the engine clock reaches them; runs until cancelled."""
+        task_status.started()
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._timer_deadline()) as scope:
+                    self._timer_scope = scope
+                    await trio.sleep_forever()
+                self._timer_scope = None
+                due = self.timers.next_due()
+                if due is not None and self.clock.wall_deadline(due) <= self._wall():
+                    # max(): never let float rounding leave a due timer unfired.
+                    self.fire_due(max(due, self.clock.now() or due))
+        finally:
+            self._timer_scope = None
+
+    # -- queries -------------------------------------------------------------
+
+    def now(self) -> datetime | None:
+        instant = self.clock.now()
+        return None if instant is None else datetime.fromtimestamp(instant, UTC)
+
+    def actor(self, key: str) -> Actor | None:
+        return self.actors.get(key)
+
+    def actor_view(self, key: str) -> dict[str, Any] | None:
+        """The JSON-ready view of one actor, as ``GET /v1/actors/{key}`` shows it."""
+        actor = self.actors.get(key)
+        if actor is None:
+            return None
+        timers = sorted((actor.timers or {}).values(), key=lambda t: t.due)
+        return {
+            "key": actor.key,
+            "states": {name: converter.unstructure(state) for name, state in actor.states.items()},
+            "timers": [
+                {
+                    "plugin": t.plugin,
+                    "name": t.name,
+                    "due": datetime.fromtimestamp(t.due, UTC).isoformat(),
+                }
+                for t in timers
+            ],
+            "unknown": dict(actor.unknown or {}),
+        }

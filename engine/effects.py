@@ -1,0 +1,63 @@
+"""Effects: what a handler wants done, as plain values.
+
+Handlers never do I/O. They return effects; the engine applies timer effects
+itself and hands every other effect to the effect runner at the edge. That
+keeps handlers deterministic and simulations exact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = ["Effect", "Notify", "SetTimer", "CancelTimer", "Timer"]
+
+
+class Effect:
+    """Marker base class for effect values (attrs frozen classes)."""
+
+    __slots__ = ()
+
+
+@attrs.frozen(slots=True)
+class Notify(Effect):
+    """POST ``payload`` as JSON to ``url`` with an ``Idempotency-Key`` header.
+
+    The key must be derived from what caused the notification (an event id, a
+    timer's due time) so that a retry or a replay is recognisably the same one.
+    """
+
+    url: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+@attrs.frozen(slots=True)
+class SetTimer(Effect):
+    """Set (or reset, if the name is taken) a timer on the current actor.
+
+    ``at`` is an instant of the engine clock; ``data`` comes back with the firing.
+    """
+
+    name: str
+    at: datetime
+    data: Any = None
+
+
+@attrs.frozen(slots=True)
+class CancelTimer(Effect):
+    """Cancel the current actor's timer of that name, if any."""
+
+    name: str
+
+
+@attrs.frozen(slots=True)
+class Timer:
+    """A timer that fell due, as passed to the owning plugin's timer handler."""
+
+    key: str
+    name: str
+    due: datetime
+    data: Any = None

@@ -1,0 +1,185 @@
+"""The event value and the envelope parser shared by every plugin.
+
+An event arrives as a JSON object. The *envelope* fields say who it belongs to
+and when it happened; everything else is the event's data. Plugins refine the
+parse of their own types (see ``EventType.validate``), so the engine stays
+ignorant of any domain.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import attrs
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+__all__ = [
+    "Event",
+    "InvalidEvent",
+    "parse_event",
+    "parse_timestamp",
+    "new_event_id",
+    "converter",
+    "dumps",
+    "loads",
+]
+
+UTC = timezone.utc
+
+#: Fields that form the envelope; any other top-level field joins ``data``.
+_ENVELOPE = frozenset({"id", "type", "key", "timestamp", "time_stamp", "data", "details"})
+#: Where the actor key is looked for, in order (the first present wins).
+_KEY_FIELDS = ("key", "user_id", "userId", "device_id", "deviceId")
+_TIMESTAMP_FIELDS = ("timestamp", "time_stamp")
+_MAX_ID = 200
+_MAX_TYPE = 100
+_MAX_KEY = 200
+
+
+def new_event_id() -> str:
+    """A random 128-bit id, for events whose client sent none."""
+    return os.urandom(16).hex()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(slots=True, eq=True, hash=False)
+class Event:
+    """One thing that happened to one actor.
+
+    ``id`` is the client's idempotency key (or generated); ``key`` names the
+    actor (usually the user); ``timestamp`` is when it happened (aware UTC),
+    ``received_at`` when Herald took it in.
+    """
+
+    id: str
+    type: str
+    key: str
+    timestamp: datetime
+    data: dict[str, Any] = attrs.field(factory=dict)
+    received_at: datetime = attrs.field(factory=_utcnow)
+
+
+@attrs.frozen(slots=True)
+class InvalidEvent(Exception):
+    """An event that cannot be accepted; becomes a 400 naming the field."""
+
+    field: str | None
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+def parse_timestamp(value: Any, field: str = "timestamp") -> datetime:
+    """Parse ISO 8601 (``Z`` or offsets; a space instead of ``T``) or epoch seconds.
+
+    A timestamp without an offset is taken as UTC; the result is always aware UTC.
+    """
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(
+                field,
+                "invalid_timestamp",
+                f"{value[:60]!r} is not an ISO 8601 timestamp (e.g. 2021-02-28T16:23:25Z)",
+            ) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidEvent(field, "invalid_timestamp", f"{value!r} is out of range") from None
+    else:
+        raise InvalidEvent(
+            field, "invalid_type", "must be an ISO 8601 string or epoch seconds"
+        )
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts
+
+
+def _string(raw: Mapping[str, Any], field: str, limit: int, *, required: bool) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise InvalidEvent(field, "missing", "is required")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    elif not isinstance(value, str):
+        raise InvalidEvent(field, "invalid_type", "must be a string")
+    if not value:
+        raise InvalidEvent(field, "empty", "must not be empty")
+    if len(value) > limit:
+        raise InvalidEvent(field, "too_long", f"must be at most {limit} characters")
+    return value
+
+
+def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
+    """Turn one decoded JSON object into an :class:`Event`, or raise :class:`InvalidEvent`.
+
+    Accepted shapes: the envelope ``{id?, type, key, timestamp, data?}``, and
+    flat shapes such as ``{user_id, type, time_stamp, ...}`` where the key is
+    the first of ``key``, ``user_id``, ``device_id`` present and the remaining
+    fields (plus a ``details`` or ``data`` object) become ``data``.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidEvent(None, "invalid_type", "an event must be a JSON object")
+    type_ = _string(raw, "type", _MAX_TYPE, required=True)
+    key = None
+    for name in _KEY_FIELDS:
+        if name in raw:
+            key = _string(raw, name, _MAX_KEY, required=True)
+            break
+    if key is None:
+        raise InvalidEvent("key", "missing", "is required (or user_id / device_id)")
+    for name in _TIMESTAMP_FIELDS:
+        if name in raw:
+            timestamp = parse_timestamp(raw[name], name)
+            break
+    else:
+        raise InvalidEvent("timestamp", "missing", "is required (ISO 8601)")
+    event_id = _string(raw, "id", _MAX_ID, required=False) or new_event_id()
+
+    data: dict[str, Any] = {k: v for k, v in raw.items() if k not in _ENVELOPE}
+    for name in ("details", "data"):
+        nested = raw.get(name)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise InvalidEvent(name, "invalid_type", "must be a JSON object")
+        data.update(nested)
+    return Event(
+        id=event_id,
+        type=type_,
+        key=key,
+        timestamp=timestamp,
+        data=data,
+        received_at=received_at or _utcnow(),
+    )
+
+
+#: cattrs converter with orjson's conventions (datetimes as ISO 8601 strings).
+converter = make_converter()
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise attrs values (events, effects, plugin states) to JSON bytes."""
+    return orjson.dumps(converter.unstructure(obj))
+
+
+def loads(data: bytes | str, cls: type) -> Any:
+    """Inverse of :func:`dumps` for a known class."""
+    return converter.structure(orjson.loads(data), cls)

@@ -1,0 +1,111 @@
+"""The hooks a Herald plugin may implement.
+
+A plugin is a plain module with ``@hookimpl`` functions; it is found through
+the ``herald`` entry-point group (bundled plugins included). Hooks that declare
+what a plugin *is* (state, event types, timer handler, effect executors) are
+called once per plugin when it registers and their results are resolved into
+plain dicts, so that dispatching an event costs a dict lookup, never a hook
+call. Hooks that *do* things (routes, sources, startup, shutdown) are called
+once per server.
+
+Every hook is optional. Arguments may be omitted from an implementation's
+signature, as usual with pluggy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from quart import Blueprint
+
+    from .config import Config
+    from .effects import Effect, Timer
+    from .plugins import EventType
+    from .runtime import Herald
+
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+PROJECT = "herald"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def herald_state_type() -> type | None:
+    """The class of this plugin's per-actor state.
+
+    An attrs class whose no-argument call is the initial state. Herald creates
+    one lazily, on the first event of this plugin's types for an actor, and
+    renders it with cattrs in ``GET /v1/actors/{key}``. Prefer frozen classes:
+    handlers return a new state instead of mutating the old one.
+    """
+
+
+@hookspec
+def herald_event_types(config: Config) -> Iterable[EventType]:
+    """The event types this plugin handles, and how to parse and handle each.
+
+    Each :class:`engine.EventType` names a type (plus aliases), a handler
+    ``(state, event) -> (state, effects)`` and optionally a ``validate(event)
+    -> event`` step that checks or normalises ``event.data`` and raises
+    :class:`engine.InvalidEvent` for bad input (a 400 naming the field). A
+    type may be claimed by one plugin only.
+    """
+
+
+@hookspec
+def herald_timer_handler(config: Config) -> Callable[[Any, Timer], tuple[Any, Iterable[Effect]]] | None:
+    """The function called when one of this plugin's timers falls due.
+
+    Signature ``(state, timer) -> (state, effects)``, like an event handler;
+    ``timer`` is an :class:`engine.Timer` with the actor key, name, due instant
+    and the data given to :class:`engine.SetTimer`.
+    """
+
+
+@hookspec
+def herald_effect_executors(config: Config) -> Mapping[type, Callable[[Any], Awaitable[None]]]:
+    """Executors for effect classes this plugin introduces.
+
+    Maps an effect class to ``async def execute(effect)``; the runner calls it
+    off the ingestion path, with retries. Raise :class:`engine.DeliveryError`
+    (``retryable=True`` for transient failures) to report a failure.
+    """
+
+
+@hookspec
+def herald_routes(herald: Herald) -> Blueprint | Iterable[Blueprint] | None:
+    """Quart blueprints to mount on the server.
+
+    Views may carry OpenAPI operations with :func:`engine.openapi.operation`;
+    they are merged into ``/openapi.json``.
+    """
+
+
+@hookspec
+def herald_sources(herald: Herald) -> Iterable[Callable[[], Awaitable[None]]]:
+    """Background sources (pollers, file tailers, consumers) to run.
+
+    Each is an ``async`` callable run in the server's nursery for its whole
+    life; it feeds events with ``herald.submit(...)``. It is cancelled at
+    shutdown and should never return early.
+    """
+
+
+@hookspec
+def herald_startup(herald: Herald) -> Awaitable[None] | None:
+    """Called once when the server starts, before it accepts requests.
+
+    May return an awaitable, which is awaited.
+    """
+
+
+@hookspec
+def herald_shutdown(herald: Herald) -> Awaitable[None] | None:
+    """Called once when the server stops, after requests have ended.
+
+    May return an awaitable, which is awaited.
+    """

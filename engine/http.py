@@ -1,0 +1,184 @@
+"""The ingestion routes as a bare ASGI fast path in front of Quart.
+
+``POST /v1/event`` and ``POST /v1/events`` are the hot routes: they are served
+here, straight from ASGI messages, so that accepting an event costs about what
+a bare ASGI app costs. Every other request goes to the Quart app.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import orjson
+
+from .event import InvalidEvent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runtime import Herald
+
+__all__ = ["IngestApp", "error_body", "EVENT_PATH", "BATCH_PATH"]
+
+log = logging.getLogger("herald.http")
+
+EVENT_PATH = "/v1/event"
+BATCH_PATH = "/v1/events"
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error answer."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    raise _TooLarge
+            except ValueError:
+                pass
+            break
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        if len(body) > limit:
+            raise _TooLarge
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, payload: Any, headers: list | None = None) -> None:
+    body = orjson.dumps(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _content_type(scope: dict) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower()
+    return b""
+
+
+class IngestApp:
+    """ASGI app: the two ingestion routes, then everything else to ``app``."""
+
+    def __init__(self, app: Callable, herald: Herald) -> None:
+        self.app = app
+        self.herald = herald
+        self.engine = herald.engine
+        self.max_event = herald.config.max_event_bytes
+        self.max_batch = herald.config.max_batch_bytes
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == EVENT_PATH or path == BATCH_PATH:
+                if scope["method"] != "POST":
+                    await _respond(
+                        send, 405, error_body("method_not_allowed", "use POST"), [(b"allow", b"POST")]
+                    )
+                    return
+                handle = self._single if path == EVENT_PATH else self._batch
+                limit = self.max_event if path == EVENT_PATH else self.max_batch
+                try:
+                    body = await _read_body(scope, receive, limit)
+                except _Disconnected:
+                    return
+                except _TooLarge:
+                    await _respond(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
+                    return
+                if not self.herald.ready:
+                    await _respond(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
+                    return
+                try:
+                    status, payload = handle(scope, body)
+                except Exception:  # a bug, never the client's fault: say so, stay up
+                    log.exception("ingestion failed")
+                    status, payload = 500, error_body("internal", "internal error; the event was not accepted")
+                await _respond(send, status, payload)
+                return
+        await self.app(scope, receive, send)
+
+    def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return 400, error_body("malformed_json", f"the body is not valid JSON: {exc.msg}")
+        try:
+            event = self.engine.ingest(raw)
+        except InvalidEvent as exc:
+            return 400, {"error": exc.to_dict()}
+        return 202, {"id": event.id}
+
+    def _batch(self, scope: dict, body: bytes) -> tuple[int, Any]:
+        rejected: list[dict[str, Any]] = []
+        items: list[tuple[int, Any]] = []
+        if _content_type(scope) in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq"):
+            for number, line in enumerate(body.split(b"\n"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append((number, orjson.loads(line)))
+                except orjson.JSONDecodeError as exc:
+                    rejected.append({"line": number, "error": error_body("malformed_json", exc.msg)["error"]})
+        else:
+            try:
+                decoded = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return 400, error_body("malformed_json", f"the body is not valid JSON: {exc.msg}")
+            if not isinstance(decoded, list):
+                return 400, error_body(
+                    "invalid_type", "a batch is a JSON array, or NDJSON with Content-Type application/x-ndjson"
+                )
+            items = list(enumerate(decoded, 1))
+        engine = self.engine
+        events = []
+        for number, raw in items:
+            try:
+                events.append(engine.parse(raw))
+            except InvalidEvent as exc:
+                rejected.append({"line": number, "error": exc.to_dict()})
+        for event in events:
+            engine.submit(event)
+        rejected.sort(key=lambda r: r["line"])
+        result = {"accepted": len(events), "ids": [e.id for e in events], "rejected": rejected}
+        if events or not rejected:
+            if not events:
+                return 400, {**error_body("empty_batch", "the batch holds no events"), **result}
+            return 202, result
+        return 400, {**error_body("no_valid_events", "no event in the batch is valid; see rejected"), **result}

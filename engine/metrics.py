@@ -1,0 +1,43 @@
+"""Prometheus metrics of one Herald instance (its own registry, so that several
+instances, as in tests, never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "UNKNOWN_TYPE"]
+
+#: Label used for every event type no plugin claims (bounded cardinality).
+UNKNOWN_TYPE = "_unknown"
+
+_LATENCY_BUCKETS = (1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.accepted = Counter("herald_events_accepted", "Events accepted, by type", ["type"], registry=r)
+        self.rejected = Counter(
+            "herald_events_rejected", "Events rejected, by type and error code", ["type", "code"], registry=r
+        )
+        self.handler_seconds = Histogram(
+            "herald_handler_seconds", "Time spent in event handlers", ["type"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.handler_errors = Counter(
+            "herald_handler_errors", "Handlers that raised (state left unchanged)", ["type"], registry=r
+        )
+        self.timers_fired = Counter("herald_timers_fired", "Timers fired, by plugin", ["plugin"], registry=r)
+        self.timers_pending = Gauge("herald_timers_pending", "Timers waiting to fire", registry=r)
+        self.actors = Gauge("herald_actors", "Actors in memory", registry=r)
+        self.effects_queued = Gauge("herald_effects_queued", "Effects waiting for delivery", registry=r)
+        self.effects_sent = Counter("herald_effects_sent", "Effects delivered", ["effect"], registry=r)
+        self.effects_failed = Counter("herald_effects_failed", "Effects given up on", ["effect", "reason"], registry=r)
+        self.effects_retried = Counter("herald_effects_retried", "Delivery retries", ["effect"], registry=r)
+        self.effects_dropped = Counter(
+            "herald_effects_dropped", "Effects dropped before delivery", ["effect", "reason"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

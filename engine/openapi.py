@@ -1,0 +1,119 @@
+"""OpenAPI 3.1 for Herald: views carry their operation; the server collects them.
+
+Plugins document their routes with :func:`operation` on their Quart views;
+:func:`build_document` walks the app's URL map, so the document always lists
+exactly the routes that are mounted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = ["operation", "build_document", "ERROR_SCHEMA", "error_response", "json_body"]
+
+#: The body of every 4xx/5xx answer: ``{"error": {"code", "message", "field"}}``.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def json_body(schema: Mapping[str, Any], description: str = "") -> dict[str, Any]:
+    """A response or request body object with an ``application/json`` schema."""
+    return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return json_body({"$ref": "#/components/schemas/Error"}, description)
+
+
+def operation(
+    summary: str,
+    *,
+    description: str = "",
+    tags: Iterable[str] = (),
+    request: Mapping[str, Any] | None = None,
+    responses: Mapping[int | str, Mapping[str, Any]] | None = None,
+    parameters: Iterable[Mapping[str, Any]] = (),
+) -> Callable[[Callable], Callable]:
+    """Attach an OpenAPI operation to a view function.
+
+    ``request`` is a full requestBody object; ``responses`` maps a status to a
+    response object (see :func:`json_body`, :func:`error_response`). Path
+    parameters are added from the route itself.
+    """
+
+    def attach(view: Callable) -> Callable:
+        op: dict[str, Any] = {"summary": summary, "responses": {str(k): dict(v) for k, v in (responses or {}).items()}}
+        if description:
+            op["description"] = description
+        if tags:
+            op["tags"] = list(tags)
+        if request is not None:
+            op["requestBody"] = dict(request)
+        if parameters:
+            op["parameters"] = [dict(p) for p in parameters]
+        if not op["responses"]:
+            op["responses"] = {"200": {"description": "OK"}}
+        view.__openapi__ = op  # type: ignore[attr-defined]
+        return view
+
+    return attach
+
+
+_RULE_PARAM = re.compile(r"<(?:(?P<conv>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_CONVERTER_SCHEMA = {"int": {"type": "integer"}, "float": {"type": "number"}}
+
+
+def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
+    params = []
+    for match in _RULE_PARAM.finditer(rule):
+        schema = _CONVERTER_SCHEMA.get(match["conv"] or "", {"type": "string", "minLength": 1})
+        params.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
+    return _RULE_PARAM.sub(lambda m: "{" + m["name"] + "}", rule), params
+
+
+def build_document(
+    app: Any,
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    extra_paths: Mapping[str, Mapping[str, Any]] | None = None,
+    schemas: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the OpenAPI document from the app's documented views plus ``extra_paths``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for path, ops in (extra_paths or {}).items():
+        paths.setdefault(path, {}).update({m.lower(): dict(op) for m, op in ops.items()})
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        op = getattr(view, "__openapi__", None)
+        if op is None:
+            continue
+        path, params = _path(rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            entry = dict(op)
+            if params:
+                declared = {p["name"] for p in entry.get("parameters", [])}
+                entry["parameters"] = [p for p in params if p["name"] not in declared] + list(entry.get("parameters", []))
+            entry.setdefault("operationId", f"{method.lower()}_{rule.endpoint.replace('.', '_')}")
+            paths.setdefault(path, {})[method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": {"Error": ERROR_SCHEMA, **dict(schemas or {})}},
+    }

@@ -1,0 +1,169 @@
+"""Finding, registering and resolving plugins.
+
+Plugins come from the ``herald`` entry-point group (the bundled ones are
+declared there by Herald's own distribution) or, for development, from a
+dotted module path given in the configuration. Their declaration hooks are
+called once, here, and flattened into lookup tables for the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .config import Config
+from .event import Event
+
+__all__ = ["EventType", "PluginError", "PluginHost", "Route", "available_plugins"]
+
+log = logging.getLogger("herald.plugins")
+
+GROUP = "herald"
+
+
+class PluginError(Exception):
+    """A plugin cannot be found or its declarations conflict."""
+
+
+@attrs.frozen
+class EventType:
+    """An event type a plugin handles.
+
+    ``handler(state, event) -> (state, effects)`` must do no I/O. ``validate``
+    (optional) receives the parsed :class:`Event` and returns it, possibly
+    with normalised data, or raises :class:`InvalidEvent`. ``schema`` is a
+    JSON Schema for ``data``, used in the API docs.
+    """
+
+    name: str
+    handler: Callable[[Any, Event], tuple[Any, Iterable[Any]]]
+    validate: Callable[[Event], Event] | None = None
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    schema: dict[str, Any] | None = None
+
+
+@attrs.frozen(slots=True)
+class Route:
+    """Where events of one type go: resolved once, used per event."""
+
+    plugin: str
+    type: EventType
+    state_factory: Callable[[], Any]
+
+
+def _no_state() -> None:
+    return None
+
+
+def available_plugins() -> dict[str, str]:
+    """Entry-point name -> ``module`` for every plugin installed."""
+    found: dict[str, str] = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def _load(name: str) -> tuple[str, Any]:
+    eps = {ep.name: ep for ep in entry_points(group=GROUP)}
+    if name in eps:
+        return name, eps[name].load()
+    if "." in name or ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+        except ImportError as exc:
+            raise PluginError(f"cannot import plugin {name!r}: {exc}") from exc
+        if attr:
+            obj = getattr(obj, attr)
+        return module.rsplit(".", 1)[-1] if not attr else attr, obj
+    known = ", ".join(sorted(eps)) or "none"
+    raise PluginError(f"unknown plugin {name!r} (installed: {known})")
+
+
+class PluginHost:
+    """The enabled plugins, registered with pluggy and resolved for dispatch."""
+
+    def __init__(self, config: Config, plugins: Sequence[tuple[str, Any]]) -> None:
+        self.config = config
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        for name, plugin in plugins:
+            if self.pm.has_plugin(name):
+                raise PluginError(f"plugin {name!r} is enabled twice")
+            self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self.names: list[str] = [name for name, _ in plugins]
+        self.state_types: dict[str, type | None] = {}
+        self.timer_handlers: dict[str, Callable] = {}
+        self.executors: dict[type, Callable] = {}
+        self.routes: dict[str, Route] = {}
+        self._resolve()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "PluginHost":
+        """Load the plugins the configuration selects (all installed by default)."""
+        names = config.plugins if config.plugins is not None else list(available_plugins())
+        return cls(config, [_load(name) for name in names])
+
+    @classmethod
+    def from_objects(cls, config: Config, plugins: Iterable[Any]) -> "PluginHost":
+        """Register plugin objects (usually modules) directly, e.g. in tests."""
+        pairs = []
+        for plugin in plugins:
+            if isinstance(plugin, tuple):
+                pairs.append(plugin)
+            elif isinstance(plugin, ModuleType):
+                name = plugin.__name__
+                parts = name.split(".")
+                # plugins.fitness.hooks -> fitness
+                pairs.append((parts[1] if parts[0] == "plugins" and len(parts) > 1 else parts[-1], plugin))
+            else:
+                pairs.append((getattr(plugin, "name", type(plugin).__name__), plugin))
+        return cls(config, pairs)
+
+    def each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a hook on every plugin separately, keeping who answered what."""
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            args = {name: kwargs[name] for name in impl.argnames}
+            results.append((impl.plugin_name, impl.function(**args)))
+        return results
+
+    def _resolve(self) -> None:
+        cfg = self.config
+        for name, state_type in self.each("herald_state_type"):
+            self.state_types[name] = state_type
+        for name, handler in self.each("herald_timer_handler", config=cfg):
+            if handler is not None:
+                self.timer_handlers[name] = handler
+        for name, executors in self.each("herald_effect_executors", config=cfg):
+            for effect_type, execute in (executors or {}).items():
+                if effect_type in self.executors:
+                    raise PluginError(f"{name}: an executor for {effect_type.__name__} exists already")
+                self.executors[effect_type] = execute
+        for name, types in self.each("herald_event_types", config=cfg):
+            factory = self.state_types.get(name) or _no_state
+            for event_type in types or ():
+                route = Route(name, event_type, factory)
+                for type_name in (event_type.name, *event_type.aliases):
+                    other = self.routes.get(type_name)
+                    if other is not None:
+                        raise PluginError(
+                            f"event type {type_name!r} is claimed by both {other.plugin!r} and {name!r}"
+                        )
+                    self.routes[type_name] = route
+
+    def event_types(self, plugin: str) -> list[EventType]:
+        seen: dict[str, EventType] = {}
+        for route in self.routes.values():
+            if route.plugin == plugin:
+                seen.setdefault(route.type.name, route.type)
+        return list(seen.values())

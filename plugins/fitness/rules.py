@@ -1,0 +1,136 @@
+"""The fitness rules as pure state transitions ``(state, event) -> (state, effects)``.
+
+- **Congratulate**: a ``training_program_finished`` that follows its
+  ``training_program_started`` by strictly more than 30 minutes notifies the
+  user with the minutes trained. Cancelled programs don't count.
+- **Nudge**: an ``app_launch`` not followed by a ``training_program_started``
+  within 10 minutes notifies the user. Another launch restarts the 10
+  minutes; a start cancels the nudge.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from engine import CancelTimer, Event, Notify, SetTimer, Timer
+
+__all__ = ["FitnessRules", "FitnessState", "Run", "NUDGE_TIMER"]
+
+NUDGE_TIMER = "nudge"
+#: Programs a user may have running at once before the oldest is forgotten.
+MAX_RUNNING = 8
+
+Effects = tuple[Any, ...]
+
+
+@attrs.frozen(slots=True)
+class Run:
+    """A training program the user started and has not finished or cancelled."""
+
+    program_id: str
+    title: str | None
+    started_at: datetime
+
+
+@attrs.frozen(slots=True)
+class FitnessState:
+    """One user's fitness state."""
+
+    running: tuple[Run, ...] = ()
+    last_launch_at: datetime | None = None
+    device_id: str | None = None
+    programs_finished: int = 0
+    minutes_trained: float = 0.0
+    notifications_sent: int = 0
+
+
+def _device(state: FitnessState, event: Event) -> str | None:
+    device = event.data.get("device_id")
+    return device if isinstance(device, str) else state.device_id
+
+
+@attrs.frozen
+class FitnessRules:
+    """The rules, bound to their settings (where to notify, the thresholds)."""
+
+    notify_url: str
+    congratulate_after: timedelta = timedelta(minutes=30)
+    nudge_after: timedelta = timedelta(minutes=10)
+
+    def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
+        due = event.timestamp + self.nudge_after
+        state = attrs.evolve(state, last_launch_at=event.timestamp, device_id=_device(state, event))
+        return state, (SetTimer(NUDGE_TIMER, due, event.timestamp.isoformat()),)
+
+    def program_started(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
+        program_id = event.data["training_program_id"]
+        run = Run(program_id, event.data.get("training_program_title"), event.timestamp)
+        running = tuple(r for r in state.running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
+        state = attrs.evolve(state, running=running, device_id=_device(state, event))
+        return state, (CancelTimer(NUDGE_TIMER),)
+
+    def program_cancelled(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
+        program_id = event.data["training_program_id"]
+        running = tuple(r for r in state.running if r.program_id != program_id)
+        return attrs.evolve(state, running=running, device_id=_device(state, event)), ()
+
+    def program_finished(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
+        program_id = event.data["training_program_id"]
+        run = next((r for r in state.running if r.program_id == program_id), None)
+        if run is None:  # a finish without its start: nothing to measure
+            return state, ()
+        trained = event.timestamp - run.started_at
+        minutes = trained.total_seconds() / 60
+        state = attrs.evolve(
+            state,
+            running=tuple(r for r in state.running if r is not run),
+            device_id=_device(state, event),
+            programs_finished=state.programs_finished + 1,
+            minutes_trained=state.minutes_trained + max(minutes, 0.0),
+        )
+        if trained <= self.congratulate_after:
+            return state, ()
+        whole = math.floor(minutes)
+        title = event.data.get("training_program_title") or run.title
+        program = f" ({title})" if title else ""
+        payload = {
+            "type": "congratulate",
+            "user_id": event.key,
+            "device_id": state.device_id,
+            "message": (
+                f"Well done! You trained for {whole} minute{'s' if whole != 1 else ''} today{program}. "
+                "That's your daily training dose."
+            ),
+            "minutes": round(minutes, 1),
+            "seconds": trained.total_seconds(),
+            "training_program_id": program_id,
+            "training_program_title": title,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": event.timestamp.isoformat(),
+        }
+        key = f"fitness:congratulate:{event.key}:{program_id}:{event.timestamp.isoformat()}"
+        state = attrs.evolve(state, notifications_sent=state.notifications_sent + 1)
+        return state, (Notify(self.notify_url, payload, key),)
+
+    def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
+        if timer.name != NUDGE_TIMER:
+            return state, ()
+        minutes = self.nudge_after.total_seconds() / 60
+        payload = {
+            "type": "nudge",
+            "user_id": timer.key,
+            "device_id": state.device_id,
+            "message": (
+                f"You opened the app {minutes:g} minutes ago. Start a training program now "
+                "and get your daily training dose!"
+            ),
+            "launched_at": timer.data,
+            "due_at": timer.due.isoformat(),
+        }
+        key = f"fitness:nudge:{timer.key}:{timer.data}"
+        state = attrs.evolve(state, notifications_sent=state.notifications_sent + 1)
+        return state, (Notify(self.notify_url, payload, key),)

@@ -1,0 +1,316 @@
+"""Herald's HTTP server: a QuartTrio app on hypercorn-trio.
+
+``create_app`` builds the ASGI app for a :class:`engine.Herald` (the ingestion
+fast path in front of Quart, with the core routes and every plugin's
+blueprints); ``serve`` runs it until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import orjson
+import trio
+from quart import Blueprint, Quart, Response, request, send_from_directory
+from quart_trio import QuartTrio
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import HTTPException
+
+from engine import Config, Herald
+from engine.http import BATCH_PATH, EVENT_PATH, IngestApp, error_body
+from engine.metrics import CONTENT_TYPE_LATEST
+from engine.openapi import build_document, error_response, json_body, operation
+
+__all__ = ["create_app", "serve", "ingestion_paths"]
+
+log = logging.getLogger("herald.server")
+
+try:
+    VERSION = version("herald")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    VERSION = "0.0.0"
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def _event_schema(herald: Herald) -> dict[str, Any]:
+    types = sorted({r.type.name for r in herald.plugins.routes.values()})
+    return {
+        "type": "object",
+        "description": (
+            "An event: the envelope {id?, type, key, timestamp, data?}, or a flat shape where the key is "
+            "user_id or device_id, the timestamp may be time_stamp, and other fields (and a details "
+            "object) become data. Types handled by plugins: " + (", ".join(types) or "none")
+            + ". Any other type is accepted and counted on its actor."
+        ),
+        "required": ["type"],
+        "properties": {
+            "id": {"type": "string", "maxLength": 200, "description": "idempotency key; generated if absent"},
+            "type": {"type": "string", "minLength": 1, "maxLength": 100, "examples": types},
+            "key": {"type": "string", "minLength": 1, "maxLength": 200, "description": "the actor (usually the user)"},
+            "user_id": {"type": "string"},
+            "device_id": {"type": "string"},
+            "timestamp": {"type": "string", "description": "ISO 8601; without an offset it is UTC"},
+            "time_stamp": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS (UTC)"},
+            "data": {"type": "object"},
+            "details": {"type": "object"},
+        },
+        "additionalProperties": True,
+    }
+
+
+def ingestion_paths(herald: Herald) -> dict[str, Any]:
+    """OpenAPI operations of the fast-path routes (they are not Quart views)."""
+    too_large = error_response("body too large")
+    batch_result = {
+        "type": "object",
+        "properties": {
+            "accepted": {"type": "integer"},
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"line": {"type": "integer"}, "error": {"type": "object"}},
+                },
+            },
+        },
+    }
+    return {
+        EVENT_PATH: {
+            "post": {
+                "operationId": "post_event",
+                "tags": ["events"],
+                "summary": "Accept one event",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}}},
+                "responses": {
+                    "202": json_body({"type": "object", "properties": {"id": {"type": "string"}}}, "accepted"),
+                    "400": error_response("malformed JSON, a missing or wrong-typed field, a bad timestamp"),
+                    "413": too_large,
+                    "503": error_response("still starting"),
+                },
+            }
+        },
+        BATCH_PATH: {
+            "post": {
+                "operationId": "post_events",
+                "tags": ["events"],
+                "summary": "Accept a batch of events",
+                "description": "A JSON array, or NDJSON with Content-Type application/x-ndjson (one event a line). "
+                "Valid events are accepted; invalid ones are reported with their (1-based) line numbers.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "202": json_body(batch_result, "at least one event accepted"),
+                    "400": error_response("nothing valid in the batch"),
+                    "413": too_large,
+                    "503": error_response("still starting"),
+                },
+            }
+        },
+    }
+
+
+def _core_routes(herald: Herald) -> Blueprint:
+    bp = Blueprint("core", __name__)
+    engine = herald.engine
+
+    @bp.get("/")
+    async def index() -> Response:
+        return json_response({"name": "herald", "version": VERSION, "docs": "/docs", "openapi": "/openapi.json"})
+
+    @bp.get("/v1/actors/<path:key>")
+    @operation(
+        "One actor's state",
+        tags=["actors"],
+        description="Each plugin's state, the pending timers and the counts of unknown event types.",
+        responses={
+            200: json_body({"type": "object", "properties": {
+                "key": {"type": "string"}, "states": {"type": "object"},
+                "timers": {"type": "array"}, "unknown": {"type": "object"}}}),
+            404: error_response("no actor has this key"),
+        },
+    )
+    async def actor(key: str) -> Response:
+        view = engine.actor_view(key)
+        if view is None:
+            return json_response(error_body("not_found", f"no actor with key {key!r}", "key"), 404)
+        return json_response(view)
+
+    @bp.post("/v1/notify")
+    @operation(
+        "Receive a notification (Herald's own sink)",
+        tags=["notify"],
+        description="The default target of notifications. Repeats of an Idempotency-Key are acknowledged and dropped.",
+        request={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+        parameters=[{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}],
+        responses={
+            202: json_body({"type": "object", "properties": {"duplicate": {"type": "boolean"}}}),
+            400: error_response("not a JSON object"),
+        },
+    )
+    async def notify_in() -> Response:
+        body = await request.get_data()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return json_response(error_body("malformed_json", f"the body is not valid JSON: {exc.msg}"), 400)
+        if not isinstance(payload, dict):
+            return json_response(error_body("invalid_type", "a notification is a JSON object"), 400)
+        key = request.headers.get("Idempotency-Key") or payload.get("idempotency_key")
+        stored = herald.sink.add(payload, key if isinstance(key, str) else None)
+        return json_response({"duplicate": not stored}, 202)
+
+    @bp.get("/v1/notify")
+    @operation(
+        "The latest notifications received by the sink",
+        tags=["notify"],
+        parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}],
+        responses={200: json_body({"type": "object", "properties": {
+            "received": {"type": "integer"}, "duplicates": {"type": "integer"},
+            "notifications": {"type": "array"}}}), 400: error_response("bad limit")},
+    )
+    async def notify_out() -> Response:
+        raw = request.args.get("limit")
+        limit = None
+        if raw is not None:
+            if not raw.isdigit():
+                return json_response(error_body("invalid_value", "must be a non-negative integer", "limit"), 400)
+            limit = int(raw)
+        sink = herald.sink
+        return json_response(
+            {"received": sink.received, "duplicates": sink.duplicates, "notifications": sink.latest(limit)}
+        )
+
+    @bp.get("/healthz")
+    @operation(
+        "Liveness and readiness",
+        tags=["ops"],
+        responses={200: json_body({"type": "object"}, "ready"), 503: json_body({"type": "object"}, "not ready")},
+    )
+    async def healthz() -> Response:
+        now = engine.now()
+        body = {
+            "status": "ok" if herald.ready else "starting",
+            "ready": herald.ready,
+            "plugins": herald.plugins.names,
+            "actors": len(engine.actors),
+            "timers_pending": len(engine.timers),
+            "effects_pending": herald.runner.pending,
+            "clock": now.isoformat() if now else None,
+        }
+        return json_response(body, 200 if herald.ready else 503)
+
+    @bp.get("/metrics")
+    @operation("Prometheus metrics", tags=["ops"], responses={200: {"description": "text exposition format"}})
+    async def metrics() -> Response:
+        return Response(herald.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    return bp
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Herald API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""
+
+
+def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
+    bp = Blueprint("docs", __name__)
+    document: dict[str, Any] = {}
+
+    @bp.get("/openapi.json")
+    async def openapi() -> Response:
+        if not document:
+            document.update(
+                build_document(
+                    app,
+                    title="Herald",
+                    version=VERSION,
+                    description="Events in, per-user actors with timers, plugins that decide what events mean.",
+                    extra_paths=ingestion_paths(herald),
+                    schemas={"Event": _event_schema(herald)},
+                )
+            )
+        return json_response(document)
+
+    @bp.get("/docs")
+    async def docs() -> Response:
+        return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
+
+    @bp.get("/docs/static/<path:filename>")
+    async def docs_static(filename: str) -> Response:
+        return await send_from_directory(swagger_ui_path, filename)
+
+    return bp
+
+
+def create_app(herald: Herald) -> IngestApp:
+    """The ASGI app for ``herald``: ingestion fast path, core routes, plugin routes."""
+    app = QuartTrio("herald")
+    app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
+    app.register_blueprint(_core_routes(herald))
+    app.register_blueprint(_docs_routes(app, herald))
+    for name, blueprints in herald.plugins.each("herald_routes", herald=herald):
+        if blueprints is None:
+            continue
+        for bp in [blueprints] if isinstance(blueprints, Blueprint) else blueprints:
+            app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return json_response(error_body(code, exc.description or exc.name), exc.code or 500)
+
+    @app.errorhandler(Exception)
+    async def crash(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response(error_body("internal", "internal error"), 500)
+
+    app.herald = herald  # type: ignore[attr-defined]
+    return IngestApp(app, herald)
+
+
+async def _signalled() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s; shutting down", signal.Signals(signum).name)
+            return
+
+
+async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run Herald on hypercorn-trio until SIGINT/SIGTERM; in-flight requests finish first."""
+    herald = Herald(config)
+    app = create_app(herald)
+    hconfig = hypercorn.config.Config()
+    hconfig.bind = [f"{config.host}:{config.port}" if ":" not in config.host else f"[{config.host}]:{config.port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.graceful_timeout = 5
+    async with herald.running():
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=_signalled)
+            )
+            log.info(
+                "Herald %s listening on %s (plugins: %s; notifications to %s)",
+                VERSION, ", ".join(binds), ", ".join(herald.plugins.names) or "none",
+                config.effective_notify_url,
+            )
+            task_status.started(binds)
