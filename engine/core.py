@@ -68,6 +68,8 @@ class Engine:
         self._factories = {name: (t or (lambda: None)) for name, t in plugins.state_types.items()}
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
+        #: Event-time instant of the event or timer being handled (None between them).
+        self.handling_at: datetime | None = None
         # Per-type metric children, resolved once (a labels() call costs more than the handler).
         self._type_metrics: dict[str, tuple[Any, Any]] = {}
         m = self.metrics
@@ -118,7 +120,9 @@ class Engine:
         if route is None:
             self._unknown(actor, event)
         else:
+            self.handling_at = event.timestamp
             self._apply(actor, route, event)
+            self.handling_at = None
         if self._timer_scope is not None:
             self._timer_scope.deadline = self._timer_deadline()
 
@@ -182,6 +186,16 @@ class Engine:
             fired += 1
         return fired
 
+    def fire_ripe(self) -> int:
+        """Fire the timers whose instant the engine clock has reached by now."""
+        fired = 0
+        while True:
+            due = self.timers.next_due()
+            if due is None or self.clock.wall_deadline(due) > self._wall():
+                return fired
+            # max(): float rounding must never leave a ripe timer unfired.
+            fired += self.fire_due(max(due, self.clock.now() or due))
+
     def _fire(self, timer: PendingTimer) -> None:
         plugin = timer.plugin
         handler = self._timer_handlers.get(plugin)
@@ -194,14 +208,18 @@ class Engine:
             state = self._factories.get(plugin, lambda: None)()
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
         self.metrics.timers_fired.labels(plugin).inc()
+        self.handling_at = fired.due
         try:
             state, effects = handler(state, fired)
         except Exception:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
-        actor.states[plugin] = state
-        if effects:
-            self._effects(actor, plugin, effects)
+        else:
+            actor.states[plugin] = state
+            if effects:
+                self._effects(actor, plugin, effects)
+        finally:
+            self.handling_at = None
 
     def _timer_deadline(self) -> float:
         due = self.timers.next_due()
@@ -216,10 +234,7 @@ class Engine:
                     self._timer_scope = scope
                     await trio.sleep_forever()
                 self._timer_scope = None
-                due = self.timers.next_due()
-                if due is not None and self.clock.wall_deadline(due) <= self._wall():
-                    # max(): never let float rounding leave a due timer unfired.
-                    self.fire_due(max(due, self.clock.now() or due))
+                self.fire_ripe()
         finally:
             self._timer_scope = None
 

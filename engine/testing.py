@@ -18,10 +18,12 @@ with the engine instant at which each was emitted::
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
+import orjson
 import trio
 
 from .config import Config
@@ -30,7 +32,7 @@ from .effects import Effect, Notify
 from .event import Event
 from .plugins import PluginHost
 
-__all__ = ["Simulation"]
+__all__ = ["Simulation", "Receiver"]
 
 UTC = timezone.utc
 
@@ -55,7 +57,8 @@ class Simulation:
         self.config = config or Config.from_env(dict(env or {}))
         plugins = list(plugins)
         host = PluginHost.from_objects(self.config, plugins) if plugins else PluginHost.from_config(self.config)
-        #: Every effect emitted, with the engine instant it was emitted at.
+        #: Every effect emitted, with the event-time instant of what caused it
+        #: (the event's timestamp, or the timer's due instant).
         self.log: list[tuple[datetime, Effect]] = []
         self.engine = Engine(
             host,
@@ -67,7 +70,7 @@ class Simulation:
         self._nursery_cm: Any = None
 
     def _record(self, effect: Effect) -> None:
-        self.log.append((self.now(), effect))
+        self.log.append((self.engine.handling_at or self.now(), effect))
 
     async def __aenter__(self) -> "Simulation":
         self._nursery_cm = trio.open_nursery()
@@ -109,6 +112,8 @@ class Simulation:
     async def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0) -> None:
         """Let engine time run on (use ``autojump_clock`` to make this instant)."""
         await trio.sleep(seconds + 60 * minutes + 3600 * hours)
+        # The timer task may wake after us: fire what is ripe now, deterministically.
+        self.engine.fire_ripe()
 
     # -- inspecting ----------------------------------------------------------
 
@@ -135,3 +140,82 @@ class Simulation:
 
     def actor_view(self, key: str) -> dict[str, Any] | None:
         return self.engine.actor_view(key)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records what it is sent.
+
+    Answers each request with the next status of ``statuses`` (the last one
+    repeats; default 200), optionally after ``delay`` seconds. Use it as the
+    target of webhooks and notifications in tests::
+
+        async with Receiver.running() as receiver:
+            ...  # point a Notify at receiver.url + "/notify"
+            await receiver.wait_for(2)
+    """
+
+    def __init__(self, statuses: Iterable[int] = (200,), delay: float = 0.0) -> None:
+        self._statuses = list(statuses) or [200]
+        self.delay = delay
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+        self._changed = trio.Event()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        try:
+            payload = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            payload = body
+        status = self._statuses[min(len(self.requests), len(self._statuses) - 1)]
+        self.requests.append(
+            {"method": scope["method"], "path": scope["path"], "headers": headers, "json": payload, "status": status}
+        )
+        self._changed.set()
+        self._changed = trio.Event()
+        if self.delay:
+            await trio.sleep(self.delay)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    @property
+    def delivered(self) -> list[dict[str, Any]]:
+        """Requests answered with a 2xx status."""
+        return [r for r in self.requests if 200 <= r["status"] < 300]
+
+    async def wait_for(self, count: int, *, delivered: bool = True) -> list[dict[str, Any]]:
+        """Wait until ``count`` requests (2xx ones by default) have arrived."""
+        while len(self.delivered if delivered else self.requests) < count:
+            await self._changed.wait()
+        return self.delivered if delivered else self.requests
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, statuses: Iterable[int] = (200,), delay: float = 0.0) -> AsyncIterator["Receiver"]:
+        import hypercorn.config
+        import hypercorn.trio
+
+        receiver = cls(statuses, delay)
+        config = hypercorn.config.Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.graceful_timeout = 0.1
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(hypercorn.trio.serve, receiver, config)
+            receiver.url = binds[0]
+            yield receiver
+            nursery.cancel_scope.cancel()

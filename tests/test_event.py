@@ -1,0 +1,81 @@
+"""The envelope parser: shapes, timestamps, and errors that name the field."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from engine import Event, InvalidEvent, dumps, loads, parse_event, parse_timestamp
+
+UTC = timezone.utc
+
+
+def test_envelope_shape():
+    event = parse_event({"id": "e1", "type": "t", "key": "k", "timestamp": "2021-02-28T16:23:25Z", "data": {"a": 1}})
+    assert event.id == "e1" and event.type == "t" and event.key == "k"
+    assert event.timestamp == datetime(2021, 2, 28, 16, 23, 25, tzinfo=UTC)
+    assert event.data == {"a": 1}
+    assert event.received_at.tzinfo is not None
+
+
+def test_seed_original_shape_keeps_extra_fields_as_data():
+    event = parse_event(
+        {"user_id": "foo1", "device_id": "bar1", "type": "training_program_started",
+         "training_program_id": "2352", "time_stamp": "2021-02-28 16:23:25"}
+    )
+    assert event.key == "foo1"
+    assert event.timestamp == datetime(2021, 2, 28, 16, 23, 25, tzinfo=UTC)
+    assert event.data == {"user_id": "foo1", "device_id": "bar1", "training_program_id": "2352"}
+    assert len(event.id) == 32  # generated
+
+
+def test_improved_shape_with_details_and_device_key():
+    event = parse_event(
+        {"deviceId": "bar1", "type": "X", "timestamp": "2021-02-28T17:23:25+01:00", "details": {"programId": "9"}}
+    )
+    assert event.key == "bar1"
+    assert event.timestamp == datetime(2021, 2, 28, 16, 23, 25, tzinfo=UTC)
+    assert event.data == {"deviceId": "bar1", "programId": "9"}
+
+
+def test_epoch_seconds_and_integer_ids():
+    event = parse_event({"key": 42, "type": "t", "timestamp": 0, "id": 7})
+    assert event.key == "42" and event.id == "7"
+    assert event.timestamp == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "raw, field, code",
+    [
+        ([], None, "invalid_type"),
+        ({"key": "k", "timestamp": "2021-01-01T00:00:00Z"}, "type", "missing"),
+        ({"type": "", "key": "k", "timestamp": "2021-01-01T00:00:00Z"}, "type", "empty"),
+        ({"type": 5.5, "key": "k", "timestamp": "2021-01-01T00:00:00Z"}, "type", "invalid_type"),
+        ({"type": "t", "timestamp": "2021-01-01T00:00:00Z"}, "key", "missing"),
+        ({"type": "t", "user_id": None, "timestamp": "2021-01-01T00:00:00Z"}, "user_id", "missing"),
+        ({"type": "t", "key": True, "timestamp": "2021-01-01T00:00:00Z"}, "key", "invalid_type"),
+        ({"type": "t", "key": "k"}, "timestamp", "missing"),
+        ({"type": "t", "key": "k", "timestamp": "yesterday"}, "timestamp", "invalid_timestamp"),
+        ({"type": "t", "key": "k", "time_stamp": "2021-02-31 10:00:00"}, "time_stamp", "invalid_timestamp"),
+        ({"type": "t", "key": "k", "timestamp": [1]}, "timestamp", "invalid_type"),
+        ({"type": "t", "key": "k", "timestamp": 1e300}, "timestamp", "invalid_timestamp"),
+        ({"type": "t", "key": "k", "timestamp": "2021-01-01T00:00:00Z", "data": [1]}, "data", "invalid_type"),
+        ({"type": "t" * 101, "key": "k", "timestamp": "2021-01-01T00:00:00Z"}, "type", "too_long"),
+    ],
+)
+def test_bad_input_names_the_field(raw, field, code):
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(raw)
+    assert info.value.field == field
+    assert info.value.code == code
+    assert info.value.to_dict()["message"]
+
+
+def test_timestamps_become_aware_utc():
+    assert parse_timestamp("2021-02-28 16:22:52").tzinfo is UTC
+    assert parse_timestamp("2021-02-28T18:22:52+02:00") == datetime(2021, 2, 28, 16, 22, 52, tzinfo=UTC)
+
+
+def test_events_round_trip_through_cattrs_and_orjson():
+    event = parse_event({"id": "e", "type": "t", "key": "k", "timestamp": "2021-02-28T16:23:25.5Z", "data": {"n": [1, 2]}})
+    again = loads(dumps(event), Event)
+    assert again == event

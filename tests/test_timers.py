@@ -1,0 +1,141 @@
+"""Timers and the engine clock: set, reset, cancel; event time vs wall time."""
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import pytest
+import trio
+
+from engine import CancelTimer, EngineClock, EventType, Notify, SetTimer, hookimpl
+from engine.testing import Simulation
+
+UTC = timezone.utc
+T0 = datetime(2021, 2, 28, 16, 0, tzinfo=UTC)
+
+
+@attrs.frozen
+class Alarm:
+    fired: tuple[str, ...] = ()
+
+
+class AlarmPlugin:
+    """Test plugin: 'arm' sets a timer (name/seconds from data), 'disarm' cancels it."""
+
+    name = "alarm"
+
+    @hookimpl
+    def herald_state_type(self):
+        return Alarm
+
+    @hookimpl
+    def herald_event_types(self):
+        def arm(state, event):
+            at = event.timestamp + timedelta(seconds=event.data["seconds"])
+            return state, (SetTimer(event.data.get("name", "a"), at, event.data.get("tag")),)
+
+        def disarm(state, event):
+            return state, (CancelTimer(event.data.get("name", "a")),)
+
+        return [EventType("arm", arm), EventType("disarm", disarm)]
+
+    @hookimpl
+    def herald_timer_handler(self):
+        def fired(state, timer):
+            return attrs.evolve(state, fired=state.fired + (timer.name,)), (
+                Notify("http://x", {"name": timer.name, "tag": timer.data, "due": timer.due.isoformat()}, timer.name),
+            )
+
+        return fired
+
+
+def ev(type_, at, key="u", **data):
+    return {"type": type_, "key": key, "timestamp": (T0 + timedelta(seconds=at)).isoformat(), "data": data}
+
+
+def fired(sim):
+    return [(when, n.payload["name"], n.payload["tag"]) for when, n in sim.log]
+
+
+async def test_timer_fires_at_engine_time_after_wall_time_passes(autojump_clock):
+    async with Simulation([AlarmPlugin()]) as sim:
+        sim.send(ev("arm", 0, seconds=60, tag="x"))
+        await sim.advance(59)
+        assert sim.log == []
+        await sim.advance(1)
+        assert fired(sim) == [(T0 + timedelta(seconds=60), "a", "x")]
+        assert sim.state("u", "alarm").fired == ("a",)
+        assert sim.actor_view("u")["timers"] == []
+
+
+async def test_reset_replaces_and_cancel_removes(autojump_clock):
+    async with Simulation([AlarmPlugin()]) as sim:
+        sim.send(ev("arm", 0, seconds=60, tag="first"))
+        sim.send(ev("arm", 30, seconds=60, tag="second"))  # same name: reset to t=90
+        timers = sim.actor_view("u")["timers"]
+        assert [(t["name"], t["due"]) for t in timers] == [("a", (T0 + timedelta(seconds=90)).isoformat())]
+        await sim.advance(120)
+        assert fired(sim) == [(T0 + timedelta(seconds=90), "a", "second")]
+        sim.send(ev("arm", 200, seconds=10, name="b"))
+        sim.send(ev("disarm", 205, name="b"))
+        await sim.advance(3600)
+        assert len(sim.log) == 1
+        assert len(sim.engine.timers) == 0
+
+
+async def test_timers_due_before_an_event_fire_before_it_at_full_speed(autojump_clock):
+    async with Simulation([AlarmPlugin()]) as sim:
+        sim.send(ev("arm", 0, seconds=60, tag="due-60"))
+        sim.send(ev("arm", 0, seconds=120, name="c", tag="due-120"))
+        # No wall time passes, but the next event is 100 s later in event time.
+        sim.send(ev("disarm", 100, name="c"))
+        assert fired(sim) == [(T0 + timedelta(seconds=60), "a", "due-60")]
+        # A timer due exactly at the event's timestamp is not "before" it: the event wins.
+        sim.send(ev("arm", 100, seconds=50, name="d", tag="due-150"))
+        sim.send(ev("disarm", 150, name="d"))
+        assert len(sim.log) == 1
+
+
+async def test_clock_never_goes_back_and_late_events_do_not_rewind(autojump_clock):
+    async with Simulation([AlarmPlugin()]) as sim:
+        sim.send(ev("arm", 1000, seconds=10))
+        sim.send(ev("arm", 0, key="late", seconds=5, name="late"))  # older event: clock stays at 1000
+        assert sim.now() == T0 + timedelta(seconds=1000)
+        # The late timer is already overdue in engine time: it fires on the next tick.
+        await sim.advance(0.001)
+        assert [name for _, name, _ in fired(sim)] == ["late"]
+        await sim.advance(10)
+        assert [name for _, name, _ in fired(sim)] == ["late", "a"]
+
+
+async def test_future_timestamps_beyond_skew_are_rejected_and_do_not_move_the_clock(autojump_clock):
+    now = T0.timestamp() + 50
+    async with Simulation([AlarmPlugin()], env={"HERALD_MAX_SKEW": "60"}, utcnow=lambda: now) as sim:
+        sim.send(ev("arm", 0, seconds=10))
+        from engine import InvalidEvent
+
+        with pytest.raises(InvalidEvent) as info:
+            sim.send(ev("arm", 111, seconds=10))
+        assert (info.value.field, info.value.code) == ("timestamp", "in_future")
+        assert sim.now() == T0
+        sim.send(ev("arm", 110, key="v", seconds=1))  # exactly at the skew limit is fine
+
+
+def test_engine_clock_runs_at_wall_speed_between_events():
+    wall = [100.0]
+    clock = EngineClock(lambda: wall[0])
+    assert clock.now() is None
+    assert clock.observe(1000.0) == 1000.0
+    wall[0] = 105.0
+    assert clock.now() == 1005.0
+    assert clock.observe(1002.0) == 1005.0  # older: no jump back
+    assert clock.observe(2000.0) == 2000.0
+    assert clock.wall_deadline(2010.0) == 115.0
+
+
+async def test_many_timers_fire_in_due_order(autojump_clock):
+    async with Simulation([AlarmPlugin()]) as sim:
+        for i in range(200):
+            sim.send(ev("arm", 0, key=f"u{i}", seconds=(i * 37) % 200 + 1, tag=str(i)))
+        await sim.advance(300)
+        whens = [when for when, _ in sim.log]
+        assert len(whens) == 200 and whens == sorted(whens)
