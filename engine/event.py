@@ -110,13 +110,14 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime:
     return ts
 
 
-def _string(raw: Mapping[str, Any], field: str, limit: int, *, required: bool) -> str | None:
+def _string(raw: Mapping[str, Any], field: str, limit: int, *, required: bool, ints: bool = True) -> str | None:
+    """A non-empty string field; integers (ids are often numbers) become strings if ``ints``."""
     value = raw.get(field)
     if value is None:
         if required:
             raise InvalidEvent(field, "missing", "is required")
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if ints and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     elif not isinstance(value, str):
         raise InvalidEvent(field, "invalid_type", "must be a string")
@@ -137,7 +138,7 @@ def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
     """
     if not isinstance(raw, dict):
         raise InvalidEvent(None, "invalid_type", "an event must be a JSON object")
-    type_ = _string(raw, "type", _MAX_TYPE, required=True)
+    type_ = _string(raw, "type", _MAX_TYPE, required=True, ints=False)
     key = None
     for name in _KEY_FIELDS:
         if name in raw:

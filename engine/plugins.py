@@ -130,9 +130,9 @@ class PluginHost:
         return cls(config, pairs)
 
     def each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call a hook on every plugin separately, keeping who answered what."""
+        """Call a hook on every plugin separately (in registration order), keeping who answered what."""
         results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             args = {name: kwargs[name] for name in impl.argnames}
             results.append((impl.plugin_name, impl.function(**args)))
         return results
