@@ -48,6 +48,10 @@ class FitnessState:
     notifications_sent: int = 0
 
 
+def _minutes_text(minutes: float) -> str:
+    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+
+
 def _device(state: FitnessState, event: Event) -> str | None:
     device = event.data.get("device_id")
     return device if isinstance(device, str) else state.device_id
@@ -102,7 +106,7 @@ class FitnessRules:
             "user_id": event.key,
             "device_id": state.device_id,
             "message": (
-                f"Well done! You trained for {whole} minute{'s' if whole != 1 else ''} today{program}. "
+                f"Well done! You trained for {_minutes_text(whole)} today{program}. "
                 "That's your daily training dose."
             ),
             "minutes": round(minutes, 1),
@@ -119,13 +123,13 @@ class FitnessRules:
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
         if timer.name != NUDGE_TIMER:
             return state, ()
-        minutes = self.nudge_after.total_seconds() / 60
+        minutes = _minutes_text(self.nudge_after.total_seconds() / 60)
         payload = {
             "type": "nudge",
             "user_id": timer.key,
             "device_id": state.device_id,
             "message": (
-                f"You opened the app {minutes:g} minutes ago. Start a training program now "
+                f"You opened the app {minutes} ago. Start a training program now "
                 "and get your daily training dose!"
             ),
             "launched_at": timer.data,

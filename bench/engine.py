@@ -1,0 +1,99 @@
+"""In-process throughput: JSON bytes -> ``orjson.loads`` -> ``Engine.ingest`` -> fitness rules.
+
+What one core can sustain without HTTP (target: at least 100k events/s), and,
+in the same run, a baseline loop that only decodes and dispatches on the type
+through a dict, so the engine's own cost per event shows.
+
+    python -m bench.engine [--events 1000000] [--users 100000]
+"""
+
+import sys
+
+if not __package__:  # run as a file, bench/ would shadow the engine package (see bench/__init__.py)
+    sys.exit("run from the repository root: python -m bench.engine")
+
+import argparse
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from engine import InvalidEvent, Notify
+
+from ._common import build_engine, encode, generate_events, print_table, verdict
+
+TARGET = 100_000
+
+
+def _time_engine(bodies: list[bytes]) -> tuple[float, Any, list[Any], int]:
+    """Run the measured loop; return seconds, the engine, its effects, rejections."""
+    effects: list[Any] = []
+    eng = build_engine(effects.append)
+    ingest, loads = eng.ingest, orjson.loads
+    rejected = 0
+    started = time.perf_counter()
+    for body in bodies:
+        try:
+            ingest(loads(body))
+        except InvalidEvent:
+            rejected += 1
+    return time.perf_counter() - started, eng, effects, rejected
+
+
+def _handled(raw: dict) -> None:
+    """The baseline's handler: does nothing, so the loop costs decode plus dispatch."""
+
+
+def _time_baseline(bodies: list[bytes]) -> float:
+    """The same loop with the engine replaced by a dict dispatch on ``type``."""
+    handlers = dict.fromkeys(
+        ("app_launch", "training_program_started", "training_program_finished", "training_program_cancelled"),
+        _handled,
+    )
+    loads, get = orjson.loads, handlers.get
+    started = time.perf_counter()
+    for body in bodies:
+        raw = loads(body)
+        get(raw["type"], _handled)(raw)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    args = parser.parse_args(argv)
+
+    print(f"generating {args.events:,} events over {args.users:,} users ...", flush=True)
+    events = generate_events(args.events, args.users)
+    mix = Counter(e["type"] for e in events)
+    improved = sum("details" in e for e in events)
+    bodies = encode(events)
+    del events
+    print("mix: " + ", ".join(f"{t} {c / args.events:.1%}" for t, c in mix.most_common())
+          + f"; improved shape {improved / args.events:.1%}; avg body {sum(map(len, bodies)) / len(bodies):.0f} B")
+
+    baseline = _time_baseline(bodies)
+    seconds, eng, effects, rejected = _time_engine(bodies)
+    kinds = Counter(e.payload.get("type") if isinstance(e, Notify) else type(e).__name__ for e in effects)
+
+    n = len(bodies)
+    rate, base_rate = n / seconds, n / baseline
+    print()
+    print_table(
+        ("loop", "seconds", "events/s", "us/event"),
+        [
+            ("orjson.loads + dict dispatch (baseline)", f"{baseline:.2f}", f"{base_rate:,.0f}", f"{1e6 / base_rate:.2f}"),
+            ("orjson.loads + Engine.ingest", f"{seconds:.2f}", f"{rate:,.0f}", f"{1e6 / rate:.2f}"),
+        ],
+    )
+    print()
+    print(f"engine overhead over baseline: {1e6 * (seconds - baseline) / n:.2f} us/event")
+    print(f"effects emitted: {len(effects):,} ({', '.join(f'{k} {v:,}' for k, v in kinds.most_common()) or 'none'})")
+    print(f"timers pending: {len(eng.timers):,}; actors: {len(eng.actors):,}; rejected: {rejected:,}")
+    print(f"target >= {TARGET:,} events/s on one core: {verdict(rate, TARGET)} ({rate / TARGET:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
