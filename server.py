@@ -20,7 +20,7 @@ import trio
 from quart import Blueprint, Quart, Response, request, send_from_directory
 from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from engine import Config, Herald
 from engine.http import BATCH_PATH, EVENT_PATH, IngestApp, error_body
@@ -276,7 +276,8 @@ def create_app(herald: Herald) -> IngestApp:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return json_response(error_body(code, exc.description or exc.name), exc.code or 500)
+        headers = {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) and exc.valid_methods else None
+        return json_response(error_body(code, exc.description or exc.name), exc.code or 500, headers)
 
     @app.errorhandler(Exception)
     async def crash(exc: Exception) -> Response:

@@ -87,6 +87,23 @@ async def _respond(send: Send, status: int, payload: Any, headers: list | None =
     await send({"type": "http.response.body", "body": body})
 
 
+def _has_body(scope: dict) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read body, then defers to the real one."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> dict:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
 def _content_type(scope: dict) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -132,6 +149,18 @@ class IngestApp:
                     status, payload = 500, error_body("internal", "internal error; the event was not accepted")
                 await _respond(send, status, payload)
                 return
+            if _has_body(scope):
+                # Read the body before Quart sees the request: a Quart answer that
+                # leaves the body unread (a 404, a 405) can otherwise stall the
+                # next request on a kept-alive connection.
+                try:
+                    body = await _read_body(scope, receive, self.max_batch)
+                except _Disconnected:
+                    return
+                except _TooLarge:
+                    await _respond(send, 413, error_body("too_large", f"the body must be at most {self.max_batch} bytes"))
+                    return
+                receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
     def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:

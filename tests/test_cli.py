@@ -1,0 +1,47 @@
+"""The herald command line."""
+
+import subprocess
+import sys
+
+from engine import Config, ConfigError
+from engine.cli import main
+
+import pytest
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          env={"PATH": "", "COLUMNS": "200", **(env or {})})
+
+
+def test_help_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "plugins" in out
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--data-dir", "--plugins", "HERALD_PORT", "HERALD_NOTIFY_URL"):
+        assert flag in out
+
+
+def test_bad_settings_exit_2_with_a_clear_message():
+    result = run("serve", env={"HERALD_PORT": "eighty"})
+    assert result.returncode == 2
+    assert "HERALD_PORT='eighty'" in result.stderr
+    result = run("serve", "--plugins", "nope")
+    assert result.returncode == 2 and "unknown plugin 'nope'" in result.stderr
+
+
+def test_environment_then_flags():
+    config = Config.from_env({"HERALD_PORT": "9000", "HERALD_PLUGINS": "fitness, x", "HERALD_MAX_SKEW": "5"}, port=9001)
+    assert (config.port, config.plugins, config.max_skew) == (9001, ["fitness", "x"], 5.0)
+    assert Config.from_env({"HERALD_PLUGINS": "all"}).plugins is None
+    assert Config.from_env({"HERALD_HOST": "0.0.0.0", "HERALD_PORT": "81"}).effective_notify_url == "http://127.0.0.1:81/v1/notify"
+    with pytest.raises(ConfigError, match="HERALD_MAX_SKEW"):
+        Config.from_env({"HERALD_MAX_SKEW": "-1"})
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("herald ")
