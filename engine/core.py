@@ -68,6 +68,8 @@ class Engine:
         self._factories = {name: (t or (lambda: None)) for name, t in plugins.state_types.items()}
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
+        #: Called with ``(event, arrival)`` after each event is applied (the journal).
+        self.record: Callable[[Event, float | None], None] | None = None
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
         # Per-type metric children, resolved once (a labels() call costs more than the handler).
@@ -104,13 +106,25 @@ class Engine:
         self.submit(event)
         return event
 
-    def submit(self, event: Event) -> None:
-        """Apply an already-validated event: timers due before it fire first."""
+    def submit(self, event: Event, arrival: float | None = None) -> float | None:
+        """Apply an already-validated event; return the engine instant it arrived at.
+
+        Timers due before the later of its arrival and its timestamp fire first
+        (a timer due exactly then loses the tie to the event), then the event
+        is applied. A replay passes the journaled ``arrival``, so that timers
+        and events interleave exactly as they did live.
+        """
+        clock = self.clock
+        if arrival is None:
+            arrival = clock.now()
+        else:
+            clock.observe(arrival)
         instant = event.timestamp.timestamp()
-        self.clock.observe(instant)
-        timers = self.timers
-        if timers._heap and timers._heap[0][0] < instant:
-            for timer in timers.pop_due(instant, inclusive=False):
+        limit = instant if arrival is None or instant > arrival else arrival
+        clock.observe(instant)
+        due = self.timers.next_due()
+        if due is not None and due < limit:
+            for timer in self.timers.pop_due(limit, inclusive=False):
                 self._fire(timer)
         key = event.key
         actor = self.actors.get(key)
@@ -123,8 +137,11 @@ class Engine:
             self.handling_at = event.timestamp
             self._apply(actor, route, event)
             self.handling_at = None
+        if self.record is not None:
+            self.record(event, arrival)
         if self._timer_scope is not None:
             self._timer_scope.deadline = self._timer_deadline()
+        return arrival
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
