@@ -8,6 +8,7 @@ blueprints); ``serve`` runs it until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import signal
 from importlib.metadata import PackageNotFoundError, version
@@ -203,14 +204,23 @@ def _core_routes(herald: Herald) -> Blueprint:
     )
     async def healthz() -> Response:
         now = engine.now()
+        journal = herald.journal
         body = {
-            "status": "ok" if herald.ready else "starting",
+            "status": herald.status,
             "ready": herald.ready,
             "plugins": herald.plugins.names,
             "actors": len(engine.actors),
             "timers_pending": len(engine.timers),
-            "effects_pending": herald.runner.pending,
+            "effects_pending": herald.outbox.pending,
             "clock": now.isoformat() if now else None,
+            "journal": {
+                "durability": journal.durability.value,
+                "seq": herald.seq,
+                "snapshot_seq": herald.snapshot_seq,
+                "recovery": journal.recovery.to_json() if journal.recovery else None,
+                "failed": str(journal.failed) if journal.failed else None,
+                **herald.progress,
+            },
         }
         return json_response(body, 200 if herald.ready else 503)
 
@@ -229,6 +239,96 @@ _DOCS_PAGE = """<!doctype html>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
 </body></html>"""
+
+
+_ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "Bearer token, when HERALD_ADMIN_TOKEN is set"}]
+
+
+def _admin_routes(herald: Herald) -> Blueprint:
+    """Outbox dead letters, forced snapshots and journal figures."""
+    bp = Blueprint("admin", __name__)
+    token = herald.config.admin_token
+
+    @bp.before_request
+    async def authorize() -> Response | None:
+        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            return json_response(error_body("unauthorized", "a valid admin bearer token is required"), 401)
+        return None
+
+    @bp.get("/v1/outbox")
+    @operation(
+        "Effects in the outbox",
+        tags=["admin"],
+        description="Dead letters with ?status=dead; also pending or delivered (kept for the outbox's max age).",
+        parameters=[
+            *_ADMIN,
+            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "delivered", "dead"]}},
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        ],
+        responses={200: json_body({"type": "object"}), 400: error_response("bad parameter"), 401: error_response("no token")},
+    )
+    async def outbox() -> Response:
+        status = request.args.get("status")
+        if status not in (None, "pending", "delivered", "dead"):
+            return json_response(error_body("invalid_value", "must be pending, delivered or dead", "status"), 400)
+        numbers = {}
+        for name, default in (("after", 0), ("limit", 100)):
+            raw = request.args.get(name, str(default))
+            if not raw.isdigit() or (name == "limit" and not 1 <= int(raw) <= 1000):
+                return json_response(error_body("invalid_value", "must be an integer (limit: 1 to 1000)", name), 400)
+            numbers[name] = int(raw)
+        if not herald.journal.enabled:
+            items = [d for d in herald.outbox.dead if d["id"] > numbers["after"]] if status in (None, "dead") else []
+            return json_response({"effects": items[: numbers["limit"]]})
+        rows = await herald.journal.query(
+            lambda j: j.outbox_rows(status, after_id=numbers["after"], limit=numbers["limit"])
+        )
+        return json_response({"effects": [row.to_json() for row in rows]})
+
+    @bp.post("/v1/outbox/replay")
+    @operation(
+        "Send dead letters again",
+        tags=["admin"],
+        description='Body {"ids": [...]} replays those dead letters; an empty body replays all of them.',
+        parameters=_ADMIN,
+        request={"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}}}},
+        responses={200: json_body({"type": "object", "properties": {"replayed": {"type": "integer"}}}),
+                   400: error_response("bad body"), 401: error_response("no token")},
+    )
+    async def replay() -> Response:
+        body = await request.get_data()
+        ids = None
+        if body.strip():
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return json_response(error_body("malformed_json", exc.msg), 400)
+            ids = doc.get("ids") if isinstance(doc, dict) else None
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                return json_response(error_body("invalid_type", "must be a list of integers", "ids"), 400)
+        return json_response({"replayed": await herald.outbox.replay_dead(ids)})
+
+    @bp.post("/v1/admin/snapshot")
+    @operation("Write a snapshot now", tags=["admin"], parameters=_ADMIN,
+               responses={200: json_body({"type": "object"}), 401: error_response("no token"),
+                          409: error_response("no journal, or still starting")})
+    async def snapshot() -> Response:
+        if not herald.journal.enabled or not herald.ready:
+            return json_response(error_body("conflict", "snapshots need a journal and a started server"), 409)
+        return json_response(await herald.snapshot())
+
+    @bp.get("/v1/journal")
+    @operation("Journal figures", tags=["admin"], parameters=_ADMIN,
+               responses={200: json_body({"type": "object"}), 401: error_response("no token")})
+    async def journal() -> Response:
+        if not herald.journal.enabled:
+            return json_response({"durability": "memory"})
+        return json_response(await herald.journal.query(lambda j: j.stats()))
+
+    return bp
 
 
 def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
@@ -266,6 +366,7 @@ def create_app(herald: Herald) -> IngestApp:
     app = QuartTrio("herald")
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
     app.register_blueprint(_core_routes(herald))
+    app.register_blueprint(_admin_routes(herald))
     app.register_blueprint(_docs_routes(app, herald))
     for name, blueprints in herald.plugins.each("herald_routes", herald=herald):
         if blueprints is None:

@@ -13,7 +13,8 @@ from .event import Event, InvalidEvent, converter, dumps, loads, new_event_id, p
 from .hookspecs import hookimpl
 from .metrics import Metrics
 from .plugins import EventType, PluginError, PluginHost, available_plugins
-from .runner import DeliveryError, EffectRunner, RetryPolicy
+from .journal import Durability, Journal, JournalError
+from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
 from .runtime import Herald
 
 __all__ = [
@@ -23,19 +24,23 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "Effect",
-    "EffectRunner",
+    "Durability",
     "Engine",
     "EngineClock",
     "Event",
     "EventType",
     "Herald",
     "InvalidEvent",
+    "Journal",
+    "JournalError",
     "Metrics",
     "Notify",
+    "Outbox",
     "PluginError",
     "PluginHost",
-    "RetryPolicy",
+    "RetrySchedule",
     "SetTimer",
+    "Signer",
     "Timer",
     "available_plugins",
     "converter",

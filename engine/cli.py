@@ -52,7 +52,7 @@ def _setup_logging(level: str) -> None:
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
-    # One line per delivery is noise; failures are logged by the effect runner.
+    # One line per delivery is noise; failures are logged by the outbox.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

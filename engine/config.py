@@ -32,6 +32,20 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+def _durability(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("fsync", "batch", "memory"):
+        raise ValueError("must be fsync, batch or memory")
+    return value
+
+
+def _delays(value: str) -> tuple[float, ...]:
+    delays = tuple(float(part) for part in value.split(",") if part.strip())
+    if not delays or any(d < 0 for d in delays):
+        raise ValueError("must be non-negative seconds, comma-separated")
+    return delays
+
+
 def _port(value: str) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
@@ -57,11 +71,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("plugins", "HERALD_PLUGINS", parse_plugin_list, "comma-separated plugins to enable (default: all installed)"),
     Setting("notify_url", "HERALD_NOTIFY_URL", str, "where notifications are POSTed (default: this server's /v1/notify)"),
     Setting("max_skew", "HERALD_MAX_SKEW", _positive(float), "seconds an event may be ahead of the wall clock"),
-    Setting("effect_queue", "HERALD_EFFECT_QUEUE", _positive(int), "effects waiting for delivery before new ones are dropped"),
+    Setting("effect_queue", "HERALD_EFFECT_QUEUE", _positive(int), "effects held in memory for delivery (more wait in the journal)"),
     Setting("effect_workers", "HERALD_EFFECT_WORKERS", _positive(int), "concurrent effect deliveries"),
     Setting("effect_timeout", "HERALD_EFFECT_TIMEOUT", _positive(float), "seconds per delivery attempt"),
-    Setting("effect_attempts", "HERALD_EFFECT_ATTEMPTS", _positive(int), "delivery attempts before an effect fails"),
     Setting("log_level", "HERALD_LOG_LEVEL", str.upper, "logging level"),
+    Setting("durability", "HERALD_DURABILITY", _durability, "fsync, batch or memory (see README: Guarantees)"),
+    Setting("sync_interval", "HERALD_SYNC_INTERVAL", _positive(float), "batch durability: seconds between WAL fsyncs"),
+    Setting("snapshot_every", "HERALD_SNAPSHOT_EVERY", _positive(int), "events between snapshots"),
+    Setting("snapshot_interval", "HERALD_SNAPSHOT_INTERVAL", _positive(float), "seconds between snapshots (if anything changed)"),
+    Setting("dedupe_retention", "HERALD_DEDUPE_RETENTION", _positive(float), "seconds an event id is remembered for deduplication"),
+    Setting("dedupe_max", "HERALD_DEDUPE_MAX", _positive(int), "event ids remembered at most"),
+    Setting("webhook_secret", "HERALD_WEBHOOK_SECRET", str, "sign deliveries with HMAC-SHA256 (Standard Webhooks)"),
+    Setting("outbox_delays", "HERALD_OUTBOX_DELAYS", _delays, "comma-separated seconds between delivery attempts"),
+    Setting("outbox_max_age", "HERALD_OUTBOX_MAX_AGE", _positive(float), "seconds after which an undelivered effect is dead"),
+    Setting("admin_token", "HERALD_ADMIN_TOKEN", str, "bearer token required by the admin routes (default: none)"),
+    Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
 )
 
 
@@ -79,8 +103,18 @@ class Config:
     effect_queue: int = 10_000
     effect_workers: int = 16
     effect_timeout: float = 5.0
-    effect_attempts: int = 6
     log_level: str = "INFO"
+    durability: str = "batch"
+    sync_interval: float = 0.1
+    snapshot_every: int = 100_000
+    snapshot_interval: float = 300.0
+    dedupe_retention: float = 86_400.0
+    dedupe_max: int = 1_000_000
+    webhook_secret: str | None = None
+    outbox_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+    outbox_max_age: float = 86_400.0
+    admin_token: str | None = None
+    drain_timeout: float = 5.0
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)

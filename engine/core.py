@@ -38,7 +38,7 @@ def _discard(effect: Effect) -> None:
 class Engine:
     """Routes events to actors and runs their timers.
 
-    ``emit`` receives every effect other than timer effects (the effect runner
+    ``emit`` receives every effect other than timer effects (the outbox
     in a server, a list in a simulation). ``wall`` drives the engine clock
     between events; ``utcnow`` is the real time used to reject timestamps
     more than ``max_skew`` seconds in the future.

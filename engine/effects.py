@@ -1,7 +1,7 @@
 """Effects: what a handler wants done, as plain values.
 
 Handlers never do I/O. They return effects; the engine applies timer effects
-itself and hands every other effect to the effect runner at the edge. That
+itself and hands every other effect to the outbox at the edge. That
 keeps handlers deterministic and simulations exact.
 """
 

@@ -70,7 +70,7 @@ def herald_timer_handler(config: Config) -> Callable[[Any, Timer], tuple[Any, It
 def herald_effect_executors(config: Config) -> Mapping[type, Callable[[Any], Awaitable[None]]]:
     """Executors for effect classes this plugin introduces.
 
-    Maps an effect class to ``async def execute(effect)``; the runner calls it
+    Maps an effect class to ``async def execute(effect)``; the outbox calls it
     off the ingestion path, with retries. Raise :class:`engine.DeliveryError`
     (``retryable=True`` for transient failures) to report a failure.
     """

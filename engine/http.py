@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import orjson
 
 from .event import InvalidEvent
+from .journal import JournalError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Herald
@@ -143,7 +144,9 @@ class IngestApp:
                     await _respond(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
                     return
                 try:
-                    status, payload = handle(scope, body)
+                    status, payload = await handle(scope, body)
+                except JournalError as exc:
+                    status, payload = 503, error_body("journal_failed", f"events cannot be made durable: {exc}")
                 except Exception:  # a bug, never the client's fault: say so, stay up
                     log.exception("ingestion failed")
                     status, payload = 500, error_body("internal", "internal error; the event was not accepted")
@@ -163,18 +166,19 @@ class IngestApp:
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
-    def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
+    async def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return 400, error_body("malformed_json", f"the body is not valid JSON: {exc.msg}")
         try:
-            event = self.engine.ingest(raw)
+            event = self.engine.parse(raw)
         except InvalidEvent as exc:
             return 400, {"error": exc.to_dict()}
-        return 202, {"id": event.id}
+        [duplicate] = await self.herald.accept([event])
+        return 202, ({"id": event.id, "duplicate": True} if duplicate else {"id": event.id})
 
-    def _batch(self, scope: dict, body: bytes) -> tuple[int, Any]:
+    async def _batch(self, scope: dict, body: bytes) -> tuple[int, Any]:
         rejected: list[dict[str, Any]] = []
         items: list[tuple[int, Any]] = []
         if _content_type(scope) in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq"):
@@ -202,10 +206,14 @@ class IngestApp:
                 events.append(engine.parse(raw))
             except InvalidEvent as exc:
                 rejected.append({"line": number, "error": exc.to_dict()})
-        for event in events:
-            engine.submit(event)
+        duplicates = await self.herald.accept(events) if events else []
         rejected.sort(key=lambda r: r["line"])
-        result = {"accepted": len(events), "ids": [e.id for e in events], "rejected": rejected}
+        result = {
+            "accepted": len(events),
+            "ids": [e.id for e in events],
+            "duplicates": [e.id for e, dup in zip(events, duplicates) if dup],
+            "rejected": rejected,
+        }
         if events or not rejected:
             if not events:
                 return 400, {**error_body("empty_batch", "the batch holds no events"), **result}

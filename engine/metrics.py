@@ -35,6 +35,13 @@ class Metrics:
         self.effects_sent = Counter("herald_effects_sent", "Effects delivered", ["effect"], registry=r)
         self.effects_failed = Counter("herald_effects_failed", "Effects given up on", ["effect", "reason"], registry=r)
         self.effects_retried = Counter("herald_effects_retried", "Delivery retries", ["effect"], registry=r)
+        self.effects_spilled = Counter(
+            "herald_effects_spilled", "Effects left in the journal while the in-memory queue was full", registry=r
+        )
+        self.snapshots = Counter("herald_snapshots", "Snapshots written", registry=r)
+        self.snapshot_seconds = Gauge("herald_snapshot_seconds", "Duration of the last snapshot", registry=r)
+        self.journal_commits = Gauge("herald_journal_commits", "Group commits so far", registry=r)
+        self.duplicates = Counter("herald_events_duplicate", "Events whose id was already accepted", registry=r)
         self.effects_dropped = Counter(
             "herald_effects_dropped", "Effects dropped before delivery", ["effect", "reason"], registry=r
         )

@@ -1,27 +1,40 @@
-"""A running Herald: engine, effect runner, plugins and their background work."""
+"""A running Herald: engine, journal, outbox, plugins and their background work.
+
+Start-up order: open (and check) the journal, restore the latest snapshot,
+replay the journal behind it, restore the engine clock to what it would read
+now, fire the timers that fell due meanwhile, then accept events. An accepted
+event is applied, journaled with the effects it caused, and acknowledged once
+the group commit that holds it is done.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import httpx
 import trio
 
+from . import snapshot as snapshots
 from .config import Config
 from .core import Engine
+from .dedupe import IdWindow
 from .effects import Effect, Notify
 from .event import Event
+from .journal import Durability, Journal, snapshot_writer
 from .metrics import Metrics
+from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
 from .plugins import PluginHost
-from .runner import EffectRunner, NotifyExecutor, RetryPolicy
 from .sink import NotifySink
 
 __all__ = ["Herald"]
 
 log = logging.getLogger("herald")
+
+_REPLAY_CHUNK = 5_000
 
 
 async def _maybe_await(value: Any) -> None:
@@ -32,8 +45,8 @@ async def _maybe_await(value: Any) -> None:
 class Herald:
     """Everything one server holds. Build it, then ``async with herald.running():``.
 
-    ``emit`` replaces the effect runner (simulations record effects instead
-    of delivering them).
+    ``emit`` replaces the outbox (simulations record effects instead of
+    delivering them).
     """
 
     def __init__(
@@ -47,58 +60,180 @@ class Herald:
         self.plugins = plugins or PluginHost.from_config(config)
         self.metrics = Metrics()
         self.http = httpx.AsyncClient(timeout=config.effect_timeout, follow_redirects=False)
-        self.runner = EffectRunner(
-            {Notify: NotifyExecutor(self.http), **self.plugins.executors},
+        self.journal = Journal(config.data_dir, Durability(config.durability), sync_interval=config.sync_interval)
+        signer = Signer(config.webhook_secret) if config.webhook_secret else None
+        self.outbox = Outbox(
+            {Notify: NotifyExecutor(self.http, signer), **self.plugins.executors},
+            journal=self.journal,
             metrics=self.metrics,
-            capacity=config.effect_queue,
+            schedule=RetrySchedule(tuple(config.outbox_delays), config.outbox_max_age),
             workers=config.effect_workers,
             timeout=config.effect_timeout,
-            retry=RetryPolicy(attempts=config.effect_attempts),
+            capacity=config.effect_queue,
         )
         self.engine = Engine(
             self.plugins,
-            emit=emit or self.runner.submit,
+            emit=emit or self.outbox.emit,
             wall=trio.current_time,
             max_skew=config.max_skew,
             metrics=self.metrics,
         )
+        self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
         self.sink = NotifySink()
+        self.seq = 0  # journal position of the last applied event
+        self.snapshot_seq = 0
+        self.status = "starting"
+        self.progress: dict[str, Any] = {"replayed": 0, "to_replay": 0}
         self.ready = False
+        self._ready = trio.Event()
+        self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
+        self.metrics.journal_commits.set_function(lambda: self.journal.commits)
 
-    def submit(self, event: Event | dict[str, Any]) -> Event:
-        """Accept one event (a parsed :class:`Event` or a raw JSON object) from a source."""
-        if isinstance(event, Event):
+    # -- accepting events ------------------------------------------------------------
+
+    def _record(self, event: Event, arrival: float | None) -> None:
+        self.seq += 1
+        if self.journal.enabled:
+            self.journal.add_event(self.seq, event, arrival)
+
+    def apply(self, events: Sequence[Event]) -> list[bool]:
+        """Apply events whose ids are new; return which were duplicates. Not yet durable."""
+        seen = self.ids
+        now = time.time()
+        duplicates = []
+        for event in events:
+            if event.id in seen:
+                self.metrics.duplicates.inc()
+                duplicates.append(True)
+                continue
+            seen.add(event.id, now)
             self.engine.submit(event)
-            return event
-        return self.engine.ingest(event)
+            duplicates.append(False)
+        if self.seq - self.snapshot_seq >= self.config.snapshot_every and not self._snapshot_lock.locked():
+            if self.nursery is not None and self.journal.enabled:
+                self.nursery.start_soon(self.snapshot)
+        return duplicates
+
+    async def accept(self, events: Sequence[Event]) -> list[bool]:
+        """Apply events and wait until they are durable (what a 202 means)."""
+        duplicates = self.apply(events)
+        await self.journal.commit()
+        return duplicates
+
+    async def submit(self, event: Event | dict[str, Any]) -> Event:
+        """Accept one event (parsed, or a raw JSON object) from a source; durable on return."""
+        if not isinstance(event, Event):
+            event = self.engine.parse(event)
+        await self.accept([event])
+        return event
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator["Herald"]:
-        """Start timers, effect delivery, plugin startup hooks and sources."""
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
+        """Open the journal and start the writer and the outbox; recovery and replay
+        continue in the background (``/healthz`` shows progress) and ``ready`` is
+        set when they are done."""
+        await trio.to_thread.run_sync(self.journal.open)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                await nursery.start(self.journal.run)
+                await nursery.start(self.outbox.run)
+                nursery.start_soon(self._start, nursery)
+                try:
+                    yield self
+                finally:
+                    await self._stop()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.nursery = None
+            await trio.to_thread.run_sync(self.journal.close)
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        try:
+            if self.journal.enabled:
+                self.status = "replaying"
+                await self._recover()
             await nursery.start(self.engine.run_timers)
-            await nursery.start(self.runner.run)
             for name, result in self.plugins.each("herald_startup", herald=self):
                 await _maybe_await(result)
             for name, sources in self.plugins.each("herald_sources", herald=self):
                 for source in sources or ():
                     nursery.start_soon(self._run_source, name, source)
-            self.ready = True
-            try:
-                yield self
-            finally:
-                self.ready = False
-                with trio.CancelScope(shield=True):
-                    for name, result in self.plugins.each("herald_shutdown", herald=self):
-                        try:
-                            await _maybe_await(result)
-                        except Exception:
-                            log.exception("shutdown hook of plugin %s failed", name)
-                    await self.http.aclose()
-                nursery.cancel_scope.cancel()
-        self.nursery = None
+            if self.journal.enabled:
+                nursery.start_soon(self._snapshot_loop)
+        except Exception:
+            self.status = "failed"
+            log.exception("Herald failed to start")
+            raise
+        self.status = "ready"
+        self.ready = True
+        self._ready.set()
+        log.info("ready: %d actors, %d timers, %d effects pending", len(self.engine.actors), len(self.engine.timers), self.outbox.pending)
+
+    async def _recover(self) -> None:
+        journal, engine = self.journal, self.engine
+        started = time.perf_counter()
+        snap = await trio.to_thread.run_sync(journal.latest_snapshot)
+        after, clock, real = 0, None, time.time()
+        if snap is not None:
+            after, clock, real = await trio.to_thread.run_sync(snapshots.restore, engine, snap.body)
+            self.snapshot_seq = after
+        self.seq = after
+        self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, after)
+        engine.record = None  # replayed events are in the journal already
+        try:
+            while rows := await trio.to_thread.run_sync(journal.read_events, after, _REPLAY_CHUNK):
+                for row in rows:
+                    event = row.event
+                    engine.submit(event, row.arrival)
+                    instant = event.timestamp.timestamp()
+                    clock = max(clock or instant, instant, row.arrival or instant)
+                    real = event.received_at.timestamp()
+                self.seq = after = rows[-1].seq
+                self.progress["replayed"] += len(rows)
+                await journal.commit()  # effects replay produced anew (a crash lost them) are journaled
+        finally:
+            engine.record = self._record
+        self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
+        now = time.time()
+        recent = await trio.to_thread.run_sync(journal.recent_ids, now - self.config.dedupe_retention)
+        self.ids.load(recent, now)
+        # The clock goes on as if Herald had never stopped: timers that fell due meanwhile fire now, once.
+        if clock is not None:
+            engine.clock.observe(clock + max(0.0, now - real))
+            fired = engine.fire_due()
+            if fired:
+                log.info("%d timers fell due while Herald was down; fired", fired)
+        await journal.commit()
+        await self.outbox.resume()
+        log.info(
+            "recovered %d actors from snapshot %d and %d journaled events in %.2f s",
+            len(engine.actors), self.snapshot_seq, self.progress["replayed"], time.perf_counter() - started,
+        )
+
+    async def _stop(self) -> None:
+        self.ready = False
+        self.status = "stopping"
+        with trio.CancelScope(shield=True):
+            for name, result in self.plugins.each("herald_shutdown", herald=self):
+                try:
+                    await _maybe_await(result)
+                except Exception:
+                    log.exception("shutdown hook of plugin %s failed", name)
+            await self.outbox.drain(self.config.drain_timeout)
+            if self.journal.enabled and self.journal.failed is None and self.seq > self.snapshot_seq and self._ready.is_set():
+                try:
+                    await self.snapshot()
+                except Exception:
+                    log.exception("final snapshot failed")
+            await self.journal.commit()
+            await self.http.aclose()
 
     async def _run_source(self, plugin: str, source: Callable[[], Any]) -> None:
         try:
@@ -107,3 +242,38 @@ class Herald:
             log.exception("source %r of plugin %s crashed", source, plugin)
         else:
             log.warning("source %r of plugin %s returned", source, plugin)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.snapshot_interval)
+            if self.seq > self.snapshot_seq:
+                await self.snapshot()
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Write a snapshot of every actor and compact the journal behind it."""
+        if not self.journal.enabled:
+            raise RuntimeError("no journal (durability is memory)")
+        async with self._snapshot_lock:
+            started = time.perf_counter()
+            capture = snapshots.capture(self.engine, self.seq)
+            body = await trio.to_thread.run_sync(snapshots.encode, capture)
+            now = time.time()
+            journal = self.journal
+            journal.add_write(snapshot_writer(capture.seq, body, now))
+            journal.add_write(
+                lambda conn: journal.compact(
+                    conn,
+                    through_seq=capture.seq,
+                    keep_ids_since=now - self.config.dedupe_retention,
+                    delivered_before=now - self.config.outbox_max_age,
+                )
+            )
+            await journal.commit()
+            self.snapshot_seq = capture.seq
+            seconds = time.perf_counter() - started
+            self.metrics.snapshots.inc()
+            self.metrics.snapshot_seconds.set(seconds)
+            log.info("snapshot at seq %d: %d actors, %d bytes, %.2f s", capture.seq, len(capture.actors), len(body), seconds)
+            return {"seq": capture.seq, "actors": len(capture.actors), "bytes": len(body), "seconds": round(seconds, 3)}

@@ -22,12 +22,16 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def app_client(plugins: list[Any] | None = None, **settings: Any) -> AsyncIterator[tuple[Herald, httpx.AsyncClient]]:
-    """A running Herald with its ASGI app behind an httpx client (no sockets)."""
+    """A running Herald with its ASGI app behind an httpx client (no sockets).
+
+    In memory unless ``durability`` (and a ``data_dir``) are given."""
+    settings.setdefault("durability", "memory")
     config = Config(**settings)
     host = PluginHost.from_objects(config, [fitness] if plugins is None else plugins)
     herald = Herald(config, host)
     app = create_app(herald)
     async with herald.running():
+        await herald.wait_ready()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
             yield herald, client

@@ -1,0 +1,428 @@
+"""The journal: events, the outbox and snapshots in one SQLite database (WAL mode).
+
+The trio thread queues writes; one writer task hands each group of them to a
+worker thread as a single transaction (group commit: whatever arrived while
+the previous commit was running goes into the next one). ``await
+journal.commit()`` returns once everything queued before the call is durable,
+which is what a 202 waits for.
+
+Durability modes (``--durability``):
+
+``fsync``  every group commit is fsynced (``synchronous=FULL``): nothing
+           acknowledged is lost, even on power failure.
+``batch``  commits reach the OS at once and the WAL is fsynced every
+           ``sync_interval`` seconds: a process crash loses nothing
+           acknowledged; a power failure may lose the last interval.
+``memory`` no journal at all: a restart forgets everything (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import attrs
+import orjson
+import trio
+
+from .event import Event
+from .recovery import Recovery, check_and_recover
+
+__all__ = ["Durability", "Journal", "EventRow", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
+
+log = logging.getLogger("herald.journal")
+
+_UTC = timezone.utc
+DB_NAME = "herald.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,      -- application order
+    id TEXT NOT NULL,             -- idempotency key
+    key TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,             -- event time (POSIX seconds)
+    received REAL NOT NULL,       -- wall time it was received
+    arrival REAL,                 -- engine clock when it was applied (exact replay)
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,     -- the effect's idempotency key
+    kind TEXT NOT NULL,           -- effect class
+    body BLOB NOT NULL,
+    status TEXT NOT NULL,         -- pending | delivered | dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    next_at REAL NOT NULL,
+    updated REAL NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq INTEGER PRIMARY KEY,      -- last event seq the snapshot includes
+    created REAL NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be written; Herald stops accepting events (fail-stop)."""
+
+
+class Durability(str, enum.Enum):
+    FSYNC = "fsync"
+    BATCH = "batch"
+    MEMORY = "memory"
+
+
+@attrs.frozen(slots=True)
+class EventRow:
+    seq: int
+    event: Event
+    arrival: float | None
+
+
+@attrs.frozen(slots=True)
+class OutboxRow:
+    id: int
+    key: str
+    kind: str
+    body: bytes
+    status: str
+    attempts: int
+    created: float
+    next_at: float
+    updated: float
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "key": self.key, "kind": self.kind, "status": self.status,
+            "attempts": self.attempts, "created": self.created, "next_at": self.next_at,
+            "updated": self.updated, "error": self.error, "effect": orjson.loads(self.body),
+        }
+
+
+@attrs.frozen(slots=True)
+class SnapshotRow:
+    seq: int
+    created: float
+    body: bytes
+
+
+class _Batch:
+    __slots__ = ("events", "effects", "updates", "other", "done", "error", "results")
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.effects: list[tuple[str, str, bytes, float, Any]] = []
+        self.updates: list[tuple] = []
+        self.other: list[Callable[[sqlite3.Connection], None]] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.results: list[tuple[int, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.effects or self.updates or self.other)
+
+
+def connect(path: Path, *, readonly: bool = False, durability: Durability = Durability.BATCH) -> sqlite3.Connection:
+    """Open the database with Herald's pragmas (WAL, small auto-checkpoints)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durability is Durability.FSYNC else 'NORMAL'}")
+        conn.execute("PRAGMA journal_size_limit=0")  # truncate the WAL after checkpoints (see recovery)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class Journal:
+    """One data directory's journal. Open it, ``run()`` its writer, queue, commit."""
+
+    def __init__(self, data_dir: Path | str, durability: Durability = Durability.BATCH, *, sync_interval: float = 0.1) -> None:
+        self.dir = Path(data_dir)
+        self.path = self.dir / DB_NAME
+        self.durability = Durability(durability)
+        self.sync_interval = sync_interval
+        self.recovery: Recovery | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = trio.Lock()
+        self._batch = _Batch()
+        self._inflight: _Batch | None = None  # being written; later batches commit after it
+        self._wakeup = trio.Event()
+        self._wal_fd: int | None = None
+        self.failed: BaseException | None = None
+        #: Called in the trio thread with ``[(outbox_id, token), ...]`` for effects
+        #: committed for the first time (a repeated key is not reported).
+        self.on_new_effects: Callable[[list[tuple[int, Any]]], None] | None = None
+        self.commits = 0
+        self.rows_written = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.durability is not Durability.MEMORY
+
+    # -- opening ---------------------------------------------------------------
+
+    def open(self) -> Recovery | None:
+        """Check and open the database (blocking: call it in a thread)."""
+        if not self.enabled:
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.recovery = check_and_recover(self.path, _SCHEMA)
+        self._conn = connect(self.path, durability=self.durability)
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._read = connect(self.path, readonly=True)
+        return self.recovery
+
+    def close(self) -> None:
+        for conn in (self._read, self._conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._read = None
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+
+    # -- reading (blocking; used at start-up, by the CLI, and via ``query``) ------
+
+    def latest_snapshot(self) -> SnapshotRow | None:
+        row = self._db().execute("SELECT seq, created, body FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        return SnapshotRow(*row) if row else None
+
+    def last_seq(self) -> int:
+        row = self._db().execute("SELECT max(seq) FROM events").fetchone()
+        snap = self._db().execute("SELECT max(seq) FROM snapshots").fetchone()
+        return max(row[0] or 0, snap[0] or 0)
+
+    def count_events(self, after: int = 0) -> int:
+        return self._db().execute("SELECT count(*) FROM events WHERE seq > ?", (after,)).fetchone()[0]
+
+    def read_events(self, after: int = 0, limit: int = 20_000) -> list[EventRow]:
+        """Up to ``limit`` journaled events with ``seq > after``, in order, decoded."""
+        fromts = datetime.fromtimestamp
+        loads = orjson.loads
+        rows = self._db().execute(
+            "SELECT seq, id, key, type, ts, received, arrival, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            EventRow(seq, Event(id_, type_, key, fromts(ts, _UTC), loads(data), fromts(received, _UTC)), arrival)
+            for seq, id_, key, type_, ts, received, arrival, data in rows
+        ]
+
+    def iter_events(self, after: int = 0, chunk: int = 20_000) -> Iterator[EventRow]:
+        while rows := self.read_events(after, chunk):
+            yield from rows
+            after = rows[-1].seq
+
+    def recent_ids(self, since: float) -> list[tuple[str, float]]:
+        return self._db().execute("SELECT id, received FROM events WHERE received >= ? ORDER BY seq", (since,)).fetchall()
+
+    def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
+        sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"
+        args: list[Any] = [after_id]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [OutboxRow(*row) for row in self._db().execute(sql, args).fetchall()]
+
+    def stats(self) -> dict[str, Any]:
+        db = self._db()
+        events, first, last = db.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone()
+        outbox = dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
+        snaps = db.execute("SELECT count(*), max(seq), max(created) FROM snapshots").fetchone()
+        size = sum(p.stat().st_size for p in self.dir.glob(DB_NAME + "*") if p.is_file())
+        return {
+            "path": str(self.path),
+            "durability": self.durability.value,
+            "bytes": size,
+            "events": events,
+            "first_seq": first,
+            "last_seq": last,
+            "outbox": {s: outbox.get(s, 0) for s in ("pending", "delivered", "dead")},
+            "snapshots": snaps[0],
+            "snapshot_seq": snaps[1],
+            "snapshot_created": snaps[2],
+        }
+
+    async def query(self, fn: Callable[["Journal"], Any]) -> Any:
+        """Run a read (a function of this journal) in a thread, off the trio loop."""
+        async with self._read_lock:
+            return await trio.to_thread.run_sync(fn, self)
+
+    def _db(self) -> sqlite3.Connection:
+        conn = self._read or self._conn
+        if conn is None:
+            raise JournalError("the journal is not open")
+        return conn
+
+    # -- queueing writes (trio thread) ------------------------------------------
+
+    def add_event(self, seq: int, event: Event, arrival: float | None) -> None:
+        self._batch.events.append(
+            (seq, event.id, event.key, event.type, event.timestamp.timestamp(),
+             event.received_at.timestamp(), arrival, orjson.dumps(event.data))
+        )
+        self._wake()
+
+    def add_effect(self, key: str, kind: str, body: bytes, now: float, token: Any) -> None:
+        """Queue an outbox row; ``token`` comes back through ``on_new_effects``."""
+        self._batch.effects.append((key, kind, body, now, token))
+        self._wake()
+
+    def mark(self, outbox_id: int, status: str, attempts: int, next_at: float, error: str | None) -> None:
+        self._batch.updates.append((status, attempts, next_at, time.time(), error, outbox_id))
+        self._wake()
+
+    def add_write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """Queue an arbitrary write, run inside the next group transaction."""
+        self._batch.other.append(fn)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    async def commit(self) -> None:
+        """Wait until everything queued so far is committed; raise JournalError on failure."""
+        if not self.enabled:
+            return
+        if self.failed is not None:
+            raise JournalError(f"the journal failed: {self.failed}")
+        batch = self._batch if self._batch else self._inflight
+        if batch is None:
+            return
+        await batch.done.wait()
+        if batch.error is not None:
+            raise JournalError(f"the journal failed: {batch.error}")
+
+    # -- the writer ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer loop (and, in batch mode, the periodic WAL sync)."""
+        if not self.enabled:
+            task_status.started()
+            await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            if self.durability is Durability.BATCH:
+                nursery.start_soon(self._sync_loop)
+            task_status.started()
+            try:
+                while True:
+                    await self._wakeup.wait()
+                    await self._flush()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._flush()  # whatever was queued at shutdown is written
+                    await trio.to_thread.run_sync(self._sync)
+
+    async def _flush(self) -> None:
+        self._wakeup = trio.Event()
+        batch, self._batch = self._batch, _Batch()
+        if not batch:
+            batch.done.set()
+            return
+        self._inflight = batch
+        try:
+            await trio.to_thread.run_sync(self._write, batch)
+        except Exception as exc:  # disk full, I/O error: stop accepting, say why
+            log.critical("journal write failed; Herald stops accepting events: %s", exc)
+            self.failed = batch.error = exc
+            batch.done.set()
+            return
+        finally:
+            self._inflight = None
+        self.commits += 1
+        batch.done.set()
+        if batch.results and self.on_new_effects is not None:
+            self.on_new_effects(batch.results)
+
+    def _write(self, batch: _Batch) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.events:
+                conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", batch.events)
+            for key, kind, body, now, token in batch.effects:
+                row = conn.execute(
+                    "INSERT INTO outbox (key, kind, body, status, attempts, created, next_at, updated)"
+                    " VALUES (?,?,?, 'pending', 0, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
+                    (key, kind, body, now, now, now),
+                ).fetchone()
+                if row is not None:
+                    batch.results.append((row[0], token))
+            if batch.updates:
+                conn.executemany(
+                    "UPDATE outbox SET status=?, attempts=?, next_at=?, updated=?, error=? WHERE id=?", batch.updates
+                )
+            for fn in batch.other:
+                fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.rows_written += len(batch.events) + len(batch.effects) + len(batch.updates)
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await trio.sleep(self.sync_interval)
+            await trio.to_thread.run_sync(self._sync)
+
+    def _sync(self) -> None:
+        """fsync the WAL (batch mode's periodic durability point)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            if self._wal_fd is None:
+                self._wal_fd = os.open(wal, os.O_RDONLY)
+            os.fsync(self._wal_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("fsync of %s failed: %s", wal, exc)
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def compact(self, conn: sqlite3.Connection, *, through_seq: int, keep_ids_since: float,
+                delivered_before: float, keep_snapshots: int = 2) -> None:
+        """Inside a transaction: drop events a snapshot covers (keeping those still
+        needed to recognise repeated ids), old snapshots and old delivered effects."""
+        conn.execute("DELETE FROM events WHERE seq <= ? AND received < ?", (through_seq, keep_ids_since))
+        conn.execute(
+            "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+            (keep_snapshots,),
+        )
+        conn.execute("DELETE FROM outbox WHERE status = 'delivered' AND updated < ?", (delivered_before,))
+
+
+def snapshot_writer(seq: int, body: bytes, created: float) -> Callable[[sqlite3.Connection], None]:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (seq, created, body))
+
+    return write
+
+
+def batched(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
