@@ -47,21 +47,22 @@ def _user(index: int) -> str:
     return f"user-{index:06d}"
 
 
-def _event(number: int, user: int, type_: str, at: float, program: tuple[str, str | None] | None,
+def _event(number: int | None, user: int, type_: str, at: float, program: tuple[str, str | None] | None,
            improved: bool) -> dict[str, Any]:
-    """One event in the seed's flat shape, or in the improved shape."""
+    """One event in the seed's flat shape, or in the improved shape (with an id unless ``number`` is None)."""
     details: dict[str, Any] = {"device_id": f"device-{user:06d}"}
     if program is not None:
         details["training_program_id"], details["training_program_title"] = program
     stamp = datetime.fromtimestamp(at, UTC)
     if improved:
         iso = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return {"id": f"evt-{number}", "user_id": _user(user), "type": type_, "timestamp": iso, "details": details}
+        event = {"user_id": _user(user), "type": type_, "timestamp": iso, "details": details}
+        return event if number is None else {"id": f"evt-{number}", **event}
     return {"user_id": _user(user), "type": type_, "time_stamp": stamp.strftime("%Y-%m-%d %H:%M:%S"), **details}
 
 
 def generate_events(
-    n: int, users: int, *, start: float = SEED_START, user_gap: float = 500.0, seed: int = 2021
+    n: int, users: int, *, start: float = SEED_START, user_gap: float = 500.0, seed: int = 2021, ids: bool = True
 ) -> list[dict[str, Any]]:
     """``n`` events of ``users`` users, ``start`` onwards (POSIX seconds).
 
@@ -69,7 +70,8 @@ def generate_events(
     (5 ms for 100k users: from under a millisecond to a few seconds); each
     event goes to a random user, so one user's events are about ``user_gap``
     seconds apart on median and ~25 minutes on average: some programs last
-    more than 30 minutes, some launches get no start within 10.
+    more than 30 minutes, some launches get no start within 10. Without
+    ``ids``, no event carries an id (Herald makes one up for each).
     """
     rng = random.Random(seed)
     mu = math.log(user_gap / users)
@@ -93,7 +95,8 @@ def generate_events(
         else:
             launched.add(user)
             type_ = "app_launch"
-        events.append(_event(number, user, type_, at, program, rng.random() < IMPROVED_SHARE))
+        improved = rng.random() < IMPROVED_SHARE
+        events.append(_event(number if ids else None, user, type_, at, program, improved))
     return events
 
 
@@ -119,11 +122,11 @@ def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "MISSED"
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print rows under ``header``, first column left-aligned, the others right-aligned."""
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int = 1) -> None:
+    """Print rows under ``header``; the first ``left`` columns left-aligned, the others right-aligned."""
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for index, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         if index == 0:
             print("  ".join("-" * w for w in widths))

@@ -58,7 +58,7 @@ class Engine:
         self.emit = emit
         self.clock = EngineClock(wall)
         self._wall = wall
-        self._utcnow = utcnow
+        self.utcnow = utcnow
         self.max_skew = max_skew
         self.metrics = metrics or Metrics()
         self.actors: dict[str, Actor] = {}
@@ -83,11 +83,11 @@ class Engine:
     def parse(self, raw: Any, *, received_at: datetime | None = None) -> Event:
         """Parse and validate one decoded JSON object; raise :class:`InvalidEvent`."""
         try:
-            event = parse_event(raw, received_at=received_at)
+            event = parse_event(raw, received_at=received_at or datetime.fromtimestamp(self.utcnow(), UTC))
             route = self._routes.get(event.type)
             if route is not None and route.type.validate is not None:
                 event = route.type.validate(event)
-            if event.timestamp.timestamp() > self._utcnow() + self.max_skew:
+            if event.timestamp.timestamp() > self.utcnow() + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
                     "in_future",

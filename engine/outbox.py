@@ -191,6 +191,7 @@ class Outbox:
         self._spilled = False  # rows wait in the journal only; refilled when memory drains
         self._spilled_during_refill = False
         self._closing = False
+        self._idle = trio.Event()
         self.dead: deque[dict[str, Any]] = deque(maxlen=10_000)  # memory mode's dead letters
         journal.on_new_effects = self._on_committed
         self.metrics.effects_queued.set_function(lambda: len(self._heap) + self._in_flight)
@@ -300,6 +301,8 @@ class Outbox:
                 await self._attempt(item)
             finally:
                 self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
                 if self._spilled:
                     self._changed.set()  # room again: the scheduler may refill from the journal
 
@@ -380,7 +383,8 @@ class Outbox:
         self._changed.set()
         with trio.move_on_after(timeout):
             while self._in_flight:
-                await trio.sleep(0.01)
+                self._idle = trio.Event()
+                await self._idle.wait()
         left = self.pending
         if left:
             if self.journal.enabled:

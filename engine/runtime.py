@@ -55,8 +55,10 @@ class Herald:
         plugins: PluginHost | None = None,
         *,
         emit: Callable[[Effect], None] | None = None,
+        utcnow: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.utcnow = utcnow
         self.plugins = plugins or PluginHost.from_config(config)
         self.metrics = Metrics()
         self.http = httpx.AsyncClient(timeout=config.effect_timeout, follow_redirects=False)
@@ -75,6 +77,7 @@ class Herald:
             self.plugins,
             emit=emit or self.outbox.emit,
             wall=trio.current_time,
+            utcnow=utcnow,
             max_skew=config.max_skew,
             metrics=self.metrics,
         )
@@ -100,7 +103,7 @@ class Herald:
     def apply(self, events: Sequence[Event]) -> list[bool]:
         """Apply events whose ids are new; return which were duplicates. Not yet durable."""
         seen = self.ids
-        now = time.time()
+        now = self.utcnow()
         duplicates = []
         for event in events:
             if event.id in seen:
@@ -180,9 +183,10 @@ class Herald:
         journal, engine = self.journal, self.engine
         started = time.perf_counter()
         snap = await trio.to_thread.run_sync(journal.latest_snapshot)
-        after, clock, real = 0, None, time.time()
+        after, clock, real = 0, None, self.utcnow()
         if snap is not None:
-            after, clock, real = await trio.to_thread.run_sync(snapshots.restore, engine, snap.body)
+            doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
+            after, clock, real = snapshots.restore(engine, doc)
             self.snapshot_seq = after
         self.seq = after
         self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, after)
@@ -201,7 +205,7 @@ class Herald:
         finally:
             engine.record = self._record
         self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
-        now = time.time()
+        now = self.utcnow()
         recent = await trio.to_thread.run_sync(journal.recent_ids, now - self.config.dedupe_retention)
         self.ids.load(recent, now)
         # The clock goes on as if Herald had never stopped: timers that fell due meanwhile fire now, once.

@@ -19,7 +19,7 @@ from .actor import Actor
 from .core import Engine
 from .event import converter
 
-__all__ = ["Capture", "capture", "encode", "restore", "FORMAT"]
+__all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 
 FORMAT = 1
 
@@ -59,9 +59,14 @@ def encode(snap: Capture, progress: Callable[[int], None] | None = None) -> byte
     )
 
 
-def restore(engine: Engine, body: bytes) -> tuple[int, float | None, float]:
-    """Load a snapshot into an empty engine; return ``(seq, clock, real)``."""
-    doc = orjson.loads(body)
+def decode(body: bytes) -> dict[str, Any]:
+    """Parse a snapshot (blocking; run it in a thread)."""
+    return orjson.loads(body)
+
+
+def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float | None, float]:
+    """Load a decoded snapshot into an empty engine (in the engine's thread);
+    return ``(seq, clock, real)``."""
     if doc.get("format") != FORMAT:
         raise ValueError(f"unknown snapshot format {doc.get('format')!r}")
     structure = converter.structure

@@ -202,6 +202,11 @@ class Receiver:
         self._changed = trio.Event()
 
     @property
+    def keys(self) -> list[str]:
+        """Idempotency keys of the delivered requests, in arrival order (repeats included)."""
+        return [r["headers"].get("idempotency-key", "") for r in self.delivered]
+
+    @property
     def delivered(self) -> list[dict[str, Any]]:
         """Requests answered with a 2xx status."""
         return [r for r in self.requests if r["answered"] and 200 <= r["status"] < 300]
@@ -214,13 +219,15 @@ class Receiver:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, statuses: Iterable[int] = (200,), delay: float = 0.0) -> AsyncIterator["Receiver"]:
+    async def running(
+        cls, statuses: Iterable[int] = (200,), delay: float = 0.0, port: int = 0
+    ) -> AsyncIterator["Receiver"]:
         import hypercorn.config
         import hypercorn.trio
 
         receiver = cls(statuses, delay)
         config = hypercorn.config.Config()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = [f"127.0.0.1:{port}"]
         config.accesslog = None
         config.graceful_timeout = 0.1
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,66 @@
+"""The HTTP baseline: the least an ASGI app can do to accept an event.
+
+A raw ASGI app that reads the whole request body and answers 202
+``{"id":"x"}``, served like ``server.py`` serves Herald (``hypercorn.trio.serve``
+in ``trio.run``, one process, one worker, no access log), so that the
+difference to Herald is Herald's own work per request.
+
+    python -m bench.bare_asgi --port 8001
+"""
+
+import sys
+
+if not __package__:  # run as a file, bench/ would shadow the engine package (see bench/__init__.py)
+    sys.exit("run from the repository root: python -m bench.bare_asgi")
+
+import argparse
+import logging
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+_BODY = b'{"id":"x"}'
+_START = {
+    "type": "http.response.start",
+    "status": 202,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())],
+}
+_RESPONSE = {"type": "http.response.body", "body": _BODY}
+
+
+async def app(scope: dict, receive, send) -> None:
+    """Answer every HTTP request with 202 once its body is in; accept the lifespan protocol."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        more = message.get("more_body", False)
+    await send(_START)
+    await send(_RESPONSE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args(argv)
+    config = hypercorn.config.Config()
+    config.bind = [f"{args.host}:{args.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5
+    trio.run(hypercorn.trio.serve, app, config)
+
+
+if __name__ == "__main__":
+    main()

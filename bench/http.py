@@ -1,0 +1,261 @@
+"""HTTP throughput: Herald against a bare ASGI app on the same hypercorn-trio server.
+
+Starts ``herald serve`` (fitness plugin, log level WARNING) and
+``bench/bare_asgi.py`` on free loopback ports, pinned to CPU 0, and loads
+them with wrk pinned to CPU 1 (``bench/post_event.lua`` rotates through
+bodies written here: distinct users, increasing timestamps within the last
+minute). Measured, after a short warm-up of each:
+
+- ``POST /v1/event``, one event per request: Herald's requests/s against the
+  bare app's (target: at least 0.9x);
+- ``POST /v1/events`` with JSON arrays of ``--batch`` events: events/s
+  (target: at least 50k), with the bare app reading the same bodies for scale.
+
+Every answer must be a 202; anything else is counted and reported. Herald's
+notifications (none are due with these timestamps) would go to the bare app.
+
+    python -m bench.http [--duration 10] [--rounds 3] [--connections 32]
+"""
+
+import sys
+
+if not __package__:  # run as a file, bench/ would shadow the engine package (see bench/__init__.py)
+    sys.exit("run from the repository root: python -m bench.http")
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from ._common import generate_events, print_table, verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).with_name("post_event.lua")
+RATIO_TARGET = 0.9
+BATCH_TARGET = 50_000
+SERVER_CPU, WRK_CPU = 0, 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pinned(cpu: int):
+    """A ``preexec_fn`` pinning the child to ``cpu`` (None on a one-core machine)."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Run the server ``cmd`` (output to ``log``) for the duration of the block; always stop it."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_pinned(SERVER_CPU))
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 2xx; fail with the server's log if it dies or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:  # refused, or an HTTP error such as /healthz's 503 while starting
+            time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{url} not ready (exit code {proc.poll()}); log:\n{tail}")
+
+
+def _post(url: str, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:300]
+
+
+def _check(url: str, body: bytes, events: int) -> None:
+    """One request by hand before the load: the answer must be a 202 accepting every event
+    (a batch answer says how many it accepted; the others accept all or nothing)."""
+    status, payload = _post(url, body)
+    ok = isinstance(payload, dict) and not any(payload.get(k) for k in ("rejected", "duplicate", "duplicates"))
+    if status != 202 or not ok or payload.get("accepted", events) != events:
+        raise RuntimeError(f"POST {url} answered {status}: {payload!r}")
+
+
+def _bodies(path: Path, *, events: int, per_body: int, users: int, seed: int) -> Path:
+    """Write one body per line: events within the last minute, single or as JSON arrays.
+
+    The events carry no id: the bodies are sent over and over, and Herald
+    would answer a repeated id as a duplicate without applying it again.
+    """
+    items = generate_events(events, users, start=time.time() - 60, user_gap=users * 0.001, seed=seed, ids=False)
+    if per_body == 1:
+        lines = [orjson.dumps(e) for e in items]
+    else:
+        lines = [orjson.dumps(items[i : i + per_body]) for i in range(0, len(items), per_body)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _ms(text: str, label: str) -> float:
+    value, unit = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s|m)\b", text, re.M).groups()
+    return float(value) * _UNITS[unit]
+
+
+def _wrk(url: str, bodies: Path, *, seconds: float, connections: int, threads: int) -> dict[str, Any]:
+    """Run wrk with the rotation script; return requests/s, latencies, statuses and socket errors."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+           "-s", str(LUA), url, "--", str(bodies)]
+    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pinned(WRK_CPU))
+    out = done.stdout
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{out}{done.stderr}")
+    try:
+        socket_errors = re.search(r"Socket errors: (.*)", out)
+        return {
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": _ms(out, "50%"),
+            "p99": _ms(out, "99%"),
+            "statuses": {int(c): int(n) for c, n in re.findall(r"^STATUS (\d+) (\d+)$", out, re.M)},
+            "duplicates": int(re.search(r"^DUPLICATES (\d+)$", out, re.M).group(1)),
+            "socket_errors": socket_errors.group(1) if socket_errors else "none",
+            "output": out,
+        }
+    except AttributeError:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}") from None
+
+
+def _start_servers(stack: contextlib.ExitStack, tmp: Path) -> tuple[dict[str, str], Path]:
+    """Start both servers (stopped when ``stack`` closes); return their base URLs and Herald's log."""
+    ports = {"bare ASGI": _free_port(), "herald": _free_port()}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        **os.environ,
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_PLUGINS": "fitness",
+        "HERALD_NOTIFY_URL": f"{urls['bare ASGI']}/v1/notify",
+        "HERALD_DATA_DIR": str(tmp / "data"),
+    }
+    herald_exe = shutil.which("herald")
+    herald_cmd = [herald_exe] if herald_exe else [sys.executable, "-m", "engine.cli"]
+    commands = {
+        "bare ASGI": ([sys.executable, "-m", "bench.bare_asgi", "--port", str(ports["bare ASGI"])], "/", None),
+        "herald": ([*herald_cmd, "serve", "--port", str(ports["herald"])], "/healthz", env),
+    }
+    for name, (cmd, ready_path, cmd_env) in commands.items():
+        log = tmp / f"{name.split()[0]}.log"
+        proc = stack.enter_context(_process(cmd, log, cmd_env))
+        _wait_ready(urls[name] + ready_path, proc, log)
+    return urls, tmp / "herald.log"
+
+
+def _report(loads: list[tuple[int, str, str, int, dict[str, Any]]], batch: int) -> bool:
+    """Print every load and the verdicts (on the median of the rounds); return whether
+    every answer was a 202 accepting its events as new."""
+    rows, medians = [], {}
+    for round_, server, route, per_body, r in loads:
+        answered = sum(r["statuses"].values())
+        request = f"POST {route}" + (f" x{per_body}" if per_body > 1 else "")
+        rows.append((server, request, round_, f"{r['rps']:,.0f}", f"{r['rps'] * per_body:,.0f}", f"{r['p50']:.2f}",
+                     f"{r['p99']:.2f}", f"{answered:,}", f"{answered - r['statuses'].get(202, 0):,}",
+                     f"{r['duplicates']:,}", r["socket_errors"]))
+        medians.setdefault((server, route), []).append(r["rps"])
+    medians = {key: statistics.median(values) for key, values in medians.items()}
+    print()
+    print_table(("server", "request", "round", "req/s", "events/s", "p50 ms", "p99 ms", "answers", "non-202",
+                 "duplicates", "socket errors"), rows, left=2)
+    print()
+    ratio = medians["herald", "/v1/event"] / medians["bare ASGI", "/v1/event"]
+    events_per_s = medians["herald", "/v1/events"] * batch
+    print(f"single event, median req/s: herald {medians['herald', '/v1/event']:,.0f}, "
+          f"bare ASGI {medians['bare ASGI', '/v1/event']:,.0f}; "
+          f"ratio {ratio:.2f} (target >= {RATIO_TARGET}): {verdict(ratio, RATIO_TARGET)}")
+    print(f"batch of {batch}, median herald events/s: {events_per_s:,.0f} "
+          f"(target >= {BATCH_TARGET:,}): {verdict(events_per_s, BATCH_TARGET)}")
+    return all(r["statuses"].keys() <= {202} and not r["duplicates"] for *_, r in loads)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds of load per measurement")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load before each")
+    parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken, interleaved")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--batch", type=int, default=500, help="events per /v1/events request")
+    parser.add_argument("--verbose", action="store_true", help="print wrk's own output too")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    load = dict(seconds=args.duration, connections=args.connections, threads=args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp, contextlib.ExitStack() as stack:
+        tmp_path = Path(tmp)
+        urls, herald_log = _start_servers(stack, tmp_path)
+        single = _bodies(tmp_path / "single.txt", events=2_000, per_body=1, users=500, seed=1)
+        batch = _bodies(tmp_path / "batch.txt", events=20 * args.batch, per_body=args.batch, users=5_000, seed=2)
+        plan = [(server, route, bodies, per_body) for route, bodies, per_body in
+                [("/v1/event", single, 1), ("/v1/events", batch, args.batch)] for server in urls]
+        for server, route, bodies, per_body in plan:
+            _check(urls[server] + route, bodies.read_bytes().split(b"\n", 1)[0], per_body)
+        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s after {args.warmup:g} s of warm-up, "
+              f"{args.rounds} rounds; servers on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU}", flush=True)
+        loads = []
+        for round_ in range(1, args.rounds + 1):
+            for server, route, bodies, per_body in plan:
+                url = urls[server] + route
+                if args.warmup > 0:
+                    _wrk(url, bodies, **{**load, "seconds": args.warmup})
+                result = _wrk(url, bodies, **load)
+                if args.verbose:
+                    print(result["output"])
+                loads.append((round_, server, route, per_body, result))
+        with urllib.request.urlopen(urls["herald"] + "/healthz", timeout=5) as response:
+            health = orjson.loads(response.read())
+        log = herald_log.read_text(errors="replace").strip()
+
+    all_202 = _report(loads, args.batch)
+    durability = (health.get("journal") or {}).get("durability", "n/a")
+    print(f"herald after the runs: {health['actors']:,} actors, {health['timers_pending']:,} timers pending, "
+          f"{health['effects_pending']} effects pending; journal durability: {durability} (the default)")
+    if log:
+        print("herald's log (WARNING and above; one warning per unknown type of the mix is expected), last lines:")
+        print("\n".join(log.splitlines()[-20:]))
+    if not all_202:
+        sys.exit("FAILED: some answers were not 202, or reported duplicates (see above)")
+
+
+if __name__ == "__main__":
+    main()
