@@ -23,7 +23,7 @@ from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from engine import Config, Herald
+from engine import Config, Herald, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
 from engine.openapi import build_document, error_response, json_body, operation
@@ -400,6 +400,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     """Run Herald on hypercorn-trio until SIGINT/SIGTERM; in-flight requests finish first."""
     herald = Herald(config)
     app = create_app(herald)
+    tune_gc()
     hconfig = hypercorn.config.Config()
     hconfig.bind = [f"{config.host}:{config.port}" if ":" not in config.host else f"[{config.host}]:{config.port}"]
     hconfig.accesslog = None

@@ -113,6 +113,7 @@ def encode(events: Sequence[Any]) -> list[bytes]:
 def build_engine(emit: Callable[[Any], None]) -> engine.Engine:
     """The engine as the benchmarks test it: fitness plugin, default config."""
     logging.getLogger("herald.engine").setLevel(logging.ERROR)  # unknown types are part of the mix
+    engine.tune_gc()  # as `herald serve` does
     host = engine.PluginHost.from_objects(engine.Config(), [fitness_hooks])
     return engine.Engine(host, emit=emit, wall=time.monotonic)
 

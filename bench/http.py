@@ -157,7 +157,7 @@ def _wrk(url: str, bodies: Path, *, seconds: float, connections: int, threads: i
         raise RuntimeError(f"cannot read wrk's output:\n{out}") from None
 
 
-def _start_servers(stack: contextlib.ExitStack, tmp: Path) -> tuple[dict[str, str], Path]:
+def _start_servers(stack: contextlib.ExitStack, tmp: Path, durability: str) -> tuple[dict[str, str], Path]:
     """Start both servers (stopped when ``stack`` closes); return their base URLs and Herald's log."""
     ports = {"bare ASGI": _free_port(), "herald": _free_port()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -167,6 +167,7 @@ def _start_servers(stack: contextlib.ExitStack, tmp: Path) -> tuple[dict[str, st
         "HERALD_PLUGINS": "fitness",
         "HERALD_NOTIFY_URL": f"{urls['bare ASGI']}/v1/notify",
         "HERALD_DATA_DIR": str(tmp / "data"),
+        "HERALD_DURABILITY": durability,
     }
     herald_exe = shutil.which("herald")
     herald_cmd = [herald_exe] if herald_exe else [sys.executable, "-m", "engine.cli"]
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--batch", type=int, default=500, help="events per /v1/events request")
     parser.add_argument("--verbose", action="store_true", help="print wrk's own output too")
+    parser.add_argument("--durability", default="memory", choices=["memory", "batch", "fsync"],
+                        help="herald's journal mode (memory: the engine and HTTP alone)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp, contextlib.ExitStack() as stack:
         tmp_path = Path(tmp)
-        urls, herald_log = _start_servers(stack, tmp_path)
+        urls, herald_log = _start_servers(stack, tmp_path, args.durability)
         single = _bodies(tmp_path / "single.txt", events=2_000, per_body=1, users=500, seed=1)
         batch = _bodies(tmp_path / "batch.txt", events=20 * args.batch, per_body=args.batch, users=5_000, seed=2)
         plan = [(server, route, bodies, per_body) for route, bodies, per_body in
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     all_202 = _report(loads, args.batch)
     durability = (health.get("journal") or {}).get("durability", "n/a")
     print(f"herald after the runs: {health['actors']:,} actors, {health['timers_pending']:,} timers pending, "
-          f"{health['effects_pending']} effects pending; journal durability: {durability} (the default)")
+          f"{health['effects_pending']} effects pending; journal durability: {durability}")
     if log:
         print("herald's log (WARNING and above; one warning per unknown type of the mix is expected), last lines:")
         print("\n".join(log.splitlines()[-20:]))

@@ -15,7 +15,7 @@ from .metrics import Metrics
 from .plugins import EventType, PluginError, PluginHost, available_plugins
 from .journal import Durability, Journal, JournalError
 from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
-from .runtime import Herald
+from .runtime import Herald, tune_gc
 
 __all__ = [
     "Actor",
@@ -50,4 +50,5 @@ __all__ = [
     "new_event_id",
     "parse_event",
     "parse_timestamp",
+    "tune_gc",
 ]

@@ -10,10 +10,10 @@ __all__ = ["Actor"]
 class Actor:
     """The state Herald holds for one key (usually a user).
 
-    ``states`` maps a plugin name to that plugin's state value; ``timers`` maps
-    ``(plugin, name)`` to a pending timer; ``unknown`` counts events of types no
-    plugin handles. The two optional maps stay ``None`` until used, which keeps
-    an idle actor small.
+    ``states`` maps a plugin name to that plugin's state value; ``timers`` holds
+    the pending timers (managed by :class:`engine.timers.TimerQueue`: one timer
+    as is, several in a dict); ``unknown`` counts events of types no plugin
+    handles. Both stay ``None`` until used, which keeps an idle actor small.
     """
 
     __slots__ = ("key", "states", "timers", "unknown")
@@ -21,7 +21,7 @@ class Actor:
     def __init__(self, key: str) -> None:
         self.key = key
         self.states: dict[str, Any] = {}
-        self.timers: dict[tuple[str, str], Any] | None = None
+        self.timers: Any = None
         self.unknown: dict[str, int] | None = None
 
     def __repr__(self) -> str:

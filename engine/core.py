@@ -21,9 +21,9 @@ from .actor import Actor
 from .clock import EngineClock
 from .effects import CancelTimer, Effect, SetTimer, Timer
 from .event import Event, InvalidEvent, converter, parse_event
-from .metrics import UNKNOWN_TYPE, Metrics
+from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from .plugins import PluginHost, Route
-from .timers import PendingTimer, TimerQueue
+from .timers import PendingTimer, TimerQueue, timers_of
 
 __all__ = ["Engine"]
 
@@ -72,8 +72,9 @@ class Engine:
         self.record: Callable[[Event, float | None], None] | None = None
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
-        # Per-type metric children, resolved once (a labels() call costs more than the handler).
-        self._type_metrics: dict[str, tuple[Any, Any]] = {}
+        self._accepted = self.metrics.hot.accepted
+        self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
+        self._sample = LATENCY_SAMPLE
         m = self.metrics
         m.timers_pending.set_function(lambda: len(self.timers))
         m.actors.set_function(lambda: len(self.actors))
@@ -82,12 +83,18 @@ class Engine:
 
     def parse(self, raw: Any, *, received_at: datetime | None = None) -> Event:
         """Parse and validate one decoded JSON object; raise :class:`InvalidEvent`."""
+        now = self.utcnow()
+        if received_at is None:
+            # One datetime per millisecond is plenty for a receipt stamp.
+            if now - self._received[0] >= 0.001:
+                self._received = (now, datetime.fromtimestamp(now, UTC))
+            received_at = self._received[1]
         try:
-            event = parse_event(raw, received_at=received_at or datetime.fromtimestamp(self.utcnow(), UTC))
+            event = parse_event(raw, received_at=received_at)
             route = self._routes.get(event.type)
             if route is not None and route.type.validate is not None:
                 event = route.type.validate(event)
-            if event.timestamp.timestamp() > self.utcnow() + self.max_skew:
+            if event.timestamp.timestamp() > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
                     "in_future",
@@ -139,32 +146,34 @@ class Engine:
             self.handling_at = None
         if self.record is not None:
             self.record(event, arrival)
-        if self._timer_scope is not None:
-            self._timer_scope.deadline = self._timer_deadline()
+        scope = self._timer_scope
+        if scope is not None:
+            # Only ever bring the wake-up forward: a late one is a bug, an early
+            # one costs a spurious wake-up, and moving a deadline costs trio work.
+            deadline = self._timer_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
         return arrival
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
-        children = self._type_metrics.get(event.type)
-        if children is None:
-            m = self.metrics
-            children = self._type_metrics[event.type] = (
-                m.accepted.labels(event.type),
-                m.handler_seconds.labels(event.type),
-            )
         state = actor.states.get(plugin)
         if state is None:
             state = route.state_factory()
-        started = time.perf_counter()
+        self._accepted[event.type] += 1
+        self._sample -= 1
+        timed = self._sample == 0
+        if timed:
+            self._sample = LATENCY_SAMPLE
+            started = time.perf_counter()
         try:
             state, effects = route.type.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(event.type).inc()
             log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
-            children[0].inc()
             return
-        children[1].observe(time.perf_counter() - started)
-        children[0].inc()
+        if timed:
+            self.metrics.handler_seconds.labels(event.type).observe(time.perf_counter() - started)
         actor.states[plugin] = state
         if effects:
             self._effects(actor, plugin, effects)
@@ -174,7 +183,7 @@ class Engine:
         if counts is None:
             counts = actor.unknown = {}
         counts[event.type] = counts.get(event.type, 0) + 1
-        self.metrics.accepted.labels(UNKNOWN_TYPE).inc()
+        self._accepted[UNKNOWN_TYPE] += 1
         if event.type not in self._unknown_seen:
             self._unknown_seen.add(event.type)
             log.warning("no plugin handles event type %r; counting such events on their actors", event.type)
@@ -224,7 +233,7 @@ class Engine:
         if state is None:
             state = self._factories.get(plugin, lambda: None)()
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
-        self.metrics.timers_fired.labels(plugin).inc()
+        self.metrics.hot.timers_fired[plugin] += 1
         self.handling_at = fired.due
         try:
             state, effects = handler(state, fired)
@@ -269,7 +278,7 @@ class Engine:
         actor = self.actors.get(key)
         if actor is None:
             return None
-        timers = sorted((actor.timers or {}).values(), key=lambda t: t.due)
+        timers = sorted(timers_of(actor), key=lambda t: t.due)
         return {
             "key": actor.key,
             "states": {name: converter.unstructure(state) for name, state in actor.states.items()},

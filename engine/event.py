@@ -8,6 +8,7 @@ ignorant of any domain.
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -39,9 +40,14 @@ _MAX_TYPE = 100
 _MAX_KEY = 200
 
 
+_ID_PREFIX = os.urandom(10).hex()
+_id_counter = itertools.count()
+
+
 def new_event_id() -> str:
-    """A random 128-bit id, for events whose client sent none."""
-    return os.urandom(16).hex()
+    """An id for an event whose client sent none: 80 random bits drawn once per
+    process, then a counter (unique, and three times cheaper than 128 fresh bits)."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 def _utcnow() -> datetime:
@@ -128,6 +134,14 @@ def _string(raw: Mapping[str, Any], field: str, limit: int, *, required: bool, i
     return value
 
 
+_MISSING: Any = object()
+_fromisoformat = datetime.fromisoformat
+
+
+class _Slow(Exception):
+    """The fast parse met something unusual; the checked parse decides (and explains)."""
+
+
 def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
     """Turn one decoded JSON object into an :class:`Event`, or raise :class:`InvalidEvent`.
 
@@ -136,6 +150,63 @@ def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
     the first of ``key``, ``user_id``, ``device_id`` present and the remaining
     fields (plus a ``details`` or ``data`` object) become ``data``.
     """
+    if raw.__class__ is dict:
+        try:
+            return _parse_fast(raw, received_at)
+        except _Slow:
+            pass
+    return _parse_checked(raw, received_at=received_at)
+
+
+def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
+    # The common case, inline; anything unusual goes to the checked parse.
+    get = raw.get
+    type_ = get("type")
+    if type_.__class__ is not str or not type_ or len(type_) > _MAX_TYPE:
+        raise _Slow
+    for name in _KEY_FIELDS:
+        key = get(name, _MISSING)
+        if key is not _MISSING:
+            break
+    else:
+        raise _Slow
+    if key.__class__ is not str or not key or len(key) > _MAX_KEY:
+        raise _Slow
+    stamp = get("timestamp", _MISSING)
+    if stamp is _MISSING:
+        stamp = get("time_stamp", _MISSING)
+    if stamp.__class__ is not str:
+        raise _Slow
+    try:
+        timestamp = _fromisoformat(stamp)
+    except ValueError:
+        raise _Slow from None
+    tz = timestamp.tzinfo
+    if tz is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    elif tz is not UTC:
+        timestamp = timestamp.astimezone(UTC)
+    event_id = get("id")
+    if event_id is None:
+        event_id = new_event_id()
+    elif event_id.__class__ is not str or not event_id or len(event_id) > _MAX_ID:
+        raise _Slow
+    data = {k: v for k, v in raw.items() if k not in _ENVELOPE}
+    details, nested = get("details"), get("data")
+    if details is not None:
+        if details.__class__ is not dict:
+            raise _Slow
+        data.update(details)
+    if nested is not None:
+        if nested.__class__ is not dict:
+            raise _Slow
+        data.update(nested)
+    return Event(event_id, type_, key, timestamp, data, received_at or _utcnow())
+
+
+def _parse_checked(raw: Any, *, received_at: datetime | None = None) -> Event:
+    """The reference parse: every rule checked one by one, with an error that
+    names the field. ``_parse_fast`` must agree with it wherever it answers."""
     if not isinstance(raw, dict):
         raise InvalidEvent(None, "invalid_type", "an event must be a JSON object")
     type_ = _string(raw, "type", _MAX_TYPE, required=True, ints=False)

@@ -18,6 +18,7 @@ import orjson
 from .actor import Actor
 from .core import Engine
 from .event import converter
+from .timers import timers_of
 
 __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 
@@ -38,7 +39,7 @@ def capture(engine: Engine, seq: int) -> Capture:
         (
             actor.key,
             dict(actor.states),
-            [(t.plugin, t.name, t.due, t.data) for t in actor.timers.values()] if actor.timers else None,
+            [(t.plugin, t.name, t.due, t.data) for t in timers_of(actor)] if actor.timers else None,
             dict(actor.unknown) if actor.unknown else None,
         )
         for actor in engine.actors.values()

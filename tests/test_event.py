@@ -25,7 +25,7 @@ def test_seed_original_shape_keeps_extra_fields_as_data():
     assert event.key == "foo1"
     assert event.timestamp == datetime(2021, 2, 28, 16, 23, 25, tzinfo=UTC)
     assert event.data == {"user_id": "foo1", "device_id": "bar1", "training_program_id": "2352"}
-    assert len(event.id) == 32  # generated
+    assert len(event.id) == 32 and event.id != parse_event({"type": "t", "key": "k", "timestamp": 0}).id  # generated, unique
 
 
 def test_improved_shape_with_details_and_device_key():
@@ -79,3 +79,32 @@ def test_events_round_trip_through_cattrs_and_orjson():
     event = parse_event({"id": "e", "type": "t", "key": "k", "timestamp": "2021-02-28T16:23:25.5Z", "data": {"n": [1, 2]}})
     again = loads(dumps(event), Event)
     assert again == event
+
+
+from hypothesis import given, strategies as st
+
+from engine.event import _parse_checked, _parse_fast, _Slow
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=3),
+    st.sampled_from(["2021-02-28 16:22:52", "2021-02-28T16:22:52+02:00", "2021-02-28T16:22:52Z", "x" * 201]),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 2), max_size=2),
+)
+_raw = st.dictionaries(
+    st.sampled_from(["id", "type", "key", "user_id", "userId", "device_id", "timestamp", "time_stamp",
+                     "data", "details", "extra"]),
+    _values,
+    max_size=8,
+)
+
+
+@given(_raw)
+def test_the_fast_parse_agrees_with_the_checked_one(raw):
+    raw.setdefault("id", "fixed")  # generated ids differ by design
+    try:
+        fast = _parse_fast(raw, None)
+    except _Slow:
+        return
+    checked = _parse_checked(raw)
+    assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data) == (
+        checked.id, checked.type, checked.key, checked.timestamp, checked.data)

@@ -131,7 +131,13 @@ async def test_healthz_and_metrics(client):
     assert 'herald_events_accepted_total{type="app_launch"} 1.0' in text
     assert 'herald_events_rejected_total{code="missing",type="app_launch"} 1.0' in text
     assert "herald_timers_pending 1.0" in text
-    assert 'herald_handler_seconds_count{type="app_launch"} 1.0' in text
+    from engine.metrics import LATENCY_SAMPLE
+
+    batch = [{**LAUNCH, "user_id": f"h{i}"} for i in range(2 * LATENCY_SAMPLE)]
+    assert (await client.post("/v1/events", json=batch)).status_code == 202
+    text = (await client.get("/metrics")).text
+    assert f'herald_events_accepted_total{{type="app_launch"}} {1 + 2 * LATENCY_SAMPLE}.0' in text
+    assert 'herald_handler_seconds_count{type="app_launch"} 2.0' in text  # one event in LATENCY_SAMPLE is timed
 
 
 async def test_openapi_lists_every_route_and_docs_are_served_locally(client):

@@ -54,7 +54,27 @@ def _minutes_text(minutes: float) -> str:
 
 def _device(state: FitnessState, event: Event) -> str | None:
     device = event.data.get("device_id")
-    return device if isinstance(device, str) else state.device_id
+    return device if device.__class__ is str else state.device_id
+
+
+def _with(
+    s: FitnessState,
+    *,
+    running: tuple[Run, ...] | None = None,
+    last_launch_at: datetime | None = None,
+    device_id: str | None = None,
+    finished: float | None = None,
+    notified: bool = False,
+) -> FitnessState:
+    """A changed copy of ``s`` (what ``attrs.evolve`` does, at a third of its cost)."""
+    return FitnessState(
+        s.running if running is None else running,
+        s.last_launch_at if last_launch_at is None else last_launch_at,
+        s.device_id if device_id is None else device_id,
+        s.programs_finished + (finished is not None),
+        s.minutes_trained + (finished or 0.0),
+        s.notifications_sent + notified,
+    )
 
 
 @attrs.frozen
@@ -67,20 +87,19 @@ class FitnessRules:
 
     def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         due = event.timestamp + self.nudge_after
-        state = attrs.evolve(state, last_launch_at=event.timestamp, device_id=_device(state, event))
-        return state, (SetTimer(NUDGE_TIMER, due, event.timestamp.isoformat()),)
+        state = _with(state, last_launch_at=event.timestamp, device_id=_device(state, event))
+        return state, (SetTimer(NUDGE_TIMER, due),)
 
     def program_started(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
         run = Run(program_id, event.data.get("training_program_title"), event.timestamp)
         running = tuple(r for r in state.running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
-        state = attrs.evolve(state, running=running, device_id=_device(state, event))
-        return state, (CancelTimer(NUDGE_TIMER),)
+        return _with(state, running=running, device_id=_device(state, event)), (CancelTimer(NUDGE_TIMER),)
 
     def program_cancelled(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
         running = tuple(r for r in state.running if r.program_id != program_id)
-        return attrs.evolve(state, running=running, device_id=_device(state, event)), ()
+        return _with(state, running=running, device_id=_device(state, event)), ()
 
     def program_finished(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
@@ -89,12 +108,11 @@ class FitnessRules:
             return state, ()
         trained = event.timestamp - run.started_at
         minutes = trained.total_seconds() / 60
-        state = attrs.evolve(
+        state = _with(
             state,
             running=tuple(r for r in state.running if r is not run),
             device_id=_device(state, event),
-            programs_finished=state.programs_finished + 1,
-            minutes_trained=state.minutes_trained + max(minutes, 0.0),
+            finished=max(minutes, 0.0),
         )
         if trained <= self.congratulate_after:
             return state, ()
@@ -117,13 +135,14 @@ class FitnessRules:
             "finished_at": event.timestamp.isoformat(),
         }
         key = f"fitness:congratulate:{event.key}:{program_id}:{event.timestamp.isoformat()}"
-        state = attrs.evolve(state, notifications_sent=state.notifications_sent + 1)
+        state = _with(state, notified=True)
         return state, (Notify(self.notify_url, payload, key),)
 
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
         if timer.name != NUDGE_TIMER:
             return state, ()
         minutes = _minutes_text(self.nudge_after.total_seconds() / 60)
+        launched_at = (timer.due - self.nudge_after).isoformat()
         payload = {
             "type": "nudge",
             "user_id": timer.key,
@@ -132,9 +151,9 @@ class FitnessRules:
                 f"You opened the app {minutes} ago. Start a training program now "
                 "and get your daily training dose!"
             ),
-            "launched_at": timer.data,
+            "launched_at": launched_at,
             "due_at": timer.due.isoformat(),
         }
-        key = f"fitness:nudge:{timer.key}:{timer.data}"
-        state = attrs.evolve(state, notifications_sent=state.notifications_sent + 1)
+        key = f"fitness:nudge:{timer.key}:{launched_at}"
+        state = _with(state, notified=True)
         return state, (Notify(self.notify_url, payload, key),)
