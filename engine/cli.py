@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--notify-url", dest="notify_url", help=_env_help("notify_url"))
     serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
     serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
+    serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
+
+    journal = commands.add_parser("journal", help="inspect the journal")
+    journal_commands = journal.add_subparsers(dest="journal_command", metavar="COMMAND", required=True)
+    stats = journal_commands.add_parser("stats", help="events, snapshots and outbox of a data directory")
+    stats.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir"))
+
+    snapshot = commands.add_parser("snapshot", help="make a running server write a snapshot now")
+    snapshot.add_argument("--url", help="the server (default http://HERALD_HOST:HERALD_PORT)")
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
     plugins.add_argument("--plugins", help="only these (comma-separated)")
@@ -68,6 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
         notify_url=args.notify_url,
         max_skew=args.max_skew,
         log_level=args.log_level.upper() if args.log_level else None,
+        durability=args.durability,
     )
     if args.plugins is not None:
         config = attrs.evolve(config, plugins=parse_plugin_list(args.plugins))
@@ -98,6 +108,39 @@ def _list_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .journal import DB_NAME, Journal
+
+    config = Config.from_env(data_dir=args.data_dir)
+    journal = Journal(config.data_dir)
+    if not (journal.dir / DB_NAME).exists():
+        print(f"herald: no journal in {journal.dir}", file=sys.stderr)
+        return 2
+    journal.open_readonly()
+    try:
+        print(json.dumps(journal.stats(), indent=2))
+    finally:
+        journal.close()
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    import httpx
+
+    config = Config.from_env()
+    url = (args.url or config.self_url).rstrip("/") + "/v1/admin/snapshot"
+    headers = {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
+    try:
+        response = httpx.post(url, headers=headers, timeout=120)
+    except httpx.HTTPError as exc:
+        print(f"herald: cannot reach {url}: {exc}", file=sys.stderr)
+        return 2
+    print(response.text)
+    return 0 if response.is_success else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -114,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "plugins":
             return _list_plugins(args)
+        if args.command == "journal":
+            return _journal_stats(args)
+        if args.command == "snapshot":
+            return _snapshot(args)
     except (ConfigError, PluginError) as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 2

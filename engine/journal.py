@@ -191,6 +191,10 @@ class Journal:
         self._read = connect(self.path, readonly=True)
         return self.recovery
 
+    def open_readonly(self) -> None:
+        """Open for reading only (e.g. while a server owns the database)."""
+        self._read = connect(self.path, readonly=True)
+
     def close(self) -> None:
         for conn in (self._read, self._conn):
             if conn is not None:

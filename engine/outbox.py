@@ -237,7 +237,8 @@ class Outbox:
     async def resume(self) -> None:
         """Queue what the journal holds as pending (at start-up)."""
         rows = await self.journal.query(lambda j: j.outbox_rows("pending", limit=self.capacity))
-        self.load(rows)
+        # Rows committed since start-up are queued already (a replay may have made some).
+        self.load(row for row in rows if row.id > self._high_water)
         if len(rows) >= self.capacity:
             self._spilled = True
 

@@ -161,8 +161,19 @@ def _salvage(db: Path, schema: str, report: Recovery) -> None:
     report.moved_to = str(backup)
     fresh = sqlite3.connect(db, isolation_level=None)
     fresh.executescript(schema)
+    # Read from a copy; pad a truncated one to its declared length with zeros, or
+    # SQLite refuses the whole file (the zero pages read as damaged: the reads stop there).
+    work = backup.with_name(backup.name + ".reading")
+    shutil.copyfile(backup, work)
+    wal_copy = backup.with_name(backup.name + "-wal")
+    if wal_copy.exists():
+        shutil.copyfile(wal_copy, work.with_name(work.name + "-wal"))
+    declared, actual = _main_file_excess(work)
+    if declared > actual:
+        with open(work, "ab") as fh:
+            fh.write(b"\0" * (declared - actual))
     try:
-        old = sqlite3.connect(f"file:{backup}?mode=ro", uri=True, isolation_level=None)
+        old = sqlite3.connect(work, isolation_level=None)
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"nothing could be read from the damaged file: {exc}")
         fresh.close()
@@ -200,4 +211,6 @@ def _salvage(db: Path, schema: str, report: Recovery) -> None:
     finally:
         old.close()
         fresh.close()
+        for leftover in (work, work.with_name(work.name + "-wal"), work.with_name(work.name + "-shm")):
+            leftover.unlink(missing_ok=True)
     report.salvaged = counts

@@ -182,6 +182,8 @@ class Herald:
     async def _recover(self) -> None:
         journal, engine = self.journal, self.engine
         started = time.perf_counter()
+        # Pending effects first: those the replay makes anew come after them (larger ids).
+        await self.outbox.resume()
         snap = await trio.to_thread.run_sync(journal.latest_snapshot)
         after, clock, real = 0, None, self.utcnow()
         if snap is not None:
@@ -215,7 +217,6 @@ class Herald:
             if fired:
                 log.info("%d timers fell due while Herald was down; fired", fired)
         await journal.commit()
-        await self.outbox.resume()
         log.info(
             "recovered %d actors from snapshot %d and %d journaled events in %.2f s",
             len(engine.actors), self.snapshot_seq, self.progress["replayed"], time.perf_counter() - started,
