@@ -12,7 +12,9 @@ def python_blocks() -> list[str]:
 
 
 async def test_readme_plugin_and_its_test_run(autojump_clock):
-    plugin_src, test_src = python_blocks()[:2]
+    blocks = python_blocks()
+    plugin_src = next(b for b in blocks if "@hookimpl" in b)
+    test_src = next(b for b in blocks if "Simulation(" in b)
     streaks = types.ModuleType("streaks")
     exec(compile(plugin_src, "README:plugin", "exec"), streaks.__dict__)
     namespace = {"streaks": streaks}
