@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS events (
     arrival REAL,                 -- engine clock when it was applied (exact replay)
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_id ON events (id);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,     -- the effect's idempotency key
@@ -146,6 +145,7 @@ def connect(path: Path, *, readonly: bool = False, durability: Durability = Dura
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durability is Durability.FSYNC else 'NORMAL'}")
         conn.execute("PRAGMA journal_size_limit=0")  # truncate the WAL after checkpoints (see recovery)
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
@@ -235,9 +235,6 @@ class Journal:
         while rows := self.read_events(after, chunk):
             yield from rows
             after = rows[-1].seq
-
-    def recent_ids(self, since: float) -> list[tuple[str, float]]:
-        return self._db().execute("SELECT id, received FROM events WHERE received >= ? ORDER BY seq", (since,)).fetchall()
 
     def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
         sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"
@@ -408,11 +405,11 @@ class Journal:
 
     # -- maintenance ----------------------------------------------------------------
 
-    def compact(self, conn: sqlite3.Connection, *, through_seq: int, keep_ids_since: float,
-                delivered_before: float, keep_snapshots: int = 2) -> None:
-        """Inside a transaction: drop events a snapshot covers (keeping those still
-        needed to recognise repeated ids), old snapshots and old delivered effects."""
-        conn.execute("DELETE FROM events WHERE seq <= ? AND received < ?", (through_seq, keep_ids_since))
+    def compact(self, conn: sqlite3.Connection, *, through_seq: int, delivered_before: float,
+                keep_snapshots: int = 2) -> None:
+        """Inside a transaction: drop the events a snapshot covers (the snapshot keeps
+        the ids still to be recognised), old snapshots and old delivered effects."""
+        conn.execute("DELETE FROM events WHERE seq <= ?", (through_seq,))
         conn.execute(
             "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
             (keep_snapshots,),

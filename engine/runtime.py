@@ -186,9 +186,11 @@ class Herald:
         await self.outbox.resume()
         snap = await trio.to_thread.run_sync(journal.latest_snapshot)
         after, clock, real = 0, None, self.utcnow()
+        seen: list[tuple[str, float]] = []  # (event id, when accepted), oldest first
         if snap is not None:
             doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
             after, clock, real = snapshots.restore(engine, doc)
+            seen.extend(doc.get("ids", ()))
             self.snapshot_seq = after
         self.seq = after
         self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, after)
@@ -201,6 +203,7 @@ class Herald:
                     instant = event.timestamp.timestamp()
                     clock = max(clock or instant, instant, row.arrival or instant)
                     real = event.received_at.timestamp()
+                    seen.append((event.id, real))
                 self.seq = after = rows[-1].seq
                 self.progress["replayed"] += len(rows)
                 await journal.commit()  # effects replay produced anew (a crash lost them) are journaled
@@ -208,8 +211,7 @@ class Herald:
             engine.record = self._record
         self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
         now = self.utcnow()
-        recent = await trio.to_thread.run_sync(journal.recent_ids, now - self.config.dedupe_retention)
-        self.ids.load(recent, now)
+        self.ids.load(seen, now)
         # The clock goes on as if Herald had never stopped: timers that fell due meanwhile fire now, once.
         if clock is not None:
             engine.clock.observe(clock + max(0.0, now - real))
@@ -262,16 +264,15 @@ class Herald:
             raise RuntimeError("no journal (durability is memory)")
         async with self._snapshot_lock:
             started = time.perf_counter()
-            capture = snapshots.capture(self.engine, self.seq)
+            capture = snapshots.capture(self.engine, self.seq, self.ids.items(), self.utcnow())
             body = await trio.to_thread.run_sync(snapshots.encode, capture)
-            now = time.time()
+            now = self.utcnow()
             journal = self.journal
             journal.add_write(snapshot_writer(capture.seq, body, now))
             journal.add_write(
                 lambda conn: journal.compact(
                     conn,
                     through_seq=capture.seq,
-                    keep_ids_since=now - self.config.dedupe_retention,
                     delivered_before=now - self.config.outbox_max_age,
                 )
             )

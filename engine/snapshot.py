@@ -31,10 +31,12 @@ class Capture:
     clock: float | None
     real: float
     actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None]]
+    ids: list[tuple[str, float]] = attrs.field(factory=list)
 
 
-def capture(engine: Engine, seq: int) -> Capture:
-    """A consistent copy of the engine at journal position ``seq``."""
+def capture(engine: Engine, seq: int, ids: list[tuple[str, float]] | None = None, real: float | None = None) -> Capture:
+    """A consistent copy of the engine at journal position ``seq`` (with the event
+    ids still to be recognised as repeats, which outlive the compacted journal)."""
     actors = [
         (
             actor.key,
@@ -44,7 +46,7 @@ def capture(engine: Engine, seq: int) -> Capture:
         )
         for actor in engine.actors.values()
     ]
-    return Capture(seq, engine.clock.now(), time.time(), actors)
+    return Capture(seq, engine.clock.now(), time.time() if real is None else real, actors, list(ids or ()))
 
 
 def encode(snap: Capture, progress: Callable[[int], None] | None = None) -> bytes:
@@ -56,7 +58,7 @@ def encode(snap: Capture, progress: Callable[[int], None] | None = None) -> byte
         if progress is not None and i % 10_000 == 0:
             progress(i)
     return orjson.dumps(
-        {"format": FORMAT, "seq": snap.seq, "clock": snap.clock, "real": snap.real, "actors": actors}
+        {"format": FORMAT, "seq": snap.seq, "clock": snap.clock, "real": snap.real, "actors": actors, "ids": snap.ids}
     )
 
 
