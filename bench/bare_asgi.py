@@ -20,6 +20,8 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from engine.testing import lifespan
+
 _BODY = b'{"id":"x"}'
 _START = {
     "type": "http.response.start",
@@ -32,13 +34,8 @@ _RESPONSE = {"type": "http.response.body", "body": _BODY}
 async def app(scope: dict, receive, send) -> None:
     """Answer every HTTP request with 202 once its body is in; accept the lifespan protocol."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     more = True
     while more:
         message = await receive()

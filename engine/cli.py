@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     stats = journal_commands.add_parser("stats", help="events, snapshots and outbox of a data directory")
     stats.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir"))
 
+    replay = commands.add_parser(
+        "replay", help="rebuild state from a journal into a fresh data dir",
+        description="Replay another data dir's snapshot and journal into a fresh data dir (--data-dir), "
+        "journaling the events there and ending with a snapshot. Effects are not sent again: the source's "
+        "pending and dead outbox rows are copied.",
+    )
+    replay.add_argument("--from", dest="source", required=True, help="the data dir to read")
+    replay.add_argument("--data-dir", dest="data_dir", help="the fresh data dir to write " + _env_help("data_dir"))
+    replay.add_argument("--full", action="store_true", help="ignore the source's snapshot; replay its whole journal")
+
     snapshot = commands.add_parser("snapshot", help="make a running server write a snapshot now")
     snapshot.add_argument("--url", help="the server (default http://HERALD_HOST:HERALD_PORT)")
 
@@ -126,6 +136,79 @@ def _journal_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import trio
+
+    from .journal import DB_NAME, Journal
+
+    source = Journal(args.source)
+    if not (source.dir / DB_NAME).exists():
+        print(f"herald: no journal in {source.dir}", file=sys.stderr)
+        return 2
+    config = Config.from_env(data_dir=args.data_dir, durability="batch")
+    if (config.data_path / DB_NAME).exists():
+        print(f"herald: {config.data_path} already holds a journal; replay needs a fresh data dir", file=sys.stderr)
+        return 2
+    if config.data_path.resolve() == source.dir.resolve():
+        print("herald: --from and --data-dir must differ", file=sys.stderr)
+        return 2
+    _setup_logging("WARNING")
+    source.open_readonly()
+    try:
+        return trio.run(_replay_into, source, config, args.full)
+    finally:
+        source.close()
+
+
+async def _replay_into(source, config: Config, full: bool) -> int:
+    import trio
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from . import snapshot as snapshots
+    from .runtime import Herald, _ignore
+
+    snap = None if full else source.latest_snapshot()
+    after = snap.seq if snap else 0
+    stats = source.stats()
+    if not snap and (stats["first_seq"] or 1) > 1:
+        print(f"herald: the journal was compacted up to seq {stats['first_seq'] - 1}; replay from its snapshot "
+              "(leave out --full)", file=sys.stderr)
+        return 2
+    total = source.count_events(after)
+    herald = Herald(config)
+    async with herald.running():
+        await herald.wait_ready()
+        engine = herald.engine
+        engine.emit = _ignore  # effects were sent (or are pending) at the source
+        if snap is not None:
+            doc = snapshots.decode(snap.body)
+            snapshots.restore(engine, doc)
+            herald.ids.load(doc.get("ids", ()), herald.utcnow())
+        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task("events", total=total)
+            while rows := await trio.to_thread.run_sync(source.read_events, after, 5_000):
+                for row in rows:
+                    herald.ids.add(row.event.id, row.event.received_at.timestamp())
+                    engine.submit(row.event, row.arrival)
+                after = rows[-1].seq
+                await herald.journal.commit()
+                bar.advance(task, len(rows))
+        carried = [r for status in ("pending", "dead") for r in source.outbox_rows(status, limit=10**9)]
+
+        def copy_outbox(conn) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (key, kind, body, status, attempts, created, next_at, updated, error)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.key, r.kind, r.body, r.status, r.attempts, r.created, r.next_at, r.updated, r.error) for r in carried],
+            )
+
+        herald.journal.add_write(copy_outbox)
+        result = await herald.snapshot()
+    print(f"replayed {total:,} events into {config.data_path}: {result['actors']:,} actors, "
+          f"snapshot at seq {result['seq']:,}; {len(carried)} undelivered effects carried over")
+    return 0
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     import httpx
 
@@ -161,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _journal_stats(args)
         if args.command == "snapshot":
             return _snapshot(args)
+        if args.command == "replay":
+            return _replay(args)
     except (ConfigError, PluginError) as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 2

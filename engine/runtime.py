@@ -37,6 +37,10 @@ log = logging.getLogger("herald")
 _REPLAY_CHUNK = 5_000
 
 
+def _ignore(effect: Effect) -> None:
+    pass
+
+
 async def _maybe_await(value: Any) -> None:
     if inspect.isawaitable(value):
         await value
@@ -194,7 +198,12 @@ class Herald:
             self.snapshot_seq = after
         self.seq = after
         self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, after)
-        engine.record = None  # replayed events are in the journal already
+        # Replayed events are in the journal already, and so is every effect they
+        # (and the timers firing among them) produced: those were committed with
+        # them, and batches commit in order. Only timers firing after the last
+        # journaled event can make effects the journal lacks; they fire below.
+        engine.record = None
+        emit, engine.emit = engine.emit, _ignore
         try:
             while rows := await trio.to_thread.run_sync(journal.read_events, after, _REPLAY_CHUNK):
                 for row in rows:
@@ -206,9 +215,10 @@ class Herald:
                     seen.append((event.id, real))
                 self.seq = after = rows[-1].seq
                 self.progress["replayed"] += len(rows)
-                await journal.commit()  # effects replay produced anew (a crash lost them) are journaled
+                await trio.sleep(0)  # let /healthz answer with the progress
         finally:
             engine.record = self._record
+            engine.emit = emit
         self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
         now = self.utcnow()
         self.ids.load(seen, now)

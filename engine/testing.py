@@ -32,7 +32,7 @@ from .effects import Effect, Notify
 from .event import Event
 from .plugins import PluginHost
 
-__all__ = ["Simulation", "Receiver"]
+__all__ = ["Simulation", "Receiver", "lifespan"]
 
 UTC = timezone.utc
 _TIE_BREAK = 1e-6
@@ -146,6 +146,17 @@ class Simulation:
         return self.engine.actor_view(key)
 
 
+async def lifespan(receive: Callable, send: Callable) -> None:
+    """Answer the ASGI lifespan protocol for an app with nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records what it is sent.
 
@@ -167,13 +178,8 @@ class Receiver:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         body = b""
         while True:
             message = await receive()

@@ -1,0 +1,131 @@
+"""Durability costs, in process (no HTTP): ingestion with the journal against
+ingestion without it, replaying a journal, and writing a snapshot.
+
+    python -m bench.journal [--events 1000000] [--users 100000] [--ingest 200000]
+
+1. Ingestion: ``Herald.accept`` from 32 concurrent tasks (like 32 connections),
+   in single events and in batches of 500, with ``--durability memory`` and
+   ``batch`` in the same run (target: batch >= 0.8x memory).
+2. Replay: a journal of ``--events`` events over ``--users`` users is written,
+   copied as a crash would leave it, and a fresh Herald recovers from it
+   (target: 1M events <= 10 s).
+3. Snapshot: the recovered Herald (``--users`` actors) writes a snapshot
+   (target: 100k actors <= 2 s).
+"""
+
+import sys
+
+if not __package__:  # run as a file, bench/ would shadow the engine package (see bench/__init__.py)
+    sys.exit("run from the repository root: python -m bench.journal")
+
+import argparse
+import logging
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from engine import Config, Herald, PluginHost
+from engine.journal import DB_NAME
+from plugins.fitness import hooks as fitness_hooks
+
+from ._common import generate_events, print_table, verdict
+
+RATIO_TARGET, REPLAY_TARGET, SNAPSHOT_TARGET = 0.8, 10.0, 2.0
+TASKS = 32
+
+
+def _herald(data_dir: Path, durability: str) -> Herald:
+    config = Config(data_dir=str(data_dir), durability=durability, snapshot_every=10**12,
+                    snapshot_interval=10**9, notify_url="http://127.0.0.1:9/", outbox_delays=(86_400.0,),
+                    effect_workers=1)
+    herald = Herald(config, PluginHost.from_objects(config, [fitness_hooks]))
+    herald.outbox._closing = True  # measure the journal, not deliveries to nowhere
+    return herald
+
+
+async def _ingest(herald: Herald, raws: list[dict], per_call: int) -> float:
+    """Events/s through ``accept`` from TASKS concurrent callers."""
+    events = [herald.engine.parse(raw) for raw in raws]
+    chunks = [events[i : i + per_call] for i in range(0, len(events), per_call)]
+    started = time.perf_counter()
+
+    async def caller(mine: list) -> None:
+        for chunk in mine:
+            await herald.accept(chunk)
+
+    async with trio.open_nursery() as nursery:
+        for t in range(TASKS):
+            nursery.start_soon(caller, chunks[t::TASKS])
+    return len(events) / (time.perf_counter() - started)
+
+
+async def _ingestion(raws: list[dict], tmp: Path) -> list[tuple]:
+    rows = []
+    for per_call, label in ((1, "single events"), (500, "batches of 500")):
+        rates = {}
+        for durability in ("memory", "batch"):
+            herald = _herald(tmp / f"ingest-{durability}-{per_call}", durability)
+            async with herald.running():
+                await herald.wait_ready()
+                rates[durability] = await _ingest(herald, [dict(r, id=f"{per_call}-{i}") for i, r in enumerate(raws)], per_call)
+        ratio = rates["batch"] / rates["memory"]
+        rows.append((label, f"{rates['memory']:,.0f}", f"{rates['batch']:,.0f}", f"{ratio:.2f}", verdict(ratio, RATIO_TARGET)))
+    return rows
+
+
+async def _replay_and_snapshot(raws: list[dict], tmp: Path) -> tuple[float, float, dict, int]:
+    live_dir, crashed = tmp / "live", tmp / "crashed"
+    herald = _herald(live_dir, "batch")
+    async with herald.running():
+        await herald.wait_ready()
+        events = [herald.engine.parse(raw) for raw in raws]
+        for i in range(0, len(events), 2000):
+            herald.apply(events[i : i + 2000])
+            await herald.journal.commit()
+        crashed.mkdir()
+        with sqlite3.connect(live_dir / DB_NAME) as a, sqlite3.connect(crashed / DB_NAME) as b:
+            a.backup(b)  # what the disk holds if the process died now
+        herald.seq = herald.snapshot_seq  # no final snapshot: this one is not measured
+    again = _herald(crashed, "batch")
+    started = time.perf_counter()
+    async with again.running():
+        await again.wait_ready()
+        replay = time.perf_counter() - started
+        snapshot = await again.snapshot()
+        again.seq = again.snapshot_seq
+        return replay, snapshot["seconds"], snapshot, again.progress["replayed"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the replayed journal")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--ingest", type=int, default=200_000, help="events per ingestion measurement")
+    args = parser.parse_args(argv)
+    logging.disable(logging.CRITICAL)  # unknown types and undeliverable effects are part of the set-up
+
+    print(f"generating {args.events:,} events over {args.users:,} users ...", flush=True)
+    raws = generate_events(args.events, args.users)
+    with tempfile.TemporaryDirectory(prefix="herald-journal-bench-") as tmp:
+        tmp_path = Path(tmp)
+        rows = trio.run(_ingestion, raws[: args.ingest], tmp_path)
+        print()
+        print_table(("ingestion (in process, 32 callers)", "memory ev/s", "batch ev/s", "ratio", f"target >= {RATIO_TARGET}"), rows)
+        replay, snap_seconds, snap, replayed = trio.run(_replay_and_snapshot, raws, tmp_path)
+    print()
+    print_table(
+        ("measurement", "value", "target", "verdict"),
+        [
+            (f"replay of {replayed:,} journaled events", f"{replay:.2f} s ({replayed / replay:,.0f} ev/s)",
+             f"<= {REPLAY_TARGET:g} s for 1M", verdict(REPLAY_TARGET * replayed / 1_000_000, replay)),
+            (f"snapshot of {snap['actors']:,} actors ({snap['bytes'] / 2**20:.1f} MiB)", f"{snap_seconds:.2f} s",
+             f"<= {SNAPSHOT_TARGET:g} s for 100k", verdict(SNAPSHOT_TARGET * snap["actors"] / 100_000, snap_seconds)),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
