@@ -187,10 +187,10 @@ async def _replay_into(source, config: Config, full: bool) -> int:
         with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
             task = bar.add_task("events", total=total)
             while rows := await trio.to_thread.run_sync(source.read_events, after, 5_000):
-                for row in rows:
-                    herald.ids.add(row.event.id, row.event.received_at.timestamp())
-                    engine.submit(row.event, row.arrival)
-                after = rows[-1].seq
+                for _seq, event, arrival, _ts, received in rows:
+                    herald.ids.add(event.id, received)
+                    engine.submit(event, arrival)
+                after = rows[-1][0]
                 await herald.journal.commit()
                 bar.advance(task, len(rows))
         carried = [r for status in ("pending", "dead") for r in source.outbox_rows(status, limit=10**9)]

@@ -29,13 +29,13 @@ class IdWindow:
         if len(self._order) > self.limit or self._order[0][0] < at - self.retention:
             self._prune(at)
 
-    def items(self) -> list[tuple[str, float]]:
-        """The remembered ``(id, accepted at)`` pairs, oldest first (for snapshots)."""
-        ids = self._ids
-        return [(i, at) for at, i in self._order if ids.get(i) == at]
+    def items(self) -> list[tuple[float, str]]:
+        """``(accepted at, id)`` pairs, oldest first, for snapshots (a repeated id may
+        appear twice; loading keeps the later one)."""
+        return list(self._order)
 
-    def load(self, pairs: Iterable[tuple[str, float]], now: float) -> None:
-        for event_id, at in pairs:
+    def load(self, pairs: Iterable[tuple[float, str]], now: float) -> None:
+        for at, event_id in pairs:
             self.add(event_id, at)
         self._prune(now)
 

@@ -218,8 +218,9 @@ class Journal:
     def count_events(self, after: int = 0) -> int:
         return self._db().execute("SELECT count(*) FROM events WHERE seq > ?", (after,)).fetchone()[0]
 
-    def read_events(self, after: int = 0, limit: int = 20_000) -> list[EventRow]:
-        """Up to ``limit`` journaled events with ``seq > after``, in order, decoded."""
+    def read_events(self, after: int = 0, limit: int = 20_000) -> list[tuple[int, Event, float | None, float, float]]:
+        """Up to ``limit`` journaled events with ``seq > after``, in order, decoded, as
+        ``(seq, event, arrival, timestamp, received)`` (the last two as POSIX seconds)."""
         fromts = datetime.fromtimestamp
         loads = orjson.loads
         rows = self._db().execute(
@@ -227,14 +228,15 @@ class Journal:
             (after, limit),
         ).fetchall()
         return [
-            EventRow(seq, Event(id_, type_, key, fromts(ts, _UTC), loads(data), fromts(received, _UTC)), arrival)
+            (seq, Event(id_, type_, key, fromts(ts, _UTC), loads(data), fromts(received, _UTC)), arrival, ts, received)
             for seq, id_, key, type_, ts, received, arrival, data in rows
         ]
 
     def iter_events(self, after: int = 0, chunk: int = 20_000) -> Iterator[EventRow]:
         while rows := self.read_events(after, chunk):
-            yield from rows
-            after = rows[-1].seq
+            for seq, event, arrival, _ts, _received in rows:
+                yield EventRow(seq, event, arrival)
+            after = rows[-1][0]
 
     def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
         sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"

@@ -190,7 +190,7 @@ class Herald:
         await self.outbox.resume()
         snap = await trio.to_thread.run_sync(journal.latest_snapshot)
         after, clock, real = 0, None, self.utcnow()
-        seen: list[tuple[str, float]] = []  # (event id, when accepted), oldest first
+        seen: list[tuple[float, str]] = []  # (when accepted, event id), oldest first
         if snap is not None:
             doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
             after, clock, real = snapshots.restore(engine, doc)
@@ -204,18 +204,28 @@ class Herald:
         # journaled event can make effects the journal lacks; they fire below.
         engine.record = None
         emit, engine.emit = engine.emit, _ignore
+        send, receive = trio.open_memory_channel[list](1)
+
+        async def read_ahead(position: int) -> None:
+            # The next chunk is read (in a thread) while this one is applied.
+            async with send:
+                while rows := await trio.to_thread.run_sync(journal.read_events, position, _REPLAY_CHUNK):
+                    position = rows[-1][0]
+                    await send.send(rows)
+
         try:
-            while rows := await trio.to_thread.run_sync(journal.read_events, after, _REPLAY_CHUNK):
-                for row in rows:
-                    event = row.event
-                    engine.submit(event, row.arrival)
-                    instant = event.timestamp.timestamp()
-                    clock = max(clock or instant, instant, row.arrival or instant)
-                    real = event.received_at.timestamp()
-                    seen.append((event.id, real))
-                self.seq = after = rows[-1].seq
-                self.progress["replayed"] += len(rows)
-                await trio.sleep(0)  # let /healthz answer with the progress
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_ahead, after)
+                async for rows in receive:
+                    submit = engine.submit
+                    for _seq, event, arrival, instant, real in rows:
+                        submit(event, arrival)
+                        seen.append((real, event.id))
+                    _seq, event, arrival, instant, real = rows[-1]
+                    clock = max(clock or instant, instant, arrival or instant)
+                    self.seq = after = _seq
+                    self.progress["replayed"] += len(rows)
+                    await trio.sleep(0)  # let /healthz answer with the progress
         finally:
             engine.record = self._record
             engine.emit = emit
@@ -279,20 +289,22 @@ class Herald:
             now = self.utcnow()
             journal = self.journal
             journal.add_write(snapshot_writer(capture.seq, body, now))
-            journal.add_write(
-                lambda conn: journal.compact(
-                    conn,
-                    through_seq=capture.seq,
-                    delivered_before=now - self.config.outbox_max_age,
-                )
-            )
             await journal.commit()
             self.snapshot_seq = capture.seq
             seconds = time.perf_counter() - started
+            # Compaction follows in its own transaction: the snapshot is safe already.
+            journal.add_write(
+                lambda conn: journal.compact(
+                    conn, through_seq=capture.seq, delivered_before=now - self.config.outbox_max_age
+                )
+            )
+            await journal.commit()
+            compact_seconds = time.perf_counter() - started - seconds
             self.metrics.snapshots.inc()
             self.metrics.snapshot_seconds.set(seconds)
             log.info("snapshot at seq %d: %d actors, %d bytes, %.2f s", capture.seq, len(capture.actors), len(body), seconds)
-            return {"seq": capture.seq, "actors": len(capture.actors), "bytes": len(body), "seconds": round(seconds, 3)}
+            return {"seq": capture.seq, "actors": len(capture.actors), "bytes": len(body),
+                    "seconds": round(seconds, 3), "compact_seconds": round(compact_seconds, 3)}
 
 
 def tune_gc() -> None:
