@@ -42,6 +42,24 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
+class BadParameter(Exception):
+    """A query parameter with an unusable value; answered with a 400 naming it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def int_param(name: str, default: int | None, *, low: int = 0, high: int = 2**63 - 1) -> int | None:
+    """An integer query parameter in [low, high] (ASCII digits only), or ``default``."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise BadParameter(name, f"must be an integer from {low} to {high}")
+    return int(raw)
+
+
 def _event_schema(herald: Herald) -> dict[str, Any]:
     types = sorted({r.type.name for r in herald.plugins.routes.values()})
     return {
@@ -185,12 +203,7 @@ def _core_routes(herald: Herald) -> Blueprint:
             "notifications": {"type": "array"}}}), 400: error_response("bad limit")},
     )
     async def notify_out() -> Response:
-        raw = request.args.get("limit")
-        limit = None
-        if raw is not None:
-            if not raw.isdigit():
-                return json_response(error_body("invalid_value", "must be a non-negative integer", "limit"), 400)
-            limit = int(raw)
+        limit = int_param("limit", None)
         sink = herald.sink
         return json_response(
             {"received": sink.received, "duplicates": sink.duplicates, "notifications": sink.latest(limit)}
@@ -273,12 +286,7 @@ def _admin_routes(herald: Herald) -> Blueprint:
         status = request.args.get("status")
         if status not in (None, "pending", "delivered", "dead"):
             return json_response(error_body("invalid_value", "must be pending, delivered or dead", "status"), 400)
-        numbers = {}
-        for name, default in (("after", 0), ("limit", 100)):
-            raw = request.args.get(name, str(default))
-            if not raw.isdigit() or (name == "limit" and not 1 <= int(raw) <= 1000):
-                return json_response(error_body("invalid_value", "must be an integer (limit: 1 to 1000)", name), 400)
-            numbers[name] = int(raw)
+        numbers = {"after": int_param("after", 0), "limit": int_param("limit", 100, low=1, high=1000)}
         if not herald.journal.enabled:
             items = [d for d in herald.outbox.dead if d["id"] > numbers["after"]] if status in (None, "dead") else []
             return json_response({"effects": items[: numbers["limit"]]})
@@ -373,6 +381,10 @@ def create_app(herald: Herald) -> IngestApp:
             continue
         for bp in [blueprints] if isinstance(blueprints, Blueprint) else blueprints:
             app.register_blueprint(bp)
+
+    @app.errorhandler(BadParameter)
+    async def bad_parameter(exc: BadParameter) -> Response:
+        return json_response(error_body("invalid_value", str(exc), exc.name), 400)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

@@ -34,6 +34,8 @@ async def test_dead_letters_are_listed_and_replayed_with_the_admin_token(tmp_pat
             assert letter["attempts"] == 1 and "400" in letter["error"]
             assert letter["effect"]["payload"]["type"] == "congratulate"
             assert (await client.get("/v1/outbox?status=nope", headers=auth)).status_code == 400
+            huge = await client.get("/v1/outbox?after=6621690952370529012547584", headers=auth)  # found by schemathesis
+            assert huge.status_code == 400 and huge.json()["error"]["field"] == "after"
             assert (await client.post("/v1/outbox/replay", json={"ids": "x"}, headers=auth)).status_code == 400
             r = await client.post("/v1/outbox/replay", json={"ids": [letter["id"]]}, headers=auth)
             assert r.json() == {"replayed": 1}

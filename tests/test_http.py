@@ -116,7 +116,9 @@ async def test_notify_sink_keeps_notifications_and_drops_repeated_keys(client):
     assert body["received"] == 2 and body["duplicates"] == 1
     assert [n["payload"]["message"] for n in body["notifications"]] == ["hi", "other"]
     assert len((await client.get("/v1/notify?limit=1")).json()["notifications"]) == 1
-    assert (await client.get("/v1/notify?limit=-1")).status_code == 400
+    for bad in ("-1", "²", "99999999999999999999999"):
+        r = await client.get(f"/v1/notify?limit={bad}")
+        assert r.status_code == 400 and r.json()["error"]["field"] == "limit"
     assert (await client.post("/v1/notify", content=b"[]")).status_code == 400
 
 
