@@ -365,14 +365,19 @@ class Journal:
         try:
             if batch.events:
                 conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", batch.events)
-            for key, kind, body, now, token in batch.effects:
-                row = conn.execute(
-                    "INSERT INTO outbox (key, kind, body, status, attempts, created, next_at, updated)"
-                    " VALUES (?,?,?, 'pending', 0, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
-                    (key, kind, body, now, now, now),
-                ).fetchone()
-                if row is not None:
-                    batch.results.append((row[0], token))
+            if batch.effects:
+                # In bulk; the rows that are new are those above the highest id before.
+                before = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox (key, kind, body, status, attempts, created, next_at, updated)"
+                    " VALUES (?,?,?, 'pending', 0, ?, ?, ?)",
+                    [(key, kind, body, now, now, now) for key, kind, body, now, _ in batch.effects],
+                )
+                new = dict(conn.execute("SELECT key, id FROM outbox WHERE id > ?", (before,)).fetchall())
+                for key, _kind, _body, _now, token in batch.effects:
+                    outbox_id = new.pop(key, None)  # pop: a key repeated within the batch is new once
+                    if outbox_id is not None:
+                        batch.results.append((outbox_id, token))
             if batch.updates:
                 conn.executemany(
                     "UPDATE outbox SET status=?, attempts=?, next_at=?, updated=?, error=? WHERE id=?", batch.updates
