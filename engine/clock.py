@@ -52,6 +52,26 @@ class EngineClock:
             return instant
         return now
 
+    def arrive(self, instant: float, arrival: float | None = None) -> float | None:
+        """Observe an event at ``instant``; return its arrival instant (the clock
+        reading before it, or the journaled ``arrival`` given by a replay).
+
+        Same as ``now()`` then ``observe()`` of both, with one wall reading:
+        this runs once per event.
+        """
+        wall = self._wall()
+        if self._base is None:
+            self._base = instant if arrival is None or instant > arrival else arrival
+            self._wall_base = wall
+            return arrival
+        now = self._base + (wall - self._wall_base)
+        if arrival is None:
+            arrival = now
+        target = instant if instant > arrival else arrival
+        if target > now:
+            self._base, self._wall_base = target, wall
+        return arrival
+
     def wall_deadline(self, instant: float) -> float:
         """The ``wall`` reading at which the engine clock will reach ``instant``."""
         if self._base is None:

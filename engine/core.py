@@ -121,14 +121,9 @@ class Engine:
         is applied. A replay passes the journaled ``arrival``, so that timers
         and events interleave exactly as they did live.
         """
-        clock = self.clock
-        if arrival is None:
-            arrival = clock.now()
-        else:
-            clock.observe(arrival)
         instant = event.timestamp.timestamp()
+        arrival = self.clock.arrive(instant, arrival)
         limit = instant if arrival is None or instant > arrival else arrival
-        clock.observe(instant)
         due = self.timers.next_due()
         if due is not None and due < limit:
             for timer in self.timers.pop_due(limit, inclusive=False):

@@ -130,6 +130,12 @@ def test_engine_clock_runs_at_wall_speed_between_events():
     assert clock.observe(1002.0) == 1005.0  # older: no jump back
     assert clock.observe(2000.0) == 2000.0
     assert clock.wall_deadline(2010.0) == 115.0
+    # arrive(): the arrival instant is the reading before the event; late events don't rewind.
+    assert clock.arrive(1990.0) == 2000.0 and clock.now() == 2000.0
+    assert clock.arrive(2100.0) == 2000.0 and clock.now() == 2100.0
+    assert clock.arrive(2200.0, arrival=2300.0) == 2300.0 and clock.now() == 2300.0  # a replay's arrival
+    fresh = EngineClock(lambda: 0.0)
+    assert fresh.arrive(50.0) is None and fresh.now() == 50.0
 
 
 async def test_many_timers_fire_in_due_order(autojump_clock):

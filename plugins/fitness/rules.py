@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +51,12 @@ class FitnessState:
 
 def _minutes_text(minutes: float) -> str:
     return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+
+
+@functools.lru_cache(maxsize=8)
+def _nudge_message(after: timedelta) -> str:
+    minutes = _minutes_text(after.total_seconds() / 60)
+    return f"You opened the app {minutes} ago. Start a training program now and get your daily training dose!"
 
 
 def _device(state: FitnessState, event: Event) -> str | None:
@@ -141,16 +148,12 @@ class FitnessRules:
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
         if timer.name != NUDGE_TIMER:
             return state, ()
-        minutes = _minutes_text(self.nudge_after.total_seconds() / 60)
         launched_at = (timer.due - self.nudge_after).isoformat()
         payload = {
             "type": "nudge",
             "user_id": timer.key,
             "device_id": state.device_id,
-            "message": (
-                f"You opened the app {minutes} ago. Start a training program now "
-                "and get your daily training dose!"
-            ),
+            "message": _nudge_message(self.nudge_after),
             "launched_at": launched_at,
             "due_at": timer.due.isoformat(),
         }
