@@ -40,19 +40,17 @@ log = logging.getLogger("herald.journal")
 
 _UTC = timezone.utc
 DB_NAME = "herald.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,      -- application order
-    id TEXT NOT NULL,             -- idempotency key
-    key TEXT NOT NULL,
-    type TEXT NOT NULL,
-    ts REAL NOT NULL,             -- event time (POSIX seconds)
-    received REAL NOT NULL,       -- wall time it was received
-    arrival REAL,                 -- engine clock when it was applied (exact replay)
-    data BLOB NOT NULL
+-- Events, one row per group commit (a record batch): JSON array of
+-- [seq, id, key, type, ts, received, arrival, data], where ts and received are
+-- POSIX seconds and arrival the engine clock when it was applied (exact replay).
+CREATE TABLE IF NOT EXISTS event_batches (
+    last_seq INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -188,6 +186,12 @@ class Journal:
         self._conn = connect(self.path, durability=self.durability)
         self._conn.executescript(_SCHEMA)
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        version = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+        if version != str(SCHEMA_VERSION):
+            raise JournalError(
+                f"{self.path} has journal format {version}; this Herald reads format {SCHEMA_VERSION}: "
+                "start with a fresh --data-dir"
+            )
         self._read = connect(self.path, readonly=True)
         return self.recovery
 
@@ -211,26 +215,35 @@ class Journal:
         return SnapshotRow(*row) if row else None
 
     def last_seq(self) -> int:
-        row = self._db().execute("SELECT max(seq) FROM events").fetchone()
+        row = self._db().execute("SELECT max(last_seq) FROM event_batches").fetchone()
         snap = self._db().execute("SELECT max(seq) FROM snapshots").fetchone()
         return max(row[0] or 0, snap[0] or 0)
 
     def count_events(self, after: int = 0) -> int:
-        return self._db().execute("SELECT count(*) FROM events WHERE seq > ?", (after,)).fetchone()[0]
+        row = self._db().execute(
+            "SELECT coalesce(sum(last_seq - max(first_seq, ? + 1) + 1), 0) FROM event_batches WHERE last_seq > ?",
+            (after, after),
+        ).fetchone()
+        return row[0]
 
     def read_events(self, after: int = 0, limit: int = 20_000) -> list[tuple[int, Event, float | None, float, float]]:
-        """Up to ``limit`` journaled events with ``seq > after``, in order, decoded, as
-        ``(seq, event, arrival, timestamp, received)`` (the last two as POSIX seconds)."""
+        """Journaled events with ``seq > after``, in order, decoded, as ``(seq, event,
+        arrival, timestamp, received)`` (the last two as POSIX seconds). Whole record
+        batches are read until at least ``limit`` events are collected."""
         fromts = datetime.fromtimestamp
         loads = orjson.loads
-        rows = self._db().execute(
-            "SELECT seq, id, key, type, ts, received, arrival, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        ).fetchall()
-        return [
-            (seq, Event(id_, type_, key, fromts(ts, _UTC), loads(data), fromts(received, _UTC)), arrival, ts, received)
-            for seq, id_, key, type_, ts, received, arrival, data in rows
-        ]
+        out: list[tuple[int, Event, float | None, float, float]] = []
+        cursor = self._db().execute(
+            "SELECT body FROM event_batches WHERE last_seq > ? ORDER BY last_seq", (after,)
+        )
+        for (body,) in cursor:
+            for seq, id_, key, type_, ts, received, arrival, data in loads(body):
+                if seq > after:
+                    out.append((seq, Event(id_, type_, key, fromts(ts, _UTC), data, fromts(received, _UTC)), arrival, ts, received))
+            if len(out) >= limit:
+                break
+        cursor.close()
+        return out
 
     def iter_events(self, after: int = 0, chunk: int = 20_000) -> Iterator[EventRow]:
         while rows := self.read_events(after, chunk):
@@ -250,7 +263,9 @@ class Journal:
 
     def stats(self) -> dict[str, Any]:
         db = self._db()
-        events, first, last = db.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone()
+        events, first, last = db.execute(
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0), min(first_seq), max(last_seq) FROM event_batches"
+        ).fetchone()
         outbox = dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
         snaps = db.execute("SELECT count(*), max(seq), max(created) FROM snapshots").fetchone()
         size = sum(p.stat().st_size for p in self.dir.glob(DB_NAME + "*") if p.is_file())
@@ -283,7 +298,7 @@ class Journal:
     def add_event(self, seq: int, event: Event, arrival: float | None) -> None:
         self._batch.events.append(
             (seq, event.id, event.key, event.type, event.timestamp.timestamp(),
-             event.received_at.timestamp(), arrival, orjson.dumps(event.data))
+             event.received_at.timestamp(), arrival, event.data)
         )
         self._wake()
 
@@ -364,7 +379,10 @@ class Journal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if batch.events:
-                conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", batch.events)
+                events = batch.events
+                conn.execute(
+                    "INSERT INTO event_batches VALUES (?,?,?)", (events[-1][0], events[0][0], orjson.dumps(events))
+                )
             if batch.effects:
                 # In bulk; the rows that are new are those above the highest id before.
                 before = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
@@ -416,7 +434,7 @@ class Journal:
                 keep_snapshots: int = 2) -> None:
         """Inside a transaction: drop the events a snapshot covers (the snapshot keeps
         the ids still to be recognised), old snapshots and old delivered effects."""
-        conn.execute("DELETE FROM events WHERE seq <= ?", (through_seq,))
+        conn.execute("DELETE FROM event_batches WHERE last_seq <= ?", (through_seq,))
         conn.execute(
             "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
             (keep_snapshots,),

@@ -148,6 +148,15 @@ def effect_key(effect: Effect) -> str:
     return f"{type(effect).__name__}:{digest[:32]}"
 
 
+def _effect_body(effect: Effect) -> bytes:
+    """JSON of an effect: its fields as they are when they are plain JSON values
+    (the usual case, three times cheaper than cattrs), else through cattrs."""
+    try:
+        return orjson.dumps(attrs.asdict(effect, recurse=False))
+    except TypeError:
+        return orjson.dumps(converter.unstructure(effect))
+
+
 @attrs.define(slots=True)
 class _Item:
     id: int
@@ -211,7 +220,7 @@ class Outbox:
             return
         now = time.time()
         if self.journal.enabled:
-            body = orjson.dumps(converter.unstructure(effect))
+            body = _effect_body(effect)
             self.journal.add_effect(effect_key(effect), cls.__name__, body, now, effect)
         else:
             self._ids += 1

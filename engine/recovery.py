@@ -188,16 +188,16 @@ def _salvage(db: Path, schema: str, report: Recovery) -> None:
                 counts["snapshots"] += 1
         except sqlite3.DatabaseError as exc:
             report.problems.append(f"snapshots unreadable ({exc}); the journal alone is replayed")
-        # Events: in order, stopping at the first that cannot be read or leaves a gap.
+        # Events: record batches in order, stopping at the first unreadable one or a gap.
         last = None
         try:
-            for row in old.execute("SELECT * FROM events ORDER BY seq"):
-                if last is not None and row[0] != last + 1:
-                    report.problems.append(f"events: gap after seq {last} (next readable is {row[0]}); stopped there")
+            for row in old.execute("SELECT last_seq, first_seq, body FROM event_batches ORDER BY last_seq"):
+                if last is not None and row[1] != last + 1:
+                    report.problems.append(f"events: gap after seq {last} (next readable is {row[1]}); stopped there")
                     break
-                fresh.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", row)
+                fresh.execute("INSERT INTO event_batches VALUES (?,?,?)", row)
                 last = row[0]
-                counts["events"] += 1
+                counts["events"] += row[0] - row[1] + 1
         except sqlite3.DatabaseError as exc:
             report.problems.append(f"events unreadable after seq {last} ({exc}); stopped there")
         if last is not None and snapshot_seq and last < snapshot_seq:
