@@ -25,7 +25,7 @@ import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import attrs
 import orjson
@@ -34,7 +34,7 @@ import trio
 from .event import Event
 from .recovery import Recovery, check_and_recover
 
-__all__ = ["Durability", "Journal", "EventRow", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
+__all__ = ["Durability", "Journal", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
 
 log = logging.getLogger("herald.journal")
 
@@ -81,13 +81,6 @@ class Durability(str, enum.Enum):
     FSYNC = "fsync"
     BATCH = "batch"
     MEMORY = "memory"
-
-
-@attrs.frozen(slots=True)
-class EventRow:
-    seq: int
-    event: Event
-    arrival: float | None
 
 
 @attrs.frozen(slots=True)
@@ -244,12 +237,6 @@ class Journal:
                 break
         cursor.close()
         return out
-
-    def iter_events(self, after: int = 0, chunk: int = 20_000) -> Iterator[EventRow]:
-        while rows := self.read_events(after, chunk):
-            for seq, event, arrival, _ts, _received in rows:
-                yield EventRow(seq, event, arrival)
-            after = rows[-1][0]
 
     def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
         sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"
@@ -447,8 +434,3 @@ def snapshot_writer(seq: int, body: bytes, created: float) -> Callable[[sqlite3.
         conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (seq, created, body))
 
     return write
-
-
-def batched(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]

@@ -3,7 +3,6 @@
 import logging
 import subprocess
 import sys
-import textwrap
 
 import pytest
 

@@ -4,7 +4,6 @@ from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
-import trio
 
 from engine import CancelTimer, EngineClock, EventType, Notify, SetTimer, hookimpl
 from engine.testing import Simulation
