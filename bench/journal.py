@@ -42,7 +42,7 @@ def _herald(data_dir: Path, durability: str) -> Herald:
                     snapshot_interval=10**9, notify_url="http://127.0.0.1:9/", outbox_delays=(86_400.0,),
                     effect_workers=1)
     herald = Herald(config, PluginHost.from_objects(config, [fitness_hooks]))
-    herald.outbox._closing = True  # measure the journal, not deliveries to nowhere
+    herald.outbox.pause()  # measure the journal, not deliveries to nowhere
     return herald
 
 

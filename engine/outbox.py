@@ -387,10 +387,14 @@ class Outbox:
         self.load(attrs.evolve(r, attempts=0, created=now, next_at=now) for r in rows)
         return len(rows)
 
-    async def drain(self, timeout: float) -> None:
-        """At shutdown: start nothing new; let deliveries in flight finish (up to ``timeout``)."""
+    def pause(self) -> None:
+        """Start no new deliveries (effects still queue and are journaled)."""
         self._closing = True
         self._changed.set()
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: start nothing new; let deliveries in flight finish (up to ``timeout``)."""
+        self.pause()
         with trio.move_on_after(timeout):
             while self._in_flight:
                 self._idle = trio.Event()

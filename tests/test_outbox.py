@@ -101,7 +101,7 @@ async def test_a_slow_receiver_times_out_and_is_retried():
 
 async def test_memory_mode_drops_beyond_capacity_and_counts():
     async with outbox(capacity=3) as box:
-        box._closing = True  # hold deliveries so the queue fills
+        box.pause()  # hold deliveries so the queue fills
         for i in range(5):
             box.emit(Notify("http://127.0.0.1:9/", {}, str(i)))
         assert box.pending == 3
