@@ -32,7 +32,6 @@ async def outbox(tmp_path=None, schedule=FAST, signer=None, **kwargs):
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
             await nursery.start(box.run)
-            box.metrics_ = metrics
             yield box
             nursery.cancel_scope.cancel()
     journal.close()
@@ -53,7 +52,7 @@ async def test_notify_posts_json_with_idempotency_key():
     assert request["json"] == {"hello": "world"}
     assert request["headers"]["idempotency-key"] == "key-1"
     assert "webhook-signature" not in request["headers"]
-    assert sample(box.metrics_, "herald_effects_sent_total", effect="Notify") == 1
+    assert sample(box.metrics, "herald_effects_sent_total", effect="Notify") == 1
 
 
 async def test_transient_failures_are_retried_with_the_same_key():
@@ -62,7 +61,7 @@ async def test_transient_failures_are_retried_with_the_same_key():
         await settle(box)
     assert [r["status"] for r in receiver.requests] == [503, 500, 429, 200]
     assert {r["headers"]["idempotency-key"] for r in receiver.requests} == {"same"}
-    assert sample(box.metrics_, "herald_effects_retried_total", effect="Notify") == 3
+    assert sample(box.metrics, "herald_effects_retried_total", effect="Notify") == 3
 
 
 async def test_rejected_effects_become_dead_letters_and_can_be_replayed(tmp_path):
@@ -79,15 +78,15 @@ async def test_rejected_effects_become_dead_letters_and_can_be_replayed(tmp_path
         [row] = await box.journal.query(lambda j: j.outbox_rows())
         assert row.status == "delivered"
     assert [r["status"] for r in receiver.requests] == [400, 200]
-    assert sample(box.metrics_, "herald_effects_failed_total", effect="Notify", reason="rejected") == 1
+    assert sample(box.metrics, "herald_effects_failed_total", effect="Notify", reason="rejected") == 1
 
 
 async def test_a_dead_receiver_exhausts_the_schedule():
     async with outbox() as box:
         box.emit(Notify(f"http://127.0.0.1:{free_port()}/", {}, "k"))
         await settle(box)
-    assert sample(box.metrics_, "herald_effects_retried_total", effect="Notify") == len(FAST.delays)
-    assert sample(box.metrics_, "herald_effects_failed_total", effect="Notify", reason="expired") == 1
+    assert sample(box.metrics, "herald_effects_retried_total", effect="Notify") == len(FAST.delays)
+    assert sample(box.metrics, "herald_effects_failed_total", effect="Notify", reason="expired") == 1
     [dead] = box.dead
     assert dead["attempts"] == len(FAST.delays) + 1 and dead["effect"]["idempotency_key"] == "k"
 
@@ -105,7 +104,7 @@ async def test_memory_mode_drops_beyond_capacity_and_counts():
         for i in range(5):
             box.emit(Notify("http://127.0.0.1:9/", {}, str(i)))
         assert box.pending == 3
-    assert sample(box.metrics_, "herald_effects_dropped_total", effect="Notify", reason="queue_full") == 2
+    assert sample(box.metrics, "herald_effects_dropped_total", effect="Notify", reason="queue_full") == 2
 
 
 async def test_journaled_effects_beyond_capacity_wait_in_the_journal_and_all_arrive(tmp_path):
@@ -116,8 +115,8 @@ async def test_journaled_effects_beyond_capacity_wait_in_the_journal_and_all_arr
         with trio.fail_after(10):
             await receiver.wait_for(40)
     assert sorted(r["json"]["i"] for r in receiver.requests) == list(range(40))
-    assert sample(box.metrics_, "herald_effects_spilled_total") > 0
-    assert sample(box.metrics_, "herald_effects_dropped_total", effect="Notify", reason="queue_full") == 0
+    assert sample(box.metrics, "herald_effects_spilled_total") > 0
+    assert sample(box.metrics, "herald_effects_dropped_total", effect="Notify", reason="queue_full") == 0
 
 
 async def test_repeated_keys_are_delivered_once(tmp_path):
