@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from .config import SETTINGS, Config, ConfigError, parse_plugin_list
+from .journal import JournalError
 from .plugins import PluginError, PluginHost, available_plugins
 
 __all__ = ["main"]
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _snapshot(args)
         if args.command == "replay":
             return _replay(args)
-    except (ConfigError, PluginError) as exc:
+    except (ConfigError, PluginError, JournalError) as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")

@@ -19,6 +19,7 @@ Durability modes (``--durability``):
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
 import os
 import sqlite3
@@ -157,6 +158,7 @@ class Journal:
         self._inflight: _Batch | None = None  # being written; later batches commit after it
         self._wakeup = trio.Event()
         self._wal_fd: int | None = None
+        self._lock_fd: int | None = None
         self.failed: BaseException | None = None
         #: Called in the trio thread with ``[(outbox_id, token), ...]`` for effects
         #: committed for the first time (a repeated key is not reported).
@@ -175,6 +177,7 @@ class Journal:
         if not self.enabled:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         self.recovery = check_and_recover(self.path, _SCHEMA)
         self._conn = connect(self.path, durability=self.durability)
         self._conn.executescript(_SCHEMA)
@@ -188,6 +191,19 @@ class Journal:
         self._read = connect(self.path, readonly=True)
         return self.recovery
 
+    def _lock(self) -> None:
+        """One writer per data dir: a second Herald on it would interleave sequences."""
+        fd = os.open(self.dir / "herald.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalError(f"{self.dir} is in use by another Herald process (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
     def open_readonly(self) -> None:
         """Open for reading only (e.g. while a server owns the database)."""
         self._read = connect(self.path, readonly=True)
@@ -200,6 +216,9 @@ class Journal:
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     # -- reading (blocking; used at start-up, by the CLI, and via ``query``) ------
 

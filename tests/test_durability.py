@@ -120,3 +120,18 @@ async def test_snapshots_compact_the_journal_and_keep_repeats_recognisable(tmp_p
         assert await herald.accept([herald.engine.parse(ping(3))]) == [True]
         assert await herald.accept([herald.engine.parse(ping(305))]) == [True]
         assert herald.engine.actor("u3").unknown == {"ping": 44}
+
+
+async def test_a_data_dir_takes_one_herald_at_a_time(tmp_path):
+    import pytest
+
+    from engine import JournalError
+
+    first = build(tmp_path)
+    async with first.running():
+        await first.wait_ready()
+        with pytest.raises(JournalError, match="in use by another Herald process"):
+            async with build(tmp_path).running():
+                pass
+    async with build(tmp_path).running() as again:  # released at shutdown
+        await again.wait_ready()
