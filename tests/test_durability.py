@@ -135,3 +135,29 @@ async def test_a_data_dir_takes_one_herald_at_a_time(tmp_path):
                 pass
     async with build(tmp_path).running() as again:  # released at shutdown
         await again.wait_ready()
+
+
+async def test_healthz_reports_replay_progress_and_ingestion_waits(tmp_path):
+    import httpx
+
+    from server import create_app
+
+    live = build(tmp_path, snapshot_every=10**9)
+    async with live.running():
+        await live.wait_ready()
+        batch = [live.engine.parse({"id": f"r{i}", "user_id": f"u{i % 50}", "type": "ping",
+                                    "timestamp": (T0 + timedelta(seconds=i)).isoformat()}) for i in range(30_000)]
+        await live.accept(batch)
+        live.seq = live.snapshot_seq  # leave the journal to replay
+    herald = build(tmp_path)
+    async with herald.running():
+        transport = httpx.ASGITransport(app=create_app(herald))
+        async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
+            first = await client.get("/healthz")
+            assert first.status_code == 503 and first.json()["status"] in ("starting", "replaying")
+            refused = await client.post("/v1/event", json={"user_id": "x", "type": "ping", "timestamp": T0.isoformat()})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+            await herald.wait_ready()
+            health = (await client.get("/healthz")).json()
+            assert health["status"] == "ready" and health["journal"]["replayed"] == 30_000
+            assert health["journal"]["to_replay"] == 30_000
