@@ -420,8 +420,15 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     hconfig.graceful_timeout = 5
     async with herald.running():
         async with trio.open_nursery() as nursery:
+            async def shutdown_trigger() -> None:
+                await _signalled()
+                # Finish deliveries first (they may go to this very server), then drop
+                # our own kept-alive connections, so that hypercorn need not wait them out.
+                await herald.outbox.drain(config.drain_timeout)
+                await herald.http.aclose()
+
             binds = await nursery.start(
-                functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=_signalled)
+                functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=shutdown_trigger)
             )
             log.info(
                 "Herald %s listening on %s (plugins: %s; notifications to %s)",

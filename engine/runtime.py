@@ -260,7 +260,8 @@ class Herald:
                 except Exception:
                     log.exception("final snapshot failed")
             await self.journal.commit()
-            await self.http.aclose()
+            if not self.http.is_closed:
+                await self.http.aclose()
 
     async def _run_source(self, plugin: str, source: Callable[[], Any]) -> None:
         try:
