@@ -65,7 +65,7 @@ class Engine:
         self.timers = TimerQueue()
         self._routes: dict[str, Route] = plugins.routes
         self._timer_handlers = plugins.timer_handlers
-        self._factories = {name: (t or (lambda: None)) for name, t in plugins.state_types.items()}
+        self._factories = plugins.state_factories
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
         #: Called with ``(event, arrival)`` after each event is applied (the journal).
@@ -226,7 +226,7 @@ class Engine:
         actor = timer.actor
         state = actor.states.get(plugin)
         if state is None:
-            state = self._factories.get(plugin, lambda: None)()
+            state = self._factories[plugin]()
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
         self.metrics.hot.timers_fired[plugin] += 1
         self.handling_at = fired.due

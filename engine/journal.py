@@ -165,7 +165,6 @@ class Journal:
         #: committed for the first time (a repeated key is not reported).
         self.on_new_effects: Callable[[list[tuple[int, Any]]], None] | None = None
         self.commits = 0
-        self.rows_written = 0
 
     @property
     def enabled(self) -> bool:
@@ -413,7 +412,6 @@ class Journal:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.rows_written += len(batch.events) + len(batch.effects) + len(batch.updates)
 
     async def _sync_loop(self) -> None:
         while True:

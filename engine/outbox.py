@@ -227,8 +227,9 @@ class Outbox:
             self._push(_Item(self._ids, effect, 0, now, now))
 
     def _on_committed(self, rows: list[tuple[int, Any]]) -> None:
+        now = time.time()
         for outbox_id, effect in rows:
-            self._push(_Item(outbox_id, effect, 0, time.time(), time.time()))
+            self._push(_Item(outbox_id, effect, 0, now, now))
 
     def load(self, rows: Iterable[OutboxRow]) -> int:
         """Queue journaled pending rows (at start-up, and to refill after a spill)."""

@@ -102,6 +102,8 @@ class PluginHost:
         self.pm.check_pending()
         self.names: list[str] = [name for name, _ in plugins]
         self.state_types: dict[str, type | None] = {}
+        #: Plugin name -> the no-argument callable making its initial state.
+        self.state_factories: dict[str, Callable[[], Any]] = {}
         self.timer_handlers: dict[str, Callable] = {}
         self.executors: dict[type, Callable] = {}
         self.routes: dict[str, Route] = {}
@@ -141,6 +143,7 @@ class PluginHost:
         cfg = self.config
         for name, state_type in self.each("herald_state_type"):
             self.state_types[name] = state_type
+        self.state_factories = {name: self.state_types.get(name) or _no_state for name in self.names}
         for name, handler in self.each("herald_timer_handler", config=cfg):
             if handler is not None:
                 self.timer_handlers[name] = handler
@@ -150,7 +153,7 @@ class PluginHost:
                     raise PluginError(f"{name}: an executor for {effect_type.__name__} exists already")
                 self.executors[effect_type] = execute
         for name, types in self.each("herald_event_types", config=cfg):
-            factory = self.state_types.get(name) or _no_state
+            factory = self.state_factories[name]
             for event_type in types or ():
                 route = Route(name, event_type, factory)
                 for type_name in (event_type.name, *event_type.aliases):

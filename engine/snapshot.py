@@ -10,7 +10,7 @@ engine goes on. A plugin declares its state class with the
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 import orjson
@@ -49,14 +49,12 @@ def capture(engine: Engine, seq: int, ids: list[tuple[str, float]] | None = None
     return Capture(seq, engine.clock.now(), time.time() if real is None else real, actors, list(ids or ()))
 
 
-def encode(snap: Capture, progress: Callable[[int], None] | None = None) -> bytes:
+def encode(snap: Capture) -> bytes:
     """Serialise a capture (blocking; run it in a thread)."""
     unstructure = converter.unstructure
     actors = []
-    for i, (key, states, timers, unknown) in enumerate(snap.actors):
+    for key, states, timers, unknown in snap.actors:
         actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown))
-        if progress is not None and i % 10_000 == 0:
-            progress(i)
     return orjson.dumps(
         {"format": FORMAT, "seq": snap.seq, "clock": snap.clock, "real": snap.real, "actors": actors, "ids": snap.ids}
     )
