@@ -7,12 +7,12 @@ The public API is re-exported here; plugin authors need nothing else (and
 from .actor import Actor
 from .clock import EngineClock
 from .config import Config, ConfigError
-from .core import Engine
+from .core import LOAD_TYPE, REMOVED, Engine, LoadReport, StateTable
 from .effects import CancelTimer, Effect, Notify, SetTimer, Timer
 from .event import Event, InvalidEvent, converter, dumps, loads, new_event_id, parse_event, parse_timestamp
 from .hookspecs import hookimpl
 from .metrics import Metrics
-from .plugins import EventType, PluginError, PluginHost, available_plugins
+from .plugins import EventType, Loader, PluginError, PluginHost, available_plugins
 from .journal import Durability, Journal, JournalError
 from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
 from .runtime import Herald, tune_gc
@@ -31,6 +31,9 @@ __all__ = [
     "EventType",
     "Herald",
     "InvalidEvent",
+    "LOAD_TYPE",
+    "LoadReport",
+    "Loader",
     "Journal",
     "JournalError",
     "Metrics",
@@ -38,9 +41,11 @@ __all__ = [
     "Outbox",
     "PluginError",
     "PluginHost",
+    "REMOVED",
     "RetrySchedule",
     "SetTimer",
     "Signer",
+    "StateTable",
     "Timer",
     "available_plugins",
     "converter",

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+import attrs
 import trio
 
 from .actor import Actor
@@ -25,7 +26,7 @@ from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from .plugins import PluginHost, Route
 from .timers import PendingTimer, TimerQueue, timers_of
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "REMOVED", "LOAD_TYPE", "LoadReport", "StateTable"]
 
 log = logging.getLogger("herald.engine")
 UTC = timezone.utc
@@ -33,6 +34,90 @@ UTC = timezone.utc
 
 def _discard(effect: Effect) -> None:
     pass
+
+
+class _Removed:
+    """The type of :data:`REMOVED`."""
+
+    _instance: "_Removed | None" = None
+
+    def __new__(cls) -> "_Removed":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+    def __reduce__(self) -> str:
+        return "REMOVED"
+
+
+#: Returned by a handler as the new state: the plugin forgets this actor
+#: (its state is dropped and the actor leaves the plugin's key index).
+REMOVED: Any = _Removed()
+
+#: The journaled type of a bulk load (see :meth:`Engine.load`).
+LOAD_TYPE = "herald.load"
+
+_ABSENT: Any = object()
+
+
+@attrs.define
+class LoadReport:
+    """What a bulk load did with its lines: applied, skipped by reason, errors by line."""
+
+    lines: int = 0
+    applied: int = 0
+    skipped: dict[str, int] = attrs.field(factory=dict)
+    errors: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Errors beyond this many are counted in ``skipped`` but not listed.
+    max_errors: int = 100
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def error(self, line: int, field: str | None, code: str, message: str) -> None:
+        self.skip(code)
+        if len(self.errors) < self.max_errors:
+            self.errors.append({"line": line, "field": field, "code": code, "message": message})
+
+    def merge(self, other: "LoadReport") -> None:
+        self.lines += other.lines
+        self.applied += other.applied
+        for reason, n in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+        room = self.max_errors - len(self.errors)
+        self.errors.extend(other.errors[: max(room, 0)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lines": self.lines, "applied": self.applied, "skipped": dict(self.skipped), "errors": list(self.errors)}
+
+
+class StateTable:
+    """One plugin's states across actors, as a bulk loader sees them.
+
+    ``get`` returns the state of a key (None if it has none); ``put`` stores a
+    new one (creating the actor), ``REMOVED`` drops it.
+    """
+
+    __slots__ = ("_engine", "_plugin")
+
+    def __init__(self, engine: "Engine", plugin: str) -> None:
+        self._engine, self._plugin = engine, plugin
+
+    def get(self, key: str) -> Any:
+        actor = self._engine.actors.get(key)
+        return None if actor is None else actor.states.get(self._plugin)
+
+    def put(self, key: str, state: Any) -> None:
+        engine = self._engine
+        actor = engine.actors.get(key)
+        if actor is None:
+            if state is REMOVED:
+                return
+            actor = engine.actors[key] = Actor(key)
+        engine._store(actor, self._plugin, state)
 
 
 class Engine:
@@ -66,6 +151,11 @@ class Engine:
         self._routes: dict[str, Route] = plugins.routes
         self._timer_handlers = plugins.timer_handlers
         self._factories = plugins.state_factories
+        self._loaders = plugins.loaders
+        #: Plugin name -> keys of the actors holding a state of that plugin.
+        self.members: dict[str, set[str]] = {name: set() for name in plugins.names}
+        #: Bumped whenever a key joins or leaves ``members`` (for cached orderings).
+        self.membership_version = 0
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
         #: Called with ``(event, arrival)`` after each event is applied (the journal).
@@ -90,8 +180,13 @@ class Engine:
                 self._received = (now, datetime.fromtimestamp(now, UTC))
             received_at = self._received[1]
         try:
-            event = parse_event(raw, received_at=received_at)
-            route = self._routes.get(event.type)
+            type_ = raw.get("type") if raw.__class__ is dict else None
+            route = self._routes.get(type_) if type_.__class__ is str else None
+            if route is not None and route.type.parse is not None:
+                event = route.type.parse(raw, received_at)
+            else:
+                event = parse_event(raw, received_at=received_at)
+                route = self._routes.get(event.type)
             if route is not None and route.type.validate is not None:
                 event = route.type.validate(event)
             if event.timestamp.timestamp() > now + self.max_skew:
@@ -128,11 +223,14 @@ class Engine:
         if due is not None and due < limit:
             for timer in self.timers.pop_due(limit, inclusive=False):
                 self._fire(timer)
+        route = self._routes.get(event.type)
+        if route is None and event.type == LOAD_TYPE:
+            self._load(event, arrival)
+            return arrival
         key = event.key
         actor = self.actors.get(key)
         if actor is None:
             actor = self.actors[key] = Actor(key)
-        route = self._routes.get(event.type)
         if route is None:
             self._unknown(actor, event)
         else:
@@ -152,9 +250,11 @@ class Engine:
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
-        state = actor.states.get(plugin)
-        if state is None:
+        state = actor.states.get(plugin, _ABSENT)
+        if state is _ABSENT:
             state = route.state_factory()
+            self.members[plugin].add(actor.key)
+            self.membership_version += 1
         self._accepted[event.type] += 1
         self._sample -= 1
         timed = self._sample == 0
@@ -169,6 +269,9 @@ class Engine:
             return
         if timed:
             self.metrics.handler_seconds.labels(event.type).observe(time.perf_counter() - started)
+        if state is REMOVED:
+            self._store(actor, plugin, state)
+            return
         actor.states[plugin] = state
         if effects:
             self._effects(actor, plugin, effects)
@@ -224,9 +327,11 @@ class Engine:
             log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name)
             return
         actor = timer.actor
-        state = actor.states.get(plugin)
-        if state is None:
+        state = actor.states.get(plugin, _ABSENT)
+        if state is _ABSENT:
             state = self._factories[plugin]()
+            self.members[plugin].add(actor.key)
+            self.membership_version += 1
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
         self.metrics.hot.timers_fired[plugin] += 1
         self.handling_at = fired.due
@@ -236,11 +341,56 @@ class Engine:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
         else:
-            actor.states[plugin] = state
-            if effects:
+            self._store(actor, plugin, state)
+            if effects and state is not REMOVED:
                 self._effects(actor, plugin, effects)
         finally:
             self.handling_at = None
+
+    def _store(self, actor: Actor, plugin: str, state: Any) -> None:
+        """Set (or, with ``REMOVED``, drop) one plugin's state on an actor, keeping ``members`` right."""
+        states = actor.states
+        if state is REMOVED:
+            if states.pop(plugin, _ABSENT) is not _ABSENT:
+                self.members[plugin].discard(actor.key)
+                self.membership_version += 1
+            self.timers.cancel_plugin(actor, plugin)
+            return
+        if plugin not in states:
+            self.members[plugin].add(actor.key)
+            self.membership_version += 1
+        states[plugin] = state
+
+    # -- bulk loads ----------------------------------------------------------
+
+    def load(self, event: Event, arrival: float | None = None) -> LoadReport:
+        """Apply a bulk load: an event of type :data:`LOAD_TYPE` whose data names
+        a loader and carries its lines. Journaled as one event, replayed the same."""
+        self.clock.arrive(event.timestamp.timestamp(), arrival)
+        report = self._load(event, arrival)
+        if self.record is not None:
+            self.record(event, arrival)
+        return report
+
+    def _load(self, event: Event, arrival: float | None) -> LoadReport:
+        data = event.data
+        name = data.get("loader")
+        loader = self._loaders.get(name)
+        if loader is None:
+            log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name)
+            return LoadReport(skipped={"unknown_loader": 1})
+        body = data.get("body", "")
+        self.handling_at = event.timestamp
+        try:
+            report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
+                                  int(data.get("first_line", 1)))
+        except Exception:
+            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id)
+            report = LoadReport(skipped={"loader_failed": 1})
+        finally:
+            self.handling_at = None
+        self._accepted[LOAD_TYPE] += report.applied
+        return report
 
     def _timer_deadline(self) -> float:
         due = self.timers.next_due()
@@ -287,3 +437,7 @@ class Engine:
             ],
             "unknown": dict(actor.unknown or {}),
         }
+
+    def keys(self, plugin: str) -> set[str]:
+        """The keys of the actors holding a state of ``plugin`` (live; do not mutate)."""
+        return self.members[plugin]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .config import Config
     from .effects import Effect, Timer
-    from .plugins import EventType
+    from .plugins import EventType, Loader
     from .runtime import Herald
 
 __all__ = ["hookspec", "hookimpl", "PROJECT"]
@@ -53,6 +53,16 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
     -> event`` step that checks or normalises ``event.data`` and raises
     :class:`engine.InvalidEvent` for bad input (a 400 naming the field). A
     type may be claimed by one plugin only.
+    """
+
+
+@hookspec
+def herald_loaders(config: Config) -> Iterable[Loader]:
+    """Bulk loaders for files of this plugin's format (``herald load NAME FILE``).
+
+    A :class:`engine.Loader` folds a chunk of lines into many actors' states at
+    once, far cheaper than one event per line; each chunk is journaled as one
+    event and replayed through the same loader.
     """
 
 

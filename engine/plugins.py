@@ -21,7 +21,7 @@ from . import hookspecs
 from .config import Config
 from .event import Event
 
-__all__ = ["EventType", "PluginError", "PluginHost", "Route", "available_plugins"]
+__all__ = ["EventType", "Loader", "PluginError", "PluginHost", "Route", "available_plugins"]
 
 log = logging.getLogger("herald.plugins")
 
@@ -48,6 +48,26 @@ class EventType:
     aliases: tuple[str, ...] = ()
     description: str = ""
     schema: dict[str, Any] | None = None
+    #: ``parse(raw, received_at) -> Event`` for a type whose wire format is not
+    #: Herald's envelope (it replaces the envelope parse; ``validate`` still runs).
+    parse: Callable[[dict[str, Any], Any], Event] | None = None
+
+
+@attrs.frozen
+class Loader:
+    """A bulk loader: many lines of one format applied as one journaled event.
+
+    ``apply(table, body, first_line) -> LoadReport`` folds the lines of
+    ``body`` (bytes, newline-separated; the first is line ``first_line`` of its
+    file) into the plugin's states through ``table`` (an
+    :class:`engine.StateTable`). It must be deterministic and do no I/O: a
+    replay calls it again with the same body.
+    """
+
+    name: str
+    apply: Callable[[Any, bytes, int], Any]
+    description: str = ""
+    plugin: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -107,6 +127,7 @@ class PluginHost:
         self.timer_handlers: dict[str, Callable] = {}
         self.executors: dict[type, Callable] = {}
         self.routes: dict[str, Route] = {}
+        self.loaders: dict[str, Loader] = {}
         self._resolve()
 
     @classmethod
@@ -163,6 +184,13 @@ class PluginHost:
                             f"event type {type_name!r} is claimed by both {other.plugin!r} and {name!r}"
                         )
                     self.routes[type_name] = route
+
+        for name, loaders in self.each("herald_loaders", config=cfg):
+            for loader in loaders or ():
+                if loader.name in self.loaders:
+                    raise PluginError(f"loader {loader.name!r} is provided by both "
+                                      f"{self.loaders[loader.name].plugin!r} and {name!r}")
+                self.loaders[loader.name] = attrs.evolve(loader, plugin=name)
 
     def event_types(self, plugin: str) -> list[EventType]:
         seen: dict[str, EventType] = {}

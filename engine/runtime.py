@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import httpx
@@ -20,10 +21,10 @@ import trio
 
 from . import snapshot as snapshots
 from .config import Config
-from .core import Engine
+from .core import LOAD_TYPE, Engine, LoadReport
 from .dedupe import IdWindow
 from .effects import Effect, Notify
-from .event import Event
+from .event import Event, InvalidEvent, new_event_id
 from .journal import Durability, Journal, snapshot_writer
 from .metrics import Metrics
 from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
@@ -89,6 +90,7 @@ class Herald:
         self.sink = NotifySink()
         self.seq = 0  # journal position of the last applied event
         self.snapshot_seq = 0
+        self._loaded_lines = 0  # lines bulk-loaded since the last snapshot
         self.status = "starting"
         self.progress: dict[str, Any] = {"replayed": 0, "to_replay": 0}
         self.ready = False
@@ -117,9 +119,7 @@ class Herald:
             seen.add(event.id, now)
             self.engine.submit(event)
             duplicates.append(False)
-        if self.seq - self.snapshot_seq >= self.config.snapshot_every and not self._snapshot_lock.locked():
-            if self.nursery is not None and self.journal.enabled:
-                self.nursery.start_soon(self.snapshot)
+        self._maybe_snapshot()
         return duplicates
 
     async def accept(self, events: Sequence[Event]) -> list[bool]:
@@ -127,6 +127,34 @@ class Herald:
         duplicates = self.apply(events)
         await self.journal.commit()
         return duplicates
+
+    async def load(self, loader: str, body: bytes, *, first_line: int = 1, source: str | None = None) -> LoadReport:
+        """Apply a chunk of lines through a plugin's bulk loader; durable on return.
+
+        The chunk is journaled as one event (its lines verbatim), so a replay
+        rebuilds exactly the same states.
+        """
+        if loader not in self.plugins.loaders:
+            known = ", ".join(sorted(self.plugins.loaders)) or "none"
+            raise InvalidEvent("loader", "unknown", f"no enabled plugin loads {loader!r} (loaders: {known})")
+        now = self.utcnow()
+        stamp = datetime.fromtimestamp(now, timezone.utc)
+        data: dict[str, Any] = {"loader": loader, "first_line": first_line, "body": body.decode("utf-8", "replace")}
+        if source:
+            data["source"] = source
+        event = Event(new_event_id(), LOAD_TYPE, loader, stamp, data, stamp)
+        self.ids.add(event.id, now)
+        report = self.engine.load(event)
+        self._loaded_lines += report.lines
+        self._maybe_snapshot()
+        await self.journal.commit()
+        return report
+
+    def _maybe_snapshot(self) -> None:
+        # A bulk load counts by its lines: a million lines in ten events deserve a snapshot.
+        if self.seq - self.snapshot_seq + self._loaded_lines >= self.config.snapshot_every and not self._snapshot_lock.locked():
+            if self.nursery is not None and self.journal.enabled:
+                self.nursery.start_soon(self.snapshot)
 
     async def submit(self, event: Event | dict[str, Any]) -> Event:
         """Accept one event (parsed, or a raw JSON object) from a source; durable on return."""
@@ -292,6 +320,7 @@ class Herald:
             journal.add_write(snapshot_writer(capture.seq, body, now))
             await journal.commit()
             self.snapshot_seq = capture.seq
+            self._loaded_lines = 0
             seconds = time.perf_counter() - started
             # Compaction follows in its own transaction: the snapshot is safe already.
             journal.add_write(

@@ -80,11 +80,13 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float | None, flo
                 continue
             state_type = types.get(plugin)
             actor.states[plugin] = structure(data, state_type) if state_type is not None else data
+            engine.members[plugin].add(key)
         for plugin, name, due, data in timers or ():
             if plugin in enabled:
                 engine.timers.set(actor, plugin, name, due, data)
         if unknown:
             actor.unknown = unknown
+    engine.membership_version += 1
     if doc["clock"] is not None:
         engine.clock.observe(doc["clock"])
     return doc["seq"], doc["clock"], doc["real"]

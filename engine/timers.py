@@ -101,6 +101,13 @@ class TimerQueue:
         self._maybe_compact()
         return True
 
+    def cancel_plugin(self, actor: Actor, plugin: str) -> int:
+        """Cancel every timer ``plugin`` holds on ``actor`` (its state is going away)."""
+        doomed = [t for t in timers_of(actor) if t.plugin == plugin]
+        for timer in doomed:
+            self.cancel(actor, plugin, timer.name)
+        return len(doomed)
+
     def next_due(self) -> float | None:
         heap = self._heap
         while heap and not heap[0][2].live:
