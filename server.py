@@ -24,8 +24,9 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from engine import Config, Herald, tune_gc
-from engine.http import BATCH_PATH, EVENT_PATH, IngestApp, error_body
+from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
+from engine.web import BadParameter, int_param, json_response
 from engine.openapi import build_document, error_response, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
@@ -36,28 +37,6 @@ try:
     VERSION = version("herald")
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     VERSION = "0.0.0"
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
-
-
-class BadParameter(Exception):
-    """A query parameter with an unusable value; answered with a 400 naming it."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-
-
-def int_param(name: str, default: int | None, *, low: int = 0, high: int = 2**63 - 1) -> int | None:
-    """An integer query parameter in [low, high] (ASCII digits only), or ``default``."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise BadParameter(name, f"must be an integer from {low} to {high}")
-    return int(raw)
 
 
 def _event_schema(herald: Herald) -> dict[str, Any]:
@@ -135,6 +114,35 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
                 "responses": {
                     "202": json_body(batch_result, "at least one event accepted"),
                     "400": error_response("nothing valid in the batch"),
+                    "413": too_large,
+                    "503": error_response("still starting"),
+                },
+            }
+        },
+        LOAD_PREFIX + "{loader}": {
+            "post": {
+                "operationId": "post_load",
+                "tags": ["events"],
+                "summary": "Bulk-load lines through a plugin's loader",
+                "description": "The body is a chunk of a file in the loader's format (whole lines). It is applied "
+                "and journaled as one event; the answer reports what each line did. `herald load` sends files "
+                "this way, in 8 MiB chunks. Loaders: " + (", ".join(sorted(herald.plugins.loaders)) or "none") + ".",
+                "parameters": [
+                    {"name": "loader", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "first_line", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                     "description": "line number of the body's first line in its file (for error reports)"},
+                    {"name": "source", "in": "query", "schema": {"type": "string"}, "description": "where the lines come from"},
+                ],
+                "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "200": json_body({"type": "object", "properties": {
+                        "lines": {"type": "integer"},
+                        "applied": {"type": "integer"},
+                        "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "errors": {"type": "array", "items": {"type": "object"}},
+                    }}, "the chunk is applied and durable"),
+                    "400": error_response("a bad first_line"),
+                    "404": error_response("no such loader"),
                     "413": too_large,
                     "503": error_response("still starting"),
                 },

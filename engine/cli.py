@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -42,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
     serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
     serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
+
+    serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
+                       help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
+
+    load = commands.add_parser(
+        "load", help="bulk-load a file through a plugin's loader",
+        description="Stream a file of any size into a running server (--url, the default) or a data directory "
+        "(--data-dir, with no server running), in chunks of whole lines, with a progress bar.",
+    )
+    load.add_argument("loader", help="the loader (see herald plugins), e.g. customers")
+    load.add_argument("file", help="the file to load")
+    load.add_argument("--url", help="the running server (default http://HERALD_HOST:HERALD_PORT)")
+    load.add_argument("--data-dir", dest="data_dir", help="load into this data directory instead of a server")
+    load.add_argument("--chunk-mb", dest="chunk_mb", type=float, default=8.0, help="megabytes per chunk (default 8)")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
 
     journal = commands.add_parser("journal", help="inspect the journal")
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="COMMAND", required=True)
@@ -92,6 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.plugins is not None:
         config = attrs.evolve(config, plugins=parse_plugin_list(args.plugins))
+    if args.load:
+        from .loading import parse_load_spec
+
+        try:
+            config = attrs.evolve(config, load=config.load + parse_load_spec(",".join(args.load)))
+        except ValueError as exc:
+            raise ConfigError(f"--load: {exc}") from None
+    for _loader, path in config.load:
+        if not os.path.isfile(path):
+            raise ConfigError(f"--load: no such file {path!r}")
     _setup_logging(config.log_level)
     try:
         trio.run(server.serve, config)
@@ -210,6 +236,94 @@ async def _replay_into(source, config: Config, full: bool) -> int:
     return 0
 
 
+def _progress(total: int, label: str):
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+def _print_report(report: dict, seconds: float, file: str) -> None:
+    skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report["skipped"].items())) or "none"
+    print(f"loaded {file}: {report['lines']:,} lines, {report['applied']:,} applied, skipped: {skipped} "
+          f"({seconds:.2f} s)")
+    for error in report["errors"]:
+        where = f" {error['field']}:" if error.get("field") else ""
+        print(f"  line {error['line']}:{where} {error['message']} [{error['code']}]")
+    hidden = sum(report["skipped"].values()) - report["skipped"].get("anonymous", 0) - len(report["errors"])
+    if hidden > 0:
+        print(f"  ... and {hidden:,} more errors")
+
+
+def _load(args: argparse.Namespace) -> int:
+    import time
+
+    from .core import LoadReport
+    from .loading import iter_chunks
+
+    if not os.path.isfile(args.file):
+        print(f"herald: no such file {args.file!r}", file=sys.stderr)
+        return 2
+    chunk_bytes = max(1, int(args.chunk_mb * 1024 * 1024))
+    size = os.path.getsize(args.file)
+    started = time.perf_counter()
+    if args.data_dir is not None:
+        import trio
+
+        config = Config.from_env(data_dir=args.data_dir, log_level="WARNING")
+        _setup_logging("WARNING")
+        report = trio.run(_load_into, config, args.loader, args.file, chunk_bytes, args.quiet)
+        if report is None:
+            return 2
+        _print_report(report.to_json(), time.perf_counter() - started, args.file)
+        return 0
+
+    import httpx
+
+    config = Config.from_env()
+    base = (args.url or config.self_url).rstrip("/")
+    total = LoadReport()
+    name = os.path.basename(args.file)
+    with httpx.Client(timeout=httpx.Timeout(300, connect=10)) as client, _progress(size, f"loading {name}") as bar:
+        task = bar.add_task("load", total=size, visible=not args.quiet)
+        for first_line, chunk in iter_chunks(args.file, chunk_bytes):
+            try:
+                response = client.post(f"{base}/v1/load/{args.loader}", content=chunk,
+                                       params={"first_line": first_line, "source": name},
+                                       headers={"content-type": "application/x-ndjson"})
+            except httpx.HTTPError as exc:
+                print(f"herald: cannot reach {base}: {exc}", file=sys.stderr)
+                return 2
+            if response.status_code != 200:
+                print(f"herald: the server refused lines {first_line}+ ({response.status_code}): {response.text}",
+                      file=sys.stderr)
+                return 1
+            body = response.json()
+            total.merge(LoadReport(body["lines"], body["applied"], body["skipped"], body["errors"]))
+            bar.advance(task, len(chunk))
+    _print_report(total.to_json(), time.perf_counter() - started, args.file)
+    return 0
+
+
+async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, quiet: bool):
+    from .loading import load_file
+    from .runtime import Herald
+
+    herald = Herald(config)
+    if loader not in herald.plugins.loaders:
+        print(f"herald: no enabled plugin loads {loader!r} (loaders: {', '.join(sorted(herald.plugins.loaders)) or 'none'})",
+              file=sys.stderr)
+        return None
+    async with herald.running():
+        await herald.wait_ready()
+        with _progress(os.path.getsize(path), f"loading {os.path.basename(path)}") as bar:
+            task = bar.add_task("load", total=os.path.getsize(path), visible=not quiet)
+            report = await load_file(herald, loader, path, chunk_bytes=chunk_bytes,
+                                     progress=lambda n: bar.advance(task, n))
+        await herald.snapshot()
+    return report
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     import httpx
 
@@ -247,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _snapshot(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "load":
+            return _load(args)
     except (ConfigError, PluginError, JournalError) as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 2

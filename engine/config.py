@@ -53,6 +53,12 @@ def _port(value: str) -> int:
     return port
 
 
+def _load_spec(value: str) -> tuple[tuple[str, str], ...]:
+    from .loading import parse_load_spec
+
+    return parse_load_spec(value)
+
+
 @attrs.frozen
 class Setting:
     """One documented setting: its field, environment variable and meaning."""
@@ -86,6 +92,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbox_max_age", "HERALD_OUTBOX_MAX_AGE", _positive(float), "seconds after which an undelivered effect is dead"),
     Setting("admin_token", "HERALD_ADMIN_TOKEN", str, "bearer token required by the admin routes (default: none)"),
     Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
+    Setting("load", "HERALD_LOAD", _load_spec, "files to bulk-load at start: LOADER=FILE, comma-separated"),
+    Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 8 MiB)"),
 )
 
 
@@ -117,6 +125,8 @@ class Config:
     drain_timeout: float = 5.0
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
+    max_load_bytes: int = 64 * 1024 * 1024
+    load: tuple[tuple[str, str], ...] = ()
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod

@@ -154,8 +154,8 @@ class Engine:
         self._loaders = plugins.loaders
         #: Plugin name -> keys of the actors holding a state of that plugin.
         self.members: dict[str, set[str]] = {name: set() for name in plugins.names}
-        #: Bumped whenever a key joins or leaves ``members`` (for cached orderings).
-        self.membership_version = 0
+        #: Per plugin, bumped whenever a key joins or leaves ``members`` (for cached orderings).
+        self.member_versions: dict[str, int] = dict.fromkeys(plugins.names, 0)
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
         #: Called with ``(event, arrival)`` after each event is applied (the journal).
@@ -254,7 +254,7 @@ class Engine:
         if state is _ABSENT:
             state = route.state_factory()
             self.members[plugin].add(actor.key)
-            self.membership_version += 1
+            self.member_versions[plugin] += 1
         self._accepted[event.type] += 1
         self._sample -= 1
         timed = self._sample == 0
@@ -331,7 +331,7 @@ class Engine:
         if state is _ABSENT:
             state = self._factories[plugin]()
             self.members[plugin].add(actor.key)
-            self.membership_version += 1
+            self.member_versions[plugin] += 1
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
         self.metrics.hot.timers_fired[plugin] += 1
         self.handling_at = fired.due
@@ -353,12 +353,12 @@ class Engine:
         if state is REMOVED:
             if states.pop(plugin, _ABSENT) is not _ABSENT:
                 self.members[plugin].discard(actor.key)
-                self.membership_version += 1
+                self.member_versions[plugin] += 1
             self.timers.cancel_plugin(actor, plugin)
             return
         if plugin not in states:
             self.members[plugin].add(actor.key)
-            self.membership_version += 1
+            self.member_versions[plugin] += 1
         states[plugin] = state
 
     # -- bulk loads ----------------------------------------------------------

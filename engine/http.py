@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from urllib.parse import parse_qsl
+
 import orjson
 
 from .event import InvalidEvent
@@ -18,12 +20,13 @@ from .journal import JournalError
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Herald
 
-__all__ = ["IngestApp", "error_body", "EVENT_PATH", "BATCH_PATH"]
+__all__ = ["IngestApp", "error_body", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX"]
 
 log = logging.getLogger("herald.http")
 
 EVENT_PATH = "/v1/event"
 BATCH_PATH = "/v1/events"
+LOAD_PREFIX = "/v1/load/"
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -121,18 +124,24 @@ class IngestApp:
         self.engine = herald.engine
         self.max_event = herald.config.max_event_bytes
         self.max_batch = herald.config.max_batch_bytes
+        self.max_load = herald.config.max_load_bytes
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path == EVENT_PATH or path == BATCH_PATH:
+            loading = path.startswith(LOAD_PREFIX)
+            if path == EVENT_PATH or path == BATCH_PATH or loading:
                 if scope["method"] != "POST":
                     await _respond(
                         send, 405, error_body("method_not_allowed", "use POST"), [(b"allow", b"POST")]
                     )
                     return
-                handle = self._single if path == EVENT_PATH else self._batch
-                limit = self.max_event if path == EVENT_PATH else self.max_batch
+                if loading:
+                    handle, limit = self._load, self.max_load
+                elif path == EVENT_PATH:
+                    handle, limit = self._single, self.max_event
+                else:
+                    handle, limit = self._batch, self.max_batch
                 try:
                     body = await _read_body(scope, receive, limit)
                 except _Disconnected:
@@ -177,6 +186,18 @@ class IngestApp:
             return 400, {"error": exc.to_dict()}
         [duplicate] = await self.herald.accept([event])
         return 202, ({"id": event.id, "duplicate": True} if duplicate else {"id": event.id})
+
+    async def _load(self, scope: dict, body: bytes) -> tuple[int, Any]:
+        name = scope["path"][len(LOAD_PREFIX):]
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        raw_first = query.get("first_line", "1")
+        if not (raw_first.isascii() and raw_first.isdigit()) or int(raw_first) < 1:
+            return 400, error_body("invalid_value", "must be a positive integer", "first_line")
+        try:
+            report = await self.herald.load(name, body, first_line=int(raw_first), source=query.get("source"))
+        except InvalidEvent as exc:
+            return 404, {"error": exc.to_dict()}
+        return 200, report.to_json()
 
     async def _batch(self, scope: dict, body: bytes) -> tuple[int, Any]:
         rejected: list[dict[str, Any]] = []

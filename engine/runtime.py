@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -197,6 +198,8 @@ class Herald:
             await nursery.start(self.engine.run_timers)
             for name, result in self.plugins.each("herald_startup", herald=self):
                 await _maybe_await(result)
+            for loader, path in self.config.load:
+                await self._load_at_start(loader, path)
             for name, sources in self.plugins.each("herald_sources", herald=self):
                 for source in sources or ():
                     nursery.start_soon(self._run_source, name, source)
@@ -210,6 +213,22 @@ class Herald:
         self.ready = True
         self._ready.set()
         log.info("ready: %d actors, %d timers, %d effects pending", len(self.engine.actors), len(self.engine.timers), self.outbox.pending)
+
+    async def _load_at_start(self, loader: str, path: str) -> None:
+        from .loading import load_file
+
+        self.status = "loading"
+        size = os.path.getsize(path)
+        self.progress.update({"loading": path, "loaded_bytes": 0, "to_load_bytes": size})
+
+        def advance(n: int) -> None:
+            self.progress["loaded_bytes"] += n
+
+        started = time.perf_counter()
+        report = await load_file(self, loader, path, progress=advance)
+        log.info("loaded %s through %s in %.2f s: %d lines, %d applied, skipped %s%s", path, loader,
+                 time.perf_counter() - started, report.lines, report.applied, report.skipped or "none",
+                 "".join(f"\n  line {e['line']}: {e['field'] or ''} {e['message']}" for e in report.errors[:20]))
 
     async def _recover(self) -> None:
         journal, engine = self.journal, self.engine

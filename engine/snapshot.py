@@ -86,7 +86,8 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float | None, flo
                 engine.timers.set(actor, plugin, name, due, data)
         if unknown:
             actor.unknown = unknown
-    engine.membership_version += 1
+    for plugin in engine.member_versions:
+        engine.member_versions[plugin] += 1
     if doc["clock"] is not None:
         engine.clock.observe(doc["clock"])
     return doc["seq"], doc["clock"], doc["real"]

@@ -1,0 +1,72 @@
+"""The customers in id order, for listing pages: the engine's key index, sorted once per change."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterable, Iterator
+
+from engine import Engine
+from engine.web import int_param
+from quart import request
+
+from .model import PLUGIN, REQUIRED_ATTRIBUTE
+
+__all__ = ["Directory"]
+
+_directories: "weakref.WeakKeyDictionary[Engine, Directory]" = weakref.WeakKeyDictionary()
+
+
+class Directory:
+    """Pages of customers ordered by integer id.
+
+    The sorted order is rebuilt only when a customer is created or deleted
+    (the engine bumps a version per plugin); a page is then a slice.
+    """
+
+    DEFAULT_PER_PAGE = 25
+    MAX_PER_PAGE = 100_000
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._version = -1
+        self._sorted: list[str] = []
+
+    @classmethod
+    def of(cls, engine: Engine) -> "Directory":
+        """The one directory of ``engine`` (the API and the UI share it)."""
+        directory = _directories.get(engine)
+        if directory is None:
+            directory = _directories[engine] = cls(engine)
+        return directory
+
+    def ordered(self) -> list[str]:
+        version = self.engine.member_versions[PLUGIN]
+        if version != self._version:
+            self._sorted = sorted(self.engine.keys(PLUGIN), key=int)
+            self._version = version
+        return self._sorted
+
+    def paging(self) -> tuple[int, int, str]:
+        """``page``, ``per_page`` and ``q`` of the current request (400 for unusable numbers)."""
+        page = int_param("page", 1, low=1, high=10**9)
+        per_page = int_param("per_page", self.DEFAULT_PER_PAGE, low=1, high=self.MAX_PER_PAGE)
+        return page, per_page, (request.args.get("q") or "").strip()  # type: ignore[return-value]
+
+    def page(self, page: int, per_page: int, q: str = "") -> tuple[list[str], int]:
+        """The keys on one page, and how many customers match in all."""
+        keys = self.ordered()
+        if q:
+            keys = list(self._matching(keys, q))
+        start = (page - 1) * per_page
+        return keys[start:start + per_page], len(keys)
+
+    def _matching(self, keys: Iterable[str], q: str) -> Iterator[str]:
+        needle = q.casefold()
+        for key, state in self.states(keys):
+            if key == q or needle in state.attributes.get(REQUIRED_ATTRIBUTE, "").casefold():
+                yield key
+
+    def states(self, keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
+        actors = self.engine.actors
+        for key in keys:
+            yield key, actors[key].states[PLUGIN]
