@@ -126,14 +126,15 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
                 "summary": "Bulk-load lines through a plugin's loader",
                 "description": "The body is a chunk of a file in the loader's format (whole lines). It is applied "
                 "and journaled as one event; the answer reports what each line did. `herald load` sends files "
-                "this way, in 8 MiB chunks. Loaders: " + (", ".join(sorted(herald.plugins.loaders)) or "none") + ".",
+                "this way, in 32 MiB chunks. Loaders: " + (", ".join(sorted(herald.plugins.loaders)) or "none") + ".",
                 "parameters": [
                     {"name": "loader", "in": "path", "required": True, "schema": {"type": "string"}},
                     {"name": "first_line", "in": "query", "schema": {"type": "integer", "minimum": 1},
                      "description": "line number of the body's first line in its file (for error reports)"},
                     {"name": "source", "in": "query", "schema": {"type": "string"}, "description": "where the lines come from"},
                 ],
-                "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                "requestBody": {"required": True, "description": "whole lines of the file (NDJSON for customers)",
+                                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                 "responses": {
                     "200": json_body({"type": "object", "properties": {
                         "lines": {"type": "integer"},

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("file", help="the file to load")
     load.add_argument("--url", help="the running server (default http://HERALD_HOST:HERALD_PORT)")
     load.add_argument("--data-dir", dest="data_dir", help="load into this data directory instead of a server")
-    load.add_argument("--chunk-mb", dest="chunk_mb", type=float, default=8.0, help="megabytes per chunk (default 8)")
+    load.add_argument("--chunk-mb", dest="chunk_mb", type=float, default=32.0, help="megabytes per chunk (default 32)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
 
     journal = commands.add_parser("journal", help="inspect the journal")

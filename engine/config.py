@@ -93,7 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin_token", "HERALD_ADMIN_TOKEN", str, "bearer token required by the admin routes (default: none)"),
     Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
     Setting("load", "HERALD_LOAD", _load_spec, "files to bulk-load at start: LOADER=FILE, comma-separated"),
-    Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 8 MiB)"),
+    Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 32 MiB)"),
 )
 
 

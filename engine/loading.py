@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CHUNK_BYTES", "iter_chunks", "load_file", "parse_load_spec"]
 
 #: Bytes per chunk: large enough that per-chunk costs vanish, small enough for one request.
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 32 * 1024 * 1024
 
 
 def parse_load_spec(value: str) -> tuple[tuple[str, str], ...]:
@@ -68,11 +68,16 @@ async def load_file(
     chunk_bytes: int = CHUNK_BYTES,
     progress: Callable[[int], None] | None = None,
 ) -> LoadReport:
-    """Load a whole file in-process through ``herald``; ``progress`` gets the bytes of each chunk."""
+    """Load a whole file in-process through ``herald``; durable on return.
+
+    Chunk N is written to the journal while chunk N+1 is applied; ``progress``
+    gets the bytes of each chunk applied.
+    """
     total = LoadReport()
     source = Path(path).name
     for first_line, chunk in iter_chunks(path, chunk_bytes):
-        total.merge(await herald.load(loader, chunk, first_line=first_line, source=source))
+        total.merge(await herald.load(loader, chunk, first_line=first_line, source=source, durable=False))
         if progress is not None:
             progress(len(chunk))
+    await herald.journal.commit()
     return total

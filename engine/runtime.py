@@ -129,8 +129,10 @@ class Herald:
         await self.journal.commit()
         return duplicates
 
-    async def load(self, loader: str, body: bytes, *, first_line: int = 1, source: str | None = None) -> LoadReport:
-        """Apply a chunk of lines through a plugin's bulk loader; durable on return.
+    async def load(self, loader: str, body: bytes, *, first_line: int = 1, source: str | None = None,
+                   durable: bool = True) -> LoadReport:
+        """Apply a chunk of lines through a plugin's bulk loader; durable on return
+        (unless ``durable`` is False: then the caller awaits ``journal.commit()``).
 
         The chunk is journaled as one event (its lines verbatim), so a replay
         rebuilds exactly the same states.
@@ -148,7 +150,10 @@ class Herald:
         report = self.engine.load(event)
         self._loaded_lines += report.lines
         self._maybe_snapshot()
-        await self.journal.commit()
+        if durable:
+            await self.journal.commit()
+        else:
+            await trio.sleep(0)  # let the journal writer take this chunk while the next one is applied
         return report
 
     def _maybe_snapshot(self) -> None:

@@ -16,43 +16,8 @@ import trio
 
 from engine.testing import Receiver
 
-from .conftest import free_port
+from .conftest import herald_command, herald_process
 from plugins.fitness.tests.test_rules import SNAPSHOT
-
-
-def _herald_command() -> list[str]:
-    script = shutil.which("herald")
-    return [script] if script else [sys.executable, "-m", "engine.cli"]
-
-
-@asynccontextmanager
-async def herald_process(tmp_path, **env: str) -> AsyncIterator[str]:
-    """Start `herald serve` on a free port; yield its URL; stop it with SIGTERM."""
-    port = free_port()
-    full_env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_PORT": str(port),
-                "HERALD_DATA_DIR": str(tmp_path / "data"), **env}
-    log = open(tmp_path / "herald.log", "wb")
-    proc = subprocess.Popen([*_herald_command(), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as client:
-            with trio.fail_after(20):
-                while True:
-                    assert proc.poll() is None, (tmp_path / "herald.log").read_text()
-                    try:
-                        if (await client.get(url + "/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        with trio.fail_after(15):
-            while proc.poll() is None:
-                await trio.sleep(0.05)
-        log.close()
-    assert proc.returncode == 0, (tmp_path / "herald.log").read_text()
 
 
 async def test_seed_snapshot_over_http_reaches_a_real_receiver(tmp_path):

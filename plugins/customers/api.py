@@ -235,6 +235,6 @@ def api_blueprint(herald: Any) -> Blueprint:
                responses={204: {"description": "deleted"}, 404: _failure("no such customer")})
     async def delete(raw_id: str) -> Response:
         await writes.delete(_key_of(raw_id))
-        return Response(status=204)
+        return Response(b"", status=204)
 
     return bp

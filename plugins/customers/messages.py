@@ -130,65 +130,75 @@ def _check_line(message: Any) -> tuple[str, str, Any, int]:
 def fold_lines(table: StateTable, body: bytes, first_line: int) -> LoadReport:
     """The bulk loader: apply every line of ``body`` to the customers' states.
 
-    The common line takes a few type checks; anything unusual goes through
-    :func:`_check_line`, which either normalises it or says what is wrong.
-    Each customer touched is copied once for the whole chunk (a draft), then
-    frozen back into the table.
+    The common line takes a few type checks, inline; anything unusual goes
+    through :func:`_check_line`, which either normalises it or says what is
+    wrong. Each customer touched is copied once for the whole chunk (a draft),
+    then frozen back into the table.
     """
     report = LoadReport()
     drafts: dict[str, CustomerDraft] = {}
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     number = first_line - 1
-    lines = applied = anonymous = 0
+    blank = anonymous = 0
     for line in body.split(b"\n"):
         number += 1
-        if not line or line.isspace():
-            continue
-        lines += 1
         try:
             message = loads(line)
         except decode_error as exc:
-            report.error(number, None, "malformed_json", f"not valid JSON: {exc.msg}")
+            if not line or line.isspace():
+                blank += 1
+            else:
+                report.error(number, None, "malformed_json", f"not valid JSON: {exc.msg}")
             continue
         try:
             key = message["user_id"]
-            type_ = message["type"]
             seconds = message["timestamp"]
-            if (key.__class__ is not str or not key.isascii() or not key.isdigit() or key[0] == "0" or len(key) > MAX_ID_DIGITS
-                    or seconds.__class__ is not int):
+            if (seconds.__class__ is not int or key.__class__ is not str or not key.isdigit() or not key.isascii()
+                    or key[0] == "0" or len(key) > MAX_ID_DIGITS):
                 raise LookupError
+            draft = drafts.get(key)
+            if draft is None:
+                draft = drafts[key] = CustomerDraft(table.get(key))
+            type_ = message["type"]
             if type_ == "event":
                 message_id, name = message["id"], message["name"]
                 if message_id.__class__ is not str or name.__class__ is not str or not message_id or not name:
                     raise LookupError
-                payload: Any = (message_id, name)
-            elif type_ == "attributes":
-                payload = message["data"]
-                if payload.__class__ is not dict or not all(v.__class__ is str for v in payload.values()) or "" in payload:
-                    raise LookupError
-            else:
+                draft.count(message_id, name, seconds)
+                continue
+            if type_ != "attributes":
                 raise LookupError
+            values = message["data"]
+            if values.__class__ is not dict or "" in values:
+                raise LookupError
+            for value in values.values():
+                if value.__class__ is not str:
+                    raise LookupError
+            draft.set_attributes(values, seconds)
+            continue
         except (LookupError, TypeError, AttributeError):
-            if message.__class__ is dict and message.get("user_id") is None:
-                anonymous += 1
-                continue
-            try:
-                key, type_, payload, seconds = _check_line(message)
-            except InvalidEvent as exc:
-                report.error(number, exc.field, exc.code, exc.message)
-                continue
+            pass
+        # The unusual line: anonymous, numbers in places, or wrong.
+        if message.__class__ is dict and message.get("user_id") is None:
+            anonymous += 1
+            continue
+        try:
+            key, type_, payload, seconds = _check_line(message)
+        except InvalidEvent as exc:
+            report.error(number, exc.field, exc.code, exc.message)
+            continue
         draft = drafts.get(key)
         if draft is None:
             draft = drafts[key] = CustomerDraft(table.get(key))
         if type_ == "event":
             draft.count(payload[0], payload[1], seconds)
         else:
-            draft.set_attributes(payload.items(), seconds)
-        applied += 1
+            draft.set_attributes(payload, seconds)
     for key, draft in drafts.items():
         table.put(key, draft.freeze())
     if anonymous:
         report.skipped["anonymous"] = anonymous
         _anonymous()
-    report.lines, report.applied = lines, applied
+    report.lines = number - first_line + 1 - blank
+    report.applied = report.lines - anonymous - sum(n for reason, n in report.skipped.items() if reason != "anonymous")
     return report

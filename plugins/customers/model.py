@@ -102,44 +102,58 @@ class CustomerDraft:
     """A customer being changed by many lines of a bulk load.
 
     The bulk loader copies a customer's maps once per chunk instead of once per
-    line, then :meth:`freeze` turns the draft back into a :class:`Customer`.
-    Same rules as :func:`apply_attributes` and :func:`count_event`.
+    line, and only the maps the chunk changes (attributes and their stamps, or
+    events and seen ids); :meth:`freeze` turns the draft back into a
+    :class:`Customer`. Same rules as :func:`apply_attributes` and :func:`count_event`.
     """
 
-    __slots__ = ("attributes", "stamps", "events", "seen", "last_updated")
+    __slots__ = ("base", "attributes", "stamps", "events", "seen", "last_updated")
 
     def __init__(self, state: Customer | None) -> None:
-        if state is None:
-            self.attributes: dict[str, str] = {}
-            self.stamps: dict[str, int] = {}
-            self.events: dict[str, int] = {}
-            self.seen: set[str] = set()
-            self.last_updated = 0
-        else:
-            self.attributes = dict(state.attributes)
-            self.stamps = dict(state.stamps)
-            self.events = dict(state.events)
-            self.seen = set(state.seen)
-            self.last_updated = state.last_updated
+        self.base = state or _EMPTY
+        self.attributes: dict[str, str] | None = None
+        self.stamps: dict[str, int] | None = None
+        self.events: dict[str, int] | None = None
+        self.seen: set[str] | None = None
+        self.last_updated = self.base.last_updated
 
-    def set_attributes(self, values: Iterable[tuple[str, str]], at: int) -> None:
-        stamps, attributes = self.stamps, self.attributes
-        for name, value in values:
+    def set_attributes(self, values: Mapping[str, str], at: int) -> None:
+        stamps = self.stamps
+        if stamps is None:
+            stamps = self.stamps = dict(self.base.stamps)
+            self.attributes = dict(self.base.attributes)
+        attributes = self.attributes
+        for name, value in values.items():
             if stamps.get(name, at) <= at:
-                attributes[name] = value
+                attributes[name] = value  # type: ignore[index]
                 stamps[name] = at
         if at > self.last_updated:
             self.last_updated = at
 
     def count(self, message_id: str, name: str, at: int) -> None:
         seen = self.seen
-        if message_id in seen:
+        if seen is None:
+            if message_id in self.base.seen:
+                return
+            seen = self.seen = set(self.base.seen)
+            self.events = dict(self.base.events)
+        elif message_id in seen:
             return
         seen.add(message_id)
         events = self.events
-        events[name] = events.get(name, 0) + 1
+        events[name] = events.get(name, 0) + 1  # type: ignore[index,union-attr]
         if at > self.last_updated:
             self.last_updated = at
 
     def freeze(self) -> Customer:
-        return Customer(self.attributes, self.stamps, self.events, frozenset(self.seen), self.last_updated)
+        base = self.base
+        return Customer(
+            base.attributes if self.attributes is None else self.attributes,
+            base.stamps if self.stamps is None else self.stamps,
+            base.events if self.events is None else self.events,
+            base.seen if self.seen is None else frozenset(self.seen),
+            self.last_updated,
+        )
+
+
+_EMPTY = Customer()
