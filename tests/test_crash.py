@@ -17,7 +17,7 @@ import trio
 from engine.testing import Receiver
 
 from .conftest import free_port
-from .test_e2e import _herald_command
+from .conftest import herald_command as _herald_command
 
 T0 = datetime(2021, 3, 1, 6, 0, tzinfo=timezone.utc)
 USERS, PINGS, PAIRS, CLIENTS = 200, 80, 10, 4
