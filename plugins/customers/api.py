@@ -45,6 +45,19 @@ _MESSAGE = {
 }
 
 
+def _attributes_schema(value_type: Any) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": {"type": value_type}}
+
+
+def _customer_request(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """The request body ``{"customer": {...}}`` of POST and PATCH."""
+    customer: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        customer["required"] = required
+    schema = {"type": "object", "properties": {"customer": customer}}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _failure(description: str) -> dict[str, Any]:
     return json_body(_MESSAGE, description)
 
@@ -201,10 +214,8 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="`id` (integer) and a non-empty `email` attribute are required; attribute values are strings. "
         "A missing or implausible `created_at` becomes the current Unix time.",
-        request={"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": {
-            "customer": {"type": "object", "required": ["id", "attributes"], "properties": {
-                "id": {"type": "integer"},
-                "attributes": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}},
+        request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string")},
+                                  required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
                    409: _failure("the id exists already")},
     )
@@ -219,9 +230,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="Given attributes are set, the others kept; an attribute given as `null` is removed. "
         "`email` cannot be removed.",
-        request={"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": {
-            "customer": {"type": "object", "properties": {
-                "attributes": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}}}}}}}},
+        request=_customer_request({"attributes": _attributes_schema(["string", "null"])}),
         responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer")},
     )
     async def update(raw_id: str) -> Response:

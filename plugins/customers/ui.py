@@ -128,16 +128,25 @@ def ui_blueprint(herald: Any) -> Blueprint:
     directory = Directory.of(herald.engine)
     writes = Writes(herald)
 
-    def _customer_or_404(raw_id: str) -> tuple[str, Any] | None:
+    class _Missing(Exception):
+        pass
+
+    def _customer(raw_id: str) -> tuple[str, Any]:
         try:
             key = customer_key(raw_id, "id")
         except Exception:
-            return None
+            raise _Missing(raw_id) from None
         state = writes.get(key)
-        return None if state is None else (key, state)
+        if state is None:
+            raise _Missing(raw_id)
+        return key, state
 
-    async def _not_found(raw_id: str) -> tuple[str, int]:
-        return await render_template("customers/missing.html", raw_id=raw_id), 404
+    @bp.errorhandler(_Missing)
+    async def _not_found(exc: _Missing) -> tuple[str, int]:
+        return await render_template("customers/missing.html", raw_id=exc.args[0]), 404
+
+    async def _edit_page(key: str, form: EditForm, failure: str | None = None, status: int = 200, **extra: Any) -> Any:
+        return await render_template("customers/edit.html", id=key, form=form, failure=failure, **extra), status
 
     @bp.get("")
     @bp.get("/")
@@ -165,10 +174,7 @@ def ui_blueprint(herald: Any) -> Blueprint:
 
     @bp.get("/<raw_id>")
     async def show(raw_id: str) -> Any:
-        found = _customer_or_404(raw_id)
-        if found is None:
-            return await _not_found(raw_id)
-        key, state = found
+        key, state = _customer(raw_id)
         attributes = sorted(state.attributes.items(), key=_attribute_order)
         return await render_template(
             "customers/show.html", id=key, state=state, attributes=attributes,
@@ -178,37 +184,28 @@ def ui_blueprint(herald: Any) -> Blueprint:
 
     @bp.get("/<raw_id>/edit")
     async def edit(raw_id: str) -> Any:
-        found = _customer_or_404(raw_id)
-        if found is None:
-            return await _not_found(raw_id)
-        key, state = found
-        return await render_template("customers/edit.html", id=key, form=EditForm.of(state.attributes), failure=None)
+        key, state = _customer(raw_id)
+        return await _edit_page(key, EditForm.of(state.attributes))
 
     @bp.post("/<raw_id>/edit")
     async def save(raw_id: str) -> Any:
-        found = _customer_or_404(raw_id)
-        if found is None:
-            return await _not_found(raw_id)
-        key, _ = found
-        form = EditForm.parse(await request.form)
-        if (await request.form).get("action") == "add_row":
+        key, _ = _customer(raw_id)
+        submitted = await request.form
+        form = EditForm.parse(submitted)
+        if submitted.get("action") == "add_row":
             form.new.append(Row("", ""))
-            return await render_template("customers/edit.html", id=key, form=form, failure=None,
-                                         focus=f"new-name-{len(form.new) - 1}")
+            return await _edit_page(key, form, focus=f"new-name-{len(form.new) - 1}")
         changes = form.check()
         if form.errors:
-            return await render_template("customers/edit.html", id=key, form=form,
-                                         failure="The changes were not saved. Please correct the fields below."), 422
+            return await _edit_page(key, form, "The changes were not saved. Please correct the fields below.", 422)
         if not changes:
             return redirect(url_for("customers_ui.show", raw_id=key, saved="none"), 303)
         try:
             await writes.update(key, changes)
         except CustomerError as exc:
-            return await render_template("customers/edit.html", id=key, form=form,
-                                         failure=f"The changes were not saved: {exc.message}."), exc.status
+            return await _edit_page(key, form, f"The changes were not saved: {exc.message}.", exc.status)
         except JournalError as exc:
-            return await render_template("customers/edit.html", id=key, form=form,
-                                         failure=f"The changes were not saved (storage failed: {exc}). Try again."), 503
+            return await _edit_page(key, form, f"The changes were not saved (storage failed: {exc}). Try again.", 503)
         return redirect(url_for("customers_ui.show", raw_id=key, saved="1"), 303)
 
     return bp
