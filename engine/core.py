@@ -21,7 +21,7 @@ import trio
 from .actor import Actor
 from .clock import EngineClock
 from .effects import CancelTimer, Effect, SetTimer, Timer
-from .event import Event, InvalidEvent, converter, parse_event
+from .event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
 from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from .plugins import PluginHost, Route
 from .timers import PendingTimer, TimerQueue, timers_of
@@ -57,8 +57,6 @@ class _Removed:
 #: (its state is dropped and the actor leaves the plugin's key index).
 REMOVED: Any = _Removed()
 
-#: The journaled type of a bulk load (see :meth:`Engine.load`).
-LOAD_TYPE = "herald.load"
 
 _ABSENT: Any = object()
 

@@ -18,6 +18,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 
 __all__ = [
+    "LOAD_TYPE",
     "Event",
     "InvalidEvent",
     "parse_event",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 UTC = timezone.utc
+
+#: The journaled type of a bulk load: one event per chunk of lines (see ``Engine.load``).
+LOAD_TYPE = "herald.load"
 
 #: Fields that form the envelope; any other top-level field joins ``data``.
 _ENVELOPE = frozenset({"id", "type", "key", "timestamp", "time_stamp", "data", "details"})

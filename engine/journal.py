@@ -32,7 +32,7 @@ import attrs
 import orjson
 import trio
 
-from .event import Event
+from .event import LOAD_TYPE, Event
 from .recovery import Recovery, check_and_recover
 
 __all__ = ["Durability", "Journal", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWI
 CREATE TABLE IF NOT EXISTS event_batches (
     last_seq INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+-- The lines of bulk loads, verbatim: the event record of a load (type
+-- herald.load) carries everything else; its body is here, by seq, so that
+-- megabytes of lines are neither escaped into JSON nor decoded as text.
+CREATE TABLE IF NOT EXISTS load_bodies (
+    seq INTEGER PRIMARY KEY,
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -113,10 +120,11 @@ class SnapshotRow:
 
 
 class _Batch:
-    __slots__ = ("events", "effects", "updates", "other", "done", "error", "results")
+    __slots__ = ("events", "bodies", "effects", "updates", "other", "done", "error", "results")
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
+        self.bodies: list[tuple[int, bytes]] = []
         self.effects: list[tuple[str, str, bytes, float, Any]] = []
         self.updates: list[tuple] = []
         self.other: list[Callable[[sqlite3.Connection], None]] = []
@@ -251,11 +259,19 @@ class Journal:
         for (body,) in cursor:
             for seq, id_, key, type_, ts, received, arrival, data in loads(body):
                 if seq > after:
+                    if type_ == LOAD_TYPE and "body" not in data:
+                        data["body"] = self._load_body(seq)
                     out.append((seq, Event(id_, type_, key, fromts(ts, _UTC), data, fromts(received, _UTC)), arrival, ts, received))
             if len(out) >= limit:
                 break
         cursor.close()
         return out
+
+    def _load_body(self, seq: int) -> bytes:
+        row = self._db().execute("SELECT body FROM load_bodies WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise JournalError(f"the lines of load event {seq} are missing from the journal")
+        return row[0]
 
     def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
         sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"
@@ -302,9 +318,13 @@ class Journal:
     # -- queueing writes (trio thread) ------------------------------------------
 
     def add_event(self, seq: int, event: Event, arrival: float | None) -> None:
+        data = event.data
+        if event.type == LOAD_TYPE and data.get("body").__class__ is bytes:
+            self._batch.bodies.append((seq, data["body"]))
+            data = {k: v for k, v in data.items() if k != "body"}
         self._batch.events.append(
             (seq, event.id, event.key, event.type, event.timestamp.timestamp(),
-             event.received_at.timestamp(), arrival, event.data)
+             event.received_at.timestamp(), arrival, data)
         )
         self._wake()
 
@@ -389,6 +409,8 @@ class Journal:
                 conn.execute(
                     "INSERT INTO event_batches VALUES (?,?,?)", (events[-1][0], events[0][0], orjson.dumps(events))
                 )
+                if batch.bodies:
+                    conn.executemany("INSERT INTO load_bodies VALUES (?,?)", batch.bodies)
             if batch.effects:
                 # In bulk; the rows that are new are those above the highest id before.
                 before = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
@@ -440,6 +462,7 @@ class Journal:
         """Inside a transaction: drop the events a snapshot covers (the snapshot keeps
         the ids still to be recognised), old snapshots and old delivered effects."""
         conn.execute("DELETE FROM event_batches WHERE last_seq <= ?", (through_seq,))
+        conn.execute("DELETE FROM load_bodies WHERE seq <= ?", (through_seq,))
         conn.execute(
             "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
             (keep_snapshots,),

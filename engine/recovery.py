@@ -200,6 +200,11 @@ def _salvage(db: Path, schema: str, report: Recovery) -> None:
                 counts["events"] += row[0] - row[1] + 1
         except sqlite3.DatabaseError as exc:
             report.problems.append(f"events unreadable after seq {last} ({exc}); stopped there")
+        try:
+            for row in old.execute("SELECT seq, body FROM load_bodies WHERE seq <= ? ORDER BY seq", (last or 0,)):
+                fresh.execute("INSERT INTO load_bodies VALUES (?,?)", row)
+        except sqlite3.DatabaseError as exc:
+            report.problems.append(f"bulk-load lines partly unreadable ({exc})")
         if last is not None and snapshot_seq and last < snapshot_seq:
             report.problems.append(f"events end at {last}, before the snapshot's {snapshot_seq}")
         try:

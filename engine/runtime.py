@@ -142,7 +142,7 @@ class Herald:
             raise InvalidEvent("loader", "unknown", f"no enabled plugin loads {loader!r} (loaders: {known})")
         now = self.utcnow()
         stamp = datetime.fromtimestamp(now, timezone.utc)
-        data: dict[str, Any] = {"loader": loader, "first_line": first_line, "body": body.decode("utf-8", "replace")}
+        data: dict[str, Any] = {"loader": loader, "first_line": first_line, "body": bytes(body)}
         if source:
             data["source"] = source
         event = Event(new_event_id(), LOAD_TYPE, loader, stamp, data, stamp)
