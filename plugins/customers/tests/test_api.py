@@ -146,3 +146,18 @@ async def test_the_seed_sample_file_matches_its_verify_file():
                 attributes[name] = value
         expected[int(user)] = (attributes, events)
     assert {k: (c["attributes"], c["events"]) for k, c in customers.items()} == expected
+
+
+async def test_load_lines_are_journaled_verbatim_and_compacted_with_their_event(tmp_path):
+    import sqlite3
+
+    settings = {"durability": "batch", "data_dir": str(tmp_path)}
+    async with customers_app(**settings) as (herald, client):
+        await _loaded(client)
+        db = sqlite3.connect(tmp_path / "herald.db")
+        assert db.execute("SELECT body FROM load_bodies").fetchall() == [(LINES,)]
+        await herald.snapshot()
+        assert db.execute("SELECT count(*) FROM load_bodies").fetchone() == (0,)
+        db.close()
+    async with customers_app(**settings) as (_, client):  # from the snapshot alone
+        assert (await client.get("/customers/2")).json()["customer"]["events"] == {"page": 1}
