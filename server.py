@@ -8,7 +8,6 @@ blueprints); ``serve`` runs it until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import signal
 from importlib.metadata import PackageNotFoundError, version
@@ -26,7 +25,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from engine import Config, Herald, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
-from engine.web import BadParameter, int_param, json_response
+from engine.web import BadParameter, admin_guard, int_param, json_response
 from engine.openapi import build_document, error_response, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
@@ -270,13 +269,7 @@ _ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema":
 def _admin_routes(herald: Herald) -> Blueprint:
     """Outbox dead letters, forced snapshots and journal figures."""
     bp = Blueprint("admin", __name__)
-    token = herald.config.admin_token
-
-    @bp.before_request
-    async def authorize() -> Response | None:
-        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-            return json_response(error_body("unauthorized", "a valid admin bearer token is required"), 401)
-        return None
+    bp.before_request(admin_guard(herald.config.admin_token))
 
     @bp.get("/v1/outbox")
     @operation(

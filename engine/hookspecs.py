@@ -34,6 +34,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
+def herald_add_hookspecs() -> Any:
+    """A module of further hookspecs this plugin offers to other plugins.
+
+    Called when plugins register, before their implementations are checked,
+    so that e.g. the analytics plugin can let others contribute payload
+    schemas through ``herald_analytics_schemas``.
+    """
+
+
+@hookspec
 def herald_state_type() -> type | None:
     """The class of this plugin's per-actor state.
 
@@ -83,6 +93,20 @@ def herald_effect_executors(config: Config) -> Mapping[type, Callable[[Any], Awa
     Maps an effect class to ``async def execute(effect)``; the outbox calls it
     off the ingestion path, with retries. Raise :class:`engine.DeliveryError`
     (``retryable=True`` for transient failures) to report a failure.
+    """
+
+
+@hookspec
+def herald_effect_sinks(herald: Herald) -> Mapping[type, Any]:
+    """In-process consumers of effect classes this plugin introduces: read models.
+
+    Maps an effect class to a sink with ``put(effect)`` (synchronous, must not
+    block: buffer, then write in the background) and optionally ``async
+    flush()`` (make everything put so far durable; Herald awaits it before a
+    snapshot and at shutdown). Unlike executors, sinks bypass the outbox and
+    also receive the effects of replayed events, so their writes must be
+    idempotent (e.g. keyed by event id). Typical use: a plugin's own indexed
+    store of what its handlers decided.
     """
 
 

@@ -119,6 +119,9 @@ class PluginHost:
             if self.pm.has_plugin(name):
                 raise PluginError(f"plugin {name!r} is enabled twice")
             self.pm.register(plugin, name=name)
+        for _name, specs in self.each("herald_add_hookspecs"):
+            if specs is not None:
+                self.pm.add_hookspecs(specs)
         self.pm.check_pending()
         self.names: list[str] = [name for name, _ in plugins]
         self.state_types: dict[str, type | None] = {}

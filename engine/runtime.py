@@ -29,7 +29,7 @@ from .event import Event, InvalidEvent, new_event_id
 from .journal import Durability, Journal, snapshot_writer
 from .metrics import Metrics
 from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
-from .plugins import PluginHost
+from .plugins import PluginError, PluginHost
 from .sink import NotifySink
 
 __all__ = ["Herald", "tune_gc"]
@@ -79,9 +79,10 @@ class Herald:
             timeout=config.effect_timeout,
             capacity=config.effect_queue,
         )
+        self._deliver = emit or self.outbox.emit
         self.engine = Engine(
             self.plugins,
-            emit=emit or self.outbox.emit,
+            emit=self._emit,
             wall=trio.current_time,
             utcnow=utcnow,
             max_skew=config.max_skew,
@@ -99,6 +100,33 @@ class Herald:
         self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.metrics.journal_commits.set_function(lambda: self.journal.commits)
+        #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
+        self.sinks: dict[type, Any] = {}
+        for name, sinks in self.plugins.each("herald_effect_sinks", herald=self):
+            for effect_type, sink in (sinks or {}).items():
+                if effect_type in self.sinks:
+                    raise PluginError(f"{name}: a sink for {effect_type.__name__} exists already")
+                self.sinks[effect_type] = sink
+
+    def _emit(self, effect: Effect) -> None:
+        sink = self.sinks.get(type(effect)) if self.sinks else None
+        if sink is not None:
+            sink.put(effect)
+        else:
+            self._deliver(effect)
+
+    def _emit_replayed(self, effect: Effect) -> None:
+        # Replayed events' deliveries are in the outbox already; sinks dedupe what they see again.
+        sink = self.sinks.get(type(effect)) if self.sinks else None
+        if sink is not None:
+            sink.put(effect)
+
+    async def flush_sinks(self) -> None:
+        """Make everything put into the sinks durable (before a snapshot, at shutdown)."""
+        for sink in {id(s): s for s in self.sinks.values()}.values():
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                await flush()
 
     # -- accepting events ------------------------------------------------------------
 
@@ -255,7 +283,7 @@ class Herald:
         # them, and batches commit in order. Only timers firing after the last
         # journaled event can make effects the journal lacks; they fire below.
         engine.record = None
-        emit, engine.emit = engine.emit, _ignore
+        emit, engine.emit = engine.emit, self._emit_replayed
         send, receive = trio.open_memory_channel[list](1)
 
         async def read_ahead(position: int) -> None:
@@ -306,6 +334,10 @@ class Herald:
                 except Exception:
                     log.exception("shutdown hook of plugin %s failed", name)
             await self.outbox.drain(self.config.drain_timeout)
+            try:
+                await self.flush_sinks()
+            except Exception:
+                log.exception("flushing the effect sinks failed")
             if self.journal.enabled and self.journal.failed is None and self.seq > self.snapshot_seq and self._ready.is_set():
                 try:
                     await self.snapshot()
@@ -336,6 +368,7 @@ class Herald:
         if not self.journal.enabled:
             raise RuntimeError("no journal (durability is memory)")
         async with self._snapshot_lock:
+            await self.flush_sinks()  # read models must not lag behind the journal the snapshot compacts
             started = time.perf_counter()
             capture = snapshots.capture(self.engine, self.seq, self.ids.items(), self.utcnow())
             body = await trio.to_thread.run_sync(snapshots.encode, capture)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import hmac
+from typing import Awaitable, Callable
+
 import orjson
 from quart import Response, request
 
-__all__ = ["BadParameter", "int_param", "json_response"]
+__all__ = ["BadParameter", "admin_guard", "int_param", "json_response"]
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -31,3 +34,16 @@ def int_param(name: str, default: int | None, *, low: int = 0, high: int = 2**63
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadParameter(name, f"must be an integer from {low} to {high}")
     return int(raw)
+
+
+def admin_guard(token: str | None) -> Callable[[], Awaitable[Response | None]]:
+    """A ``before_request`` function for admin blueprints: when ``token`` is set,
+    requests must carry ``Authorization: Bearer <token>`` (compared in constant time)."""
+    from .http import error_body
+
+    async def authorize() -> Response | None:
+        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            return json_response(error_body("unauthorized", "a valid admin bearer token is required"), 401)
+        return None
+
+    return authorize

@@ -1,0 +1,98 @@
+"""The analytics plugin's Herald hooks: event types, the store as an effect sink, routes, schemas."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine import Config, EventType, InvalidEvent, hookimpl
+
+from . import hookspecs
+from .api import api_blueprints
+from .clients import CREATED, REVOKED, Registry, on_created, on_revoked
+from .model import RECEIVED, Receive, RejectedEvent, Session, StoredEvent
+from .store import Store
+from .validation import SHIPPED_SCHEMAS, SchemaRegistry
+
+PLUGIN = "analytics"
+_stores: "weakref.WeakKeyDictionary[Any, Store]" = weakref.WeakKeyDictionary()
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _registry(herald: Any) -> SchemaRegistry:
+    return herald.plugins.routes[RECEIVED].type.handler.registry
+
+
+def _store(herald: Any) -> Store:
+    store = _stores.get(herald)
+    if store is None:
+        config = herald.config
+        path = None
+        if config.durability != "memory":
+            Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(config.data_dir) / "analytics.db"
+        store = _stores[herald] = Store(path)
+    return store
+
+
+def _internal_only(event: Any) -> Any:
+    """These types come only from the plugin's own authenticated routes, never from /v1/event(s)."""
+    raise InvalidEvent("type", "reserved", f"{event.type!r} events are sent through {PLUGIN}'s own API "
+                       "(POST /api/events with a client token; tokens through /v1/admin/tokens)")
+
+
+@hookimpl
+def herald_add_hookspecs() -> Any:
+    return hookspecs
+
+
+@hookimpl
+def herald_state_type() -> type:
+    return Session
+
+
+@hookimpl
+def herald_event_types(config: Config) -> Iterable[EventType]:
+    registry = SchemaRegistry()
+    registry.add_directory(SHIPPED_SCHEMAS)
+    receive = Receive(registry, config.plugin_setting(PLUGIN, "max_skew", 60.0, _positive))
+    return [
+        EventType(RECEIVED, receive, validate=_internal_only,
+                  description="A payload sent to The Eye, checked after it was acknowledged."),
+        EventType(CREATED, on_created, validate=_internal_only, description="A trusted client was created."),
+        EventType(REVOKED, on_revoked, validate=_internal_only, description="A client's token was revoked."),
+    ]
+
+
+@hookimpl
+def herald_startup(herald: Any) -> None:
+    registry = _registry(herald)
+    for documents in herald.plugins.pm.hook.herald_analytics_schemas():
+        for document in documents or ():
+            registry.add_document(document, "a plugin's herald_analytics_schemas")
+    directory = herald.config.plugin_setting(PLUGIN, "schema_dir", None)
+    if directory:
+        registry.add_directory(directory)
+
+
+@hookimpl
+def herald_effect_sinks(herald: Any) -> dict[type, Any]:
+    store = _store(herald)
+    return {StoredEvent: store, RejectedEvent: store}
+
+
+@hookimpl
+def herald_sources(herald: Any) -> list:
+    return [_store(herald).run]
+
+
+@hookimpl
+def herald_routes(herald: Any) -> list:
+    return api_blueprints(herald, _store(herald), _registry(herald), Registry(herald))
