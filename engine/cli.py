@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import attrs
 from rich.console import Console
@@ -77,9 +77,28 @@ def _parser() -> argparse.ArgumentParser:
     snapshot = commands.add_parser("snapshot", help="make a running server write a snapshot now")
     snapshot.add_argument("--url", help="the server (default http://HERALD_HOST:HERALD_PORT)")
 
+    _plugin_commands(commands)
+
     plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
     plugins.add_argument("--plugins", help="only these (comma-separated)")
     return parser
+
+
+def _plugin_commands(commands: Any) -> None:
+    """Let installed plugins add their own subcommands (the ``herald_cli`` hook)."""
+    import pluggy
+
+    from . import hookspecs
+    from .plugins import GROUP
+
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    try:
+        manager.load_setuptools_entrypoints(GROUP)
+    except Exception as exc:  # a broken third-party plugin must not break the CLI
+        print(f"herald: could not load plugins for their commands: {exc}", file=sys.stderr)
+        return
+    manager.hook.herald_cli(commands=commands)
 
 
 def _setup_logging(level: str) -> None:
@@ -363,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "load":
             return _load(args)
+        if getattr(args, "run", None) is not None:
+            return args.run(args)
     except (ConfigError, PluginError, JournalError) as exc:
         print(f"herald: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,16 @@ def herald_add_hookspecs() -> Any:
 
 
 @hookspec
+def herald_cli(commands: Any) -> None:
+    """Add subcommands to ``herald`` (e.g. ``herald tokens``).
+
+    ``commands`` is the argparse sub-parsers object; give each new parser
+    ``set_defaults(run=function)``, where ``function(args) -> int`` is the exit
+    status. Only installed plugins are asked, whether or not they are enabled.
+    """
+
+
+@hookspec
 def herald_state_type() -> type | None:
     """The class of this plugin's per-actor state.
 

@@ -96,3 +96,10 @@ def herald_sources(herald: Any) -> list:
 @hookimpl
 def herald_routes(herald: Any) -> list:
     return api_blueprints(herald, _store(herald), _registry(herald), Registry(herald))
+
+
+@hookimpl
+def herald_cli(commands: Any) -> None:
+    from .cli import add_commands
+
+    add_commands(commands)
