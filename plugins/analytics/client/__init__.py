@@ -133,6 +133,11 @@ class EyeClient:
         if full:
             self._wake.set()
 
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet accepted by The Eye."""
+        return len(self._queue)
+
     def flush(self) -> list[str]:
         """Send everything queued now (in batches, with retries); return the ids The Eye gave them."""
         ids: list[str] = []
@@ -179,12 +184,16 @@ class EyeClient:
                 self.last_error = exc
                 log.warning("The Eye client could not flush: %s", exc)
 
-    def close(self) -> None:
-        """Flush what is left and stop the background thread."""
+    def close(self, *, discard: bool = False) -> None:
+        """Flush what is left (or, with ``discard``, drop it) and stop the background thread."""
         if self._closed:
             return
         try:
-            self.flush()
+            if discard:
+                with self._lock:
+                    self._queue.clear()
+            else:
+                self.flush()
         finally:
             self._closed = True
             self._wake.set()
