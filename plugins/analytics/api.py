@@ -199,6 +199,15 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
             return json_response(error_body("not_found", f"no error {error_id}", "id"), 404)
         return json_response(found)
 
+    @bp.get("/stats")
+    @operation("How much is stored", tags=["analytics"], parameters=_TOKEN,
+               description="Events stored, error rows, and checked results not yet written (normally 0 after 0.1 s).",
+               responses={200: json_body({"type": "object", "properties": {
+                   "events": {"type": "integer"}, "errors": {"type": "integer"}, "pending": {"type": "integer"}}})})
+    async def stats() -> Response:
+        counts = await _query(store.counts, {})
+        return json_response({**counts, "pending": store.pending})
+
     @bp.get("/schemas")
     @operation("The per-type payload rules", tags=["analytics"], parameters=_TOKEN,
                description="JSON Schemas for `data`, by category and name; other types get the generic checks only.",
