@@ -165,30 +165,37 @@ class Store:
                after: float | None = None, before: float | None = None, cursor: str | None = None,
                limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
         """Events matching every filter given, ordered by when they occurred; a page and the next cursor."""
-        where, args = [], []
-        for column, value in (("session_id", session_id), ("category", category), ("name", name)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if after is not None:
-            where.append("ts >= ?")
-            args.append(after)
-        if before is not None:
-            where.append("ts < ?")
-            args.append(before)
+        where, args = self._filters((("session_id", session_id), ("category", category), ("name", name)),
+                                    "ts", after, before)
         if cursor is not None:
             ts, event_id = Cursor.decode(cursor, 2)
             where.append("(ts, id) > (?, ?)")
             args.extend((ts, event_id))
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts, id LIMIT ?"
+        rows, more = self._page(f"SELECT {_EVENT_COLUMNS} FROM events", where, args, "ts, id", limit)
+        return [_event_json(row) for row in rows], (Cursor.encode(rows[-1][4], rows[-1][0]) if more else None)
+
+    def _page(self, select: str, where: list[str], args: list[Any], order: str, limit: int) -> tuple[list[tuple], bool]:
+        """One page of ``select`` under the ``where`` conditions, and whether more rows follow."""
+        sql = select + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order} LIMIT ?"
         rows = self._select(sql, [*args, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = Cursor.encode(rows[-1][4], rows[-1][0]) if more else None
-        return [_event_json(row) for row in rows], next_cursor
+        return rows[:limit], len(rows) > limit
+
+    @staticmethod
+    def _filters(equal: Sequence[tuple[str, Any]], column: str, after: float | None,
+                 before: float | None) -> tuple[list[str], list[Any]]:
+        """``column = ?`` for each value given, and ``after <= column < before``."""
+        where, args = [], []
+        for name, value in equal:
+            if value is not None:
+                where.append(f"{name} = ?")
+                args.append(value)
+        if after is not None:
+            where.append(f"{column} >= ?")
+            args.append(after)
+        if before is not None:
+            where.append(f"{column} < ?")
+            args.append(before)
+        return where, args
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         rows = self._select(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
@@ -199,29 +206,13 @@ class Store:
                after: float | None = None, before: float | None = None, cursor: str | None = None,
                limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
         """Error rows matching every filter given, oldest first; a page and the next cursor."""
-        where, args = [], []
-        for column, value in (("event_id", event_id), ("session_id", session_id), ("category", category),
-                              ("name", name), ("code", code), ("client", client)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if after is not None:
-            where.append("created_at >= ?")
-            args.append(after)
-        if before is not None:
-            where.append("created_at < ?")
-            args.append(before)
+        where, args = self._filters((("event_id", event_id), ("session_id", session_id), ("category", category),
+                                     ("name", name), ("code", code), ("client", client)), "created_at", after, before)
         if cursor is not None:
             (last,) = Cursor.decode(cursor, 1)
             where.append("id > ?")
             args.append(last)
-        sql = f"SELECT {_ERROR_COLUMNS} FROM errors"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id LIMIT ?"
-        rows = self._select(sql, [*args, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = self._page(f"SELECT {_ERROR_COLUMNS} FROM errors", where, args, "id", limit)
         return [_error_json(row) for row in rows], (Cursor.encode(rows[-1][0]) if more else None)
 
     def error(self, error_id: int) -> dict[str, Any] | None:

@@ -105,15 +105,26 @@ class SchemaRegistry:
         return [unique[k] for k in sorted(unique, key=lambda k: (k[0] or "", k[1]))]
 
 
-def _label(payload: Mapping[str, Any], field: str, limit: int, errors: list[FieldError]) -> str | None:
+def _present(payload: Mapping[str, Any], field: str, kind: type, kind_message: str,
+             errors: list[FieldError]) -> Any:
+    """The field's value if it is there, not null and of ``kind``; else None, with the error noted."""
     value = payload.get(field, _MISSING)
     if value is _MISSING:
         errors.append(FieldError(field, "required", "This field is required."))
     elif value is None:
         errors.append(FieldError(field, "null", "This field may not be null."))
-    elif not isinstance(value, str):
-        errors.append(FieldError(field, "invalid", "Must be a string.", value))
-    elif not value.strip():
+    elif not isinstance(value, kind):
+        errors.append(FieldError(field, "invalid", kind_message, value))
+    else:
+        return value
+    return None
+
+
+def _label(payload: Mapping[str, Any], field: str, limit: int, errors: list[FieldError]) -> str | None:
+    value = _present(payload, field, str, "Must be a string.", errors)
+    if value is None:
+        return None
+    if not value.strip():
         errors.append(FieldError(field, "blank", "This field may not be blank.", value))
     elif len(value) > limit:
         errors.append(FieldError(field, "max_length", f"Ensure this field has no more than {limit} characters.",
@@ -139,24 +150,12 @@ def check(payload: Any, *, received: float, max_skew: float, registry: SchemaReg
     session_id = _label(payload, "session_id", MAX_SESSION_ID, errors)
     category = _label(payload, "category", MAX_LABEL, errors)
     name = _label(payload, "name", MAX_LABEL, errors)
-    data = payload.get("data", _MISSING)
-    if data is _MISSING:
-        errors.append(FieldError("data", "required", "This field is required."))
-    elif data is None:
-        errors.append(FieldError("data", "null", "This field may not be null."))
-    elif not isinstance(data, dict):
-        errors.append(FieldError("data", "invalid", "Must be a JSON object.", data))
-    elif not data:
+    data = _present(payload, "data", dict, "Must be a JSON object.", errors)
+    if data == {}:
         errors.append(FieldError("data", "empty", "Must not be empty.", data))
-    stamp = payload.get("timestamp", _MISSING)
+    stamp = _present(payload, "timestamp", str, "Must be a date-time string (YYYY-MM-DD HH:MM:SS.ffffff).", errors)
     timestamp = None
-    if stamp is _MISSING:
-        errors.append(FieldError("timestamp", "required", "This field is required."))
-    elif stamp is None:
-        errors.append(FieldError("timestamp", "null", "This field may not be null."))
-    elif not isinstance(stamp, str):
-        errors.append(FieldError("timestamp", "invalid", "Must be a date-time string (YYYY-MM-DD HH:MM:SS.ffffff).", stamp))
-    else:
+    if stamp is not None:
         try:
             timestamp = parse_timestamp(stamp)
         except (ValueError, OverflowError):
@@ -166,7 +165,7 @@ def check(payload: Any, *, received: float, max_skew: float, registry: SchemaReg
             if timestamp > received + max_skew:
                 errors.append(FieldError("timestamp", "future", "Timestamp cannot be in the future.", stamp))
                 timestamp = None
-    if category is not None and name is not None and isinstance(data, dict) and data:
+    if category is not None and name is not None and data:
         errors.extend(registry.errors(category, name, data))
     if errors:
         return errors

@@ -73,14 +73,19 @@ class _Settings:
     def delay(self, attempt: int) -> float:
         return self.backoff * (2 ** attempt) * random.uniform(0.5, 1.0)
 
-    @staticmethod
-    def verdict(response: httpx.Response) -> str:
-        """``ok``, ``retry`` or ``fail`` for an answer to a POST of events."""
-        if response.status_code == 202:
-            return "ok"
-        if response.status_code == 401:
-            raise EyeAuthError(_message(response))
-        return "retry" if response.status_code in _RETRY_STATUSES else "fail"
+    def judge(self, attempt: int, batch: list[Any], outcome: httpx.Response | Exception) -> list[str] | None:
+        """The ids if The Eye took the batch; None to retry (after ``delay``); raises when retrying is over."""
+        if isinstance(outcome, Exception):
+            retry, problem = True, str(outcome)
+        elif outcome.status_code == 202:
+            return list(outcome.json()["ids"])
+        elif outcome.status_code == 401:
+            raise EyeAuthError(_message(outcome))
+        else:
+            retry, problem = outcome.status_code in _RETRY_STATUSES, _message(outcome)
+        if not retry or attempt == self.max_retries:
+            raise EyeError(f"The Eye refused {len(batch)} events: {problem}")
+        return None
 
 
 def _message(response: httpx.Response) -> str:
@@ -159,15 +164,11 @@ class EyeClient:
         settings = self._settings
         for attempt in range(settings.max_retries + 1):
             try:
-                response = self._http.post(f"{settings.prefix}/events", json=batch)
+                ids = settings.judge(attempt, batch, self._http.post(f"{settings.prefix}/events", json=batch))
             except httpx.TransportError as exc:
-                outcome, problem = "retry", str(exc)
-            else:
-                outcome, problem = settings.verdict(response), _message(response)
-                if outcome == "ok":
-                    return list(response.json()["ids"])
-            if outcome == "fail" or attempt == settings.max_retries:
-                raise EyeError(f"The Eye refused {len(batch)} events: {problem}")
+                ids = settings.judge(attempt, batch, exc)
+            if ids is not None:
+                return ids
             time.sleep(settings.delay(attempt))
         raise AssertionError("unreachable")
 
@@ -282,15 +283,11 @@ class AsyncEyeClient:
         settings = self._settings
         for attempt in range(settings.max_retries + 1):
             try:
-                response = await self._http.post(f"{settings.prefix}/events", json=batch)
+                ids = settings.judge(attempt, batch, await self._http.post(f"{settings.prefix}/events", json=batch))
             except httpx.TransportError as exc:
-                outcome, problem = "retry", str(exc)
-            else:
-                outcome, problem = settings.verdict(response), _message(response)
-                if outcome == "ok":
-                    return list(response.json()["ids"])
-            if outcome == "fail" or attempt == settings.max_retries:
-                raise EyeError(f"The Eye refused {len(batch)} events: {problem}")
+                ids = settings.judge(attempt, batch, exc)
+            if ids is not None:
+                return ids
             await anyio.sleep(settings.delay(attempt))
         raise AssertionError("unreachable")
 
