@@ -151,6 +151,13 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
     }
 
 
+def _plugin_paths(herald: Herald) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for _name, items in herald.plugins.each("herald_openapi_paths", herald=herald):
+        paths.update(items or {})
+    return paths
+
+
 def _core_routes(herald: Herald) -> Blueprint:
     bp = Blueprint("core", __name__)
     engine = herald.engine
@@ -242,6 +249,7 @@ def _core_routes(herald: Herald) -> Blueprint:
                 "failed": str(journal.failed) if journal.failed else None,
                 **herald.progress,
             },
+            "sources": herald.health,
         }
         return json_response(body, 200 if herald.ready else 503)
 
@@ -354,7 +362,7 @@ def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
                     title="Herald",
                     version=VERSION,
                     description="Events in, per-user actors with timers, plugins that decide what events mean.",
-                    extra_paths=ingestion_paths(herald),
+                    extra_paths={**ingestion_paths(herald), **_plugin_paths(herald)},
                     schemas={"Event": _event_schema(herald)},
                 )
             )

@@ -130,6 +130,22 @@ def herald_routes(herald: Herald) -> Blueprint | Iterable[Blueprint] | None:
 
 
 @hookspec
+def herald_asgi_routes(herald: Herald) -> Mapping[str, Callable[[dict, Any, Any], Awaitable[None]]]:
+    """Raw ASGI handlers for hot paths, served before Quart (exact path -> app).
+
+    For read endpoints that must cost about what a bare ASGI app costs (e.g. a
+    search answered from memory). Handlers get ``(scope, receive, send)`` of
+    an HTTP request and must answer it; describe them in OpenAPI with
+    ``herald_openapi_paths``.
+    """
+
+
+@hookspec
+def herald_openapi_paths(herald: Herald) -> Mapping[str, Any]:
+    """OpenAPI path items for routes that are not Quart views (raw ASGI routes)."""
+
+
+@hookspec
 def herald_sources(herald: Herald) -> Iterable[Callable[[], Awaitable[None]]]:
     """Background sources (pollers, file tailers, consumers) to run.
 

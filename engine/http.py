@@ -20,7 +20,7 @@ from .journal import JournalError
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Herald
 
-__all__ = ["IngestApp", "error_body", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX"]
+__all__ = ["IngestApp", "error_body", "respond_json", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX"]
 
 log = logging.getLogger("herald.http")
 
@@ -79,7 +79,7 @@ async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, payload: Any, headers: list | None = None) -> None:
+async def respond_json(send: Send, status: int, payload: Any, headers: list | None = None) -> None:
     body = orjson.dumps(payload)
     await send(
         {
@@ -125,14 +125,25 @@ class IngestApp:
         self.max_event = herald.config.max_event_bytes
         self.max_batch = herald.config.max_batch_bytes
         self.max_load = herald.config.max_load_bytes
+        #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
+        self.raw: dict[str, Callable] = {}
+        for name, routes in herald.plugins.each("herald_asgi_routes", herald=herald):
+            for path, handler in (routes or {}).items():
+                if path in self.raw or path in (EVENT_PATH, BATCH_PATH):
+                    raise ValueError(f"plugin {name}: the path {path} is taken")
+                self.raw[path] = handler
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
+            raw = self.raw.get(path) if self.raw else None
+            if raw is not None:
+                await raw(scope, receive, send)
+                return
             loading = path.startswith(LOAD_PREFIX)
             if path == EVENT_PATH or path == BATCH_PATH or loading:
                 if scope["method"] != "POST":
-                    await _respond(
+                    await respond_json(
                         send, 405, error_body("method_not_allowed", "use POST"), [(b"allow", b"POST")]
                     )
                     return
@@ -147,10 +158,10 @@ class IngestApp:
                 except _Disconnected:
                     return
                 except _TooLarge:
-                    await _respond(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
+                    await respond_json(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
                     return
                 if not self.herald.ready:
-                    await _respond(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
+                    await respond_json(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
                     return
                 try:
                     status, payload = await handle(scope, body)
@@ -159,7 +170,7 @@ class IngestApp:
                 except Exception:  # a bug, never the client's fault: say so, stay up
                     log.exception("ingestion failed")
                     status, payload = 500, error_body("internal", "internal error; the event was not accepted")
-                await _respond(send, status, payload)
+                await respond_json(send, status, payload)
                 return
             if _has_body(scope):
                 # Read the body before Quart sees the request: a Quart answer that
@@ -170,7 +181,7 @@ class IngestApp:
                 except _Disconnected:
                     return
                 except _TooLarge:
-                    await _respond(send, 413, error_body("too_large", f"the body must be at most {self.max_batch} bytes"))
+                    await respond_json(send, 413, error_body("too_large", f"the body must be at most {self.max_batch} bytes"))
                     return
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)

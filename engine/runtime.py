@@ -100,6 +100,8 @@ class Herald:
         self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.metrics.journal_commits.set_function(lambda: self.journal.commits)
+        #: What background sources report about themselves (shown in /healthz), by source name.
+        self.health: dict[str, dict[str, Any]] = {}
         #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
         self.sinks: dict[type, Any] = {}
         for name, sinks in self.plugins.each("herald_effect_sinks", herald=self):

@@ -1,0 +1,71 @@
+"""The marketplace plugin's Herald hooks: plan events, the provider poller, GET /search."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterable
+
+from engine import Config, EventType, hookimpl
+
+from .model import SEEN, Plan, internal_only, on_seen
+from .poller import Poller
+from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
+
+_parts: "weakref.WeakKeyDictionary[Any, tuple[SearchIndex, Poller]]" = weakref.WeakKeyDictionary()
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def parts(herald: Any) -> tuple[SearchIndex, Poller]:
+    """The search index and the poller of one Herald (made once)."""
+    found = _parts.get(herald)
+    if found is None:
+        setting = herald.config.plugin_setting
+        index = SearchIndex(herald.engine, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
+        poller = Poller(
+            herald, index, setting(PLUGIN, "provider_url", None),
+            interval=setting(PLUGIN, "poll_seconds", 60.0, _positive),
+            timeout=setting(PLUGIN, "timeout_seconds", 10.0, _positive),
+            trip_after=int(setting(PLUGIN, "breaker_failures", 5, _positive)),
+            open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, _positive),
+        )
+        found = _parts[herald] = (index, poller)
+    return found
+
+
+@hookimpl
+def herald_state_type() -> type:
+    return Plan
+
+
+@hookimpl
+def herald_event_types(config: Config) -> Iterable[EventType]:
+    return [EventType(SEEN, on_seen, validate=internal_only,
+                      description="A plan's values as the provider's feed showed them (changes only).")]
+
+
+@hookimpl
+def herald_sources(herald: Any) -> list:
+    return [parts(herald)[1].run]
+
+
+@hookimpl
+def herald_asgi_routes(herald: Any) -> dict:
+    return {"/search": search_app(parts(herald)[0], lambda: herald.ready)}
+
+
+@hookimpl
+def herald_openapi_paths(herald: Any) -> dict:
+    return search_openapi()
+
+
+@hookimpl
+def herald_cli(commands: Any) -> None:
+    from .mock import add_commands
+
+    add_commands(commands)

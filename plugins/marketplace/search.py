@@ -1,0 +1,179 @@
+"""``GET /search``: plans on sale online at some point, within a time range, from memory only.
+
+A plan matches when it lies **within** the range: it starts at or after
+``starts_at`` and ends at or before ``ends_at`` (the OpenAPI's "events that
+start after / finish before"; the seed's example, 2021-02-01 to 2022-07-03 ->
+291, 322, 1591, agrees). Either bound may be left out. Plans are kept sorted by
+start; a search bisects to the first start in range and walks until starts
+pass ``ends_at``: O(log n + k). The provider is never involved.
+
+Served as a raw ASGI route (no framework in the way): the answer costs about
+what a bare ASGI app costs.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from datetime import datetime, tzinfo
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from engine import Engine
+from engine.http import respond_json
+
+from .model import Plan
+
+__all__ = ["SearchIndex", "search_app", "search_openapi", "SearchError"]
+
+PLUGIN = "marketplace"
+
+
+class SearchError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _view(plan: Plan) -> dict[str, Any]:
+    start_date, _, start_time = plan.start.partition("T")
+    end_date, _, end_time = plan.end.partition("T")
+    return {"id": plan.uuid, "title": plan.title, "start_date": start_date, "start_time": start_time,
+            "end_date": end_date, "end_time": end_time, "min_price": plan.min_price, "max_price": plan.max_price}
+
+
+class SearchIndex:
+    """Plans ever online, sorted by start; rebuilt when ``version`` moves."""
+
+    def __init__(self, engine: Engine, zone: tzinfo) -> None:
+        self.engine = engine
+        self.zone = zone
+        self.version = 0  # bumped by whoever changes plans (the poller)
+        self._built = -1
+        self._starts: list[str] = []
+        self._ends: list[str] = []
+        self._views: list[dict[str, Any]] = []
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def _rebuild(self) -> None:
+        actors = self.engine.actors
+        plans = [actors[key].states[PLUGIN] for key in self.engine.keys(PLUGIN)]
+        plans = sorted((p for p in plans if p.ever_online), key=lambda p: (p.start, p.end, p.uuid))
+        self._starts = [p.start for p in plans]
+        self._ends = [p.end for p in plans]
+        self._views = [_view(p) for p in plans]
+        self._built = self.version
+
+    def __len__(self) -> int:
+        if self._built != self.version:
+            self._rebuild()
+        return len(self._views)
+
+    def search(self, starts_at: str | None, ends_at: str | None) -> list[dict[str, Any]]:
+        """Plans within [starts_at, ends_at] (naive local ISO date-times; None is unbounded)."""
+        if self._built != self.version:
+            self._rebuild()
+        starts, ends, views = self._starts, self._ends, self._views
+        first = bisect_left(starts, starts_at) if starts_at else 0
+        if ends_at is None:
+            return views[first:]
+        found = []
+        for i in range(first, len(starts)):
+            if starts[i] > ends_at:
+                break
+            if ends[i] <= ends_at:
+                found.append(views[i])
+        return found
+
+    def local(self, raw: str | None, name: str) -> str | None:
+        """A query bound as the provider's naive local time (an offset is converted to the provider's zone)."""
+        if raw is None or raw == "":
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.strip().replace(" ", "T", 1))
+        except ValueError:
+            raise SearchError("invalid_parameter", f"{name} must be a date-time such as 2021-07-21T17:32:28Z; "
+                                                   f"got {raw[:60]!r}") from None
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(self.zone).replace(tzinfo=None)
+        return moment.isoformat(timespec="seconds")
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"data": None, "error": {"code": code, "message": message}}
+
+
+def search_app(index: SearchIndex, ready: Any = lambda: True):
+    """The raw ASGI handler of ``GET /search`` (503 until Herald has replayed its journal)."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        try:
+            status, body, headers = _answer(index, scope, ready())
+        except Exception:  # never the client's fault; the shape stays the contract's
+            await respond_json(send, 500, _error("internal", "the search failed"))
+            raise
+        await respond_json(send, status, body, headers)
+
+    return app
+
+
+def _answer(index: SearchIndex, scope: dict, ready: bool) -> tuple[int, dict[str, Any], list | None]:
+    if scope["method"] not in ("GET", "HEAD"):
+        return 405, _error("method_not_allowed", "use GET"), [(b"allow", b"GET")]
+    if not ready:
+        return 503, _error("not_ready", "Herald is starting; retry in a moment"), [(b"retry-after", b"1")]
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    try:
+        starts_at = index.local(query.get("starts_at"), "starts_at")
+        ends_at = index.local(query.get("ends_at"), "ends_at")
+        if starts_at and ends_at and ends_at < starts_at:
+            raise SearchError("invalid_range", "ends_at must not be before starts_at")
+    except SearchError as exc:
+        return 400, _error(exc.code, exc.message), None
+    return 200, {"data": {"events": index.search(starts_at, ends_at)}, "error": None}, None
+
+
+def zone_of(name: str) -> tzinfo:
+    return ZoneInfo(name)
+
+
+def search_openapi() -> dict[str, Any]:
+    error = {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}},
+        "data": {"type": ["object", "null"]}}}
+    summary = {"type": "object", "required": ["id", "title", "start_date", "start_time", "end_date", "end_time",
+                                             "min_price", "max_price"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "title": {"type": "string"},
+        "start_date": {"type": "string", "format": "date"}, "start_time": {"type": "string", "format": "time"},
+        "end_date": {"type": "string", "format": "date"}, "end_time": {"type": "string", "format": "time"},
+        "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]}}}
+    parameter = {"in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}
+    return {"/search": {"get": {
+        "operationId": "searchEvents",
+        "tags": ["marketplace"],
+        "summary": "Lists the available events on a time range",
+        "description": "Plans that were on sale online at some point, that start at or after `starts_at` and end "
+                       "at or before `ends_at` (both optional), with their latest known values. Answered from "
+                       "memory; the provider being down changes nothing.",
+        "parameters": [
+            {**parameter, "name": "starts_at", "description": "Return only events that start after this date",
+             "example": "2017-07-21T17:32:28Z"},
+            {**parameter, "name": "ends_at", "description": "Return only events that finish before this date",
+             "example": "2021-07-21T17:32:28Z"},
+        ],
+        "responses": {
+            "200": {"description": "List of plans", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["data", "error"], "properties": {
+                    "data": {"type": "object", "required": ["events"], "properties": {
+                        "events": {"type": "array", "items": summary}}},
+                    "error": {"type": ["object", "null"]}}}}}},
+            "400": {"description": "A malformed parameter, or ends_at before starts_at",
+                    "content": {"application/json": {"schema": error}}},
+            "500": {"description": "Generic error", "content": {"application/json": {"schema": error}}},
+        },
+    }}}
