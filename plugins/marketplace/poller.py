@@ -39,7 +39,7 @@ class PollError(Exception):
 class Poller:
     def __init__(self, herald: Any, index: SearchIndex, url: str | None, *, interval: float = 60.0,
                  timeout: float = 10.0, max_bytes: int = 64 * 1024 * 1024, trip_after: int = 5,
-                 open_seconds: float = 60.0, max_backoff: float = 600.0) -> None:
+                 open_seconds: float = 60.0, max_backoff: float = 600.0, register_metrics: bool = True) -> None:
         self.herald, self.index, self.url = herald, index, url
         self.interval, self.timeout, self.max_bytes = interval, timeout, max_bytes
         self.trip_after, self.open_seconds, self.max_backoff = trip_after, open_seconds, max_backoff
@@ -51,7 +51,7 @@ class Poller:
             "last_success": None, "last_error": None, "consecutive_failures": 0, "plans_in_last_feed": None,
             "skipped_in_last_feed": None, "changed_in_last_feed": None, "searchable_plans": None,
         })
-        registry = herald.metrics.registry
+        registry = herald.metrics.registry if register_metrics else None
         self._polls = Counter("herald_marketplace_polls", "Provider polls, by outcome", ["outcome"], registry=registry)
         self._last_success = Gauge("herald_marketplace_last_success_timestamp",
                                    "When the provider's feed was last read (Unix time)", registry=registry)

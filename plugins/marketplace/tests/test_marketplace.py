@@ -1,0 +1,190 @@
+"""The marketplace end to end in process: a real mock provider, the poller, /search, restarts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from plugins.marketplace import hooks
+from plugins.marketplace.mock import MockProvider
+from plugins.marketplace.poller import PollError
+from tests.conftest import app_client
+
+DATA = next((p / "shared" / "data" / "marketplace" for p in Path(__file__).resolve().parents
+             if (p / "shared" / "data" / "marketplace" / "response_1.xml").exists()), None)
+pytestmark = pytest.mark.skipif(DATA is None, reason="../shared/data/marketplace is not beside the repository")
+
+
+def feeds(tmp_path: Path, *names: str) -> Path:
+    """A directory holding the given shared responses (renamed so they rotate in this order)."""
+    directory = tmp_path / "feeds"
+    directory.mkdir(exist_ok=True)
+    for n, name in enumerate(names):
+        shutil.copy(DATA / name, directory / f"{n:02d}.xml")
+    return directory
+
+
+def market(url: str | None = None, **settings):
+    """A Herald with the marketplace. Its poller reads the provider once at start, then sleeps an
+    hour: after :func:`first_poll`, the tests poll explicitly with :func:`poll`."""
+    environ = {"HERALD_MARKETPLACE_BREAKER_FAILURES": "2", "HERALD_MARKETPLACE_POLL_SECONDS": "3600"}
+    if url:
+        environ["HERALD_MARKETPLACE_PROVIDER_URL"] = url
+    return app_client([("marketplace", hooks)], environ=environ, **settings)
+
+
+async def first_poll(herald) -> dict:
+    """Wait for the poll the poller makes at start; return its health."""
+    health = hooks.parts(herald)[1].health
+    with trio.fail_after(10):
+        while health["last_success"] is None and health["last_error"] is None:
+            await trio.sleep(0.01)
+    return health
+
+
+async def search(client, **params) -> list[str]:
+    response = await client.get("/search", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["error"] is None
+    return [e["title"] for e in body["data"]["events"]]
+
+
+async def poll(herald) -> dict:
+    _index, poller = hooks.parts(herald)
+    async with httpx.AsyncClient() as client:
+        return await poller.poll(client)
+
+
+async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_path):
+    with MockProvider(feeds(tmp_path, "response_1.xml", "response_2.xml")).running() as provider:
+        async with market(provider.url) as (herald, client):
+            health = await first_poll(herald)
+            assert (health["plans_in_last_feed"], health["changed_in_last_feed"]) == (3, 3)
+            assert await poll(herald) == {"plans": 2, "skipped": 1, "changed": 1}  # only Los Morancos changed
+            # The seed's example: deployed 2021-02-01, searching up to 2022-07-03 -> 291, 322, 1591.
+            assert await search(client, starts_at="2021-02-01T00:00:00Z", ends_at="2022-07-03T00:00:00Z") == [
+                "Pantomima Full", "Camela en concierto", "Los Morancos"]
+            body = (await client.get("/search", params={"starts_at": "2021-07-31T00:00:00"})).json()
+            [morancos] = body["data"]["events"]
+            assert morancos == {"id": morancos["id"], "title": "Los Morancos", "start_date": "2021-07-31",
+                                "start_time": "20:00:00", "end_date": "2021-07-31", "end_time": "21:20:00",
+                                "min_price": 65.0, "max_price": 75.0}
+            # Containment: a window cutting through a plan does not return it.
+            assert await search(client, starts_at="2021-06-30T21:30:00", ends_at="2021-07-01T00:00:00") == []
+            assert await search(client, starts_at="2021-06-30T21:00:00", ends_at="2021-06-30T22:00:00") == [
+                "Camela en concierto"]
+            assert await search(client) == ["Pantomima Full", "Camela en concierto", "Los Morancos"]
+            # Offline plans are never returned; the broken one is reported in the health.
+            assert "Tributo a Juanito Valderrama" not in await search(client, starts_at="2021-01-01T00:00:00Z")
+            health = (await client.get("/healthz")).json()["sources"]["marketplace"]
+            assert health["skipped_in_last_feed"] == 1 and health["searchable_plans"] == 3
+            assert health["last_success"] and health["last_error"] is None
+            # A plan's history is on its actor: the journal holds each change.
+            view = (await client.get("/v1/actors/plan:1591:1642")).json()["states"]["marketplace"]
+            assert view["end"] == "2021-07-31T21:20:00" and view["ever_online"] is True
+
+
+async def test_bad_parameters_get_the_contracts_error_shape(tmp_path):
+    async with market() as (_, client):
+        for params, code in (({"starts_at": "yesterday"}, "invalid_parameter"),
+                             ({"ends_at": "2021-13-01T00:00:00"}, "invalid_parameter"),
+                             ({"starts_at": "2022-01-01T00:00:00Z", "ends_at": "2021-01-01T00:00:00Z"}, "invalid_range")):
+            response = await client.get("/search", params=params)
+            assert response.status_code == 400
+            assert response.json()["data"] is None and response.json()["error"]["code"] == code
+        assert (await client.post("/search")).status_code == 405
+        assert await search(client) == []
+
+
+async def test_a_provider_that_is_down_or_sends_garbage_changes_nothing(tmp_path):
+    directory = feeds(tmp_path, "response_1.xml")
+    (directory / "01.xml").write_bytes(b"<eventList><output><base_event base_event_id=")  # truncated
+    with MockProvider(directory).running() as provider:
+        async with market(provider.url) as (herald, client):
+            await first_poll(herald)
+            before = await search(client)
+            with pytest.raises(PollError):
+                await poll(herald)  # the truncated feed
+            assert await search(client) == before == ["Pantomima Full", "Camela en concierto", "Los Morancos"]
+            provider.status = 503
+            with pytest.raises(PollError):
+                await poll(herald)  # second failure in a row: the breaker opens
+            health = (await client.get("/healthz")).json()["sources"]["marketplace"]
+            assert health["circuit"] == "open" and health["consecutive_failures"] == 2
+            served = provider.served
+            with pytest.raises(PollError, match="circuit"):
+                await poll(herald)  # not even called
+            assert provider.served == served
+            assert await search(client) == before  # still answering, from memory
+            # After the cool-down one attempt goes through; success closes the circuit.
+            _index, poller = hooks.parts(herald)
+            poller.open_until = 0
+            provider.status = 200
+            await poll(herald)
+            health = (await client.get("/healthz")).json()["sources"]["marketplace"]
+            assert health["circuit"] == "closed" and health["consecutive_failures"] == 0
+            assert b"herald_marketplace_polls_total{outcome=\"failed\"} 2.0" in (await client.get("/metrics")).content
+
+
+async def test_an_unchanged_feed_journals_nothing_and_restart_keeps_the_plans(tmp_path):
+    settings = {"durability": "batch", "data_dir": str(tmp_path / "data")}
+    with MockProvider(feeds(tmp_path, "response_1.xml", "response_2.xml"), once=True).running() as provider:
+        async with market(provider.url, **settings) as (herald, client):
+            await first_poll(herald)
+            await poll(herald)
+            seq = herald.seq
+            assert (await poll(herald))["changed"] == 0
+            assert herald.seq == seq
+            before = (await client.get("/search")).json()
+    async with market(**settings) as (_, client):  # no provider at all now
+        assert (await client.get("/search")).json() == before
+        assert len(before["data"]["events"]) == 3
+
+
+async def test_generic_routes_cannot_inject_plans():
+    async with market() as (_, client):
+        response = await client.post("/v1/event", json={
+            "type": "marketplace.plan_seen", "key": "plan:1:1", "timestamp": "2021-01-01T00:00:00Z", "data": {}})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "reserved"
+
+
+async def test_the_poller_loop_backs_off_on_failures(autojump_clock):
+    """With nothing listening at the provider's address every poll fails, and the loop waits
+    twice as long after each failure (virtual time, so minutes pass in milliseconds)."""
+    from plugins.marketplace.poller import Poller
+
+    async with market() as (herald, _client):
+        index, _ = hooks.parts(herald)
+        poller = Poller(herald, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
+                        max_backoff=1000, register_metrics=False)
+        attempts = []
+        real_poll = poller.poll
+
+        async def recorded(client):
+            attempts.append(trio.current_time())
+            return await real_poll(client)
+
+        poller.poll = recorded
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            await trio.sleep(700)
+            nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert len(gaps) >= 4
+    for n, gap in enumerate(gaps[:5], start=1):
+        assert 10 * 2 ** n * 0.9 <= gap <= 10 * 2 ** n * 1.1, gaps
+    assert poller.health["consecutive_failures"] == len(attempts)
+    assert "ConnectError" in poller.health["last_error"]
+
+
+async def test_search_is_in_the_openapi_document():
+    async with market() as (_, client):
+        doc = (await client.get("/openapi.json")).json()
+    operation = doc["paths"]["/search"]["get"]
+    assert [p["name"] for p in operation["parameters"]] == ["starts_at", "ends_at"]
+    assert {"200", "400", "500"} <= set(operation["responses"])
