@@ -8,6 +8,7 @@ blueprints); ``serve`` runs it until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 from importlib.metadata import PackageNotFoundError, version
@@ -446,3 +447,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
                 config.effective_notify_url,
             )
             task_status.started(binds)
+            await herald.wait_ready()
+            # What recovery loaded lives as long as the server: keep the collector off it.
+            gc.collect()
+            gc.freeze()

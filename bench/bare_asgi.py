@@ -50,7 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--body-bytes", type=int, default=0,
+                        help="answer a JSON body of about this size (to compare with a read endpoint's answers)")
     args = parser.parse_args(argv)
+    if args.body_bytes > len(_BODY):
+        global _START, _RESPONSE
+        body = b'{"id":"x","pad":"' + b"x" * (args.body_bytes - 19) + b'"}'
+        _START = {**_START, "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]}
+        _RESPONSE = {"type": "http.response.body", "body": body}
     config = hypercorn.config.Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.accesslog = None

@@ -31,9 +31,11 @@ def parts(herald: Any) -> tuple[SearchIndex, Poller]:
             herald, index, setting(PLUGIN, "provider_url", None),
             interval=setting(PLUGIN, "poll_seconds", 60.0, _positive),
             timeout=setting(PLUGIN, "timeout_seconds", 10.0, _positive),
+            max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, _positive) * 1024 * 1024),
             trip_after=int(setting(PLUGIN, "breaker_failures", 5, _positive)),
             open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, _positive),
         )
+        index.max_age = int(poller.interval)
         found = _parts[herald] = (index, poller)
     return found
 

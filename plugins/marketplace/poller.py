@@ -11,6 +11,7 @@ in ``/healthz`` (``sources.marketplace``) and in the metrics.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ class PollError(Exception):
 
 class Poller:
     def __init__(self, herald: Any, index: SearchIndex, url: str | None, *, interval: float = 60.0,
-                 timeout: float = 10.0, max_bytes: int = 64 * 1024 * 1024, trip_after: int = 5,
+                 timeout: float = 10.0, max_bytes: int = 512 * 1024 * 1024, trip_after: int = 5,
                  open_seconds: float = 60.0, max_backoff: float = 600.0, register_metrics: bool = True) -> None:
         self.herald, self.index, self.url = herald, index, url
         self.interval, self.timeout, self.max_bytes = interval, timeout, max_bytes
@@ -46,6 +47,7 @@ class Poller:
         self.failures = 0
         self.open_until = 0.0
         self._warned: set[tuple[str | None, str | None, str]] = set()
+        self._last_digest: bytes | None = None
         self.health: dict[str, Any] = herald.health.setdefault(PLUGIN, {
             "provider_url": url, "interval_seconds": interval, "circuit": "closed", "last_attempt": None,
             "last_success": None, "last_error": None, "consecutive_failures": 0, "plans_in_last_feed": None,
@@ -89,11 +91,18 @@ class Poller:
         self.health["last_attempt"] = _iso(now)
         try:
             body = await self._fetch(client)
-            items = await trio.to_thread.run_sync(lambda: list(parse_feed(body)))
+            digest = hashlib.sha256(body).digest()
+            if digest == self._last_digest:  # byte for byte the feed already applied: nothing can have changed
+                counts = {"plans": self.health["plans_in_last_feed"], "skipped": self.health["skipped_in_last_feed"],
+                          "changed": 0}
+            else:
+                items = await trio.to_thread.run_sync(lambda: list(parse_feed(body)))
+                counts = await self.apply(items)
+                self._last_digest = digest
         except (httpx.HTTPError, FeedError, PollError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             raise PollError(str(exc)) from None
-        counts = await self.apply(items)
+        self.health["changed_in_last_feed"] = counts["changed"]
         self.failures = 0
         self.health.update(circuit="closed", last_success=_iso(time.time()), consecutive_failures=0, last_error=None)
         self._last_success.set(time.time())

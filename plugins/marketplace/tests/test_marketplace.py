@@ -74,6 +74,11 @@ async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_
             assert morancos == {"id": morancos["id"], "title": "Los Morancos", "start_date": "2021-07-31",
                                 "start_time": "20:00:00", "end_date": "2021-07-31", "end_time": "21:20:00",
                                 "min_price": 65.0, "max_price": 75.0}
+            # Answers carry an ETag that changes with the plans; a repeat may be answered 304.
+            answer = await client.get("/search")
+            assert answer.headers["cache-control"] == "public, max-age=3600"
+            again = await client.get("/search", headers={"If-None-Match": answer.headers["etag"]})
+            assert again.status_code == 304 and again.content == b""
             # Containment: a window cutting through a plan does not return it.
             assert await search(client, starts_at="2021-06-30T21:30:00", ends_at="2021-07-01T00:00:00") == []
             assert await search(client, starts_at="2021-06-30T21:00:00", ends_at="2021-06-30T22:00:00") == [
@@ -138,7 +143,9 @@ async def test_an_unchanged_feed_journals_nothing_and_restart_keeps_the_plans(tm
             await first_poll(herald)
             await poll(herald)
             seq = herald.seq
+            etag = (await client.get("/search")).headers["etag"]
             assert (await poll(herald))["changed"] == 0
+            assert (await client.get("/search")).headers["etag"] == etag  # nothing changed, same answer
             assert herald.seq == seq
             before = (await client.get("/search")).json()
     async with market(**settings) as (_, client):  # no provider at all now

@@ -1,0 +1,192 @@
+"""Marketplace: ingesting a large provider feed, and GET /search in process and over HTTP.
+
+1. A feed of 10k base events x 100 zones (~100 MB) generated in the provider's
+   format; the time to parse it and journal every plan (first poll), and to
+   poll it again unchanged (nothing journaled).
+2. ``SearchIndex.search`` over those 10k plans: p99 of 2,000 searches with
+   random one-month windows (target <= 5 ms).
+3. ``GET /search`` against ``herald serve`` with the plans loaded, and in the
+   same run the bare ASGI app on the same hypercorn-trio server (target >= 0.9x),
+   with wrk (one-week windows: a realistic page of results).
+
+    python -m bench.marketplace [--plans 10000] [--zones 100] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import sys
+
+if not __package__:
+    sys.exit("run from the repository root: python -m bench.marketplace")
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import trio
+
+from engine import Config, Herald
+from plugins.marketplace import hooks
+from plugins.marketplace.feed import parse_feed
+from plugins.marketplace.mock import MockProvider
+
+from ._common import print_table, verdict
+from .http import WRK_CPU, _free_port, _pinned, _process, _wait_ready
+
+SEARCH_P99_TARGET, HTTP_RATIO_TARGET = 0.005, 0.9
+START = datetime(2021, 1, 1)
+
+
+def generate_feed(path: Path, plans: int, zones: int, seed: int = 2) -> None:
+    """A provider feed of ``plans`` base events (one event each) with ``zones`` zones each."""
+    rng = random.Random(seed)
+    with path.open("w") as out:
+        out.write('<?xml version="1.0" encoding="UTF-8"?>\n<eventList version="1.0"><output>\n')
+        for n in range(plans):
+            start = START + timedelta(minutes=rng.randrange(2 * 365 * 24 * 60))
+            end = start + timedelta(minutes=rng.choice((60, 90, 120, 180)))
+            mode = "online" if rng.random() < 0.9 else "offline"
+            out.write(f'<base_event base_event_id="{n}" sell_mode="{mode}" title="Plan {n}">'
+                      f'<event event_start_date="{start.isoformat()}" event_end_date="{end.isoformat()}" '
+                      f'event_id="{n % 5000}" sell_from="2020-07-01T00:00:00" sell_to="{start.isoformat()}" '
+                      f'sold_out="false">')
+            for z in range(zones):
+                out.write(f'<zone zone_id="{z}" capacity="{rng.randrange(500)}" price="{rng.randrange(500, 20000) / 100:.2f}" '
+                          f'name="Zone {z}" numbered="true"/>')
+            out.write("</event></base_event>\n")
+        out.write("</output></eventList>\n")
+
+
+async def _ingest(feed_dir: Path, data_dir: Path) -> tuple[float, float, float, int]:
+    """(parse seconds, first poll seconds, unchanged poll seconds, searchable plans)."""
+    body = next(feed_dir.glob("*.xml")).read_bytes()
+    started = time.perf_counter()
+    items = list(parse_feed(body))
+    parse = time.perf_counter() - started
+    with MockProvider(feed_dir).running() as provider:
+        herald = Herald(Config(data_dir=str(data_dir), log_level="WARNING", plugins=["marketplace"]))
+        async with herald.running():
+            await herald.wait_ready()
+            index, poller = hooks.parts(herald)
+            poller.url = provider.url
+            async with httpx.AsyncClient(timeout=60) as client:
+                started = time.perf_counter()
+                await poller.poll(client)
+                first = time.perf_counter() - started
+                started = time.perf_counter()
+                counts = await poller.poll(client)
+                again = time.perf_counter() - started
+            assert counts["changed"] == 0 and len(items) == counts["plans"] + counts["skipped"]
+            searchable = len(index)
+            await herald.snapshot()
+    return parse, first, again, searchable
+
+
+def _search_in_process(data_dir: Path) -> tuple[float, float, float]:
+    async def run() -> tuple[float, float, float]:
+        herald = Herald(Config(data_dir=str(data_dir), log_level="WARNING", plugins=["marketplace"]))
+        async with herald.running():
+            await herald.wait_ready()
+            index, _ = hooks.parts(herald)
+            len(index)  # build once
+            rng = random.Random(5)
+            samples, sizes = [], []
+            for _ in range(2000):
+                start = START + timedelta(days=rng.randrange(700))
+                lo, hi = start.isoformat(), (start + timedelta(days=30)).isoformat()
+                began = time.perf_counter()
+                found = index.search(lo, hi)
+                samples.append(time.perf_counter() - began)
+                sizes.append(len(found))
+            samples.sort()
+            return statistics.median(samples), samples[int(len(samples) * 0.99) - 1], statistics.mean(sizes)
+
+    return trio.run(run)
+
+
+def _wrk(url: str, seconds: float) -> float:
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{int(seconds)}s", url], capture_output=True, text=True, check=True,
+                         preexec_fn=_pinned(WRK_CPU))
+    for line in out.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(out.stdout)
+
+
+QUERIES = (("one day", "2021-06-01T00:00:00Z", "2021-06-02T00:00:00Z"),
+           ("one week", "2021-06-01T00:00:00Z", "2021-06-08T00:00:00Z"))
+
+
+def _http(work: Path, data_dir: Path, seconds: float) -> list[tuple[str, int, int, float, float]]:
+    """Per query: (label, plans, bytes, bare req/s answering as many bytes, herald req/s)."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk): HTTP figures skipped")
+        return []
+    rows = []
+    with ExitStack() as stack:
+        port = _free_port()
+        env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data_dir),
+               "HERALD_PLUGINS": "marketplace", "HERALD_LOG_LEVEL": "WARNING"}
+        herald = stack.enter_context(_process([sys.executable, "-m", "engine.cli", "serve"], work / "h.log", env))
+        _wait_ready(f"http://127.0.0.1:{port}/healthz", herald, work / "h.log")
+        for label, lo, hi in QUERIES:
+            query = f"/search?starts_at={lo}&ends_at={hi}"
+            answer = httpx.get(f"http://127.0.0.1:{port}{query}")
+            plans, size = len(answer.json()["data"]["events"]), len(answer.content)
+            bare_port = _free_port()
+            # The baseline answers a body of the same size: the same bytes on the wire.
+            with _process([sys.executable, "-m", "bench.bare_asgi", "--port", str(bare_port), "--body-bytes",
+                           str(size)], work / "b.log") as bare:
+                _wait_ready(f"http://127.0.0.1:{bare_port}/", bare, work / "b.log")
+                for _ in range(2):  # warm-up, then measured
+                    bare_rate = _wrk(f"http://127.0.0.1:{bare_port}{query}", seconds)
+                    herald_rate = _wrk(f"http://127.0.0.1:{port}{query}", seconds)
+            rows.append((label, plans, size, bare_rate, herald_rate))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", type=int, default=10_000)
+    parser.add_argument("--zones", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="herald-bench-market-") as tmp:
+        work = Path(tmp)
+        feed_dir = work / "feed"
+        feed_dir.mkdir()
+        generate_feed(feed_dir / "feed.xml", args.plans, args.zones)
+        size = (feed_dir / "feed.xml").stat().st_size
+        print(f"feed: {args.plans:,} base events x {args.zones} zones, {size / 1e6:.1f} MB")
+        parse, first, again, searchable = trio.run(_ingest, feed_dir, work / "data")
+        print_table(("step", "seconds"), [
+            ("parse the feed (streaming, defusedxml)", f"{parse:.2f}"),
+            ("first poll: fetch, parse, journal every plan", f"{first:.2f}"),
+            ("second poll, nothing changed (nothing journaled)", f"{again:.2f}"),
+        ])
+        print(f"searchable plans (ever online): {searchable:,}\n")
+        median, p99, mean_size = _search_in_process(work / "data")
+        print(f"SearchIndex.search, one-month windows over {searchable:,} plans: median {median * 1e3:.3f} ms, "
+              f"p99 {p99 * 1e3:.3f} ms, {mean_size:.0f} plans per answer on average")
+        print(f"in-process p99 target <= {SEARCH_P99_TARGET * 1e3:g} ms: {verdict(SEARCH_P99_TARGET, p99)}\n")
+        rows = _http(work, work / "data", args.seconds)
+        if rows:
+            print_table(("GET /search window", "plans", "bytes", "bare ASGI req/s", "herald req/s", "ratio"),
+                        [(label, plans, f"{size:,}", f"{bare:,.0f}", f"{mine:,.0f}", f"{mine / bare:.2f}x")
+                         for label, plans, size, bare, mine in rows])
+            worst = min(mine / bare for _l, _p, _s, bare, mine in rows)
+            print(f"HTTP target >= {HTTP_RATIO_TARGET}x the bare baseline (same bytes): "
+                  f"{verdict(worst, HTTP_RATIO_TARGET)} (worst {worst:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
