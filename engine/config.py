@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "parse_plugin_list"]
+__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_plugin_list", "positive"]
 
 
 class ConfigError(ValueError):
@@ -22,7 +22,8 @@ def parse_plugin_list(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser for settings that must be > 0 (``positive(float)``), for ``plugin_setting`` too."""
     def convert(value: str) -> Any:
         result = kind(value)
         if result <= 0:
@@ -30,6 +31,20 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         return result
 
     return convert
+
+
+def non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser for settings that must be >= 0."""
+    def convert(value: str) -> Any:
+        result = kind(value)
+        if result < 0:
+            raise ValueError("must not be negative")
+        return result
+
+    return convert
+
+
+_positive = positive
 
 
 def _durability(value: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine import Config, EventType, InvalidEvent, hookimpl
+from engine.config import non_negative
 
 from . import hookspecs
 from .api import api_blueprints
@@ -17,13 +18,6 @@ from .validation import SHIPPED_SCHEMAS, SchemaRegistry
 
 PLUGIN = "analytics"
 _stores: "weakref.WeakKeyDictionary[Any, Store]" = weakref.WeakKeyDictionary()
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
 
 
 def _registry(herald: Any) -> SchemaRegistry:
@@ -62,7 +56,7 @@ def herald_state_type() -> type:
 def herald_event_types(config: Config) -> Iterable[EventType]:
     registry = SchemaRegistry()
     registry.add_directory(SHIPPED_SCHEMAS)
-    receive = Receive(registry, config.plugin_setting(PLUGIN, "max_skew", 60.0, _positive))
+    receive = Receive(registry, config.plugin_setting(PLUGIN, "max_skew", 60.0, non_negative(float)))
     return [
         EventType(RECEIVED, receive, validate=_internal_only,
                   description="A payload sent to The Eye, checked after it was acknowledged."),

@@ -5,24 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine import Config, EventType, hookimpl
+from engine.config import non_negative
 
 from .rules import FitnessRules, FitnessState
 from .schemas import LAUNCH_SCHEMA, PROGRAM_SCHEMA, validate_program_event
-
-
-def _minutes(value: str) -> float:
-    minutes = float(value)
-    if minutes < 0:
-        raise ValueError("must not be negative")
-    return minutes
 
 
 def rules_from(config: Config) -> FitnessRules:
     """The rules with this configuration's notify URL and thresholds."""
     return FitnessRules(
         notify_url=config.effective_notify_url,
-        congratulate_after=timedelta(minutes=config.plugin_setting("fitness", "congratulate_minutes", 30, _minutes)),
-        nudge_after=timedelta(minutes=config.plugin_setting("fitness", "nudge_minutes", 10, _minutes)),
+        congratulate_after=timedelta(minutes=config.plugin_setting("fitness", "congratulate_minutes", 30, non_negative(float))),
+        nudge_after=timedelta(minutes=config.plugin_setting("fitness", "nudge_minutes", 10, non_negative(float))),
     )
 
 

@@ -6,19 +6,13 @@ import weakref
 from typing import Any, Iterable
 
 from engine import Config, EventType, hookimpl
+from engine.config import positive
 
 from .model import SEEN, Plan, internal_only, on_seen
 from .poller import Poller
 from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
 _parts: "weakref.WeakKeyDictionary[Any, tuple[SearchIndex, Poller]]" = weakref.WeakKeyDictionary()
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be positive")
-    return number
 
 
 def parts(herald: Any) -> tuple[SearchIndex, Poller]:
@@ -29,11 +23,11 @@ def parts(herald: Any) -> tuple[SearchIndex, Poller]:
         index = SearchIndex(herald.engine, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
         poller = Poller(
             herald, index, setting(PLUGIN, "provider_url", None),
-            interval=setting(PLUGIN, "poll_seconds", 60.0, _positive),
-            timeout=setting(PLUGIN, "timeout_seconds", 10.0, _positive),
-            max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, _positive) * 1024 * 1024),
-            trip_after=int(setting(PLUGIN, "breaker_failures", 5, _positive)),
-            open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, _positive),
+            interval=setting(PLUGIN, "poll_seconds", 60.0, positive(float)),
+            timeout=setting(PLUGIN, "timeout_seconds", 10.0, positive(float)),
+            max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, positive(float)) * 1024 * 1024),
+            trip_after=int(setting(PLUGIN, "breaker_failures", 5, positive(float))),
+            open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, positive(float)),
         )
         index.max_age = int(poller.interval)
         found = _parts[herald] = (index, poller)
