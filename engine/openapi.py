@@ -117,3 +117,41 @@ def build_document(
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": {"Error": ERROR_SCHEMA, **dict(schemas or {})}},
     }
+
+
+_EXPLORER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+</body></html>"""
+
+
+def explorer(title: str, document: Callable[[], dict[str, Any]]) -> Any:
+    """A blueprint serving ``/openapi.json`` (``document()``, built once) and Swagger UI at ``/docs``,
+    from the assets installed with ``swagger-ui-bundle`` (nothing from the internet)."""
+    from quart import Blueprint, Response, send_from_directory
+    from swagger_ui_bundle import swagger_ui_path
+
+    from .web import json_response
+
+    bp = Blueprint("docs", __name__)
+    built: dict[str, Any] = {}
+    page = _EXPLORER_PAGE.format(title=title)
+
+    @bp.get("/openapi.json")
+    async def openapi() -> Any:
+        if not built:
+            built.update(document())
+        return json_response(built)
+
+    @bp.get("/docs")
+    async def docs() -> Any:
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    @bp.get("/docs/static/<path:filename>")
+    async def docs_static(filename: str) -> Any:
+        return await send_from_directory(swagger_ui_path, filename)
+
+    return bp

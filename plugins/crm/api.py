@@ -1,0 +1,70 @@
+"""GDPR erasure (``DELETE /v1/subjects/{user_id}``) and key lookup for authorised public-stream consumers."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from quart import Blueprint, Response
+
+from engine import Event, new_event_id
+from engine.http import error_body
+from engine.openapi import error_response, json_body, operation
+from engine.web import admin_guard, json_response
+
+from .contracts import user_key
+from .keystore import KeyStore
+from .model import TRIPS_TOPIC, USERS_TOPIC
+
+__all__ = ["subjects_blueprint", "ERASE"]
+
+ERASE = "crm.erase"
+_ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "Bearer token, when HERALD_ADMIN_TOKEN is set"}]
+
+
+def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
+    bp = Blueprint("crm_subjects", __name__, url_prefix="/v1/subjects")
+    bp.before_request(admin_guard(herald.config.admin_token))
+
+    @bp.delete("/<user_id>")
+    @operation(
+        "Erase a user (GDPR)",
+        tags=["crm", "admin"],
+        description="Removes the user from Herald's state and from the CRM, destroys their key (every personal "
+        f"field they ever had on {USERS_TOPIC} and {TRIPS_TOPIC} becomes unreadable), writes a tombstone to "
+        f"{USERS_TOPIC} and a subject.erased notice to {TRIPS_TOPIC}, and snapshots so that the journal "
+        "behind it, which holds the internal events, is compacted away. Later events for the user are dropped.",
+        parameters=_ADMIN,
+        responses={202: json_body({"type": "object"}), 401: error_response("no admin token")},
+    )
+    async def erase(user_id: str) -> Response:
+        now = datetime.fromtimestamp(time.time(), timezone.utc)
+        await herald.accept([Event(new_event_id(), ERASE, user_key(user_id), now, {"user_id": user_id}, now)])
+        had_key = keys.erase(user_id)
+        snapshot = None
+        if herald.journal.enabled and herald.ready:
+            snapshot = await herald.snapshot()
+        return json_response({"user_id": user_id, "key_destroyed": had_key, "erased": True,
+                              "journal_compacted_through": snapshot and snapshot.get("seq")}, 202)
+
+    @bp.get("/<user_id>/key")
+    @operation(
+        "A user's data key, for authorised consumers of the public topics",
+        tags=["crm", "admin"],
+        description="AES-256-GCM key (base64) that opens the `personal` field of this user's public messages "
+        "(associated data: the user id). 404 once the user is erased.",
+        parameters=_ADMIN,
+        responses={200: json_body({"type": "object", "properties": {"key": {"type": "string"}}}),
+                   404: error_response("no key: unknown or erased user")},
+    )
+    async def key(user_id: str) -> Response:
+        found = keys.existing(user_id)
+        if found is None:
+            return json_response(error_body("not_found", "no key for this user (never published, or erased)",
+                                            "user_id"), 404)
+        return json_response({"user_id": user_id, "alg": "AES-256-GCM", "key": base64.b64encode(found).decode()})
+
+    return bp

@@ -1,0 +1,177 @@
+"""Ordered delivery of the CRM plugin's effects: per user, in order, retried until done.
+
+An effect sink: each user's effects (CRM calls, public messages) wait in a
+queue of their own and are delivered one after the other, so the CRM and the
+public topics see a user's changes in the order they happened; different
+users proceed in parallel (up to ``concurrency``). A failed CRM call is
+retried with exponential backoff and jitter (0.2 s doubling up to 30 s) while
+the rest of that user's queue waits; other users carry on. Calls are
+idempotent upserts (replace by id, create if missing), so a replay after a
+crash, which sends a user's latest effects again, changes nothing.
+
+Public messages are produced through an idempotent producer keyed by user id
+(order per user holds on the partition); personal fields are sealed with the
+user's key from the :class:`KeyStore` at send time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from .keystore import Erased, KeyStore, seal
+from .model import CrmCall, Publish
+
+__all__ = ["Delivery", "CrmRefused"]
+
+log = logging.getLogger("herald.crm")
+
+
+class CrmRefused(Exception):
+    """The CRM refused a call for good (a 4xx other than the expected 404)."""
+
+
+class Delivery:
+    def __init__(self, herald: Any, crm_url: str, keys: KeyStore, producer: Any | None, *,
+                 concurrency: int = 16, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
+        self.crm_url = crm_url.rstrip("/")
+        self.keys, self.producer = keys, producer
+        self.max_backoff, self.timeout = max_backoff, timeout
+        self._queues: dict[str, deque] = {}
+        self._active: set[str] = set()
+        self._ready_send, self._ready_receive = trio.open_memory_channel[str](math.inf)
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self.pending = 0
+        self._drained = trio.Event()
+        self._drained.set()
+        self.delivered = self.retried = self.refused = 0
+        self.health = herald.health.setdefault("crm", {"crm_url": self.crm_url, "pending": 0, "delivered": 0,
+                                                       "retried": 0, "refused": 0, "last_error": None})
+
+    # -- the sink -----------------------------------------------------------------
+
+    def put(self, effect: CrmCall | Publish) -> None:
+        owner = effect.owner
+        queue = self._queues.get(owner)
+        if queue is None:
+            queue = self._queues[owner] = deque()
+        queue.append(effect)
+        self.pending += 1
+        if self._drained.is_set():
+            self._drained = trio.Event()
+        if owner not in self._active:
+            self._active.add(owner)
+            self._ready_send.send_nowait(owner)
+
+    async def flush(self) -> None:
+        """Wait until every effect put so far is delivered (and public messages acknowledged)."""
+        await self._drained.wait()
+        if self.producer is not None:
+            while not await self.producer.drained(5.0):  # the broker is away: keep waiting (the caller bounds it)
+                log.warning("public messages still waiting for the Kafka broker")
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout) as http, trio.open_nursery() as nursery:
+            self._http = http
+            async for owner in self._ready_receive:
+                await self._limiter.acquire_on_behalf_of(owner)
+                nursery.start_soon(self._drain, owner)
+
+    async def _drain(self, owner: str) -> None:
+        try:
+            queue = self._queues[owner]
+            while queue:
+                await self._deliver(queue[0])
+                queue.popleft()
+                self._done()
+            del self._queues[owner]
+            self._active.discard(owner)
+        finally:
+            self._limiter.release_on_behalf_of(owner)
+
+    def _done(self) -> None:
+        self.pending -= 1
+        self.delivered += 1
+        self.health.update(pending=self.pending, delivered=self.delivered)
+        if self.pending == 0:
+            self._drained.set()
+
+    async def _deliver(self, effect: CrmCall | Publish) -> None:
+        attempt = 0
+        while True:
+            try:
+                if type(effect) is Publish:
+                    self._publish(effect)
+                else:
+                    await self._call(effect)
+                return
+            except CrmRefused as exc:
+                self.refused += 1
+                self.health.update(refused=self.refused, last_error=str(exc))
+                log.error("CRM refused %s %s for good: %s; moving on", effect.kind, effect.entity_id, exc)
+                return
+            except (httpx.HTTPError, _Retry) as exc:
+                attempt += 1
+                self.retried += 1
+                self.health.update(retried=self.retried, last_error=f"{type(exc).__name__}: {exc}")
+                delay = min(0.2 * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+                if attempt in (1, 5) or attempt % 20 == 0:
+                    log.warning("CRM call %s %s failed (%s); retry %d in %.1f s", effect.kind, effect.entity_id,
+                                exc, attempt, delay)
+                await trio.sleep(delay)
+
+    async def _call(self, call: CrmCall) -> None:
+        http, base = self._http, self.crm_url
+        collection = "users" if call.kind in ("user", "delete_user") else "trips"
+        if call.kind == "delete_user":
+            for trip_id in (call.body or {}).get("trips", ()):
+                _check(await http.delete(f"{base}/trips/{trip_id}"), ok=(200, 204, 404))
+            _check(await http.delete(f"{base}/users/{call.entity_id}"), ok=(200, 204, 404))
+            return
+        body = orjson.dumps(call.body)
+        headers = {"content-type": "application/json"}
+        replaced = await http.post(f"{base}/{collection}/{call.entity_id}", content=body, headers=headers)
+        if replaced.status_code == 404:  # not there yet: register it
+            created = await http.post(f"{base}/{collection}", content=body, headers=headers)
+            _check(created, ok=(200, 201, 409))
+            if created.status_code == 409:  # created meanwhile: replace after all
+                raise _Retry("created concurrently")
+            return
+        _check(replaced, ok=(200,))
+
+    def _publish(self, message: Publish) -> None:
+        if self.producer is None:
+            return
+        value = message.value
+        if value is not None and message.personal:
+            try:
+                key = self.keys.key(message.user_id)
+            except Erased:
+                return  # nothing personal is ever published again for an erased user
+            personal = {f: value[f] for f in message.personal if f in value}
+            value = {k: v for k, v in value.items() if k not in message.personal}
+            value["personal"] = seal(key, message.user_id, personal)
+        self.producer.produce(message.topic, message.user_id.encode(),
+                              None if value is None else orjson.dumps(value))
+
+
+class _Retry(Exception):
+    pass
+
+
+def _check(response: httpx.Response, *, ok: tuple[int, ...]) -> None:
+    if response.status_code in ok:
+        return
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise _Retry(f"the CRM answered {response.status_code}")
+    raise CrmRefused(f"{response.request.method} {response.request.url.path}: {response.status_code} "
+                     f"{response.text[:200]}")

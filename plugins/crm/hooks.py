@@ -1,0 +1,123 @@
+"""The CRM plugin's Herald hooks: Kafka in, ordered delivery out, the mock CRM, GDPR erasure."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine import Config, Event, EventType, InvalidEvent, hookimpl
+
+from .api import ERASE, subjects_blueprint
+from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode, normalise_booking, normalise_user
+from .delivery import Delivery
+from .keystore import KeyStore
+from .mock_crm import CrmStore, crm_blueprint
+from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
+
+PLUGIN = "crm"
+_parts: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def bootstrap_of(config: Config) -> str | None:
+    return config.plugin_setting("kafka", "bootstrap", None)
+
+
+def parts(herald: Any) -> dict[str, Any]:
+    """The key store, the mock CRM's data, the producer and the delivery of one Herald (made once)."""
+    found = _parts.get(herald)
+    if found is None:
+        config = herald.config
+        path = None
+        if config.durability != "memory":
+            Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(config.data_dir) / "keys.db"
+        keys = KeyStore(path)
+        bootstrap = bootstrap_of(config)
+        producer = None
+        if bootstrap:
+            from engine.kafka import KafkaProducer
+
+            producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
+        crm_url = config.plugin_setting(PLUGIN, "url", config.self_url + "/mock-crm")
+        found = _parts[herald] = {
+            "keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
+            "delivery": Delivery(herald, crm_url, keys, producer),
+        }
+    return found
+
+
+def _checked(normalise: Any) -> Any:
+    """A validate step for events posted to /v1/event(s) in the internal contracts' shape (demos, tests)."""
+    from engine.kafka import Refused
+
+    def validate(event: Event) -> Event:
+        try:
+            data = normalise(event.data.get("Event", event.data))
+        except Refused as exc:
+            raise InvalidEvent("data", "invalid", str(exc)) from None
+        return Event(event.id, event.type, event.key, event.timestamp, data, event.received_at)
+
+    return validate
+
+
+def _internal_only(event: Event) -> Event:
+    raise InvalidEvent("type", "reserved", "erasures go through DELETE /v1/subjects/{user_id}")
+
+
+@hookimpl
+def herald_state_type() -> type:
+    return CrmState
+
+
+@hookimpl
+def herald_event_types(config: Config) -> Iterable[EventType]:
+    return [
+        EventType(USER_UPDATED, on_user, validate=_checked(normalise_user),
+                  description=f"A user's full state, from {USER_TOPIC}."),
+        EventType(BOOKING_UPDATED, on_booking, validate=_checked(normalise_booking),
+                  description=f"A booking's full state, from {BOOKING_TOPIC}; key: its user."),
+        EventType(ERASE, on_erase, validate=_internal_only, description="GDPR erasure of a user."),
+    ]
+
+
+@hookimpl
+def herald_effect_sinks(herald: Any) -> dict[type, Any]:
+    delivery = parts(herald)["delivery"]
+    return {CrmCall: delivery, Publish: delivery}
+
+
+@hookimpl
+def herald_sources(herald: Any) -> list:
+    found = parts(herald)
+    sources = [found["delivery"].run]
+    if found["bootstrap"]:
+        from engine.kafka import KafkaSource
+
+        group = herald.config.plugin_setting(PLUGIN, "group", "herald-crm")
+        session = int(herald.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))
+        partitions = int(herald.config.plugin_setting(PLUGIN, "partitions", 3, int))
+        source = KafkaSource(herald, found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC], group, decode,
+                             name="crm-kafka", config={"session.timeout.ms": session},
+                             extra_topics=[(USERS_TOPIC, partitions, {"cleanup.policy": "compact"}),
+                                           (TRIPS_TOPIC, partitions, {})])
+        sources.append(source.run)
+    return sources
+
+
+@hookimpl
+def herald_routes(herald: Any) -> list:
+    found = parts(herald)
+    blueprints = [subjects_blueprint(herald, found["keys"])]
+    if herald.config.plugin_setting(PLUGIN, "mock", "on") != "off":
+        blueprints.append(crm_blueprint(found["store"]))
+    return blueprints
+
+
+@hookimpl
+def herald_cli(commands: Any) -> None:
+    from .mock_crm import add_commands as mock_crm
+    from .producer import add_commands as producer
+
+    mock_crm(commands)
+    producer(commands)

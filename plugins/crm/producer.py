@@ -1,0 +1,134 @@
+"""A stand-in for the seed's EventProducer: writes the internal topics at the seed's rate.
+
+Two loops, one per topic; each sends one message, then sleeps a whole number
+of seconds from 1 to 4 (divided by ``speed``). Users: 10 % new, 90 % a known
+user re-sent with each name replaced 40 % of the time (from their *first*
+version). Bookings: 70 % new, 30 % a known booking re-sent with a new To,
+EndDate and Price; a booking made before any user exists has no UserId.
+Values are ``{"Event": ..., "Id": n}`` (PascalCase), keys int32 big-endian
+counters from 0, as the original does.
+
+    herald crm-produce --bootstrap 127.0.0.1:9092 [--speed 10] [--seconds 60] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import orjson
+
+from .contracts import BOOKING_TOPIC, USER_TOPIC
+
+__all__ = ["Simulation", "add_commands"]
+
+_SYLLABLES = ("ba", "ke", "lo", "mi", "nu", "sha", "ty", "ro", "ve", "zhi", "po", "da")
+
+
+class Simulation:
+    """The producer's behaviour as a generator of ``(seconds from start, topic, key, value)``."""
+
+    def __init__(self, seed: int = 1, start: datetime | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.start = start or datetime(2023, 6, 1, 9, 0, tzinfo=timezone(timedelta(hours=3)))
+        self.users: list[dict[str, Any]] = []
+        self.bookings: list[dict[str, Any]] = []
+
+    def _name(self) -> str:
+        return "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(3, 6))).capitalize()
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _maybe(self, value: Any) -> Any:
+        return value if self.rng.random() < 0.4 else None
+
+    def user(self) -> dict[str, Any]:
+        if not self.users or self.rng.random() < 0.1:
+            first = {"Id": self._uuid(), "LastName": self._maybe(self._name()), "FirstName": self._maybe(self._name()),
+                     "Email": f"{self._name()}@trafi.com"}
+            self.users.append(first)
+            return dict(first)
+        first = self.rng.choice(self.users)
+        return {**first, "LastName": self._maybe(self._name()) or first["LastName"],
+                "FirstName": self._maybe(self._name()) or first["FirstName"]}
+
+    def booking(self, now: datetime) -> dict[str, Any]:
+        index = self.rng.randrange(max(len(self.users), 1))
+        if self.bookings and self.rng.random() < 0.3 and index < len(self.bookings):
+            first = self.bookings[index]
+            return {**first, "To": self._maybe(self._name()), "EndDate": self._end(now),
+                    "Price": self._price()}
+        first = {"Id": self._uuid(), "UserId": self.rng.choice(self.users)["Id"] if self.users else None,
+                 "From": self._maybe(self._name()), "To": self._maybe(self._name()), "Type": self.rng.randrange(3),
+                 "StartDate": now.isoformat(), "EndDate": self._end(now), "Price": self._price()}
+        self.bookings.append(first)
+        return dict(first)
+
+    def _end(self, now: datetime) -> str | None:
+        return self._maybe((now + timedelta(minutes=self.rng.randrange(31 * 24 * 60))).isoformat())
+
+    def _price(self) -> float:
+        return 0 if self.rng.random() < 0.6 else self.rng.random()
+
+    def messages(self) -> Iterator[tuple[float, str, bytes, bytes]]:
+        """Forever, in time order: (t, topic, key, value)."""
+        clocks = {USER_TOPIC: 0.0, BOOKING_TOPIC: 0.0}
+        counters = {USER_TOPIC: 0, BOOKING_TOPIC: 0}
+        while True:
+            topic = min(clocks, key=clocks.get)
+            t = clocks[topic]
+            now = self.start + timedelta(seconds=t)
+            event = self.user() if topic == USER_TOPIC else self.booking(now)
+            key = counters[topic]
+            counters[topic] += 1
+            yield t, topic, struct.pack(">i", key), orjson.dumps({"Event": event, "Id": key + 1})
+            clocks[topic] += self.rng.randint(1, 4)
+
+
+def add_commands(commands: Any) -> None:
+    parser = commands.add_parser("crm-produce", help="write the internal topics like the seed's EventProducer (crm)",
+                                 description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers [env HERALD_KAFKA_BOOTSTRAP]")
+    parser.add_argument("--speed", type=float, default=1.0, help="time runs this many times faster (0: no sleeping)")
+    parser.add_argument("--seconds", type=float, default=None, help="simulated seconds to produce (default: forever)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from engine.kafka import KafkaProducer, ensure_topics
+
+    bootstrap = args.bootstrap or os.environ.get("HERALD_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        print("herald crm-produce: give --bootstrap (or HERALD_KAFKA_BOOTSTRAP)", file=sys.stderr)
+        return 2
+    ensure_topics(bootstrap, [USER_TOPIC, BOOKING_TOPIC])
+    producer = KafkaProducer(bootstrap, **{"client.id": "trail-day-producer"})
+    started = time.monotonic()
+    sent = 0
+    try:
+        for t, topic, key, value in Simulation(args.seed).messages():
+            if args.seconds is not None and t > args.seconds:
+                break
+            if args.speed > 0:
+                delay = started + t / args.speed - time.monotonic()
+                if delay > 0:
+                    producer.flush_blocking()
+                    time.sleep(delay)
+            producer.produce(topic, key, value)
+            sent += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush_blocking()
+    print(f"produced {sent} messages", file=sys.stderr)
+    return 0
