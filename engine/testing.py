@@ -32,7 +32,7 @@ from .effects import Effect, Notify
 from .event import Event
 from .plugins import PluginHost
 
-__all__ = ["Simulation", "Receiver", "lifespan"]
+__all__ = ["Simulation", "Receiver", "lifespan", "serving"]
 
 UTC = timezone.utc
 _TIE_BREAK = 1e-6
@@ -228,16 +228,23 @@ class Receiver:
     async def running(
         cls, statuses: Iterable[int] = (200,), delay: float = 0.0, port: int = 0
     ) -> AsyncIterator["Receiver"]:
-        import hypercorn.config
-        import hypercorn.trio
-
         receiver = cls(statuses, delay)
-        config = hypercorn.config.Config()
-        config.bind = [f"127.0.0.1:{port}"]
-        config.accesslog = None
-        config.graceful_timeout = 0.1
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn.trio.serve, receiver, config)
-            receiver.url = binds[0]
+        async with serving(receiver, port=port) as url:
+            receiver.url = url
             yield receiver
-            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def serving(app: Any, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve an ASGI app (a mock service) on 127.0.0.1 with hypercorn-trio; yields its base URL."""
+    import hypercorn.config
+    import hypercorn.trio
+
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 0.1
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(hypercorn.trio.serve, app, config)
+        yield binds[0]
+        nursery.cancel_scope.cancel()

@@ -88,3 +88,4 @@ async def herald_process(tmp_path, **env: str) -> AsyncIterator[str]:
                 await trio.sleep(0.05)
         log.close()
     assert proc.returncode == 0, (tmp_path / "herald.log").read_text()
+

@@ -117,16 +117,15 @@ class Delivery:
             except CrmRefused as exc:
                 self.refused += 1
                 self.health.update(refused=self.refused, last_error=str(exc))
-                log.error("CRM refused %s %s for good: %s; moving on", effect.kind, effect.entity_id, exc)
+                log.error("%s refused for good: %s; moving on", _describe(effect), exc)
                 return
-            except (httpx.HTTPError, _Retry) as exc:
+            except Exception as exc:  # the CRM or the broker is away, or a bug: retry, never take Herald down
                 attempt += 1
                 self.retried += 1
                 self.health.update(retried=self.retried, last_error=f"{type(exc).__name__}: {exc}")
                 delay = min(0.2 * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
                 if attempt in (1, 5) or attempt % 20 == 0:
-                    log.warning("CRM call %s %s failed (%s); retry %d in %.1f s", effect.kind, effect.entity_id,
-                                exc, attempt, delay)
+                    log.warning("%s failed (%s); retry %d in %.1f s", _describe(effect), exc, attempt, delay)
                 await trio.sleep(delay)
 
     async def _call(self, call: CrmCall) -> None:
@@ -162,6 +161,12 @@ class Delivery:
             value["personal"] = seal(key, message.user_id, personal)
         self.producer.produce(message.topic, message.user_id.encode(),
                               None if value is None else orjson.dumps(value))
+
+
+def _describe(effect: CrmCall | Publish) -> str:
+    if type(effect) is Publish:
+        return f"publishing to {effect.topic} for {effect.user_id}"
+    return f"CRM call {effect.kind} {effect.entity_id}"
 
 
 class _Retry(Exception):

@@ -1,0 +1,213 @@
+"""The CRM integration against a real Kafka-protocol broker (Tansu) and a real mock CRM over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+from confluent_kafka import Consumer, TopicPartition
+
+from engine.kafka import KafkaProducer, ensure_topics
+from engine.testing import serving
+from plugins.crm import hooks
+from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC
+from plugins.crm.keystore import open_sealed
+from plugins.crm.mock_crm import CrmStore, standalone_app
+from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC
+from plugins.crm.producer import Simulation
+from tests.conftest import app_client
+
+SAMPLE = next((p / "shared" / "data" / "crm" / "events_sample.jsonl" for p in Path(__file__).resolve().parents
+               if (p / "shared" / "data" / "crm" / "events_sample.jsonl").exists()), None)
+_groups = itertools.count()
+
+
+def produce(bootstrap: str, messages) -> int:
+    producer = KafkaProducer(bootstrap)
+    n = 0
+    for topic, key, value in messages:
+        producer.produce(topic, key, value)
+        n += 1
+    producer.flush_blocking()
+    return n
+
+
+def sample(limit: int):
+    """The shared sample's messages as (topic, key, value) on the wire (int32 keys)."""
+    assert SAMPLE is not None
+    for line in SAMPLE.read_bytes().splitlines()[:limit]:
+        m = orjson.loads(line)
+        yield m["topic"], struct.pack(">i", m["key"]), orjson.dumps(m["value"])
+
+
+def expected(limit: int) -> tuple[set[str], set[str]]:
+    """Users, and trips of known users, that the CRM must end up with."""
+    users, trips = set(), {}
+    for line in SAMPLE.read_bytes().splitlines()[:limit]:
+        m = orjson.loads(line)
+        event = m["value"]["Event"]
+        if m["topic"] == USER_TOPIC:
+            users.add(event["Id"])
+        else:
+            trips[event["Id"]] = event["UserId"]
+    return users, {t for t, u in trips.items() if u in users}
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every message of ``topic`` from the beginning, all partitions."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{next(_groups)}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    found, idle = [], 0
+    while idle < 3:
+        batch = consumer.consume(500, 1.0)
+        idle = 0 if batch else idle + 1
+        found += [(m.key(), m.value()) for m in batch if m.error() is None]
+    consumer.close()
+    return found
+
+
+def crm_herald(bootstrap: str, crm_url: str, **settings):
+    environ = {"HERALD_KAFKA_BOOTSTRAP": bootstrap, "HERALD_CRM_URL": crm_url,
+               "HERALD_CRM_GROUP": f"crm-{next(_groups)}", "HERALD_CRM_SESSION_TIMEOUT_MS": "6000"}
+    return app_client([("crm", hooks)], environ=environ, **settings)
+
+
+async def until(predicate, timeout: float = 30.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_internal_topics_reach_the_crm_and_the_public_stream_once_and_in_order(kafka_bootstrap):
+    if SAMPLE is None:
+        pytest.skip("../shared/data/crm is not beside the repository")
+    store = CrmStore()
+    users, trips = expected(200)
+    async with serving(standalone_app(store)) as crm_url, crm_herald(kafka_bootstrap, crm_url) as (herald, client):
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, list(sample(200)))
+        bad = [(USER_TOPIC, b"\x00\x00\x00\x09", b"not json"),
+               (BOOKING_TOPIC, b"\x00\x00\x00\x0a", orjson.dumps({"Event": {"Id": "x", "Type": 7}, "Id": 11}))]
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, bad)
+        await until(lambda: users <= set(store.data["users"]) and trips <= set(store.data["trips"]))
+        await until(lambda: herald.health["crm-kafka"]["dead_lettered"] >= 2)
+        assert await herald.flush_sinks(30)
+        # Nothing twice: each user and trip was created once, then only replaced.
+        assert store.calls["create_user"] == len(users) and store.calls["create_trip"] == len(trips)
+        # LastTrip* follows the user's latest booking.
+        some_user = next(iter(users))
+        mine = [t for t in store.data["trips"].values() if t["UserId"] == some_user]
+        if mine:
+            latest = max(mine, key=lambda t: t["StartDate"])
+            assert store.data["users"][some_user]["LastTripDate"] == latest["StartDate"]
+        health = (await client.get("/healthz")).json()["sources"]
+        assert health["crm"]["pending"] == 0 and health["crm-kafka"]["consumed"] >= 202
+    dlq = await trio.to_thread.run_sync(read_topic, kafka_bootstrap, f"{USER_TOPIC}.dlq")
+    assert (b"\x00\x00\x00\x09", b"not json") in dlq
+    public = await trio.to_thread.run_sync(read_topic, kafka_bootstrap, USERS_TOPIC)
+    messages = [orjson.loads(v) for k, v in public if v is not None and k.decode() in users]
+    assert messages and all("Email" not in m and m["personal"]["alg"] == "AES-256-GCM" for m in messages)
+    assert not any(b"@trafi.com" in (v or b"") for _, v in public)  # no e-mail address in the clear
+
+
+async def test_a_crm_outage_delays_but_loses_and_duplicates_nothing(kafka_bootstrap):
+    store = CrmStore()
+    sim = Simulation(seed=42)
+    messages = [(t, k, v) for _, t, k, v in itertools.islice(sim.messages(), 120)]
+    users = {orjson.loads(v)["Event"]["Id"] for t, _, v in messages if t == USER_TOPIC}
+    async with serving(standalone_app(store)) as crm_url, crm_herald(kafka_bootstrap, crm_url) as (herald, _):
+        store.down = True
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, messages)
+        await until(lambda: herald.health["crm"]["retried"] >= 3)
+        assert store.data["users"] == {}
+        store.down = False
+        await until(lambda: users <= set(store.data["users"]))
+        assert await herald.flush_sinks(30)
+        assert store.calls["create_user"] == len(users)
+
+
+async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tmp_path):
+    store = CrmStore()
+    sim = Simulation(seed=7)
+    messages = [(t, k, v) for _, t, k, v in itertools.islice(sim.messages(), 80)]
+    emails = {}
+    for topic, _, value in messages:
+        if topic == USER_TOPIC:
+            event = orjson.loads(value)["Event"]
+            emails[event["Id"]] = event["Email"]
+    victim, *others = list(emails)
+    settings = {"durability": "batch", "data_dir": str(tmp_path)}
+    async with serving(standalone_app(store)) as crm_url, \
+            crm_herald(kafka_bootstrap, crm_url, **settings) as (herald, client):
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, messages)
+        await until(lambda: set(emails) <= set(store.data["users"]))
+        assert await herald.flush_sinks(30)
+        victim_key = (await client.get(f"/v1/subjects/{victim}/key")).json()["key"]
+        response = await client.delete(f"/v1/subjects/{victim}")
+        assert response.status_code == 202 and response.json()["key_destroyed"] is True
+        assert await herald.flush_sinks(30)
+        assert victim not in store.data["users"]
+        assert not any(t["UserId"] == victim for t in store.data["trips"].values())
+        assert (await client.get(f"/v1/subjects/{victim}/key")).status_code == 404
+        keys = {u: (await client.get(f"/v1/subjects/{u}/key")).json()["key"] for u in others}
+        # The producer keeps sending: the victim does not come back.
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, [m for m in messages if m[0] == USER_TOPIC][:5])
+        await trio.sleep(1)
+        assert victim not in store.data["users"]
+        view = (await client.get(f"/v1/actors/user:{victim}")).json()["states"]["crm"]
+        assert view["profile"] is None and view["trips"] == {} and view["erased"] is True
+
+    import base64
+
+    for topic in (USERS_TOPIC, TRIPS_TOPIC):
+        everything = await trio.to_thread.run_sync(read_topic, kafka_bootstrap, topic)
+        raw = b"".join(v or b"" for _, v in everything)
+        assert emails[victim].encode() not in raw  # never in the clear, anywhere
+        victims = [orjson.loads(v) for k, v in everything if k == victim.encode() and v is not None]
+        sealed = [m["personal"] for m in victims if "personal" in m]
+        assert sealed, "the victim had personal data on the topic before the erasure"
+        # Only the destroyed key opened them (this test kept a copy to prove it); Herald has none left.
+        assert open_sealed(base64.b64decode(victim_key), victim, sealed[0])
+        # Other users' data is intact and readable with their keys.
+        for user in others[:3]:
+            theirs = [orjson.loads(v) for k, v in everything if k == user.encode() and v is not None]
+            for message in theirs:
+                if "personal" in message:
+                    opened = open_sealed(base64.b64decode(keys[user]), user, message["personal"])
+                    assert topic != USERS_TOPIC or opened["Email"] == emails[user]
+    users_topic = await trio.to_thread.run_sync(read_topic, kafka_bootstrap, USERS_TOPIC)
+    assert (victim.encode(), None) in users_topic  # the tombstone for compaction
+
+
+async def test_the_integration_survives_a_broker_restart():
+    """The broker goes away (Tansu keeps data in memory: it comes back empty); Herald reconnects by itself."""
+    from engine.kafka import DevBroker
+
+    store = CrmStore()
+    sim = Simulation(seed=3)
+    stream = [(t, k, v) for _, t, k, v in itertools.islice(sim.messages(), 120)]
+    before, after = stream[:60], stream[60:]
+
+    def users_of(messages):
+        return {orjson.loads(v)["Event"]["Id"] for t, _, v in messages if t == USER_TOPIC}
+
+    broker = DevBroker()
+    bootstrap = broker.start()
+    try:
+        async with serving(standalone_app(store)) as crm_url, crm_herald(bootstrap, crm_url) as (herald, _):
+            await trio.to_thread.run_sync(produce, bootstrap, before)
+            await until(lambda: users_of(before) <= set(store.data["users"]))
+            await trio.to_thread.run_sync(broker.stop)
+            await trio.sleep(1)
+            await trio.to_thread.run_sync(broker.start)
+            await trio.to_thread.run_sync(lambda: ensure_topics(bootstrap, [USER_TOPIC, BOOKING_TOPIC]))
+            await trio.to_thread.run_sync(produce, bootstrap, after)
+            await until(lambda: users_of(after) <= set(store.data["users"]), timeout=60)
+            assert herald.ready and herald.health["crm"]["pending"] == 0 or await herald.flush_sinks(30)
+    finally:
+        broker.stop()
