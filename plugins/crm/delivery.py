@@ -6,8 +6,8 @@ public topics see a user's changes in the order they happened; different
 users proceed in parallel (up to ``concurrency``). A failed CRM call is
 retried with exponential backoff and jitter (0.2 s doubling up to 30 s) while
 the rest of that user's queue waits; other users carry on. Calls are
-idempotent upserts (replace by id, create if missing), so a replay after a
-crash, which sends a user's latest effects again, changes nothing.
+idempotent upserts (create an id not seen yet, replace one that exists), so a
+replay after a crash, which sends a user's latest effects again, changes nothing.
 
 Public messages are produced through an idempotent producer keyed by user id
 (order per user holds on the partition); personal fields are sealed with the
@@ -45,6 +45,8 @@ class Delivery:
         self.keys, self.producer = keys, producer
         self.max_backoff, self.timeout = max_backoff, timeout
         self._queues: dict[str, deque] = {}
+        #: (collection, id) this process saw in the CRM: replaced directly, others created first.
+        self._known: set[tuple[str, str]] = set()
         self._active: set[str] = set()
         self._ready_send, self._ready_receive = trio.open_memory_channel[str](math.inf)
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -135,16 +137,23 @@ class Delivery:
             for trip_id in (call.body or {}).get("trips", ()):
                 _check(await http.delete(f"{base}/trips/{trip_id}"), ok=(200, 204, 404))
             _check(await http.delete(f"{base}/users/{call.entity_id}"), ok=(200, 204, 404))
+            self._known.discard(("users", call.entity_id))
+            for trip_id in (call.body or {}).get("trips", ()):
+                self._known.discard(("trips", trip_id))
             return
         body = orjson.dumps(call.body)
         headers = {"content-type": "application/json"}
-        replaced = await http.post(f"{base}/{collection}/{call.entity_id}", content=body, headers=headers)
-        if replaced.status_code == 404:  # not there yet: register it
+        known = (collection, call.entity_id)
+        if known not in self._known:  # probably new: register it (409 if it exists after all)
             created = await http.post(f"{base}/{collection}", content=body, headers=headers)
             _check(created, ok=(200, 201, 409))
-            if created.status_code == 409:  # created meanwhile: replace after all
-                raise _Retry("created concurrently")
-            return
+            self._known.add(known)
+            if created.status_code != 409:
+                return
+        replaced = await http.post(f"{base}/{collection}/{call.entity_id}", content=body, headers=headers)
+        if replaced.status_code == 404:  # deleted in the CRM meanwhile: register it again
+            self._known.discard(known)
+            raise _Retry("gone from the CRM")
         _check(replaced, ok=(200,))
 
     def _publish(self, message: Publish) -> None:

@@ -72,6 +72,18 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
     return found
 
 
+def _schemas() -> dict:
+    """Validators for the JSON Schemas of the public topics in docs/schemas."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    directory = Path(__file__).resolve().parents[3] / "docs" / "schemas"
+    documents = {p.name: orjson.loads(p.read_bytes()) for p in directory.glob("public.*.json")}
+    registry = Registry().with_resources(
+        (doc["$id"], Resource.from_contents(doc)) for doc in documents.values())
+    return {name.removesuffix(".json"): Draft202012Validator(doc, registry=registry) for name, doc in documents.items()}
+
+
 def crm_herald(bootstrap: str, crm_url: str, **settings):
     environ = {"HERALD_KAFKA_BOOTSTRAP": bootstrap, "HERALD_CRM_URL": crm_url,
                "HERALD_CRM_GROUP": f"crm-{next(_groups)}", "HERALD_CRM_SESSION_TIMEOUT_MS": "6000"}
@@ -113,6 +125,13 @@ async def test_internal_topics_reach_the_crm_and_the_public_stream_once_and_in_o
     messages = [orjson.loads(v) for k, v in public if v is not None and k.decode() in users]
     assert messages and all("Email" not in m and m["personal"]["alg"] == "AES-256-GCM" for m in messages)
     assert not any(b"@trafi.com" in (v or b"") for _, v in public)  # no e-mail address in the clear
+    trips_public = await trio.to_thread.run_sync(read_topic, kafka_bootstrap, TRIPS_TOPIC)
+    # Every public message follows its documented schema.
+    validators = _schemas()
+    for topic, found in ((USERS_TOPIC, public), (TRIPS_TOPIC, trips_public)):
+        for _, value in found:
+            if value is not None:
+                validators[topic].validate(orjson.loads(value))
 
 
 async def test_a_crm_outage_delays_but_loses_and_duplicates_nothing(kafka_bootstrap):
