@@ -178,6 +178,14 @@ class Config:
     def effective_notify_url(self) -> str:
         return self.notify_url or f"{self.self_url}/v1/notify"
 
+    def data_file(self, name: str) -> Path | None:
+        """Where a plugin keeps a file of its own beside the journal (``None`` with ``durability=memory``:
+        keep it in memory too). The data directory is created if needed."""
+        if self.durability == "memory":
+            return None
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        return self.data_path / name
+
     def plugin_setting(self, plugin: str, name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
         """Read ``HERALD_<PLUGIN>_<NAME>`` from the environment, else ``default``."""
         env = f"HERALD_{plugin}_{name}".upper()

@@ -101,6 +101,7 @@ class Herald:
         self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.metrics.journal_commits.set_function(lambda: self.journal.commits)
+        self._parts: dict[str, Any] = {}
         #: What background sources report about themselves (shown in /healthz), by source name.
         self.health: dict[str, dict[str, Any]] = {}
         #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
@@ -110,6 +111,13 @@ class Herald:
                 if effect_type in self.sinks:
                     raise PluginError(f"{name}: a sink for {effect_type.__name__} exists already")
                 self.sinks[effect_type] = sink
+
+    def part(self, name: str, make: Callable[[], Any]) -> Any:
+        """A plugin's per-server object (a store, a poller, an index), made on first use by ``make()``."""
+        found = self._parts.get(name)
+        if found is None:
+            found = self._parts[name] = make()
+        return found
 
     def _emit(self, effect: Effect) -> None:
         sink = self.sinks.get(type(effect)) if self.sinks else None

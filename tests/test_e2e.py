@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import sys
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
 
 import httpx
 import trio
 
 from engine.testing import Receiver
 
-from .conftest import herald_command, herald_process
+from .conftest import herald_process
 from plugins.fitness.tests.test_rules import SNAPSHOT
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from pathlib import Path
 from typing import Any, Iterable
 
 from engine import Config, EventType, InvalidEvent, hookimpl
@@ -17,7 +15,6 @@ from .store import Store
 from .validation import SHIPPED_SCHEMAS, SchemaRegistry
 
 PLUGIN = "analytics"
-_stores: "weakref.WeakKeyDictionary[Any, Store]" = weakref.WeakKeyDictionary()
 
 
 def _registry(herald: Any) -> SchemaRegistry:
@@ -25,15 +22,7 @@ def _registry(herald: Any) -> SchemaRegistry:
 
 
 def _store(herald: Any) -> Store:
-    store = _stores.get(herald)
-    if store is None:
-        config = herald.config
-        path = None
-        if config.durability != "memory":
-            Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-            path = Path(config.data_dir) / "analytics.db"
-        store = _stores[herald] = Store(path)
-    return store
+    return herald.part("analytics.store", lambda: Store(herald.config.data_file("analytics.db")))
 
 
 def _internal_only(event: Any) -> Any:

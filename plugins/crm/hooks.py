@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from pathlib import Path
 from typing import Any, Iterable
 
 from engine import Config, Event, EventType, InvalidEvent, hookimpl
@@ -16,7 +14,6 @@ from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
 PLUGIN = "crm"
-_parts: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
 
 
 def bootstrap_of(config: Config) -> str | None:
@@ -25,26 +22,21 @@ def bootstrap_of(config: Config) -> str | None:
 
 def parts(herald: Any) -> dict[str, Any]:
     """The key store, the mock CRM's data, the producer and the delivery of one Herald (made once)."""
-    found = _parts.get(herald)
-    if found is None:
-        config = herald.config
-        path = None
-        if config.durability != "memory":
-            Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-            path = Path(config.data_dir) / "keys.db"
-        keys = KeyStore(path)
-        bootstrap = bootstrap_of(config)
-        producer = None
-        if bootstrap:
-            from engine.kafka import KafkaProducer
+    return herald.part("crm", lambda: _make_parts(herald))
 
-            producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
-        crm_url = config.plugin_setting(PLUGIN, "url", config.self_url + "/mock-crm")
-        found = _parts[herald] = {
-            "keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
-            "delivery": Delivery(herald, crm_url, keys, producer),
-        }
-    return found
+
+def _make_parts(herald: Any) -> dict[str, Any]:
+    config = herald.config
+    keys = KeyStore(config.data_file("keys.db"))
+    bootstrap = bootstrap_of(config)
+    producer = None
+    if bootstrap:
+        from engine.kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
+    crm_url = config.plugin_setting(PLUGIN, "url", config.self_url + "/mock-crm")
+    return {"keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
+            "delivery": Delivery(herald, crm_url, keys, producer)}
 
 
 def _checked(normalise: Any) -> Any:

@@ -165,7 +165,7 @@ def api_blueprint(herald: Any) -> Blueprint:
     """The ``/customers`` routes (prefix: ``HERALD_CUSTOMERS_PREFIX``)."""
     prefix = herald.config.plugin_setting(PLUGIN, "prefix", "/customers").rstrip("/") or "/customers"
     bp = Blueprint("customers_api", __name__, url_prefix=prefix)
-    directory = Directory.of(herald.engine)
+    directory = Directory.of(herald)
     writes = Writes(herald)
 
     @bp.errorhandler(CustomerError)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Iterable, Iterator
 
 from engine import Engine
@@ -13,7 +12,6 @@ from .model import PLUGIN, REQUIRED_ATTRIBUTE
 
 __all__ = ["Directory"]
 
-_directories: "weakref.WeakKeyDictionary[Engine, Directory]" = weakref.WeakKeyDictionary()
 
 
 class Directory:
@@ -32,12 +30,9 @@ class Directory:
         self._sorted: list[str] = []
 
     @classmethod
-    def of(cls, engine: Engine) -> "Directory":
-        """The one directory of ``engine`` (the API and the UI share it)."""
-        directory = _directories.get(engine)
-        if directory is None:
-            directory = _directories[engine] = cls(engine)
-        return directory
+    def of(cls, herald: Any) -> "Directory":
+        """The one directory of a server (the API and the UI share it)."""
+        return herald.part("customers.directory", lambda: cls(herald.engine))
 
     def ordered(self) -> list[str]:
         version = self.engine.member_versions[PLUGIN]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import REMOVED, Config, Event, EventType, InvalidEvent, Loader, hookimpl
+from engine import REMOVED, Config, Event, EventType, Loader, hookimpl
 
 from .messages import attribute_map, customer_key, fold_lines, parse_message
-from .model import PLUGIN, Customer, apply_attributes, count_event, merge_attributes
+from .model import Customer, apply_attributes, count_event, merge_attributes
 
 CREATE, UPDATE, DELETE = "customers.create", "customers.update", "customers.delete"
 

@@ -14,7 +14,7 @@ no I/O, so a replay of the journal rebuilds the same summaries.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import attrs
 

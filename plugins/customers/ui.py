@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import attrs
-from quart import Blueprint, Response, redirect, render_template, request, url_for
+from quart import Blueprint, redirect, render_template, request, url_for
 
 from engine import JournalError
 from engine.web import BadParameter
@@ -125,7 +125,7 @@ def _attribute_order(item: tuple[str, str]) -> tuple[int, str]:
 def ui_blueprint(herald: Any) -> Blueprint:
     bp = Blueprint("customers_ui", __name__, url_prefix="/ui/customers", template_folder="templates",
                    static_folder="static", static_url_path="/static")
-    directory = Directory.of(herald.engine)
+    directory = Directory.of(herald)
     writes = Writes(herald)
 
     class _Missing(Exception):

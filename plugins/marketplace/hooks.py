@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Iterable
 
 from engine import Config, EventType, hookimpl
@@ -12,26 +11,26 @@ from .model import SEEN, Plan, internal_only, on_seen
 from .poller import Poller
 from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
-_parts: "weakref.WeakKeyDictionary[Any, tuple[SearchIndex, Poller]]" = weakref.WeakKeyDictionary()
 
 
 def parts(herald: Any) -> tuple[SearchIndex, Poller]:
     """The search index and the poller of one Herald (made once)."""
-    found = _parts.get(herald)
-    if found is None:
-        setting = herald.config.plugin_setting
-        index = SearchIndex(herald.engine, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
-        poller = Poller(
-            herald, index, setting(PLUGIN, "provider_url", None),
-            interval=setting(PLUGIN, "poll_seconds", 60.0, positive(float)),
-            timeout=setting(PLUGIN, "timeout_seconds", 10.0, positive(float)),
-            max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, positive(float)) * 1024 * 1024),
-            trip_after=int(setting(PLUGIN, "breaker_failures", 5, positive(float))),
-            open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, positive(float)),
-        )
-        index.max_age = int(poller.interval)
-        found = _parts[herald] = (index, poller)
-    return found
+    return herald.part("marketplace", lambda: _make_parts(herald))
+
+
+def _make_parts(herald: Any) -> tuple[SearchIndex, Poller]:
+    setting = herald.config.plugin_setting
+    index = SearchIndex(herald.engine, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
+    poller = Poller(
+        herald, index, setting(PLUGIN, "provider_url", None),
+        interval=setting(PLUGIN, "poll_seconds", 60.0, positive(float)),
+        timeout=setting(PLUGIN, "timeout_seconds", 10.0, positive(float)),
+        max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, positive(float)) * 1024 * 1024),
+        trip_after=int(setting(PLUGIN, "breaker_failures", 5, positive(float))),
+        open_seconds=setting(PLUGIN, "breaker_seconds", 60.0, positive(float)),
+    )
+    index.max_age = int(poller.interval)
+    return index, poller
 
 
 @hookimpl
