@@ -143,6 +143,13 @@ class KafkaProducer:
         if not self.drained_blocking(timeout):
             raise RuntimeError(f"Kafka delivery unfinished after {timeout:g} s")
 
+    def close(self) -> None:
+        """Drop whatever is still queued and let the client go (at shutdown, after a flush)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge()
+            producer.flush(0)
+
     async def drained(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for every queued message to be acknowledged; False if some are left."""
         return await trio.to_thread.run_sync(self.drained_blocking, timeout)

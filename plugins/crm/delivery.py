@@ -82,11 +82,15 @@ class Delivery:
     # -- delivering -------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout) as http, trio.open_nursery() as nursery:
-            self._http = http
-            async for owner in self._ready_receive:
-                await self._limiter.acquire_on_behalf_of(owner)
-                nursery.start_soon(self._drain, owner)
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as http, trio.open_nursery() as nursery:
+                self._http = http
+                async for owner in self._ready_receive:
+                    await self._limiter.acquire_on_behalf_of(owner)
+                    nursery.start_soon(self._drain, owner)
+        finally:
+            if self.producer is not None:  # Herald is stopping: it flushed what it could already
+                self.producer.close()
 
     async def _drain(self, owner: str) -> None:
         try:
