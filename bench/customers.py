@@ -31,7 +31,7 @@ import httpx
 import orjson
 import trio
 
-from engine import Config, Herald
+from engine import Config, Herald, tune_gc
 from engine.loading import iter_chunks, load_file
 
 from ._common import print_table, verdict
@@ -50,6 +50,7 @@ def _baseline(path: str) -> float:
 
 
 async def _load_in_process(path: str, data_dir: str, durability: str) -> tuple[float, int]:
+    tune_gc()  # as `herald serve` and `herald load --data-dir` do
     herald = Herald(Config(data_dir=data_dir, durability=durability, log_level="WARNING", plugins=["customers"]))
     async with herald.running():
         await herald.wait_ready()

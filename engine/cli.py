@@ -331,8 +331,9 @@ def _load(args: argparse.Namespace) -> int:
 
 async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, quiet: bool):
     from .loading import load_file
-    from .runtime import Herald
+    from .runtime import Herald, tune_gc
 
+    tune_gc()
     herald = Herald(config)
     if loader not in herald.plugins.loaders:
         print(f"herald: no enabled plugin loads {loader!r} (loaders: {', '.join(sorted(herald.plugins.loaders)) or 'none'})",
