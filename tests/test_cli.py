@@ -45,3 +45,16 @@ def test_environment_then_flags():
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("herald ")
+
+
+def test_plugins_add_serve_flags_that_override_their_variables(monkeypatch):
+    from engine.cli import _parser, serve_config
+
+    monkeypatch.setenv("HERALD_MARKETPLACE_PROVIDER_URL", "http://from-env/api/events")
+    monkeypatch.setenv("HERALD_MARKETPLACE_POLL_SECONDS", "30")
+    args = _parser().parse_args(["serve", "--marketplace-provider-url", "http://from-flag/api/events",
+                                 "--kafka-bootstrap", "127.0.0.1:9092"])
+    config = serve_config(args)
+    assert config.plugin_setting("marketplace", "provider_url", None) == "http://from-flag/api/events"
+    assert config.plugin_setting("marketplace", "poll_seconds", 60.0, float) == 30.0  # no flag: the variable
+    assert config.plugin_setting("kafka", "bootstrap", None) == "127.0.0.1:9092"

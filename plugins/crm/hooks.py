@@ -113,3 +113,11 @@ def herald_cli(commands: Any) -> None:
 
     mock_crm(commands)
     producer(commands)
+
+
+@hookimpl
+def herald_serve_options(parser: Any) -> None:
+    parser.add_argument("--kafka-bootstrap", dest="HERALD_KAFKA_BOOTSTRAP", metavar="SERVERS",
+                        help="Kafka bootstrap servers [env HERALD_KAFKA_BOOTSTRAP]")
+    parser.add_argument("--crm-url", dest="HERALD_CRM_URL", metavar="URL",
+                        help="the CRM's base URL, default this server's /mock-crm [env HERALD_CRM_URL]")

@@ -64,3 +64,11 @@ def herald_cli(commands: Any) -> None:
     from .mock import add_commands
 
     add_commands(commands)
+
+
+@hookimpl
+def herald_serve_options(parser: Any) -> None:
+    parser.add_argument("--marketplace-provider-url", dest="HERALD_MARKETPLACE_PROVIDER_URL", metavar="URL",
+                        help="the provider's XML feed [env HERALD_MARKETPLACE_PROVIDER_URL]")
+    parser.add_argument("--marketplace-poll-seconds", dest="HERALD_MARKETPLACE_POLL_SECONDS", metavar="SECONDS",
+                        help="seconds between polls, default 60 [env HERALD_MARKETPLACE_POLL_SECONDS]")
