@@ -366,12 +366,21 @@ class Herald:
                 await self.http.aclose()
 
     async def _run_source(self, plugin: str, source: Callable[[], Any]) -> None:
-        try:
-            await source()
-        except Exception:
-            log.exception("source %r of plugin %s crashed", source, plugin)
-        else:
-            log.warning("source %r of plugin %s returned", source, plugin)
+        """Run a source; if it crashes, log it and start it again (backing off up to a minute)."""
+        delay = 1.0
+        while True:
+            started = trio.current_time()
+            try:
+                await source()
+            except Exception:
+                log.exception("source %r of plugin %s crashed; restarting it in %g s", source, plugin, delay)
+            else:
+                log.warning("source %r of plugin %s returned", source, plugin)
+                return
+            if trio.current_time() - started > 60:
+                delay = 1.0  # it ran well for a while: this is a new failure, not the same one again
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -141,3 +141,30 @@ def test_events_of_one_key_are_applied_in_arrival_order():
     for n in range(1000):
         engine.ingest({"type": "t", "key": f"k{n % 7}", "timestamp": T, "data": {"n": n}})
     assert seen == list(range(1000))
+
+
+async def test_a_crashing_source_is_restarted_with_backoff(autojump_clock):
+    import trio
+
+    from engine import Config, Herald, PluginHost, hookimpl
+
+    runs = []
+
+    class Flaky:
+        @hookimpl
+        def herald_sources(self, herald):
+            async def source():
+                runs.append(trio.current_time())
+                if len(runs) < 4:
+                    raise RuntimeError("boom")
+                await trio.sleep_forever()
+
+            return [source]
+
+    config = Config(durability="memory")
+    herald = Herald(config, PluginHost.from_objects(config, [("flaky", Flaky())]))
+    async with herald.running():
+        await herald.wait_ready()
+        await trio.sleep(30)
+    gaps = [round(b - a) for a, b in zip(runs, runs[1:])]
+    assert gaps == [1, 2, 4]
