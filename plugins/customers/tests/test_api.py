@@ -161,3 +161,21 @@ async def test_load_lines_are_journaled_verbatim_and_compacted_with_their_event(
         db.close()
     async with customers_app(**settings) as (_, client):  # from the snapshot alone
         assert (await client.get("/customers/2")).json()["customer"]["events"] == {"page": 1}
+
+
+async def test_serve_load_at_start_and_herald_load_into_a_data_dir(tmp_path):
+    import trio
+
+    from engine.cli import main
+
+    data = tmp_path / "messages.data"
+    data.write_bytes(LINES)
+    # `herald serve --load customers=FILE`: loaded before the server says it is ready.
+    async with customers_app(load=(("customers", str(data)),)) as (_, client):
+        assert [c["id"] for c in (await client.get("/customers")).json()["customers"]] == [1, 2, 10]
+    # `herald load customers FILE --data-dir DIR`, with no server running; then a server on that dir.
+    status = await trio.to_thread.run_sync(main, ["load", "customers", str(data), "--data-dir", str(tmp_path / "d"),
+                                                  "--quiet"])
+    assert status == 0
+    async with customers_app(durability="batch", data_dir=str(tmp_path / "d")) as (_, client):
+        assert (await client.get("/customers/2")).json()["customer"]["events"] == {"page": 1}
