@@ -183,8 +183,8 @@ class Engine:
             if route is not None and route.type.parse is not None:
                 event = route.type.parse(raw, received_at)
             else:
+                # A parsed event's type is the raw "type" string: ``route`` is already its route.
                 event = parse_event(raw, received_at=received_at)
-                route = self._routes.get(event.type)
             if route is not None and route.type.validate is not None:
                 event = route.type.validate(event)
             if event.timestamp.timestamp() > now + self.max_skew:
