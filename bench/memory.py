@@ -16,6 +16,7 @@ if not __package__:  # run as a file, bench/ would shadow the engine package (se
 
 import argparse
 import gc
+import os
 import tracemalloc
 
 import orjson
@@ -61,10 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     stats = snapshot.statistics("lineno")[: args.top]
     print_table(
         ("allocation site", "bytes/actor", "blocks/actor"),
-        [(f"{s.traceback[0].filename.rsplit('/site-packages/', 1)[-1].removeprefix('/work/main/')}"
-          f":{s.traceback[0].lineno}", f"{s.size / n:.0f}", f"{s.count / n:.2f}") for s in stats],
+        [(f"{_site(s.traceback[0].filename)}:{s.traceback[0].lineno}", f"{s.size / n:.0f}", f"{s.count / n:.2f}")
+         for s in stats],
     )
     print("(lines of bench/memory.py: what orjson.loads made and the engine kept, e.g. the key and device id)")
+
+
+def _site(filename: str) -> str:
+    """A file as a reader knows it: relative to the repository, or to site-packages."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if filename.startswith(root + os.sep):
+        return os.path.relpath(filename, root)
+    return filename.rsplit("/site-packages/", 1)[-1]
 
 
 if __name__ == "__main__":
