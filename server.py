@@ -22,10 +22,10 @@ from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from engine import Config, Herald, tune_gc
+from engine import Config, Herald, InvalidEvent, JournalError, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
-from engine.web import BadParameter, admin_guard, int_param, json_response
+from engine.web import BadParameter, UnsupportedMediaType, admin_guard, int_param, json_response, read_json
 from engine.openapi import build_document, error_response, explorer, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
@@ -197,11 +197,7 @@ def _core_routes(herald: Herald) -> Blueprint:
         },
     )
     async def notify_in() -> Response:
-        body = await request.get_data()
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return json_response(error_body("malformed_json", f"the body is not valid JSON: {exc.msg}"), 400)
+        payload = await read_json()
         if not isinstance(payload, dict):
             return json_response(error_body("invalid_type", "a notification is a JSON object"), 400)
         key = request.headers.get("Idempotency-Key") or payload.get("idempotency_key")
@@ -300,7 +296,7 @@ def _admin_routes(herald: Herald) -> Blueprint:
     @operation(
         "Send dead letters again",
         tags=["admin"],
-        description='Body {"ids": [...]} replays those dead letters; an empty body replays all of them.',
+        description='Body {"ids": [...]} replays those dead letters; an empty body (or {}) replays all of them.',
         parameters=_ADMIN,
         request={"required": False, "content": {"application/json": {"schema": {
             "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}}}},
@@ -308,15 +304,14 @@ def _admin_routes(herald: Herald) -> Blueprint:
                    400: error_response("bad body"), 401: error_response("no token")},
     )
     async def replay() -> Response:
-        body = await request.get_data()
         ids = None
-        if body.strip():
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                return json_response(error_body("malformed_json", exc.msg), 400)
-            ids = doc.get("ids") if isinstance(doc, dict) else None
-            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        if (await request.get_data()).strip():
+            doc = await read_json()
+            if not isinstance(doc, dict):
+                return json_response(error_body("invalid_type", 'the body is an object: {"ids": [...]} or {}'), 400)
+            ids = doc.get("ids")  # absent or null: every dead letter
+            if ids is not None and (not isinstance(ids, list)
+                                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
                 return json_response(error_body("invalid_type", "must be a list of integers", "ids"), 400)
         return json_response({"replayed": await herald.outbox.replay_dead(ids)})
 
@@ -367,6 +362,20 @@ def create_app(herald: Herald) -> IngestApp:
     @app.errorhandler(BadParameter)
     async def bad_parameter(exc: BadParameter) -> Response:
         return json_response(error_body("invalid_value", str(exc), exc.name), 400)
+
+    @app.errorhandler(InvalidEvent)
+    async def invalid(exc: InvalidEvent) -> Response:
+        return json_response({"error": exc.to_dict()}, 400)
+
+    @app.errorhandler(UnsupportedMediaType)
+    async def unsupported(exc: UnsupportedMediaType) -> Response:
+        return json_response(error_body("unsupported_media_type", str(exc), "Content-Type"), 415)
+
+    @app.errorhandler(JournalError)
+    async def not_durable(exc: JournalError) -> Response:
+        # Nothing was applied (see Herald.accept): the client may retry.
+        return json_response(error_body("journal_failed", f"not applied: the journal cannot be written ({exc})"),
+                             503, {"Retry-After": "5"})
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

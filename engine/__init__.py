@@ -12,7 +12,7 @@ from .effects import CancelTimer, Effect, Notify, SetTimer, Timer
 from .event import Event, InvalidEvent, converter, dumps, loads, new_event_id, parse_event, parse_timestamp
 from .hookspecs import hookimpl
 from .metrics import Metrics
-from .plugins import EventType, Loader, PluginError, PluginHost, available_plugins
+from .plugins import EventType, Loader, Origin, PluginError, PluginHost, available_plugins
 from .journal import Durability, Journal, JournalError
 from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
 from .runtime import Herald, tune_gc
@@ -38,6 +38,7 @@ __all__ = [
     "JournalError",
     "Metrics",
     "Notify",
+    "Origin",
     "Outbox",
     "PluginError",
     "PluginHost",

@@ -23,7 +23,7 @@ from .clock import EngineClock
 from .effects import CancelTimer, Effect, SetTimer, Timer
 from .event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
 from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
-from .plugins import PluginHost, Route
+from .plugins import Origin, PluginHost, Route
 from .timers import PendingTimer, TimerQueue, timers_of
 
 __all__ = ["Engine", "REMOVED", "LOAD_TYPE", "LoadReport", "StateTable"]
@@ -59,6 +59,18 @@ REMOVED: Any = _Removed()
 
 
 _ABSENT: Any = object()
+
+#: Event types beginning with this belong to the engine itself (e.g. ``herald.load``): never public.
+RESERVED_PREFIX = "herald."
+
+
+def _reserved(type_: str, route: Route | None) -> InvalidEvent:
+    owner = f"plugin {route.plugin!r}" if route is not None else "Herald itself"
+    return InvalidEvent(
+        "type", "reserved",
+        f"{type_!r} is an internal event type of {owner}: it enters through that plugin's own sources and "
+        "authenticated routes, never through POST /v1/event(s)",
+    )
 
 
 @attrs.define
@@ -169,8 +181,14 @@ class Engine:
 
     # -- ingestion -----------------------------------------------------------
 
-    def parse(self, raw: Any, *, received_at: datetime | None = None) -> Event:
-        """Parse and validate one decoded JSON object; raise :class:`InvalidEvent`."""
+    def parse(self, raw: Any, *, received_at: datetime | None = None, origin: Origin = Origin.PUBLIC) -> Event:
+        """Parse and validate one decoded JSON object; raise :class:`InvalidEvent`.
+
+        ``origin`` is where it came from: the public ingestion routes (the
+        default) may not carry internal types (see :class:`Origin`); sources
+        and a plugin's own routes pass ``Origin.INTERNAL``. This is the one
+        place where that rule is enforced.
+        """
         now = self.utcnow()
         if received_at is None:
             # One datetime per millisecond is plenty for a receipt stamp.
@@ -180,6 +198,11 @@ class Engine:
         try:
             type_ = raw.get("type") if raw.__class__ is dict else None
             route = self._routes.get(type_) if type_.__class__ is str else None
+            if origin is Origin.PUBLIC and (
+                route.type.origin is Origin.INTERNAL if route is not None
+                else type_.__class__ is str and type_.startswith(RESERVED_PREFIX)
+            ):
+                raise _reserved(type_, route)
             if route is not None and route.type.parse is not None:
                 event = route.type.parse(raw, received_at)
             else:
@@ -200,9 +223,9 @@ class Engine:
             raise
         return event
 
-    def ingest(self, raw: Any) -> Event:
-        """Parse, validate and apply one event; the fast path of the HTTP API."""
-        event = self.parse(raw)
+    def ingest(self, raw: Any, *, origin: Origin = Origin.PUBLIC) -> Event:
+        """Parse, validate and apply one event (in memory: nothing is journaled here)."""
+        event = self.parse(raw, origin=origin)
         self.submit(event)
         return event
 

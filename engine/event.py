@@ -25,8 +25,10 @@ __all__ = [
     "parse_timestamp",
     "new_event_id",
     "converter",
+    "decode_json",
     "dumps",
     "loads",
+    "MAX_JSON_DEPTH",
 ]
 
 UTC = timezone.utc
@@ -42,6 +44,46 @@ _TIMESTAMP_FIELDS = ("timestamp", "time_stamp")
 _MAX_ID = 200
 _MAX_TYPE = 100
 _MAX_KEY = 200
+
+
+#: Deepest nesting of arrays and objects a JSON body may have. orjson parses up
+#: to 1,024 levels but encodes only 254, and the journal stores events inside
+#: a few levels of its own: a body deeper than this is refused at parse time,
+#: before it can touch any state (far deeper than any real event needs).
+MAX_JSON_DEPTH = 64
+
+
+def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON request body; :class:`InvalidEvent` if it is not JSON or nests deeper than ``max_depth``.
+
+    Every JSON route of Herald and its plugins reads its body through this."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(None, "malformed_json", f"the body is not valid JSON: {exc.msg}") from None
+    # Cheap first: a body with fewer brackets than the limit cannot nest deeper than it.
+    raw = body.encode() if isinstance(body, str) else body
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(value) > max_depth:
+        raise InvalidEvent(None, "too_deep", f"the body nests arrays and objects more than {max_depth} levels deep")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if item.__class__ is dict:
+            children = item.values()
+        elif item.__class__ is list:
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+        stack.extend((child, level + 1) for child in children if child.__class__ is dict or child.__class__ is list)
+    return deepest
 
 
 _ID_PREFIX = os.urandom(10).hex()
@@ -116,7 +158,10 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime:
     if ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
     if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
+        try:
+            ts = ts.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+23:59 is before year 1 in UTC
+            raise InvalidEvent(field, "invalid_timestamp", f"{value[:60]!r} is out of range in UTC") from None
     return ts
 
 
@@ -189,7 +234,10 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
     if tz is None:
         timestamp = timestamp.replace(tzinfo=UTC)
     elif tz is not UTC:
-        timestamp = timestamp.astimezone(UTC)
+        try:
+            timestamp = timestamp.astimezone(UTC)
+        except OverflowError:
+            raise _Slow from None
     event_id = get("id")
     if event_id is None:
         event_id = new_event_id()

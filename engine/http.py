@@ -14,13 +14,14 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from .event import InvalidEvent
+from .event import MAX_JSON_DEPTH, InvalidEvent, decode_json
 from .journal import JournalError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Herald
 
-__all__ = ["IngestApp", "error_body", "respond_json", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX"]
+__all__ = ["IngestApp", "error_body", "respond_json", "json_media_type", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX",
+           "NDJSON_TYPES", "SIMPLE_REQUEST_TYPES"]
 
 log = logging.getLogger("herald.http")
 
@@ -115,6 +116,26 @@ def _content_type(scope: dict) -> bytes:
     return b""
 
 
+#: Media types of newline-delimited JSON (``POST /v1/events`` reads them line by line).
+NDJSON_TYPES = frozenset({b"application/x-ndjson", b"application/jsonl", b"application/json-seq"})
+#: What a browser may send cross-site without asking first (a CORS "simple request"): a page on
+#: another site could make a visitor's browser post such a body, so no write route accepts them.
+SIMPLE_REQUEST_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
+
+
+def json_media_type(content_type: bytes | str, *, ndjson: bool = False) -> bool:
+    """Whether a request's media type (without parameters) may carry a JSON body: none given,
+    ``application/json``, ``application/*+json`` (and NDJSON where ``ndjson``)."""
+    media = content_type.encode("latin-1") if isinstance(content_type, str) else content_type
+    media = media.split(b";", 1)[0].strip().lower()
+    return (media in (b"", b"application/json") or (media.startswith(b"application/") and media.endswith(b"+json"))
+            or (ndjson and media in NDJSON_TYPES))
+
+
+def _unsupported(accepted: str) -> tuple[int, Any]:
+    return 415, error_body("unsupported_media_type", f"send the body as {accepted}", "Content-Type")
+
+
 class IngestApp:
     """ASGI app: the two ingestion routes, then everything else to ``app``."""
 
@@ -187,18 +208,18 @@ class IngestApp:
         await self.app(scope, receive, send)
 
     async def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
+        if not json_media_type(_content_type(scope)):
+            return _unsupported("application/json")
         try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return 400, error_body("malformed_json", f"the body is not valid JSON: {exc.msg}")
-        try:
-            event = self.engine.parse(raw)
+            event = self.engine.parse(decode_json(body))
         except InvalidEvent as exc:
             return 400, {"error": exc.to_dict()}
         [duplicate] = await self.herald.accept([event])
         return 202, ({"id": event.id, "duplicate": True} if duplicate else {"id": event.id})
 
     async def _load(self, scope: dict, body: bytes) -> tuple[int, Any]:
+        if _content_type(scope) in SIMPLE_REQUEST_TYPES:
+            return _unsupported("application/x-ndjson (or application/octet-stream)")
         name = scope["path"][len(LOAD_PREFIX):]
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         raw_first = query.get("first_line", "1")
@@ -213,19 +234,23 @@ class IngestApp:
     async def _batch(self, scope: dict, body: bytes) -> tuple[int, Any]:
         rejected: list[dict[str, Any]] = []
         items: list[tuple[int, Any]] = []
-        if _content_type(scope) in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq"):
+        media = _content_type(scope)
+        if media in NDJSON_TYPES:
             for number, line in enumerate(body.split(b"\n"), 1):
                 if not line.strip():
                     continue
                 try:
-                    items.append((number, orjson.loads(line)))
-                except orjson.JSONDecodeError as exc:
-                    rejected.append({"line": number, "error": error_body("malformed_json", exc.msg)["error"]})
+                    items.append((number, decode_json(line)))
+                except InvalidEvent as exc:
+                    rejected.append({"line": number, "error": exc.to_dict()})
+        elif not json_media_type(media):
+            return _unsupported("a JSON array (application/json) or NDJSON (application/x-ndjson)")
         else:
             try:
-                decoded = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                return 400, error_body("malformed_json", f"the body is not valid JSON: {exc.msg}")
+                # One level more for the array itself.
+                decoded = decode_json(body, max_depth=MAX_JSON_DEPTH + 1)
+            except InvalidEvent as exc:
+                return 400, {"error": exc.to_dict()}
             if not isinstance(decoded, list):
                 return 400, error_body(
                     "invalid_type", "a batch is a JSON array, or NDJSON with Content-Type application/x-ndjson"

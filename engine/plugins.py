@@ -8,6 +8,7 @@ called once, here, and flattened into lookup tables for the engine.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import logging
 from importlib.metadata import entry_points
@@ -21,7 +22,7 @@ from . import hookspecs
 from .config import Config
 from .event import Event
 
-__all__ = ["EventType", "Loader", "PluginError", "PluginHost", "Route", "available_plugins"]
+__all__ = ["EventType", "Loader", "Origin", "PluginError", "PluginHost", "Route", "available_plugins"]
 
 log = logging.getLogger("herald.plugins")
 
@@ -32,6 +33,19 @@ class PluginError(Exception):
     """A plugin cannot be found or its declarations conflict."""
 
 
+class Origin(str, enum.Enum):
+    """Where events of a type may come from, declared per type and enforced at the ingestion edge.
+
+    ``PUBLIC`` types may be sent by anyone who can reach ``POST /v1/event(s)``.
+    ``INTERNAL`` types enter only in-process: through a plugin's sources
+    (pollers, Kafka consumers), bulk loaders and its own authenticated routes
+    (``Herald.accept``); the public routes refuse them with 400 ``reserved``.
+    """
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+
+
 @attrs.frozen
 class EventType:
     """An event type a plugin handles.
@@ -39,7 +53,8 @@ class EventType:
     ``handler(state, event) -> (state, effects)`` must do no I/O. ``validate``
     (optional) receives the parsed :class:`Event` and returns it, possibly
     with normalised data, or raises :class:`InvalidEvent`. ``schema`` is a
-    JSON Schema for ``data``, used in the API docs.
+    JSON Schema for ``data``, used in the API docs. ``origin`` says whether
+    the public ingestion routes may carry it (see :class:`Origin`).
     """
 
     name: str
@@ -51,6 +66,7 @@ class EventType:
     #: ``parse(raw, received_at) -> Event`` for a type whose wire format is not
     #: Herald's envelope (it replaces the envelope parse; ``validate`` still runs).
     parse: Callable[[dict[str, Any], Any], Event] | None = None
+    origin: Origin = attrs.field(default=Origin.PUBLIC, converter=Origin)
 
 
 @attrs.frozen

@@ -30,7 +30,7 @@ from .event import Event, InvalidEvent, new_event_id
 from .journal import Durability, Journal, snapshot_writer
 from .metrics import Metrics
 from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
-from .plugins import PluginError, PluginHost
+from .plugins import Origin, PluginError, PluginHost
 from .sink import NotifySink
 
 __all__ = ["Herald", "tune_gc"]
@@ -206,9 +206,11 @@ class Herald:
                 self.nursery.start_soon(self.snapshot)
 
     async def submit(self, event: Event | dict[str, Any]) -> Event:
-        """Accept one event (parsed, or a raw JSON object) from a source; durable on return."""
+        """Accept one event (parsed, or a raw JSON object) from a source; durable on return.
+
+        A source is trusted: internal event types are allowed here (unlike on the public routes)."""
         if not isinstance(event, Event):
-            event = self.engine.parse(event)
+            event = self.engine.parse(event, origin=Origin.INTERNAL)
         await self.accept([event])
         return event
 

@@ -30,7 +30,7 @@ from .config import Config
 from .core import Engine
 from .effects import Effect, Notify
 from .event import Event
-from .plugins import PluginHost
+from .plugins import Origin, PluginHost
 
 __all__ = ["Simulation", "Receiver", "lifespan", "serving"]
 
@@ -88,12 +88,14 @@ class Simulation:
 
     # -- driving -------------------------------------------------------------
 
-    def send(self, event: Event | dict[str, Any]) -> Event:
-        """Apply one event now (parsed and validated like an HTTP one)."""
+    def send(self, event: Event | dict[str, Any], *, origin: Origin = Origin.INTERNAL) -> Event:
+        """Apply one event now, parsed and validated like an HTTP one. The harness is
+        trusted: internal types pass unless ``origin=Origin.PUBLIC`` asks for the
+        public routes' rule."""
         if isinstance(event, Event):
             self.engine.submit(event)
             return event
-        return self.engine.ingest(event)
+        return self.engine.ingest(event, origin=origin)
 
     async def replay(self, events: Iterable[Event | dict[str, Any]], *, realtime: bool = False) -> list[Event]:
         """Send events in order. With ``realtime``, sleep between them as long
@@ -101,7 +103,7 @@ class Simulation:
         is what living through them looks like."""
         sent: list[Event] = []
         for raw in events:
-            event = raw if isinstance(raw, Event) else self.engine.parse(raw)
+            event = raw if isinstance(raw, Event) else self.engine.parse(raw, origin=Origin.INTERNAL)
             if realtime and sent:
                 gap = (event.timestamp - sent[-1].timestamp).total_seconds()
                 if gap > 0:

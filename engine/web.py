@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 import orjson
 from quart import Response, request
 
-__all__ = ["BadParameter", "admin_guard", "int_param", "json_response"]
+__all__ = ["BadParameter", "UnsupportedMediaType", "admin_guard", "int_param", "json_response", "read_json"]
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -24,6 +24,26 @@ class BadParameter(Exception):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class UnsupportedMediaType(Exception):
+    """A body of a media type the route does not read; the server answers 415."""
+
+
+async def read_json() -> Any:
+    """The current request's JSON body, read the way every JSON route reads it.
+
+    Raises :class:`UnsupportedMediaType` (415) for a media type that is not JSON
+    (e.g. ``text/plain``: a cross-site form could send it), and
+    :class:`engine.InvalidEvent` (400) for a body that is not JSON or nests
+    deeper than :data:`engine.event.MAX_JSON_DEPTH`.
+    """
+    from .event import decode_json
+    from .http import json_media_type
+
+    if not json_media_type(request.headers.get("Content-Type", "")):
+        raise UnsupportedMediaType("send the body as application/json")
+    return decode_json(await request.get_data())
 
 
 def int_param(name: str, default: int | None, *, low: int = 0, high: int = 2**63 - 1) -> int | None:

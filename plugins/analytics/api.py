@@ -13,13 +13,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 from quart import Blueprint, Response, request
 
 from engine import Event, new_event_id
 from engine.http import error_body
 from engine.openapi import error_response, json_body, operation
-from engine.web import BadParameter, admin_guard, int_param, json_response
+from engine.web import BadParameter, admin_guard, int_param, json_response, read_json
 
 from .clients import Registry, client_json
 from .model import NO_SESSION, RECEIVED
@@ -117,10 +116,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
             401: error_response("no token, an unknown token or a revoked one")},
     )
     async def receive() -> Response:
-        try:
-            body = orjson.loads(await request.get_data())
-        except orjson.JSONDecodeError as exc:
-            return json_response(error_body("malformed_json", f"the body is not valid JSON: {exc.msg}"), 400)
+        body = await read_json()
         payloads = body if isinstance(body, list) else [body]
         if not payloads:
             return json_response(error_body("empty_batch", "the batch holds no events"), 400)
@@ -231,10 +227,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
                                                                             "token": {"type": "string"}}}),
                           400: error_response("no usable name"), 409: error_response("an active client has this name")})
     async def create_client() -> Response:
-        try:
-            body = orjson.loads(await request.get_data())
-        except orjson.JSONDecodeError:
-            body = None
+        body = await read_json()
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
             return json_response(error_body("invalid_value", "a client name is 1 to 100 characters", "name"), 400)

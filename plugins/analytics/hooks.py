@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, EventType, InvalidEvent, hookimpl
+from engine import Config, EventType, Origin, hookimpl
 from engine.config import non_negative
 
 from . import hookspecs
@@ -25,12 +25,6 @@ def _store(herald: Any) -> Store:
     return herald.part("analytics.store", lambda: Store(herald.config.data_file("analytics.db")))
 
 
-def _internal_only(event: Any) -> Any:
-    """These types come only from the plugin's own authenticated routes, never from /v1/event(s)."""
-    raise InvalidEvent("type", "reserved", f"{event.type!r} events are sent through {PLUGIN}'s own API "
-                       "(POST /api/events with a client token; tokens through /v1/admin/tokens)")
-
-
 @hookimpl
 def herald_add_hookspecs() -> Any:
     return hookspecs
@@ -47,10 +41,12 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
     registry.add_directory(SHIPPED_SCHEMAS)
     receive = Receive(registry, config.plugin_setting(PLUGIN, "max_skew", 60.0, non_negative(float)))
     return [
-        EventType(RECEIVED, receive, validate=_internal_only,
+        # All three enter only through the plugin's own authenticated routes
+        # (POST /api/events with a client token; /v1/admin/tokens).
+        EventType(RECEIVED, receive, origin=Origin.INTERNAL,
                   description="A payload sent to The Eye, checked after it was acknowledged."),
-        EventType(CREATED, on_created, validate=_internal_only, description="A trusted client was created."),
-        EventType(REVOKED, on_revoked, validate=_internal_only, description="A client's token was revoked."),
+        EventType(CREATED, on_created, origin=Origin.INTERNAL, description="A trusted client was created."),
+        EventType(REVOKED, on_revoked, origin=Origin.INTERNAL, description="A client's token was revoked."),
     ]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, Event, EventType, InvalidEvent, hookimpl
+from engine import Config, EventType, Origin, hookimpl
 
 from .api import ERASE, subjects_blueprint
-from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode, normalise_booking, normalise_user
+from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
 from .delivery import Delivery
 from .keystore import KeyStore
 from .mock_crm import CrmStore, crm_blueprint
@@ -39,24 +39,6 @@ def _make_parts(herald: Any) -> dict[str, Any]:
             "delivery": Delivery(herald, crm_url, keys, producer)}
 
 
-def _checked(normalise: Any) -> Any:
-    """A validate step for events posted to /v1/event(s) in the internal contracts' shape (demos, tests)."""
-    from engine.kafka import Refused
-
-    def validate(event: Event) -> Event:
-        try:
-            data = normalise(event.data.get("Event", event.data))
-        except Refused as exc:
-            raise InvalidEvent("data", "invalid", str(exc)) from None
-        return Event(event.id, event.type, event.key, event.timestamp, data, event.received_at)
-
-    return validate
-
-
-def _internal_only(event: Event) -> Event:
-    raise InvalidEvent("type", "reserved", "erasures go through DELETE /v1/subjects/{user_id}")
-
-
 @hookimpl
 def herald_state_type() -> type:
     return CrmState
@@ -65,11 +47,12 @@ def herald_state_type() -> type:
 @hookimpl
 def herald_event_types(config: Config) -> Iterable[EventType]:
     return [
-        EventType(USER_UPDATED, on_user, validate=_checked(normalise_user),
+        # Users and bookings come from the internal Kafka topics only; erasures from DELETE /v1/subjects/{id}.
+        EventType(USER_UPDATED, on_user, origin=Origin.INTERNAL,
                   description=f"A user's full state, from {USER_TOPIC}."),
-        EventType(BOOKING_UPDATED, on_booking, validate=_checked(normalise_booking),
+        EventType(BOOKING_UPDATED, on_booking, origin=Origin.INTERNAL,
                   description=f"A booking's full state, from {BOOKING_TOPIC}; key: its user."),
-        EventType(ERASE, on_erase, validate=_internal_only, description="GDPR erasure of a user."),
+        EventType(ERASE, on_erase, origin=Origin.INTERNAL, description="GDPR erasure of a user."),
     ]
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from quart import Blueprint, Response, request
 
+from engine import InvalidEvent
+from engine.event import decode_json
 from engine.openapi import error_response, json_body, operation
 from engine.web import json_response
 
@@ -155,8 +156,8 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
 
 def _json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return decode_json(raw)
+    except InvalidEvent:
         return None
 
 

@@ -12,12 +12,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 from quart import Blueprint, Response, request
 
 from engine import Event, InvalidEvent, new_event_id
 from engine.openapi import json_body, operation
-from engine.web import json_response
+from engine.web import UnsupportedMediaType, json_response, read_json
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
@@ -147,11 +146,12 @@ def _customer_in(body: Any) -> dict[str, Any]:
 
 
 async def _json_body() -> Any:
-    raw = await request.get_data()
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CustomerError(400, f"the body is not valid JSON: {exc.msg}", "malformed_json") from None
+        return await read_json()
+    except InvalidEvent as exc:
+        raise CustomerError(400, exc.message, exc.code) from None
+    except UnsupportedMediaType as exc:
+        raise CustomerError(415, str(exc), "unsupported_media_type", "Content-Type") from None
 
 
 def _key_of(raw: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, EventType, hookimpl
+from engine import Config, EventType, Origin, hookimpl
 from engine.config import positive
 
-from .model import SEEN, Plan, internal_only, on_seen
+from .model import SEEN, Plan, on_seen
 from .poller import Poller
 from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
@@ -40,7 +40,8 @@ def herald_state_type() -> type:
 
 @hookimpl
 def herald_event_types(config: Config) -> Iterable[EventType]:
-    return [EventType(SEEN, on_seen, validate=internal_only,
+    # Plans come from the provider poller only.
+    return [EventType(SEEN, on_seen, origin=Origin.INTERNAL,
                       description="A plan's values as the provider's feed showed them (changes only).")]
 
 

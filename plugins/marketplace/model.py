@@ -12,11 +12,11 @@ from typing import Any
 
 import attrs
 
-from engine import Event, InvalidEvent
+from engine import Event
 
 from .feed import PlanValues, plan_uuid
 
-__all__ = ["Plan", "SEEN", "on_seen", "seen_data", "internal_only"]
+__all__ = ["Plan", "SEEN", "on_seen", "seen_data"]
 
 SEEN = "marketplace.plan_seen"
 
@@ -58,8 +58,3 @@ def on_seen(state: Plan, event: Event) -> tuple[Plan, tuple]:
         d["base_id"], d["plan_id"], d["title"], d["sell_mode"], d["start"], d["end"], d["min_price"], d["max_price"],
         d["sold_out"], state.ever_online or d["sell_mode"] == "online", state.first_seen or at, at,
     ), ()
-
-
-def internal_only(event: Event) -> Event:
-    """Plans come from the provider poller only, never from /v1/event(s)."""
-    raise InvalidEvent("type", "reserved", f"{event.type!r} events come from the marketplace's provider poller")

@@ -141,23 +141,37 @@ async def test_the_mock_crm_follows_the_clients_api():
                 "/v1/subjects/{user_id}"} <= set(paths)
 
 
-async def test_events_posted_without_kafka_reach_the_mock_crm():
-    """The same rules through /v1/events (no broker): user, then a booking, in order, to a real mock CRM."""
+async def test_internal_messages_reach_the_mock_crm_and_never_enter_through_the_public_route():
+    """The Kafka source's path without a broker: messages decoded by the plugin's own ``decode``
+    and accepted in-process, in order, to a real mock CRM. The public route refuses the same types."""
     store = CrmStore()
     async with serving(standalone_app(store)) as crm_url, \
             app_client([("crm", hooks)], environ={"HERALD_CRM_URL": crm_url}) as (herald, client):
-        events = [
-            {"type": "crm.user_updated", "key": f"user:{U}", "timestamp": "2023-06-01T06:00:00Z",
-             "data": {"Event": {"Id": U, "FirstName": "A", "LastName": "B", "Email": "a@trafi.com"}}},
-            {"type": "crm.booking_updated", "key": f"user:{U}", "timestamp": "2023-06-01T06:00:01Z",
-             "data": {"Event": {"Id": "t9", "UserId": U, "From": "X", "To": None, "Type": 1,
-                                "StartDate": "2023-06-01T09:00:01+03:00", "EndDate": None, "Price": 0}}},
+        messages = [
+            _Message("internal_user_updated", orjson.dumps({"Id": 1, "Event": {
+                "Id": U, "FirstName": "A", "LastName": "B", "Email": "a@trafi.com"}}), offset=0),
+            _Message("internal_booking_updated", orjson.dumps({"Id": 2, "Event": {
+                "Id": "t9", "UserId": U, "From": "X", "To": None, "Type": 1,
+                "StartDate": "2023-06-01T09:00:01+03:00", "EndDate": None, "Price": 0}}), offset=0),
         ]
-        assert (await client.post("/v1/events", json=events)).status_code == 202
+        await herald.accept([event for message in messages for event in decode(message)])
         assert await herald.flush_sinks(10)
         crm_user = store.data["users"][U]
         assert crm_user["LastTripId"] == "t9" and crm_user["LastTripType"] == "Scooter"
         assert store.data["trips"]["t9"]["From"] == "X"
         assert store.calls == {"create_user": 1, "create_trip": 1, "replace_user": 1}
-        bad = dict(events[1], data={"Event": {"Id": "t", "Type": "car"}})
-        assert (await client.post("/v1/event", json=bad)).status_code == 400
+        forged = [
+            {"type": "crm.user_updated", "key": f"user:{U}", "timestamp": "2023-06-01T06:00:00Z",
+             "data": {"Id": U, "FirstName": "Forged", "LastName": "X", "Email": "evil@example.com"}},
+            {"type": "crm.erase", "key": f"user:{U}", "timestamp": "2023-06-01T06:00:00Z", "data": {"user_id": U}},
+        ]
+        for event in forged:
+            refused = await client.post("/v1/event", json=event)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"] == {"code": "reserved", "field": "type",
+                                               "message": refused.json()["error"]["message"]}
+            assert "internal event type of plugin 'crm'" in refused.json()["error"]["message"]
+        batch = await client.post("/v1/events", json=forged)
+        assert batch.status_code == 400 and [r["error"]["code"] for r in batch.json()["rejected"]] == ["reserved"] * 2
+        assert await herald.flush_sinks(10)
+        assert store.data["users"][U]["FirstName"] == "A" and store.calls["create_user"] == 1

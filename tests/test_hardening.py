@@ -1,0 +1,122 @@
+"""What a single hostile or careless request can do: nothing that stops, fools or wedges Herald."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from engine import EventType, InvalidEvent, Origin, hookimpl
+from engine.event import MAX_JSON_DEPTH, decode_json
+from plugins.customers import hooks as customers
+
+from .conftest import app_client
+
+
+def nested(depth: int) -> bytes:
+    """An event whose ``x`` field nests ``depth`` arrays (the event object itself adds one level)."""
+    return (b'{"user_id":"u","type":"t","timestamp":"2021-02-28T16:00:00Z","x":' + b"[" * depth + b"]" * depth + b"}")
+
+
+def test_decode_json_counts_real_nesting_not_brackets_in_strings():
+    assert decode_json(b'{"a": "' + b"[" * 500 + b'"}') == {"a": "[" * 500}
+    assert decode_json(nested(MAX_JSON_DEPTH - 1))["x"]  # the object plus 63 arrays: exactly the limit
+    with pytest.raises(InvalidEvent) as refused:
+        decode_json(nested(MAX_JSON_DEPTH))
+    assert refused.value.code == "too_deep"
+    wide = orjson.dumps([[{"k": [1]}] for _ in range(1000)])  # many brackets, shallow
+    assert len(decode_json(wide)) == 1000
+
+
+async def test_a_body_too_deep_for_the_journal_is_refused_and_ingestion_goes_on(tmp_path):
+    """The reviewer's repro: 260 levels parse in orjson but cannot be journaled. It must be a 400
+    that touches nothing, and later events must be accepted and durable (202, /healthz 200)."""
+    async with app_client(durability="batch", data_dir=str(tmp_path)) as (herald, client):
+        for depth in (260, MAX_JSON_DEPTH):
+            refused = await client.post("/v1/event", content=nested(depth), headers={"content-type": "application/json"})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_deep"
+        batch = await client.post("/v1/events", content=b"[" + nested(300) + b"]")
+        assert batch.status_code == 400 and batch.json()["error"]["code"] == "too_deep"
+        lines = nested(300) + b"\n" + orjson.dumps({"user_id": "v", "type": "t", "timestamp": "2021-02-28T16:00:00Z"})
+        ndjson = await client.post("/v1/events", content=lines, headers={"content-type": "application/x-ndjson"})
+        assert ndjson.status_code == 202
+        assert [r["error"]["code"] for r in ndjson.json()["rejected"]] == ["too_deep"]
+        assert herald.engine.actor("u") is None
+        ok = await client.post("/v1/event", json={"user_id": "w", "type": "t", "timestamp": "2021-02-28T16:00:00Z"})
+        assert ok.status_code == 202
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.json()["journal"]["failed"] is None
+        assert herald.journal.stats()["events"] == 2
+        for path in ("/v1/notify", "/customers"):
+            deep = await client.post(path, content=b'{"a":' + b"[" * 300 + b"]" * 300 + b"}",
+                                     headers={"content-type": "application/json"})
+            assert deep.status_code in (400, 404), (path, deep.text)
+
+
+async def test_every_json_route_refuses_deep_bodies():
+    async with app_client([("customers", customers)]) as (herald, client):
+        deep = b'{"customer": {"id": 1, "attributes": {"email": ' + b"[" * 100 + b"]" * 100 + b"}}}"
+        refused = await client.post("/customers", content=deep, headers={"content-type": "application/json"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_deep"
+        refused = await client.post("/v1/notify", content=b"[" * 100 + b"]" * 100)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_deep"
+
+
+@pytest.mark.parametrize("path", ["/v1/event", "/v1/events"])
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+async def test_cross_site_simple_requests_get_415(client, path, media):
+    body = orjson.dumps({"user_id": "u", "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"})
+    refused = await client.post(path, content=body if path.endswith("event") else b"[" + body + b"]",
+                                headers={"content-type": media})
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["error"]["code"] == "unsupported_media_type"
+    assert (await client.get("/v1/actors/u")).status_code == 404
+
+
+async def test_json_routes_refuse_text_plain():
+    async with app_client([("customers", customers)]) as (_, client):
+        body = orjson.dumps({"customer": {"id": 5, "attributes": {"email": "a@b.c"}}})
+        refused = await client.post("/customers", content=body, headers={"content-type": "text/plain"})
+        assert refused.status_code == 415
+        assert (await client.post("/customers", content=body, headers={"content-type": "application/json"})).status_code == 201
+        assert (await client.post("/v1/load/customers", content=b"", headers={"content-type": "text/plain"})).status_code == 415
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59", "0001-01-01 00:00:00+01:00"])
+async def test_timestamps_with_extreme_offsets_are_400(client, stamp):
+    for field in ("timestamp", "time_stamp"):
+        response = await client.post("/v1/event", json={"user_id": "u", "type": "app_launch", field: stamp})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["field"] == field
+
+
+# -- where an event may come from -------------------------------------------------------------
+
+
+class _Secret:
+    name = "secret"
+
+    @hookimpl
+    def herald_event_types(self, config):
+        return [EventType("secret.granted", lambda state, event: (state, ()), origin=Origin.INTERNAL),
+                EventType("secret.asked", lambda state, event: (state, ()))]
+
+
+async def test_internal_types_and_the_engines_own_are_refused_on_the_public_routes():
+    async with app_client([_Secret()]) as (herald, client):
+        for type_ in ("secret.granted", "herald.load", "herald.anything"):
+            body = {"type": type_, "key": "k", "timestamp": "2021-02-28T16:00:00Z",
+                    "data": {"loader": "customers", "body": "{}"}}
+            single = await client.post("/v1/event", json=body)
+            assert single.status_code == 400 and single.json()["error"]["code"] == "reserved", single.text
+            assert single.json()["error"]["field"] == "type"
+            batch = await client.post("/v1/events", json=[body])
+            assert batch.status_code == 400 and batch.json()["rejected"][0]["error"]["code"] == "reserved"
+        assert herald.engine.actor("k") is None
+        accepted = herald.metrics.hot.accepted
+        public = {"type": "secret.asked", "key": "k", "timestamp": "2021-02-28T16:00:00Z"}
+        assert (await client.post("/v1/event", json=public)).status_code == 202
+        # The same internal type from a source (in-process) is accepted.
+        await herald.submit({"type": "secret.granted", "key": "k", "timestamp": "2021-02-28T16:00:01Z"})
+        assert (accepted["secret.asked"], accepted["secret.granted"], accepted["herald.load"]) == (1, 1, 0)
+        rejected = herald.metrics.render().decode()
+        assert 'herald_events_rejected_total{code="reserved",type="secret.granted"} 2.0' in rejected
