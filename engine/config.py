@@ -107,6 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbox_max_age", "HERALD_OUTBOX_MAX_AGE", _positive(float), "seconds after which an undelivered effect is dead"),
     Setting("admin_token", "HERALD_ADMIN_TOKEN", str, "bearer token required by the admin routes (default: none)"),
     Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
+    Setting("journal_retry", "HERALD_JOURNAL_RETRY", _positive(float),
+            "seconds before the first retry of a journal that failed a write (doubling, at most 60)"),
     Setting("load", "HERALD_LOAD", _load_spec, "files to bulk-load at start: LOADER=FILE, comma-separated"),
     Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 32 MiB)"),
 )
@@ -138,6 +140,7 @@ class Config:
     outbox_max_age: float = 86_400.0
     admin_token: str | None = None
     drain_timeout: float = 5.0
+    journal_retry: float = 1.0
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     max_load_bytes: int = 64 * 1024 * 1024

@@ -179,6 +179,18 @@ class Engine:
         m.timers_pending.set_function(lambda: len(self.timers))
         m.actors.set_function(lambda: len(self.actors))
 
+    def reset(self) -> None:
+        """Forget every actor, timer and the clock (before rebuilding them from the journal)."""
+        self.actors.clear()
+        self.timers = TimerQueue()
+        self.clock = EngineClock(self._wall)
+        for plugin, keys in self.members.items():
+            keys.clear()
+            self.member_versions[plugin] += 1
+        scope = self._timer_scope
+        if scope is not None:
+            scope.deadline = math.inf
+
     # -- ingestion -----------------------------------------------------------
 
     def parse(self, raw: Any, *, received_at: datetime | None = None, origin: Origin = Origin.PUBLIC) -> Event:

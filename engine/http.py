@@ -187,7 +187,9 @@ class IngestApp:
                 try:
                     status, payload = await handle(scope, body)
                 except JournalError as exc:
-                    status, payload = 503, error_body("journal_failed", f"events cannot be made durable: {exc}")
+                    status, payload = 503, error_body("journal_failed", f"not applied: {exc}")
+                except InvalidEvent as exc:  # e.g. data the journal cannot store: refused before it was applied
+                    status, payload = 400, {"error": exc.to_dict()}
                 except Exception:  # a bug, never the client's fault: say so, stay up
                     log.exception("ingestion failed")
                     status, payload = 500, error_body("internal", "internal error; the event was not accepted")

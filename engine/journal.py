@@ -168,7 +168,9 @@ class Journal:
         self._wakeup = trio.Event()
         self._wal_fd: int | None = None
         self._lock_fd: int | None = None
+        #: The write failure that stopped the journal (cleared by :meth:`reopen`).
         self.failed: BaseException | None = None
+        self._failed_event = trio.Event()
         #: Called in the trio thread with ``[(outbox_id, token), ...]`` for effects
         #: committed for the first time (a repeated key is not reported).
         self.on_new_effects: Callable[[list[tuple[int, Any]]], None] | None = None
@@ -317,8 +319,10 @@ class Journal:
 
     # -- queueing writes (trio thread) ------------------------------------------
 
-    def add_event(self, seq: int, event: Event, arrival: float | None) -> None:
-        data = event.data
+    def add_event(self, seq: int, event: Event, arrival: float | None, data: Any = None) -> None:
+        """Queue an event; ``data`` may be its data already encoded (an ``orjson.Fragment``)."""
+        if data is None:
+            data = event.data
         if event.type == LOAD_TYPE and data.get("body").__class__ is bytes:
             self._batch.bodies.append((seq, data["body"]))
             data = {k: v for k, v in data.items() if k != "body"}
@@ -378,18 +382,58 @@ class Journal:
                     await self._flush()  # whatever was queued at shutdown is written
                     await trio.to_thread.run_sync(self._sync)
 
+    async def wait_failed(self) -> BaseException:
+        """Wait until a write fails; return the failure."""
+        await self._failed_event.wait()
+        assert self.failed is not None
+        return self.failed
+
+    def reopen(self) -> None:
+        """After a write failure: open the database again and prove that it takes a write
+        (blocking: run it in a thread). Raises if it still cannot; clears :attr:`failed` if it can.
+
+        Whatever was queued since the failure was refused (its waiters got a JournalError)
+        and is dropped: nothing after a failed batch is ever written, so the journal has no gap.
+        """
+        for conn in (self._read, self._conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._read = None
+        conn = connect(self.path, durability=self.durability)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('reopened', ?)", (str(time.time()),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        self._conn = conn
+        self._read = connect(self.path, readonly=True)
+        self._batch = _Batch()
+        self.failed = None
+        self._failed_event = trio.Event()
+
     async def _flush(self) -> None:
         self._wakeup = trio.Event()
         batch, self._batch = self._batch, _Batch()
         if not batch:
             batch.done.set()
             return
+        if self.failed is not None:
+            # Never write past a failed batch: its events are not in the journal, so
+            # later ones would leave a gap that a replay must not cross.
+            batch.error = self.failed
+            batch.done.set()
+            return
         self._inflight = batch
         try:
             await trio.to_thread.run_sync(self._write, batch)
         except Exception as exc:  # disk full, I/O error: stop accepting, say why
-            log.critical("journal write failed; Herald stops accepting events: %s", exc)
+            log.critical("journal write failed; Herald stops accepting events until it can write again: %s", exc)
             self.failed = batch.error = exc
+            self._failed_event.set()
             batch.done.set()
             return
         finally:
@@ -432,7 +476,8 @@ class Journal:
                 fn(conn)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
 
     async def _sync_loop(self) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import httpx
+import orjson
 import trio
 
 from . import snapshot as snapshots
@@ -27,7 +28,7 @@ from .core import LOAD_TYPE, Engine, LoadReport
 from .dedupe import IdWindow
 from .effects import Effect, Notify
 from .event import Event, InvalidEvent, new_event_id
-from .journal import Durability, Journal, snapshot_writer
+from .journal import Durability, Journal, JournalError, snapshot_writer
 from .metrics import Metrics
 from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
 from .plugins import Origin, PluginError, PluginHost
@@ -98,6 +99,10 @@ class Herald:
         self.progress: dict[str, Any] = {"replayed": 0, "to_replay": 0}
         self.ready = False
         self._ready = trio.Event()
+        #: True while the journal is replayed into the engine: nothing else may be applied meanwhile.
+        self._replaying = False
+        #: The encoded data of the event being applied (checked storable before it touched anything).
+        self._data: Any = None
         self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.metrics.journal_commits.set_function(lambda: self.journal.commits)
@@ -148,21 +153,47 @@ class Herald:
     def _record(self, event: Event, arrival: float | None) -> None:
         self.seq += 1
         if self.journal.enabled:
-            self.journal.add_event(self.seq, event, arrival)
+            self.journal.add_event(self.seq, event, arrival, self._data)
+
+    def _refuse_if_not_writable(self) -> None:
+        """Nothing is applied that the journal could not keep: a 503 then means *not applied*."""
+        if self.journal.failed is not None:
+            raise JournalError(f"the journal failed ({self.journal.failed}); Herald retries it in the background")
+        if self._replaying:
+            raise JournalError("the journal is being replayed (starting or recovering); try again shortly")
 
     def apply(self, events: Sequence[Event]) -> list[bool]:
-        """Apply events whose ids are new; return which were duplicates. Not yet durable."""
+        """Apply events whose ids are new; return which were duplicates. Not yet durable.
+
+        Raises :class:`JournalError` (nothing applied) while the journal cannot be
+        written, and :class:`InvalidEvent` (nothing applied) if an event's data
+        cannot be stored.
+        """
+        self._refuse_if_not_writable()
+        encoded: list[Any] = [None] * len(events)
+        if self.journal.enabled:
+            # Encode each event's data once, here, before anything is applied: what the journal
+            # cannot store is refused up front, and the writer embeds these bytes as they are.
+            for i, event in enumerate(events):
+                try:
+                    encoded[i] = orjson.Fragment(orjson.dumps(event.data))
+                except orjson.JSONEncodeError as exc:
+                    raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
         seen = self.ids
         now = self.utcnow()
         duplicates = []
-        for event in events:
-            if event.id in seen:
-                self.metrics.duplicates.inc()
-                duplicates.append(True)
-                continue
-            seen.add(event.id, now)
-            self.engine.submit(event)
-            duplicates.append(False)
+        try:
+            for event, data in zip(events, encoded):
+                if event.id in seen:
+                    self.metrics.duplicates.inc()
+                    duplicates.append(True)
+                    continue
+                seen.add(event.id, now)
+                self._data = data
+                self.engine.submit(event)
+                duplicates.append(False)
+        finally:
+            self._data = None
         self._maybe_snapshot()
         return duplicates
 
@@ -183,6 +214,8 @@ class Herald:
         if loader not in self.plugins.loaders:
             known = ", ".join(sorted(self.plugins.loaders)) or "none"
             raise InvalidEvent("loader", "unknown", f"no enabled plugin loads {loader!r} (loaders: {known})")
+        if self.journal.failed is not None:  # (loads at start run while replaying is done: no _replaying check)
+            raise JournalError(f"the journal failed ({self.journal.failed}); Herald retries it in the background")
         now = self.utcnow()
         stamp = datetime.fromtimestamp(now, timezone.utc)
         data: dict[str, Any] = {"loader": loader, "first_line": first_line, "body": bytes(body)}
@@ -203,7 +236,7 @@ class Herald:
         # A bulk load counts by its lines: a million lines in ten events deserve a snapshot.
         if self.seq - self.snapshot_seq + self._loaded_lines >= self.config.snapshot_every and not self._snapshot_lock.locked():
             if self.nursery is not None and self.journal.enabled:
-                self.nursery.start_soon(self.snapshot)
+                self.nursery.start_soon(self._snapshot_in_background)
 
     async def submit(self, event: Event | dict[str, Any]) -> Event:
         """Accept one event (parsed, or a raw JSON object) from a source; durable on return.
@@ -231,6 +264,8 @@ class Herald:
                 await nursery.start(self.journal.run)
                 await nursery.start(self.outbox.run)
                 nursery.start_soon(self._start, nursery)
+                if self.journal.enabled:
+                    nursery.start_soon(self._keep_journal)
                 try:
                     yield self
                 finally:
@@ -264,6 +299,37 @@ class Herald:
         self._ready.set()
         log.info("ready: %d actors, %d timers, %d effects pending", len(self.engine.actors), len(self.engine.timers), self.outbox.pending)
 
+    async def _keep_journal(self) -> None:
+        """When a journal write fails: refuse events (503, not applied), retry the journal with
+        backoff, and once it takes writes again rebuild every actor from it (what was applied
+        but not made durable is dropped, as its 503 said), then accept events again."""
+        while True:
+            failure = await self.journal.wait_failed()
+            self.ready = False
+            self.status = "journal_failed"
+            self.progress["journal_failure"] = f"{type(failure).__name__}: {failure}"
+            delay = self.config.journal_retry
+            while True:
+                await trio.sleep(delay)
+                try:
+                    await trio.to_thread.run_sync(self.journal.reopen)
+                except Exception as exc:
+                    self.progress["journal_failure"] = f"{type(exc).__name__}: {exc}"
+                    log.error("the journal still cannot be written (%s); next try in %g s", exc, delay)
+                    delay = min(delay * 2, 60.0)
+                    continue
+                break
+            log.warning("the journal takes writes again; rebuilding the actors from it")
+            self.status = "recovering"
+            self.engine.reset()
+            self.ids = IdWindow(self.config.dedupe_retention, self.config.dedupe_max)
+            self.progress.update(replayed=0, to_replay=0)
+            await self._recover()
+            self.progress.pop("journal_failure", None)
+            self.status = "ready"
+            self.ready = True
+            log.warning("recovered from the journal failure: %d actors", len(self.engine.actors))
+
     async def _load_at_start(self, loader: str, path: str) -> None:
         from .loading import load_file
 
@@ -281,6 +347,13 @@ class Herald:
                  "".join(f"\n  line {e['line']}: {e['field'] or ''} {e['message']}" for e in report.errors[:20]))
 
     async def _recover(self) -> None:
+        self._replaying = True
+        try:
+            await self._replay()
+        finally:
+            self._replaying = False
+
+    async def _replay(self) -> None:
         journal, engine = self.journal, self.engine
         started = time.perf_counter()
         # Pending effects first: those the replay makes anew come after them (larger ids).
@@ -390,7 +463,16 @@ class Herald:
         while True:
             await trio.sleep(self.config.snapshot_interval)
             if self.seq > self.snapshot_seq:
-                await self.snapshot()
+                await self._snapshot_in_background()
+
+    async def _snapshot_in_background(self) -> None:
+        # A snapshot that cannot be written is retried at the next interval; it never stops Herald.
+        if self.journal.failed is not None or self._replaying:
+            return
+        try:
+            await self.snapshot()
+        except JournalError as exc:
+            log.error("snapshot failed: %s", exc)
 
     async def snapshot(self) -> dict[str, Any]:
         """Write a snapshot of every actor and compact the journal behind it."""

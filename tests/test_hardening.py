@@ -120,3 +120,51 @@ async def test_internal_types_and_the_engines_own_are_refused_on_the_public_rout
         assert (accepted["secret.asked"], accepted["secret.granted"], accepted["herald.load"]) == (1, 1, 0)
         rejected = herald.metrics.render().decode()
         assert 'herald_events_rejected_total{code="reserved",type="secret.granted"} 2.0' in rejected
+
+
+# -- a journal that cannot be written ----------------------------------------------------------
+
+
+async def test_a_full_disk_is_a_truthful_503_and_herald_recovers_without_a_restart(tmp_path):
+    """SQLite's own "database or disk is full" (a page limit on the journal's connection): the event
+    whose commit failed, and every later one until the journal takes writes again, answer 503 and
+    are not applied; /healthz says why; once the journal can be reopened Herald rebuilds the actors
+    from it and accepts events again, all without a restart."""
+    import trio
+
+    async with app_client(durability="batch", data_dir=str(tmp_path), journal_retry=2.0) as (herald, client):
+        def launch(user: str, padding: int = 0) -> dict:
+            return {"user_id": user, "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z", "pad": "x" * padding}
+
+        assert (await client.post("/v1/event", json=launch("kept"))).status_code == 202
+        pages = herald.journal.stats()["bytes"] // 4096
+        herald.journal.add_write(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 8}"))
+        await herald.journal.commit()
+        statuses = []
+        for i in range(20):
+            response = await client.post("/v1/event", json=launch(f"big{i}", 30_000))
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                assert response.json()["error"]["code"] == "journal_failed"
+                assert response.json()["error"]["message"].startswith("not applied")
+                break
+        assert statuses[-1] == 503, statuses
+        failed_user = f"big{len(statuses) - 1}"
+        after = await client.post("/v1/event", json=launch("after"))
+        assert after.status_code == 503 and after.json()["error"]["code"] in ("journal_failed", "not_ready")
+        assert herald.engine.actor("after") is None  # refused before it was applied
+        health = await client.get("/healthz")
+        assert health.status_code == 503, health.text
+        body = health.json()
+        assert body["ready"] is False and body["status"] == "journal_failed"
+        assert "full" in body["journal"]["failed"] and "full" in body["journal"]["journal_failure"]
+
+        with trio.fail_after(30):  # the retry reopens the journal (without the page limit) and rebuilds
+            while (await client.get("/healthz")).status_code != 200:
+                await trio.sleep(0.05)
+        assert herald.engine.actor(failed_user) is None  # its 503 said "not applied": it is not
+        assert herald.engine.actor("kept") is not None and herald.engine.actor("big0") is not None
+        assert (await client.post("/v1/event", json=launch("after"))).status_code == 202
+        assert herald.engine.actor("after") is not None
+        keys = {event.key for _, event, *_ in herald.journal.read_events(0)}
+        assert failed_user not in keys and {"kept", "big0", "after"} <= keys
