@@ -18,14 +18,15 @@ import hypercorn.config
 import hypercorn.trio
 import orjson
 import trio
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, redirect, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from engine import Config, Herald, InvalidEvent, JournalError, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
-from engine.web import BadParameter, UnsupportedMediaType, admin_guard, int_param, json_response, read_json
+from engine.web import (BadParameter, UnsupportedMediaType, admin_guard, admin_only, int_param, json_response,
+                        read_json, safe_next, ui_guard)
 from engine.openapi import build_document, error_response, explorer, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
@@ -158,9 +159,66 @@ def _plugin_paths(herald: Herald) -> dict[str, Any]:
     return paths
 
 
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Herald</title></head>
+<body><main>
+<h1>Sign in to Herald</h1>
+{error}
+<form method="post" action="/ui/login">
+  <input type="hidden" name="csrf" value="{csrf}">
+  <input type="hidden" name="next" value="{next}">
+  <label for="token">Admin token</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+  <button type="submit">Sign in</button>
+</form>
+</main></body></html>"""
+
+
+def _login_routes(herald: Herald) -> Blueprint:
+    """``/ui/login``: a browser trades the admin token for a session cookie once (see ``UiGuard``)."""
+    import html
+
+    bp = Blueprint("login", __name__)
+    guard = ui_guard(herald)
+    bp.after_request(guard.set_cookies)
+
+    def page(target: str | None, error: str = "", status: int = 200) -> Response:
+        body = _LOGIN_PAGE.format(csrf=guard.csrf_token(), next=html.escape(safe_next(target)),
+                                  error=f'<p role="alert">{html.escape(error)}</p>' if error else "")
+        return Response(body, status=status, content_type="text/html; charset=utf-8")
+
+    @bp.get("/ui/login")
+    async def login_form() -> Response:
+        if not herald.config.admin_token:
+            return redirect(safe_next(request.args.get("next")), 303)
+        return page(request.args.get("next"))
+
+    @bp.post("/ui/login")
+    async def login() -> Response:
+        form = await request.form
+        if not guard.csrf_ok(form.get("csrf")):
+            return page(form.get("next"), "The form expired: please sign in again.", 403)
+        if not guard.check_token(form.get("token", "")):
+            return page(form.get("next"), "That is not the admin token.", 401)
+        return guard.sign_in_cookie(redirect(safe_next(form.get("next")), 303))
+
+    @bp.post("/ui/logout")
+    async def logout() -> Response:
+        form = await request.form
+        if not guard.csrf_ok(form.get("csrf")):
+            return page(None, "The form expired.", 403)
+        response = redirect("/ui/login", 303)
+        response.delete_cookie(guard.SESSION, path="/ui")
+        return response
+
+    return bp
+
+
 def _core_routes(herald: Herald) -> Blueprint:
     bp = Blueprint("core", __name__)
     engine = herald.engine
+    admin = admin_only(herald.config.admin_token)
 
     @bp.get("/")
     async def index() -> Response:
@@ -178,6 +236,7 @@ def _core_routes(herald: Herald) -> Blueprint:
             404: error_response("no actor has this key"),
         },
     )
+    @admin
     async def actor(key: str) -> Response:
         view = engine.actor_view(key)
         if view is None:
@@ -196,6 +255,7 @@ def _core_routes(herald: Herald) -> Blueprint:
             400: error_response("not a JSON object"),
         },
     )
+    @admin
     async def notify_in() -> Response:
         payload = await read_json()
         if not isinstance(payload, dict):
@@ -213,6 +273,7 @@ def _core_routes(herald: Herald) -> Blueprint:
             "received": {"type": "integer"}, "duplicates": {"type": "integer"},
             "notifications": {"type": "array"}}}), 400: error_response("bad limit")},
     )
+    @admin
     async def notify_out() -> Response:
         limit = int_param("limit", None)
         sink = herald.sink
@@ -351,6 +412,7 @@ def create_app(herald: Herald) -> IngestApp:
     app = QuartTrio("herald")
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
     app.register_blueprint(_core_routes(herald))
+    app.register_blueprint(_login_routes(herald))
     app.register_blueprint(_admin_routes(herald))
     app.register_blueprint(_docs_routes(app, herald))
     for name, blueprints in herald.plugins.each("herald_routes", herald=herald):

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
     serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
     serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without HERALD_ADMIN_TOKEN (every route open to the network)")
 
     serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
                        help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
@@ -144,7 +146,24 @@ def serve_config(args: argparse.Namespace) -> Config:
     for _loader, path in config.load:
         if not os.path.isfile(path):
             raise ConfigError(f"--load: no such file {path!r}")
+    if not config.admin_token and not _loopback(config.host) and not getattr(args, "insecure", False):
+        raise ConfigError(
+            f"--host {config.host} is reachable from the network, and no admin token is set: set HERALD_ADMIN_TOKEN "
+            "(e.g. export HERALD_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')), "
+            "or pass --insecure to serve every route without one")
     return config
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -154,6 +173,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = serve_config(args)
     _setup_logging(config.log_level)
+    if not config.admin_token and not _loopback(config.host):
+        logging.getLogger("herald").warning(
+            "INSECURE: listening on %s without an admin token (--insecure): personal data and every write "
+            "are open to anyone who can reach this address", config.host)
     try:
         trio.run(server.serve, config)
     except KeyboardInterrupt:
@@ -325,7 +348,7 @@ def _load(args: argparse.Namespace) -> int:
             try:
                 response = client.post(f"{base}/v1/load/{args.loader}", content=chunk,
                                        params={"first_line": first_line, "source": name},
-                                       headers={"content-type": "application/x-ndjson"})
+                                       headers={"content-type": "application/x-ndjson", **_admin_headers(config)})
             except httpx.HTTPError as exc:
                 print(f"herald: cannot reach {base}: {exc}", file=sys.stderr)
                 return 2
@@ -376,12 +399,16 @@ def _dev_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_headers(config: Config) -> dict[str, str]:
+    return {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     import httpx
 
     config = Config.from_env()
     url = (args.url or config.self_url).rstrip("/") + "/v1/admin/snapshot"
-    headers = {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
+    headers = _admin_headers(config)
     try:
         response = httpx.post(url, headers=headers, timeout=120)
     except httpx.HTTPError as exc:

@@ -92,6 +92,17 @@ async def respond_json(send: Send, status: int, payload: Any, headers: list | No
     await send({"type": "http.response.body", "body": body})
 
 
+def _bearer(scope: dict, token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (constant-time comparison)."""
+    import hmac
+
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, presented = value.decode("latin-1").strip().partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+    return False
+
+
 def _has_body(scope: dict) -> bool:
     for name, value in scope["headers"]:
         if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
@@ -146,6 +157,7 @@ class IngestApp:
         self.max_event = herald.config.max_event_bytes
         self.max_batch = herald.config.max_batch_bytes
         self.max_load = herald.config.max_load_bytes
+        self.admin_token = herald.config.admin_token
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
         self.raw: dict[str, Callable] = {}
         for name, routes in herald.plugins.each("herald_asgi_routes", herald=herald):
@@ -169,6 +181,11 @@ class IngestApp:
                     )
                     return
                 if loading:
+                    if self.admin_token and not _bearer(scope, self.admin_token):
+                        await respond_json(send, 401, error_body(
+                            "unauthorized", "a valid admin bearer token is required (Authorization: Bearer "
+                            "<HERALD_ADMIN_TOKEN>)", "Authorization"), [(b"www-authenticate", b'Bearer realm="herald"')])
+                        return
                     handle, limit = self._load, self.max_load
                 elif path == EVENT_PATH:
                     handle, limit = self._single, self.max_event

@@ -118,13 +118,20 @@ _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 class NotifyExecutor:
     """Delivers :class:`Notify` as a JSON POST with ``Idempotency-Key`` (and a signature)."""
 
-    def __init__(self, client: httpx.AsyncClient | None, signer: Signer | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient | None, signer: Signer | None = None, *,
+                 credentials: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.client = client
         self.signer = signer
+        #: URL prefix -> headers sent only to URLs under it (Herald's own sink needs the admin token;
+        #: no other receiver ever sees it).
+        self.credentials = dict(credentials or {})
 
     async def __call__(self, effect: Notify) -> None:
         body = orjson.dumps(effect.payload)
         headers = {"content-type": "application/json", "idempotency-key": effect.idempotency_key}
+        for prefix, extra in self.credentials.items():
+            if effect.url.startswith(prefix):
+                headers.update(extra)
         if self.signer is not None:
             headers.update(self.signer.headers(effect.idempotency_key, body))
         assert self.client is not None

@@ -73,7 +73,8 @@ class Herald:
         self.journal = Journal(config.data_dir, Durability(config.durability), sync_interval=config.sync_interval)
         signer = Signer(config.webhook_secret) if config.webhook_secret else None
         self.outbox = Outbox(
-            {Notify: NotifyExecutor(self.http, signer), **self.plugins.executors},
+            {Notify: NotifyExecutor(self.http, signer, credentials=_own_sink_credentials(config)),
+             **self.plugins.executors},
             journal=self.journal,
             metrics=self.metrics,
             schedule=RetrySchedule(tuple(config.outbox_delays), config.outbox_max_age),
@@ -507,6 +508,13 @@ class Herald:
             log.info("snapshot at seq %d: %d actors, %d bytes, %.2f s", capture.seq, len(capture.actors), len(body), seconds)
             return {"seq": capture.seq, "actors": len(capture.actors), "bytes": len(body),
                     "seconds": round(seconds, 3), "compact_seconds": round(compact_seconds, 3)}
+
+
+def _own_sink_credentials(config: Config) -> dict[str, dict[str, str]]:
+    """With an admin token, Herald's own ``/v1/notify`` asks for it: give it to deliveries there only."""
+    if not config.admin_token or config.notify_url is not None:
+        return {}
+    return {config.effective_notify_url: {"authorization": f"Bearer {config.admin_token}"}}
 
 
 def tune_gc() -> None:

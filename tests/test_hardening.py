@@ -168,3 +168,109 @@ async def test_a_full_disk_is_a_truthful_503_and_herald_recovers_without_a_resta
         assert herald.engine.actor("after") is not None
         keys = {event.key for _, event, *_ in herald.journal.read_events(0)}
         assert failed_user not in keys and {"kept", "big0", "after"} <= keys
+
+
+# -- open doors -------------------------------------------------------------------------------
+
+TOKEN = "t0ken-for-tests"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_with_an_admin_token_personal_data_and_writes_need_it(tmp_path):
+    from plugins.crm import hooks as crm
+
+    plugins = [("customers", customers), ("crm", crm)]
+    async with app_client(plugins, admin_token=TOKEN) as (herald, client):
+        await herald.submit({"type": "attributes", "user_id": "7", "timestamp": 1560073640,
+                             "id": "m1", "data": {"email": "seven@example.com"}})
+        attempts = [
+            ("GET", "/v1/actors/7", None), ("GET", "/customers", None), ("GET", "/customers/7", None),
+            ("POST", "/customers", {"customer": {"id": 8, "attributes": {"email": "e@x.y"}}}),
+            ("PATCH", "/customers/7", {"customer": {"attributes": {"city": "X"}}}), ("DELETE", "/customers/7", None),
+            ("POST", "/v1/notify", {"type": "nudge"}), ("GET", "/v1/notify", None),
+            ("POST", "/v1/outbox/replay", {}), ("GET", "/mock-crm/users", None),
+            ("POST", "/mock-crm/_outage", {"down": True}), ("DELETE", "/v1/subjects/u1", None),
+        ]
+        for method, path, body in attempts:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                response = await client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert response.json()["error"]["code"] == "unauthorized"
+        load = await client.post("/v1/load/customers", content=b"", headers={"content-type": "application/x-ndjson"})
+        assert load.status_code == 401
+        assert herald.engine.actor("8") is None
+        # The scheme is case-insensitive; the token is not.
+        assert (await client.get("/v1/actors/7", headers={"Authorization": f"bearer {TOKEN}"})).status_code == 200
+        assert (await client.get("/customers/7", headers=BEARER)).json()["customer"]["attributes"]["email"]
+        assert (await client.post("/mock-crm/_outage", json={"down": False}, headers=BEARER)).status_code == 200
+        load = await client.post("/v1/load/customers", content=b"", headers={**BEARER, "content-type": "application/x-ndjson"})
+        assert load.status_code == 200
+        # What stays public: ingestion, health, metrics, docs.
+        for path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+            assert (await client.get(path)).status_code == 200, path
+
+
+async def test_herald_delivers_to_its_own_sink_with_the_token_and_to_nobody_else():
+    from engine import Notify
+    from engine.outbox import NotifyExecutor
+    from engine.testing import Receiver
+    import httpx
+
+    async with Receiver.running() as receiver, httpx.AsyncClient() as http:
+        executor = NotifyExecutor(http, credentials={receiver.url + "/own": {"authorization": f"Bearer {TOKEN}"}})
+        await executor(Notify(receiver.url + "/own/v1/notify", {"n": 1}, "k1"))
+        await executor(Notify(receiver.url + "/elsewhere", {"n": 2}, "k2"))
+        own, other = await receiver.wait_for(2)
+        assert own["headers"]["authorization"] == f"Bearer {TOKEN}"
+        assert "authorization" not in other["headers"]
+    from engine import Config, Herald
+
+    default = Herald(Config(admin_token=TOKEN, durability="memory", port=8123)).outbox.executors[Notify]
+    assert default.credentials == {"http://127.0.0.1:8123/v1/notify": {"authorization": f"Bearer {TOKEN}"}}
+    configured = Herald(Config(admin_token=TOKEN, durability="memory", notify_url="http://x.test/n"))
+    assert configured.outbox.executors[Notify].credentials == {}
+
+
+async def test_the_customers_ui_asks_for_the_token_once_and_every_form_needs_its_csrf_token():
+    import re
+
+    async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
+        await herald.submit({"type": "attributes", "user_id": "7", "timestamp": 1560073640,
+                             "id": "m1", "data": {"email": "seven@example.com"}})
+        page = await client.get("/ui/customers/7")
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/customers/7"
+        assert (await client.post("/ui/customers/7/edit", data={"rows": "0"})).status_code == 401
+        form = await client.get("/ui/login?next=/ui/customers/7")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
+        assert "HttpOnly" in form.headers["set-cookie"] and "SameSite=Strict" in form.headers["set-cookie"]
+        wrong = await client.post("/ui/login", data={"csrf": csrf, "token": "nope", "next": "/ui/customers/7"})
+        assert wrong.status_code == 401 and "herald_session" not in wrong.headers.get("set-cookie", "")
+        forged = await client.post("/ui/login", data={"csrf": "forged", "token": TOKEN})
+        assert forged.status_code == 403
+        offsite = await client.post("/ui/login", data={"csrf": csrf, "token": TOKEN, "next": "//evil.example/x"})
+        assert offsite.status_code == 303 and offsite.headers["location"] == "/ui/customers"
+        cookie = offsite.headers["set-cookie"]
+        assert "herald_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert (await client.get("/ui/customers/7")).status_code == 200
+        edit = await client.get("/ui/customers/7/edit")
+        token = re.search(r'name="csrf" value="([^"]+)"', edit.text)[1]
+        fields = {"rows": "1", "name-0": "email", "value-0": "new@example.com", "orig-0": "seven@example.com",
+                  "new_rows": "0"}
+        refused = await client.post("/ui/customers/7/edit", data=fields)  # no CSRF token
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+        assert herald.engine.actor("7").states["customers"].attributes["email"] == "seven@example.com"
+        saved = await client.post("/ui/customers/7/edit", data={**fields, "csrf": token})
+        assert saved.status_code == 303
+        assert herald.engine.actor("7").states["customers"].attributes["email"] == "new@example.com"
+
+
+def test_a_public_bind_without_a_token_is_refused_in_one_line():
+    from .test_cli import run
+
+    refused = run("serve", "--host", "0.0.0.0", "--port", "1", env={"HERALD_DATA_DIR": "/nonexistent"})
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "HERALD_ADMIN_TOKEN" in refused.stderr and "--insecure" in refused.stderr
+    from engine.cli import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost") and _loopback("127.8.0.1")
+    assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("192.0.2.1") and not _loopback("example.com")

@@ -40,8 +40,10 @@ class CrmRefused(Exception):
 
 class Delivery:
     def __init__(self, herald: Any, crm_url: str, keys: KeyStore, producer: Any | None, *,
+                 headers: dict[str, str] | None = None,
                  concurrency: int = 16, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
         self.crm_url = crm_url.rstrip("/")
+        self.headers = dict(headers or {})  # sent with every CRM call (e.g. the token of Herald's own mock CRM)
         self.keys, self.producer = keys, producer
         self.max_backoff, self.timeout = max_backoff, timeout
         self._queues: dict[str, deque] = {}
@@ -83,7 +85,8 @@ class Delivery:
 
     async def run(self) -> None:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http, trio.open_nursery() as nursery:
+            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as http, \
+                    trio.open_nursery() as nursery:
                 self._http = http
                 async for owner in self._ready_receive:
                     await self._limiter.acquire_on_behalf_of(owner)

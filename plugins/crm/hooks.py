@@ -34,9 +34,14 @@ def _make_parts(herald: Any) -> dict[str, Any]:
         from engine.kafka import KafkaProducer
 
         producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
-    crm_url = config.plugin_setting(PLUGIN, "url", config.self_url + "/mock-crm")
+    crm_url = config.plugin_setting(PLUGIN, "url", None)
+    headers = {}
+    if crm_url is None:  # Herald's own mock CRM: it asks for the admin token like every route with personal data
+        crm_url = config.self_url + "/mock-crm"
+        if config.admin_token:
+            headers["authorization"] = f"Bearer {config.admin_token}"
     return {"keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
-            "delivery": Delivery(herald, crm_url, keys, producer)}
+            "delivery": Delivery(herald, crm_url, keys, producer, headers=headers)}
 
 
 @hookimpl
@@ -85,7 +90,7 @@ def herald_routes(herald: Any) -> list:
     found = parts(herald)
     blueprints = [subjects_blueprint(herald, found["keys"])]
     if herald.config.plugin_setting(PLUGIN, "mock", "on") != "off":
-        blueprints.append(crm_blueprint(found["store"]))
+        blueprints.append(crm_blueprint(found["store"], token=herald.config.admin_token))
     return blueprints
 
 

@@ -19,7 +19,7 @@ from quart import Blueprint, Response, request
 from engine import InvalidEvent
 from engine.event import decode_json
 from engine.openapi import error_response, json_body, operation
-from engine.web import json_response
+from engine.web import admin_guard, json_response
 
 __all__ = ["CrmStore", "crm_blueprint"]
 
@@ -69,8 +69,12 @@ def _valid(kind: str, body: Any) -> str | None:
     return None
 
 
-def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_crm") -> Blueprint:
+def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_crm",
+                  token: str | None = None) -> Blueprint:
+    """The mock CRM's routes; with ``token``, every one needs it as a bearer token (it holds personal data)."""
     bp = Blueprint(name, __name__, url_prefix=prefix)
+    if token:
+        bp.before_request(admin_guard(token))
 
     @bp.before_request
     async def outage() -> Response | None:

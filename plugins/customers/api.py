@@ -16,7 +16,7 @@ from quart import Blueprint, Response, request
 
 from engine import Event, InvalidEvent, new_event_id
 from engine.openapi import json_body, operation
-from engine.web import UnsupportedMediaType, json_response, read_json
+from engine.web import UnsupportedMediaType, admin_guard, json_response, read_json
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
@@ -165,6 +165,7 @@ def api_blueprint(herald: Any) -> Blueprint:
     """The ``/customers`` routes (prefix: ``HERALD_CUSTOMERS_PREFIX``)."""
     prefix = herald.config.plugin_setting(PLUGIN, "prefix", "/customers").rstrip("/") or "/customers"
     bp = Blueprint("customers_api", __name__, url_prefix=prefix)
+    bp.before_request(admin_guard(herald.config.admin_token))  # customers are personal data
     directory = Directory.of(herald)
     writes = Writes(herald)
 

@@ -17,7 +17,7 @@ import attrs
 from quart import Blueprint, redirect, render_template, request, url_for
 
 from engine import JournalError
-from engine.web import BadParameter
+from engine.web import BadParameter, ui_guard
 
 from .api import CustomerError, Writes
 from .directory import Directory
@@ -127,6 +127,13 @@ def ui_blueprint(herald: Any) -> Blueprint:
                    static_folder="static", static_url_path="/static")
     directory = Directory.of(herald)
     writes = Writes(herald)
+    guard = ui_guard(herald)  # sign-in when an admin token is set; CSRF tokens on every form
+    bp.before_request(guard.before_request)
+    bp.after_request(guard.set_cookies)
+
+    @bp.context_processor
+    def forms() -> dict[str, Any]:
+        return {"csrf_token": guard.csrf_token}
 
     class _Missing(Exception):
         pass
