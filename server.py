@@ -22,7 +22,7 @@ from quart import Blueprint, Quart, Response, redirect, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from engine import Config, Herald, InvalidEvent, JournalError, tune_gc
+from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
 from engine.web import (BadParameter, UnsupportedMediaType, admin_guard, admin_only, int_param, json_response,
@@ -308,7 +308,9 @@ def _core_routes(herald: Herald) -> Blueprint:
             },
             "sources": herald.health,
         }
-        return json_response(body, 200 if herald.ready else 503)
+        # Sources report URLs and errors that may quote them: no credentials leave the process.
+        encoded = redact_text(orjson.dumps(body).decode())
+        return Response(encoded, status=200 if herald.ready else 503, content_type="application/json")
 
     @bp.get("/metrics")
     @operation("Prometheus metrics", tags=["ops"], responses={200: {"description": "text exposition format"}})
@@ -486,7 +488,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
             log.info(
                 "Herald %s listening on %s (plugins: %s; notifications to %s)",
                 VERSION, ", ".join(binds), ", ".join(herald.plugins.names) or "none",
-                config.effective_notify_url,
+                redact_url(config.effective_notify_url),
             )
             task_status.started(binds)
             await herald.wait_ready()

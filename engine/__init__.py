@@ -15,6 +15,7 @@ from .metrics import Metrics
 from .plugins import EventType, Loader, Origin, PluginError, PluginHost, available_plugins
 from .journal import Durability, Journal, JournalError
 from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
+from .redact import redact_text, redact_url
 from .runtime import Herald, tune_gc
 
 __all__ = [
@@ -56,5 +57,7 @@ __all__ = [
     "new_event_id",
     "parse_event",
     "parse_timestamp",
+    "redact_text",
+    "redact_url",
     "tune_gc",
 ]

@@ -110,11 +110,11 @@ def _plugin_commands(commands: Any, serve: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
-    )
+    from .redact import RedactingFilter
+
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    handler.addFilter(RedactingFilter())  # no password or query string of a URL ever reaches a log
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
     # One line per delivery is noise; failures are logged by the outbox.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

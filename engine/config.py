@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
+from .redact import redact_url
+
 __all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_plugin_list", "positive"]
 
 
@@ -82,6 +84,8 @@ class Setting:
     env: str
     parse: Callable[[str], Any]
     help: str
+    #: Never echoed (an error about it says what is wrong, not what it was).
+    secret: bool = False
 
 
 #: Every engine setting, in the order the README's table lists them.
@@ -102,10 +106,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("snapshot_interval", "HERALD_SNAPSHOT_INTERVAL", _positive(float), "seconds between snapshots (if anything changed)"),
     Setting("dedupe_retention", "HERALD_DEDUPE_RETENTION", _positive(float), "seconds an event id is remembered for deduplication"),
     Setting("dedupe_max", "HERALD_DEDUPE_MAX", _positive(int), "event ids remembered at most"),
-    Setting("webhook_secret", "HERALD_WEBHOOK_SECRET", str, "sign deliveries with HMAC-SHA256 (Standard Webhooks)"),
+    Setting("webhook_secret", "HERALD_WEBHOOK_SECRET", str, "sign deliveries with HMAC-SHA256 (Standard Webhooks)",
+            secret=True),
     Setting("outbox_delays", "HERALD_OUTBOX_DELAYS", _delays, "comma-separated seconds between delivery attempts"),
     Setting("outbox_max_age", "HERALD_OUTBOX_MAX_AGE", _positive(float), "seconds after which an undelivered effect is dead"),
-    Setting("admin_token", "HERALD_ADMIN_TOKEN", str, "bearer token required by the admin routes (default: none)"),
+    Setting("admin_token", "HERALD_ADMIN_TOKEN", str,
+            "bearer token required by writes and reads of personal data (default: none; loopback only)", secret=True),
     Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
     Setting("journal_retry", "HERALD_JOURNAL_RETRY", _positive(float),
             "seconds before the first retry of a journal that failed a write (doubling, at most 60)"),
@@ -159,7 +165,8 @@ class Config:
             try:
                 values[setting.field] = setting.parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{setting.env}={raw!r}: {exc}") from None
+                shown = "<secret>" if setting.secret else redact_url(raw) if "://" in raw else repr(raw)
+                raise ConfigError(f"{setting.env}={shown}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(environ=environ, **values)
 

@@ -34,6 +34,7 @@ import trio
 
 from .event import LOAD_TYPE, Event
 from .recovery import Recovery, check_and_recover
+from .redact import redact_url
 
 __all__ = ["Durability", "Journal", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
 
@@ -105,10 +106,13 @@ class OutboxRow:
     error: str | None
 
     def to_json(self) -> dict[str, Any]:
+        effect = orjson.loads(self.body)
+        if isinstance(effect, dict) and isinstance(effect.get("url"), str):
+            effect["url"] = redact_url(effect["url"])  # the outbox listing shows where, never the credentials
         return {
             "id": self.id, "key": self.key, "kind": self.kind, "status": self.status,
             "attempts": self.attempts, "created": self.created, "next_at": self.next_at,
-            "updated": self.updated, "error": self.error, "effect": orjson.loads(self.body),
+            "updated": self.updated, "error": self.error, "effect": effect,
         }
 
 

@@ -31,6 +31,7 @@ from .effects import Effect, Notify
 from .event import converter
 from .journal import Journal, OutboxRow
 from .metrics import Metrics
+from .redact import redact_text, redact_url
 
 __all__ = ["DeliveryError", "NotifyExecutor", "Outbox", "RetrySchedule", "Signer", "effect_key"]
 
@@ -138,11 +139,11 @@ class NotifyExecutor:
         try:
             response = await self.client.post(effect.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise DeliveryError(redact_text(f"{type(exc).__name__}: {exc}"), retryable=True) from exc
         if response.is_success:
             return
         raise DeliveryError(
-            f"{effect.url} answered {response.status_code}", retryable=response.status_code in _RETRY_STATUS
+            f"{redact_url(effect.url)} answered {response.status_code}", retryable=response.status_code in _RETRY_STATUS
         )
 
 
@@ -336,7 +337,7 @@ class Outbox:
             retryable = isinstance(exc, trio.TooSlowError) or exc.retryable
         except Exception as exc:  # an executor bug: keep the effect, as a dead letter
             log.exception("executor for %s crashed", name)
-            error, retryable = f"executor crashed: {exc!r}", False
+            error, retryable = redact_text(f"executor crashed: {exc!r}"), False
         else:
             self.metrics.effects_sent.labels(name).inc()
             self._record(item, "delivered", None)

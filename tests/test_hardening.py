@@ -274,3 +274,49 @@ def test_a_public_bind_without_a_token_is_refused_in_one_line():
 
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost") and _loopback("127.8.0.1")
     assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("192.0.2.1") and not _loopback("example.com")
+
+
+# -- secrets never leave the process ----------------------------------------------------------
+
+
+def test_urls_are_shown_without_their_credentials():
+    from engine import redact_text, redact_url
+
+    assert redact_url("https://bob:hunter2@crm.example/api?key=s3cret&v=2") == "https://bob:***@crm.example/api?key=***&v=***"
+    assert redact_url("http://tok3n@h:9/x") == "http://***@h:9/x" and redact_url("http://h/p") == "http://h/p"
+    text = "ConnectError: http://u:pw@127.0.0.1:9/feed?key=abc, then (http://h/x)."
+    assert redact_text(text) == "ConnectError: http://u:***@127.0.0.1:9/feed?key=***, then (http://h/x)."
+
+
+async def test_healthz_logs_and_delivery_errors_never_show_configured_secrets(tmp_path):
+    import httpx
+    import trio
+
+    from .conftest import herald_process
+
+    secrets = ("hunter2", "s3cret", "n0tify", "qu3ry")
+    env = {"HERALD_MARKETPLACE_PROVIDER_URL": "http://feed:hunter2@127.0.0.1:9/feed?key=s3cret",
+           "HERALD_MARKETPLACE_POLL_SECONDS": "0.2", "HERALD_CRM_URL": "http://crm:hunter2@127.0.0.1:9/?k=s3cret",
+           "HERALD_NOTIFY_URL": "http://hook:n0tify@127.0.0.1:9/hook?sig=qu3ry", "HERALD_ADMIN_TOKEN": TOKEN,
+           "HERALD_LOG_LEVEL": "INFO", "HERALD_OUTBOX_DELAYS": "0.1", "HERALD_OUTBOX_MAX_AGE": "0.3"}
+    async with herald_process(tmp_path, **env) as url, httpx.AsyncClient() as client:
+        finished = {"user_id": "u", "type": "training_program_finished", "training_program_id": "p",
+                    "timestamp": "2021-02-28T17:00:00Z"}
+        started = {**finished, "type": "training_program_started", "timestamp": "2021-02-28T16:00:00Z"}
+        for event in (started, finished):
+            assert (await client.post(url + "/v1/event", json=event)).status_code == 202
+        with trio.fail_after(20):  # the poller and the delivery both fail against port 9
+            while True:
+                health = (await client.get(url + "/healthz")).text
+                dead = (await client.get(url + "/v1/outbox?status=dead", headers=BEARER)).text
+                if '"last_error":"ConnectError' in health.replace(" ", "") and '"error":' in dead and "answered" not in dead:
+                    if orjson.loads(dead)["effects"]:
+                        break
+                await trio.sleep(0.1)
+        assert "feed:***@127.0.0.1:9/feed?key=***" in health
+        for secret in secrets:
+            assert secret not in health and secret not in dead, secret
+    log = (tmp_path / "herald.log").read_text()
+    assert "hook:***@127.0.0.1:9/hook?sig=***" in log  # the start line says where notifications go
+    for secret in (*secrets, TOKEN):
+        assert secret not in log, secret

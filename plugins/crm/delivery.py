@@ -26,6 +26,8 @@ import httpx
 import orjson
 import trio
 
+from engine import redact_text, redact_url
+
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
 
@@ -56,7 +58,7 @@ class Delivery:
         self._drained = trio.Event()
         self._drained.set()
         self.delivered = self.retried = self.refused = 0
-        self.health = herald.health.setdefault("crm", {"crm_url": self.crm_url, "pending": 0, "delivered": 0,
+        self.health = herald.health.setdefault("crm", {"crm_url": redact_url(self.crm_url), "pending": 0, "delivered": 0,
                                                        "retried": 0, "refused": 0, "last_error": None})
 
     # -- the sink -----------------------------------------------------------------
@@ -125,13 +127,13 @@ class Delivery:
                 return
             except CrmRefused as exc:
                 self.refused += 1
-                self.health.update(refused=self.refused, last_error=str(exc))
+                self.health.update(refused=self.refused, last_error=redact_text(str(exc)))
                 log.error("%s refused for good: %s; moving on", _describe(effect), exc)
                 return
             except Exception as exc:  # the CRM or the broker is away, or a bug: retry, never take Herald down
                 attempt += 1
                 self.retried += 1
-                self.health.update(retried=self.retried, last_error=f"{type(exc).__name__}: {exc}")
+                self.health.update(retried=self.retried, last_error=redact_text(f"{type(exc).__name__}: {exc}"))
                 delay = min(0.2 * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
                 if attempt in (1, 5) or attempt % 20 == 0:
                     log.warning("%s failed (%s); retry %d in %.1f s", _describe(effect), exc, attempt, delay)

@@ -22,7 +22,7 @@ import httpx
 import trio
 from prometheus_client import Counter, Gauge
 
-from engine import Event, new_event_id
+from engine import Event, new_event_id, redact_url
 
 from .feed import FeedError, PlanValues, Skipped, parse_feed
 from .model import SEEN, Plan, seen_data
@@ -49,7 +49,7 @@ class Poller:
         self._warned: set[tuple[str | None, str | None, str]] = set()
         self._last_digest: bytes | None = None
         self.health: dict[str, Any] = herald.health.setdefault(PLUGIN, {
-            "provider_url": url, "interval_seconds": interval, "circuit": "closed", "last_attempt": None,
+            "provider_url": url and redact_url(url), "interval_seconds": interval, "circuit": "closed", "last_attempt": None,
             "last_success": None, "last_error": None, "consecutive_failures": 0, "plans_in_last_feed": None,
             "skipped_in_last_feed": None, "changed_in_last_feed": None, "searchable_plans": None,
         })

@@ -1,0 +1,63 @@
+"""Keeping secrets inside the process: URLs shown in health, logs and errors lose their credentials.
+
+A configured URL may carry a password (``https://user:pw@host``) or a key in
+its query string (``?api_key=...``). Whatever Herald shows about such a URL
+(``/healthz``, a log line, a delivery error) goes through :func:`redact_url`
+or, for free text that may quote URLs (an exception message), through
+:func:`redact_text`; :class:`RedactingFilter` does the latter for every log
+record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["MASK", "RedactingFilter", "redact_text", "redact_url"]
+
+MASK = "***"
+_URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password and every query value replaced by ``***`` (the rest kept, for reading)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+    query = "&".join(f"{pair.split('=', 1)[0]}={MASK}" if "=" in pair else MASK
+                     for pair in parts.query.split("&")) if parts.query else ""
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted (see :func:`redact_url`)."""
+    if "://" not in text:
+        return text
+    def one(match: re.Match[str]) -> str:
+        url = match.group(0)
+        kept = url.rstrip(".,;:)]}")  # punctuation after a URL in a sentence is not part of it
+        return redact_url(kept) + url[len(kept):]
+
+    return _URL.sub(one, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter: the message (and traceback) of every record with its URLs redacted."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self._formatter.formatException(record.exc_info)}"
+            record.exc_info = record.exc_text = None
+        record.msg, record.args = redact_text(message), ()
+        return True
