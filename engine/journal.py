@@ -210,7 +210,7 @@ class Journal:
                 f"{self.path} has journal format {version}; this Herald reads format {SCHEMA_VERSION}: "
                 "start with a fresh --data-dir"
             )
-        check_history(self._conn, self.path, self.recovery)
+        check_history(self._conn, self.path, self.recovery, salvage=salvage)
         self._read = connect(self.path, readonly=True)
 
     def _lock(self) -> None:

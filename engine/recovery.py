@@ -500,9 +500,10 @@ def _copy_rows(old: sqlite3.Connection, fresh: sqlite3.Connection, report: Recov
     counts["last_seq"] = kept_to
 
 
-def check_history(conn: sqlite3.Connection, db: Path, report: Recovery) -> None:
+def check_history(conn: sqlite3.Connection, db: Path, report: Recovery, *, salvage: bool = False) -> None:
     """On the open database: report a journal that lost events it once held, and raise
-    its high-water mark (``meta.high_water``, the highest seq any open has seen)."""
+    its high-water mark (``meta.high_water``, the highest seq any open has seen). The note
+    a salvage leaves is reported by the first start after it (not by a salvage run)."""
     events_last, batches = conn.execute("SELECT max(last_seq), count(*) FROM event_batches").fetchone()
     snap = conn.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
     last = max(events_last or 0, snap or 0)
@@ -520,7 +521,7 @@ def check_history(conn: sqlite3.Connection, db: Path, report: Recovery) -> None:
     if events_last and snap and events_last < snap:
         problems.append(f"the events end at seq {events_last}, before the latest snapshot's seq {snap}")
     note = conn.execute("SELECT value FROM meta WHERE name = 'salvaged'").fetchone()
-    if note and not report.salvaged:  # the first start after a salvage
+    if note and not salvage:  # the first start after a salvage
         problems.append(f"this journal was salvaged from the damaged {note[0]}: events after that may be lost")
         conn.execute("DELETE FROM meta WHERE name = 'salvaged'")
     if not batches and snap is None:

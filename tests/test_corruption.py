@@ -1,5 +1,6 @@
 """A damaged journal is detected at start, reported, and its valid prefix recovered."""
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -93,11 +94,15 @@ def test_a_torn_wal_tail_is_detected(tmp_path):
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 import trio
 
 from engine.journal import Journal, JournalError
+
+from .conftest import herald_command, herald_process
 
 
 async def journal_with_wal(tmp_path: Path, count: int, checkpoint_at: int | None = None) -> Path:
@@ -315,3 +320,37 @@ async def test_a_salvage_that_keeps_less_than_the_journal_held_says_so(tmp_path)
     pings, report = await recovered(image)
     assert pings == kept and not report["clean"]
     assert any("high-water" in p for p in report["problems"])
+
+
+async def test_serve_refuses_a_zeroed_header_and_salvage_makes_it_startable(tmp_path):
+    data = tmp_path / "data"
+    image = await journal_with(tmp_path, 200)
+    image.rename(data)
+    zero_header(data / DB_NAME)
+    env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_DATA_DIR": str(data), "HERALD_PORT": "1"}
+
+    def run(*args):
+        return subprocess.run([*herald_command(), *args], env=env, capture_output=True, text=True, timeout=120)
+
+    served = await trio.to_thread.run_sync(run, "serve")
+    assert served.returncode == 2, served.stderr
+    lines = served.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("herald: ") and "header" in lines[0]
+    assert f"herald journal salvage --data-dir {data}" in lines[0]
+    salvaged = await trio.to_thread.run_sync(run, "journal", "salvage", "--data-dir", str(data))
+    assert salvaged.returncode == 0, salvaged.stderr
+    assert "200 events" in salvaged.stdout and ".corrupt-" in salvaged.stdout
+    async with herald_process(tmp_path) as url:
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(url + "/healthz")).json()
+    assert health["journal"]["seq"] == 200
+
+
+def test_journal_salvage_exits_2_when_nothing_is_readable(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_NAME).write_bytes(b"\0" * 8192)
+    result = subprocess.run([*herald_command(), "journal", "salvage", "--data-dir", str(data)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nothing could be salvaged" in result.stderr
+    assert (data / DB_NAME).read_bytes() == b"\0" * 8192
