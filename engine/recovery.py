@@ -370,18 +370,25 @@ def _salvage(db: Path, schema: str, report: Recovery) -> None:
     for leftover in _family(fresh_path):
         leftover.unlink(missing_ok=True)
     counts = {"snapshots": 0, "events": 0, "outbox": 0}
+
+    def put_back() -> None:
+        for leftover in _family(fresh_path):
+            leftover.unlink(missing_ok=True)
+        for path in kept:
+            Path(path).rename(db.with_name(db.name + path[len(str(base)):]))
+        _fsync_dir(db.parent)
+
     try:
         _read_prefix(base, work, fresh_path, schema, report, counts)
+    except BaseException:
+        put_back()  # the damaged files stay where Herald will find (and refuse) them
+        raise
     finally:
         for leftover in _family(work):
             leftover.unlink(missing_ok=True)
     report.salvaged = counts
     if not (counts["snapshots"] or counts["events"] or counts["outbox"]):
-        for leftover in _family(fresh_path):
-            leftover.unlink(missing_ok=True)
-        for path in kept:  # put them back: nothing was kept, so nothing may be replaced
-            Path(path).rename(db.with_name(db.name + path[len(str(base)):]))
-        _fsync_dir(db.parent)
+        put_back()  # nothing was kept, so nothing may be replaced
         _logged(report)
         raise NeedsOperator(
             f"nothing could be salvaged from the journal in {db.parent} ({'; '.join(report.problems) or 'no readable rows'}); "
