@@ -1,18 +1,24 @@
-"""A damaged journal is detected at start, reported, and its valid prefix recovered."""
+"""A damaged journal is detected at start, reported, and its valid prefix recovered; damage that
+would lose committed events is refused until the operator salvages; copies are always kept first."""
 
+import logging
 import os
+import shutil
 import sqlite3
+import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
+import trio
 
-from engine.journal import DB_NAME
+from engine.journal import DB_NAME, Journal, JournalError
 from engine.recovery import _walk_wal, wal_report
 from server import create_app
 
+from .conftest import herald_command, herald_process
 from .test_durability import T0, build, crash_image
-
-from datetime import timedelta
 
 
 async def journal_with(tmp_path: Path, count: int) -> Path:
@@ -91,18 +97,6 @@ def test_a_torn_wal_tail_is_detected(tmp_path):
 
 
 # -- recovery never destroys what it could keep ----------------------------------------------
-
-import logging
-import shutil
-import subprocess
-import sys
-
-import pytest
-import trio
-
-from engine.journal import Journal, JournalError
-
-from .conftest import herald_command, herald_process
 
 
 async def journal_with_wal(tmp_path: Path, count: int, checkpoint_at: int | None = None) -> Path:
