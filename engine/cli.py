@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true",
                        help="allow a non-loopback --host without HERALD_ADMIN_TOKEN (every route open to the network)")
 
+    serve.add_argument("--salvage", action="store_true",
+                       help="if the journal is damaged in a way that loses data, move its files aside and start on "
+                       "their readable prefix (as herald journal salvage does); without it Herald refuses to start")
     serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
                        help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
 
@@ -65,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="COMMAND", required=True)
     stats = journal_commands.add_parser("stats", help="events, snapshots and outbox of a data directory")
     stats.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir"))
+    salvage = journal_commands.add_parser(
+        "salvage", help="keep the readable part of a damaged journal",
+        description="Move the damaged journal files aside (herald.db.corrupt-<time>, -wal, -shm), copy their "
+        "readable prefix (snapshot, events in order up to the first unreadable one, outbox) into a fresh journal "
+        "and report what was kept. Exit 2 if nothing could be read (the files are then left as they were). "
+        "No server may be running on the data directory.",
+    )
+    salvage.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir"))
 
     replay = commands.add_parser(
         "replay", help="rebuild state from a journal into a fresh data dir",
@@ -177,6 +188,10 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("herald").warning(
             "INSECURE: listening on %s without an admin token (--insecure): personal data and every write "
             "are open to anyone who can reach this address", config.host)
+    if args.salvage and config.durability != "memory":
+        code = _salvage_dir(config.data_path, sys.stderr)
+        if code:
+            return code
     try:
         trio.run(server.serve, config)
     except KeyboardInterrupt:
@@ -218,6 +233,49 @@ def _journal_stats(args: argparse.Namespace) -> int:
         print(json.dumps(journal.stats(), indent=2))
     finally:
         journal.close()
+    return 0
+
+
+def _journal_salvage(args: argparse.Namespace) -> int:
+    from .journal import DB_NAME
+
+    config = Config.from_env(data_dir=args.data_dir)
+    path = config.data_path
+    if not any((path / (DB_NAME + suffix)).exists() for suffix in ("", "-wal")):
+        print(f"herald: no journal in {path}", file=sys.stderr)
+        return 2
+    return _salvage_dir(path, sys.stdout)
+
+
+def _salvage_dir(path, out) -> int:
+    """Open the journal in ``path`` with salvage allowed; print what was found and kept."""
+    import shlex
+
+    from .journal import Journal
+
+    journal = Journal(path)
+    journal.open(salvage=True)  # JournalError (exit 2) if nothing could be read
+    try:
+        report = journal.recovery
+        stats = journal.stats()
+    finally:
+        journal.close()
+    assert report is not None
+    if report.clean and not report.salvaged:
+        print(f"the journal in {path} is not damaged: nothing to salvage", file=out)
+        return 0
+    if report.salvaged:
+        counts = report.salvaged
+        print(f"salvaged the journal in {path}: kept {counts['snapshots']} snapshot(s) (seq {stats['snapshot_seq'] or '-'}), "
+              f"{counts['events']:,} events (seq {stats['first_seq'] or '-'}..{stats['last_seq'] or '-'}), "
+              f"{counts['outbox']:,} outbox rows", file=out)
+    else:
+        print(f"the journal in {path} needed no salvage", file=out)
+    for kept in report.kept:
+        print(f"  kept as it was: {kept}", file=out)
+    for problem in report.problems:
+        print(f"  - {problem}", file=out)
+    print(f"Herald can start on it: herald serve --data-dir {shlex.quote(str(path))}", file=out)
     return 0
 
 
@@ -435,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plugins":
             return _list_plugins(args)
         if args.command == "journal":
+            if args.journal_command == "salvage":
+                return _journal_salvage(args)
             return _journal_stats(args)
         if args.command == "snapshot":
             return _snapshot(args)

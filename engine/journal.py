@@ -33,7 +33,7 @@ import orjson
 import trio
 
 from .event import LOAD_TYPE, Event
-from .recovery import Recovery, check_and_recover
+from .recovery import NeedsOperator, Recovery, check_and_recover, check_history
 from .redact import redact_url
 
 __all__ = ["Durability", "Journal", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
@@ -186,13 +186,27 @@ class Journal:
 
     # -- opening ---------------------------------------------------------------
 
-    def open(self) -> Recovery | None:
-        """Check and open the database (blocking: call it in a thread)."""
+    def open(self, *, salvage: bool = False) -> Recovery | None:
+        """Check and open the database (blocking: call it in a thread).
+
+        Damage that would lose committed data raises JournalError saying which command
+        salvages, unless ``salvage`` (``herald journal salvage``, ``herald serve --salvage``)."""
         if not self.enabled:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock()
-        self.recovery = check_and_recover(self.path, _SCHEMA)
+        try:
+            self._open(salvage)
+        except BaseException:
+            self.close()  # and release the data dir
+            raise
+        return self.recovery
+
+    def _open(self, salvage: bool) -> None:
+        try:
+            self.recovery = check_and_recover(self.path, _SCHEMA, salvage=salvage)
+        except NeedsOperator as exc:
+            raise JournalError(str(exc)) from None
         self._conn = connect(self.path, durability=self.durability)
         self._conn.executescript(_SCHEMA)
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -202,8 +216,8 @@ class Journal:
                 f"{self.path} has journal format {version}; this Herald reads format {SCHEMA_VERSION}: "
                 "start with a fresh --data-dir"
             )
+        check_history(self._conn, self.path, self.recovery, salvage=salvage)
         self._read = connect(self.path, readonly=True)
-        return self.recovery
 
     def _lock(self) -> None:
         """One writer per data dir: a second Herald on it would interleave sequences."""
