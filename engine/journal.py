@@ -536,5 +536,9 @@ class Journal:
 def snapshot_writer(seq: int, body: bytes, created: float) -> Callable[[sqlite3.Connection], None]:
     def write(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (seq, created, body))
+        # Raise the high-water mark with each snapshot too (not only at open): a journal that later
+        # holds less than this is reported as having lost events (see recovery.check_history).
+        conn.execute("INSERT INTO meta VALUES ('high_water', ?) ON CONFLICT (name) DO UPDATE SET value = "
+                     "CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)", (str(seq),))
 
     return write

@@ -281,6 +281,23 @@ def test_a_journal_that_lost_its_events_is_reported(tmp_path, caplog):
     assert any(r.levelno == logging.ERROR and "high-water" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_snapshot_raises_the_high_water_mark_during_a_run(tmp_path):
+    """Not only an open records the mark: a snapshot does too, so events lost from the last run are seen."""
+    live = build(tmp_path, snapshot_every=10**9)
+    async with live.running():
+        await live.wait_ready()
+        for i in range(50):
+            raw = {"id": f"e{i}", "user_id": "u", "type": "ping", "timestamp": (T0 + timedelta(seconds=i)).isoformat()}
+            await live.accept([live.engine.parse(raw)])
+        await live.snapshot()
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:  # the snapshot and every event vanish
+        conn.execute("DELETE FROM event_batches")
+        conn.execute("DELETE FROM snapshots")
+    journal = open_journal(tmp_path)
+    journal.close()
+    assert any("once held events up to seq 50" in p for p in journal.recovery.problems), journal.recovery.problems
+
+
 def test_events_ending_before_the_snapshot_are_reported(tmp_path):
     image = trio.run(journal_with, tmp_path, 30)
     with sqlite3.connect(image / DB_NAME) as conn:
