@@ -228,11 +228,16 @@ def _core_routes(herald: Herald) -> Blueprint:
     @operation(
         "One actor's state",
         tags=["actors"],
-        description="Each plugin's state, the pending timers and the counts of unknown event types.",
+        description="Each plugin's state, the actor's own clock (what it reads now), the pending timers with "
+        "their due instants (in the actor's event time) and the counts of unknown event types.",
         responses={
             200: json_body({"type": "object", "properties": {
-                "key": {"type": "string"}, "states": {"type": "object"},
-                "timers": {"type": "array"}, "unknown": {"type": "object"}}}),
+                "key": {"type": "string"}, "clock": {"type": ["string", "null"], "format": "date-time"},
+                "states": {"type": "object"},
+                "timers": {"type": "array", "items": {"type": "object", "properties": {
+                    "plugin": {"type": "string"}, "name": {"type": "string"},
+                    "due": {"type": "string", "format": "date-time"}}}},
+                "unknown": {"type": "object"}}}),
             404: error_response("no actor has this key"),
         },
     )
@@ -288,7 +293,7 @@ def _core_routes(herald: Herald) -> Blueprint:
         responses={200: json_body({"type": "object"}, "ready"), 503: json_body({"type": "object"}, "not ready")},
     )
     async def healthz() -> Response:
-        now = engine.now()
+        now, watermark = engine.now(), engine.watermark()
         journal = herald.journal
         body = {
             "status": herald.status,
@@ -297,7 +302,10 @@ def _core_routes(herald: Herald) -> Blueprint:
             "actors": len(engine.actors),
             "timers_pending": len(engine.timers),
             "effects_pending": herald.outbox.pending,
-            "clock": now.isoformat() if now else None,
+            "clock": now.isoformat() if now else None,  # the stream's time: the newest timestamp, running on
+            "watermark": watermark.isoformat() if watermark else None,
+            "allowed_lateness": engine.stream.lateness,
+            "late_events": engine.late_events,
             "journal": {
                 "durability": journal.durability.value,
                 "seq": herald.seq,

@@ -5,7 +5,7 @@ The public API is re-exported here; plugin authors need nothing else (and
 """
 
 from .actor import Actor
-from .clock import EngineClock
+from .clock import StreamClock
 from .config import Config, ConfigError
 from .core import LOAD_TYPE, REMOVED, Engine, LoadReport, StateTable
 from .effects import CancelTimer, Effect, Notify, SetTimer, Timer
@@ -27,7 +27,6 @@ __all__ = [
     "Effect",
     "Durability",
     "Engine",
-    "EngineClock",
     "Event",
     "EventType",
     "Herald",
@@ -46,6 +45,7 @@ __all__ = [
     "REMOVED",
     "RetrySchedule",
     "SetTimer",
+    "StreamClock",
     "Signer",
     "StateTable",
     "Timer",

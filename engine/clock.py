@@ -1,79 +1,70 @@
-"""The engine clock: event time that keeps running between events.
+"""Event time: a clock per actor, and the stream's watermark.
 
-It starts at the first event's timestamp, jumps forward to every newer
-timestamp, advances at wall-clock speed in between, and never goes back. A live
-app (timestamps close to now) therefore sees timers fire in real time, while a
-replay of old events at full speed fires exactly the same timers at exactly the
-same engine instants as living through them.
+Herald has no single clock. Each **actor's clock** starts at the timestamp of
+the actor's first event, jumps forward to each newer timestamp *of that
+actor*, runs at wall-clock speed in between, and never goes back; it is kept
+as one number on the actor, ``offset`` (its event time minus the wall), so
+that ``actor time = wall + offset``. An actor's timers fire when its own
+clock passes them: one user's events never move another user's timers, and a
+phone whose clock is slow or fast is nudged ten minutes *of its own time*
+after its launch.
+
+The **stream clock** is the newest timestamp seen from anyone, running at
+wall speed. The **watermark** is the stream clock minus an allowed lateness:
+a timer the watermark has passed fires even if its actor's clock has not
+reached it, so that replaying old events at full speed still resolves every
+timer, including the trailing ones of actors that send nothing more. An
+event older than the watermark when it arrives is *late* (it is applied, and
+counted).
+
+Instants are POSIX seconds (floats). The wall is the engine's own wall
+reading (see :meth:`engine.Engine.wall`), continuous across restarts.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable
 
-__all__ = ["EngineClock"]
+__all__ = ["StreamClock", "DEFAULT_LATENESS"]
+
+#: Seconds by which the watermark trails the newest timestamp seen (``HERALD_ALLOWED_LATENESS``):
+#: an app that was offline for up to an hour and then syncs is not nudged early.
+DEFAULT_LATENESS = 3600.0
 
 
-class EngineClock:
-    """Event-time watermark; instants are POSIX seconds (floats).
+class StreamClock:
+    """The newest event time seen, running at wall speed; and the watermark behind it."""
 
-    ``wall`` is a monotonic seconds source. Inside trio it should be
-    ``trio.current_time`` so that tests can drive it with ``autojump_clock``.
-    """
+    __slots__ = ("lateness", "base", "wall_base")
 
-    __slots__ = ("_wall", "_base", "_wall_base")
+    def __init__(self, lateness: float = DEFAULT_LATENESS) -> None:
+        self.lateness = lateness
+        #: The newest timestamp seen (None before the first event) and the wall reading then.
+        self.base: float | None = None
+        self.wall_base = 0.0
 
-    def __init__(self, wall: Callable[[], float] = time.monotonic) -> None:
-        self._wall = wall
-        self._base: float | None = None
-        self._wall_base = 0.0
+    def now(self, wall: float) -> float | None:
+        """The stream's time at ``wall`` (None before the first event)."""
+        return None if self.base is None else self.base + (wall - self.wall_base)
 
-    @property
-    def started(self) -> bool:
-        return self._base is not None
+    def observe(self, instant: float, wall: float) -> bool:
+        """Move forward to ``instant`` if it is newer than the stream's time; True if it moved."""
+        if self.base is None or instant > self.base + (wall - self.wall_base):
+            self.base, self.wall_base = instant, wall
+            return True
+        return False
 
-    def now(self) -> float | None:
-        """The current engine instant, or ``None`` before the first event."""
-        if self._base is None:
-            return None
-        return self._base + (self._wall() - self._wall_base)
+    def offset(self) -> float:
+        """``watermark = wall + offset()`` (-inf before the first event: nothing is passed)."""
+        if self.base is None:
+            return -math.inf
+        return self.base - self.lateness - self.wall_base
 
-    def observe(self, instant: float) -> float:
-        """Move forward to ``instant`` if it is newer; return the engine time."""
-        if self._base is None:
-            self._base, self._wall_base = instant, self._wall()
-            return instant
-        wall = self._wall()
-        now = self._base + (wall - self._wall_base)
-        if instant > now:
-            self._base, self._wall_base = instant, wall
-            return instant
-        return now
+    def watermark(self, wall: float) -> float | None:
+        return None if self.base is None else self.base - self.lateness + (wall - self.wall_base)
 
-    def arrive(self, instant: float, arrival: float | None = None) -> float | None:
-        """Observe an event at ``instant``; return its arrival instant (the clock
-        reading before it, or the journaled ``arrival`` given by a replay).
+    def state(self) -> tuple[float | None, float]:
+        return self.base, self.wall_base
 
-        Same as ``now()`` then ``observe()`` of both, with one wall reading:
-        this runs once per event.
-        """
-        wall = self._wall()
-        if self._base is None:
-            self._base = instant if arrival is None or instant > arrival else arrival
-            self._wall_base = wall
-            return arrival
-        now = self._base + (wall - self._wall_base)
-        if arrival is None:
-            arrival = now
-        target = instant if instant > arrival else arrival
-        if target > now:
-            self._base, self._wall_base = target, wall
-        return arrival
-
-    def wall_deadline(self, instant: float) -> float:
-        """The ``wall`` reading at which the engine clock will reach ``instant``."""
-        if self._base is None:
-            return math.inf
-        return self._wall_base + (instant - self._base)
+    def restore(self, base: float | None, wall_base: float) -> None:
+        self.base, self.wall_base = base, wall_base

@@ -96,6 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("plugins", "HERALD_PLUGINS", parse_plugin_list, "comma-separated plugins to enable (default: all installed)"),
     Setting("notify_url", "HERALD_NOTIFY_URL", str, "where notifications are POSTed (default: this server's /v1/notify)"),
     Setting("max_skew", "HERALD_MAX_SKEW", _positive(float), "seconds an event may be ahead of the wall clock"),
+    Setting("allowed_lateness", "HERALD_ALLOWED_LATENESS", non_negative(float),
+            "seconds the watermark trails the newest event timestamp (timers it passes fire)"),
     Setting("effect_queue", "HERALD_EFFECT_QUEUE", _positive(int), "effects held in memory for delivery (more wait in the journal)"),
     Setting("effect_workers", "HERALD_EFFECT_WORKERS", _positive(int), "concurrent effect deliveries"),
     Setting("effect_timeout", "HERALD_EFFECT_TIMEOUT", _positive(float), "seconds per delivery attempt"),
@@ -131,6 +133,7 @@ class Config:
     plugins: list[str] | None = None
     notify_url: str | None = None
     max_skew: float = 300.0
+    allowed_lateness: float = 3600.0
     effect_queue: int = 10_000
     effect_workers: int = 16
     effect_timeout: float = 5.0

@@ -1,10 +1,11 @@
-"""The engine: virtual actors, one dispatcher, one timer heap, one clock.
+"""The engine: virtual actors, one dispatcher, a clock per actor, a watermark, one timer queue.
 
-``submit`` is synchronous and does no I/O: it moves the clock, fires the timers
-that fell due before the event, applies the event to its actor through the
-handler resolved at registration, and passes the resulting effects on. Events
-are therefore applied in arrival order, per key and overall, without a task or
-a lock per actor.
+``submit`` is synchronous and does no I/O: it fires the timers that fell due
+(by their actors' clocks or by the watermark), moves the watermark and the
+event's actor's clock, applies the event to its actor through the handler
+resolved at registration, and passes the resulting effects on. Events are
+therefore applied in arrival order, per key and overall, without a task or a
+lock per actor. Time is explained in :mod:`engine.clock`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 import trio
 
 from .actor import Actor
-from .clock import EngineClock
+from .clock import DEFAULT_LATENESS, StreamClock
 from .effects import CancelTimer, Effect, SetTimer, Timer
 from .event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
 from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
@@ -133,10 +135,15 @@ class StateTable:
 class Engine:
     """Routes events to actors and runs their timers.
 
-    ``emit`` receives every effect other than timer effects (the outbox
-    in a server, a list in a simulation). ``wall`` drives the engine clock
-    between events; ``utcnow`` is the real time used to reject timestamps
-    more than ``max_skew`` seconds in the future.
+    ``emit`` receives every effect other than timer effects (the outbox in a
+    server, a list in a simulation). ``wall`` is the monotonic seconds source
+    that drives every actor's clock between events (``trio.current_time`` so
+    that tests can move it with ``autojump_clock``); ``wall_origin`` is what
+    the engine's wall reads at start (a server passes the real time, so that
+    the wall goes on across restarts). ``utcnow`` is the real time used to
+    reject timestamps more than ``max_skew`` seconds in the future;
+    ``lateness`` is how far the watermark trails the newest timestamp seen
+    (see :mod:`engine.clock`).
     """
 
     def __init__(
@@ -147,12 +154,16 @@ class Engine:
         wall: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], float] = time.time,
         max_skew: float = 300.0,
+        lateness: float = DEFAULT_LATENESS,
         metrics: Metrics | None = None,
     ) -> None:
         self.plugins = plugins
         self.emit = emit
-        self.clock = EngineClock(wall)
         self._wall = wall
+        self._shift = 0.0
+        #: During a replay: the journaled wall reading of the event being replayed (see ``replaying``).
+        self._replay_wall: float | None = None
+        self.stream = StreamClock(lateness)
         self.utcnow = utcnow
         self.max_skew = max_skew
         self.metrics = metrics or Metrics()
@@ -168,8 +179,12 @@ class Engine:
         self.member_versions: dict[str, int] = dict.fromkeys(plugins.names, 0)
         self._unknown_seen: set[str] = set()
         self._timer_scope: trio.CancelScope | None = None
-        #: Called with ``(event, arrival)`` after each event is applied (the journal).
-        self.record: Callable[[Event, float | None], None] | None = None
+        #: Lower bounds of the wall reading at which the next timer falls due, and of the earliest due instant.
+        self._due_at = math.inf
+        self._min_due = math.inf
+        self._late = 0
+        #: Called with ``(event, wall)`` after each event is applied (the journal).
+        self.record: Callable[[Event, float], None] | None = None
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
         self._accepted = self.metrics.hot.accepted
@@ -178,18 +193,54 @@ class Engine:
         m = self.metrics
         m.timers_pending.set_function(lambda: len(self.timers))
         m.actors.set_function(lambda: len(self.actors))
+        m.watermark.set_function(lambda: self.stream.watermark(self.wall()) or 0.0)
+        m.hot.late = lambda: self._late
 
     def reset(self) -> None:
-        """Forget every actor, timer and the clock (before rebuilding them from the journal)."""
+        """Forget every actor, timer and clock (before rebuilding them from the journal)."""
         self.actors.clear()
         self.timers = TimerQueue()
-        self.clock = EngineClock(self._wall)
+        self.stream = StreamClock(self.stream.lateness)
+        self._due_at = self._min_due = math.inf
         for plugin, keys in self.members.items():
             keys.clear()
             self.member_versions[plugin] += 1
-        scope = self._timer_scope
-        if scope is not None:
-            scope.deadline = math.inf
+        self._wake_timers()
+
+    def timers_restored(self) -> None:
+        """Timers were set directly on the queue (a snapshot): recompute when the next falls due."""
+        self._due_at = self.timers.next_deadline(self.stream.offset())
+        due = self.timers.min_due()
+        self._min_due = math.inf if due is None else due
+        self._wake_timers()
+
+    # -- the wall ----------------------------------------------------------------
+
+    def wall(self) -> float:
+        """The engine's wall reading: the real one, or during a replay the journaled one."""
+        replayed = self._replay_wall
+        return self._wall() + self._shift if replayed is None else replayed
+
+    def set_wall(self, reading: float) -> None:
+        """Make the wall read ``reading`` now and go on at the wall's speed (a server sets the real
+        time at start; after a replay it never reads less than the last journaled reading)."""
+        self._shift = reading - self._wall()
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Inside, ``submit(event, wall)`` replays journaled events at their journaled wall
+        readings, so that every timer fires exactly where it fired live; the timer task
+        waits. On leaving, the wall goes on from the last replayed reading (or the real
+        time, if later), and the timers that fell due meanwhile fire, once."""
+        self._replay_wall = -math.inf
+        try:
+            yield
+        finally:
+            last, self._replay_wall = self._replay_wall, None
+            if last > self.wall():
+                self.set_wall(last)
+            self.fire_ripe()
+            self._wake_timers()
 
     # -- ingestion -----------------------------------------------------------
 
@@ -241,45 +292,89 @@ class Engine:
         self.submit(event)
         return event
 
-    def submit(self, event: Event, arrival: float | None = None) -> float | None:
-        """Apply an already-validated event; return the engine instant it arrived at.
+    def submit(self, event: Event, arrival: float | None = None) -> float:
+        """Apply an already-validated event; return the wall reading it arrived at.
 
-        Timers due before the later of its arrival and its timestamp fire first
-        (a timer due exactly then loses the tie to the event), then the event
-        is applied. A replay passes the journaled ``arrival``, so that timers
-        and events interleave exactly as they did live.
+        First the timers that fell due by then fire, by their actors' clocks or
+        by the watermark (and the watermark moves on with this event, firing
+        what it passes); then, if the event moves its actor's clock forward,
+        that actor's timers due strictly before its timestamp fire (a timer due
+        exactly then loses the tie to the event); then the event is applied.
+        The returned reading is journaled; a replay passes it back as
+        ``arrival`` (inside :meth:`replaying`), so that timers and events
+        interleave exactly as they did live.
         """
-        instant = event.timestamp.timestamp()
-        arrival = self.clock.arrive(instant, arrival)
-        limit = instant if arrival is None or instant > arrival else arrival
-        due = self.timers.next_due()
-        if due is not None and due < limit:
-            for timer in self.timers.pop_due(limit, inclusive=False):
-                self._fire(timer)
+        if arrival is None:
+            replayed = self._replay_wall
+            wall = self._wall() + self._shift if replayed is None else replayed
+        else:
+            wall = arrival
+            if self._replay_wall is not None:
+                self._replay_wall = arrival
+        if wall >= self._due_at:
+            self._ripen(wall)
         route = self._routes.get(event.type)
         if route is None and event.type == LOAD_TYPE:
-            self._load(event, arrival)
-            return arrival
+            self._load(event, wall)
+            return wall
+        instant = event.timestamp.timestamp()
+        stream = self.stream
+        base = stream.base
+        if base is None:
+            stream.base, stream.wall_base = instant, wall
+        else:
+            now = base + (wall - stream.wall_base)
+            if instant > now:
+                stream.base, stream.wall_base = instant, wall
+                # The watermark moved on: what it passes now fires before this event.
+                due_at = self._min_due - (instant - stream.lateness - wall)
+                if due_at < self._due_at:
+                    self._due_at = due_at
+                    if wall >= due_at:
+                        self._ripen(wall)
+            elif instant < now - stream.lateness:
+                self._late += 1
         key = event.key
         actor = self.actors.get(key)
+        jumped = False
         if actor is None:
             actor = self.actors[key] = Actor(key)
+            actor.offset = instant - wall
+        else:
+            offset = actor.offset
+            if offset is None:
+                actor.offset = instant - wall
+            elif instant > wall + offset:
+                if actor.timers is not None:
+                    # Its clock jumps to the event: its timers due before the event fire first.
+                    timers = self.timers
+                    for timer in timers.due_before(actor, instant):
+                        if timer.live:
+                            timers.take(timer)
+                            self._fire(timer)
+                    jumped = True
+                actor.offset = instant - wall
         if route is None:
             self._unknown(actor, event)
         else:
             self.handling_at = event.timestamp
             self._apply(actor, route, event)
             self.handling_at = None
+        if jumped and actor.timers is not None:
+            # The timers the event left in place come earlier on the wall (those it set are right already).
+            due_at = self.timers.rekey(actor, actor.offset)
+            if due_at < self._due_at:
+                self._due_at = due_at
         if self.record is not None:
-            self.record(event, arrival)
+            self.record(event, wall)
         scope = self._timer_scope
         if scope is not None:
             # Only ever bring the wake-up forward: a late one is a bug, an early
             # one costs a spurious wake-up, and moving a deadline costs trio work.
-            deadline = self._timer_deadline()
+            deadline = self._due_at - self._shift
             if deadline < scope.deadline:
                 scope.deadline = deadline
-        return arrival
+        return wall
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
@@ -323,7 +418,17 @@ class Engine:
         for effect in effects:
             kind = type(effect)
             if kind is SetTimer:
-                self.timers.set(actor, plugin, effect.name, effect.at.timestamp(), effect.data)
+                offset = actor.offset
+                if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
+                    wall = self.wall()
+                    offset = actor.offset = (self.stream.now(wall) or effect.at.timestamp()) - wall
+                due = effect.at.timestamp()
+                deadline = self.timers.set(actor, plugin, effect.name, due, effect.data, offset).deadline
+                if due < self._min_due:
+                    self._min_due = due
+                    deadline = min(deadline, due - self.stream.offset())
+                if deadline < self._due_at:
+                    self._due_at = deadline
             elif kind is CancelTimer:
                 self.timers.cancel(actor, plugin, effect.name)
             else:
@@ -331,27 +436,21 @@ class Engine:
 
     # -- timers --------------------------------------------------------------
 
-    def fire_due(self, limit: float | None = None) -> int:
-        """Fire every timer due at or before ``limit`` (default: the engine's now)."""
-        if limit is None:
-            limit = self.clock.now()
-            if limit is None:
-                return 0
+    def fire_ripe(self, wall: float | None = None) -> int:
+        """Fire every timer due by now (or by the wall reading ``wall``): by its actor's clock or by
+        the watermark, in the order they fell due. Returns how many fired."""
+        return self._ripen(self.wall() if wall is None else wall)
+
+    def _ripen(self, wall: float) -> int:
+        timers, stream = self.timers, self.stream
         fired = 0
-        for timer in self.timers.pop_due(limit, inclusive=True):
+        while (timer := timers.pop_ripe(wall, stream.offset())) is not None:
             self._fire(timer)
             fired += 1
+        self._due_at = timers.next_deadline(stream.offset())
+        due = timers.min_due()
+        self._min_due = math.inf if due is None else due
         return fired
-
-    def fire_ripe(self) -> int:
-        """Fire the timers whose instant the engine clock has reached by now."""
-        fired = 0
-        while True:
-            due = self.timers.next_due()
-            if due is None or self.clock.wall_deadline(due) > self._wall():
-                return fired
-            # max(): float rounding must never leave a ripe timer unfired.
-            fired += self.fire_due(max(due, self.clock.now() or due))
 
     def _fire(self, timer: PendingTimer) -> None:
         plugin = timer.plugin
@@ -398,14 +497,19 @@ class Engine:
 
     def load(self, event: Event, arrival: float | None = None) -> LoadReport:
         """Apply a bulk load: an event of type :data:`LOAD_TYPE` whose data names
-        a loader and carries its lines. Journaled as one event, replayed the same."""
-        self.clock.arrive(event.timestamp.timestamp(), arrival)
-        report = self._load(event, arrival)
+        a loader and carries its lines. Journaled as one event, replayed the same.
+        A load moves no clock: its lines carry their own times."""
+        wall = self.wall() if arrival is None else arrival
+        if self._replay_wall is not None and arrival is not None:
+            self._replay_wall = arrival
+        if wall >= self._due_at:
+            self._ripen(wall)
+        report = self._load(event, wall)
         if self.record is not None:
-            self.record(event, arrival)
+            self.record(event, wall)
         return report
 
-    def _load(self, event: Event, arrival: float | None) -> LoadReport:
+    def _load(self, event: Event, wall: float) -> LoadReport:
         data = event.data
         name = data.get("loader")
         loader = self._loaders.get(name)
@@ -425,28 +529,51 @@ class Engine:
         self._accepted[LOAD_TYPE] += report.applied
         return report
 
-    def _timer_deadline(self) -> float:
-        due = self.timers.next_due()
-        return math.inf if due is None else self.clock.wall_deadline(due)
+    def _wake_timers(self) -> None:
+        scope = self._timer_scope
+        if scope is not None:
+            scope.deadline = -math.inf  # wake now: the timer task recomputes its deadline
 
     async def run_timers(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Fire timers as the engine clock reaches them; runs until cancelled."""
+        """Fire timers as they fall due; runs until cancelled. The engine's ``wall`` must be
+        ``trio.current_time`` (plus the shift of :meth:`set_wall`) for this task."""
         task_status.started()
         try:
             while True:
-                with trio.CancelScope(deadline=self._timer_deadline()) as scope:
+                replaying = self._replay_wall is not None
+                due_at = self._due_at
+                with trio.CancelScope(deadline=math.inf if replaying else due_at - self._shift) as scope:
                     self._timer_scope = scope
                     await trio.sleep_forever()
                 self._timer_scope = None
-                self.fire_ripe()
+                if self._replay_wall is None:
+                    # max(): float rounding must never leave a ripe timer unfired.
+                    self._ripen(max(self.wall(), due_at if due_at == self._due_at else -math.inf))
         finally:
             self._timer_scope = None
 
     # -- queries -------------------------------------------------------------
 
     def now(self) -> datetime | None:
-        instant = self.clock.now()
+        """The stream's time: the newest timestamp seen, running at wall speed (None before any event)."""
+        instant = self.stream.now(self.wall())
         return None if instant is None else datetime.fromtimestamp(instant, UTC)
+
+    def watermark(self) -> datetime | None:
+        """The stream's time minus the allowed lateness: timers before it fire, whoever holds them."""
+        instant = self.stream.watermark(self.wall())
+        return None if instant is None else datetime.fromtimestamp(instant, UTC)
+
+    def actor_now(self, actor: Actor) -> datetime | None:
+        """What the actor's own clock reads now (None before its first event)."""
+        if actor.offset is None:
+            return None
+        return datetime.fromtimestamp(self.wall() + actor.offset, UTC)
+
+    @property
+    def late_events(self) -> int:
+        """Events that arrived older than the watermark (applied all the same)."""
+        return self._late
 
     def actor(self, key: str) -> Actor | None:
         return self.actors.get(key)
@@ -456,9 +583,11 @@ class Engine:
         actor = self.actors.get(key)
         if actor is None:
             return None
-        timers = sorted(timers_of(actor), key=lambda t: t.due)
+        timers = sorted(timers_of(actor), key=lambda t: (t.due, t.seq))
+        clock = self.actor_now(actor)
         return {
             "key": actor.key,
+            "clock": clock.isoformat() if clock else None,
             "states": {name: converter.unstructure(state) for name, state in actor.states.items()},
             "timers": [
                 {

@@ -42,13 +42,15 @@ log = logging.getLogger("herald.journal")
 
 _UTC = timezone.utc
 DB_NAME = "herald.db"
-SCHEMA_VERSION = 2
+#: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 -- Events, one row per group commit (a record batch): JSON array of
 -- [seq, id, key, type, ts, received, arrival, data], where ts and received are
--- POSIX seconds and arrival the engine clock when it was applied (exact replay).
+-- POSIX seconds and arrival the engine's wall reading when it was applied (a
+-- replay applies it at that reading again: every timer fires where it did live).
 CREATE TABLE IF NOT EXISTS event_batches (
     last_seq INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,

@@ -31,6 +31,8 @@ class _HotCounters(Collector):
     def __init__(self) -> None:
         self.accepted: defaultdict[str, int] = defaultdict(int)
         self.timers_fired: defaultdict[str, int] = defaultdict(int)
+        #: Returns the count of events that arrived older than the watermark (set by the engine).
+        self.late = lambda: 0
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         for name, doc, label, values in (
@@ -41,6 +43,8 @@ class _HotCounters(Collector):
             for value, count in sorted(values.items()):
                 family.add_metric([value], count)
             yield family
+        yield CounterMetricFamily("herald_events_late", "Events older than the watermark when they arrived "
+                                  "(applied on their actor's own clock all the same)", value=self.late())
 
     def describe(self) -> list:
         return []
@@ -62,6 +66,9 @@ class Metrics:
             "herald_handler_errors", "Handlers that raised (state left unchanged)", ["type"], registry=r
         )
         self.timers_pending = Gauge("herald_timers_pending", "Timers waiting to fire", registry=r)
+        self.watermark = Gauge("herald_watermark_seconds",
+                               "The watermark: the newest event timestamp seen minus the allowed lateness (Unix time)",
+                               registry=r)
         self.actors = Gauge("herald_actors", "Actors in memory", registry=r)
         self.effects_queued = Gauge("herald_effects_queued", "Effects waiting for delivery", registry=r)
         self.effects_sent = Counter("herald_effects_sent", "Effects delivered", ["effect"], registry=r)

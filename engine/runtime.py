@@ -89,6 +89,7 @@ class Herald:
             wall=trio.current_time,
             utcnow=utcnow,
             max_skew=config.max_skew,
+            lateness=config.allowed_lateness,
             metrics=self.metrics,
         )
         self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
@@ -259,6 +260,9 @@ class Herald:
         continue in the background (``/healthz`` shows progress) and ``ready`` is
         set when they are done."""
         await trio.to_thread.run_sync(self.journal.open)
+        # The engine's wall reads the real time, then runs on trio's clock: journaled wall readings
+        # stay meaningful across restarts (and tests can still move it with autojump_clock).
+        self.engine.set_wall(self.utcnow())
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -360,11 +364,11 @@ class Herald:
         # Pending effects first: those the replay makes anew come after them (larger ids).
         await self.outbox.resume()
         snap = await trio.to_thread.run_sync(journal.latest_snapshot)
-        after, clock, real = 0, None, self.utcnow()
+        after = 0
         seen: list[tuple[float, str]] = []  # (when accepted, event id), oldest first
         if snap is not None:
             doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
-            after, clock, real = snapshots.restore(engine, doc)
+            after, _wall = snapshots.restore(engine, doc)
             seen.extend(doc.get("ids", ()))
             self.snapshot_seq = after
         self.seq = after
@@ -373,8 +377,6 @@ class Herald:
         # (and the timers firing among them) produced: those were committed with
         # them, and batches commit in order. Only timers firing after the last
         # journaled event can make effects the journal lacks; they fire below.
-        engine.record = None
-        emit, engine.emit = engine.emit, self._emit_replayed
         send, receive = trio.open_memory_channel[list](1)
 
         async def read_ahead(position: int) -> None:
@@ -384,31 +386,28 @@ class Herald:
                     position = rows[-1][0]
                     await send.send(rows)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_ahead, after)
-                async for rows in receive:
-                    submit = engine.submit
-                    for _seq, event, arrival, instant, real in rows:
-                        submit(event, arrival)
-                        seen.append((real, event.id))
-                    _seq, event, arrival, instant, real = rows[-1]
-                    clock = max(clock or instant, instant, arrival or instant)
-                    self.seq = after = _seq
-                    self.progress["replayed"] += len(rows)
-                    await trio.sleep(0)  # let /healthz answer with the progress
-        finally:
-            engine.record = self._record
-            engine.emit = emit
+        # Each event is replayed at the wall reading it arrived at, so every timer fires exactly
+        # where it fired live. On leaving, the wall goes on (it reads the real time: the time Herald
+        # was down has passed for every actor) and the timers that fell due meanwhile fire, once.
+        with engine.replaying():
+            engine.record = None
+            emit, engine.emit = engine.emit, self._emit_replayed
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_ahead, after)
+                    async for rows in receive:
+                        submit = engine.submit
+                        for _seq, event, arrival, instant, real in rows:
+                            submit(event, arrival)
+                            seen.append((real, event.id))
+                        self.seq = after = rows[-1][0]
+                        self.progress["replayed"] += len(rows)
+                        await trio.sleep(0)  # let /healthz answer with the progress
+            finally:
+                engine.record = self._record
+                engine.emit = emit
         self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
-        now = self.utcnow()
-        self.ids.load(seen, now)
-        # The clock goes on as if Herald had never stopped: timers that fell due meanwhile fire now, once.
-        if clock is not None:
-            engine.clock.observe(clock + max(0.0, now - real))
-            fired = engine.fire_due()
-            if fired:
-                log.info("%d timers fell due while Herald was down; fired", fired)
+        self.ids.load(seen, self.utcnow())
         await journal.commit()
         log.info(
             "recovered %d actors from snapshot %d and %d journaled events in %.2f s",

@@ -22,15 +22,18 @@ from .timers import timers_of
 
 __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 
-FORMAT = 1
+#: 2: a clock per actor (its offset) and the stream clock, instead of one engine clock.
+FORMAT = 2
 
 
 @attrs.frozen
 class Capture:
     seq: int
-    clock: float | None
+    #: The engine's wall reading when the capture was taken, and the stream clock (base, wall base).
+    wall: float
+    stream: tuple[float | None, float]
     real: float
-    actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None]]
+    actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None, float | None]]
     ids: list[tuple[str, float]] = attrs.field(factory=list)
 
 
@@ -41,22 +44,26 @@ def capture(engine: Engine, seq: int, ids: list[tuple[str, float]] | None = None
         (
             actor.key,
             dict(actor.states),
-            [(t.plugin, t.name, t.due, t.data) for t in timers_of(actor)] if actor.timers else None,
+            [(t.plugin, t.name, t.due, t.data) for t in sorted(timers_of(actor), key=lambda t: t.seq)]
+            if actor.timers else None,
             dict(actor.unknown) if actor.unknown else None,
+            actor.offset,
         )
         for actor in engine.actors.values()
     ]
-    return Capture(seq, engine.clock.now(), time.time() if real is None else real, actors, list(ids or ()))
+    return Capture(seq, engine.wall(), engine.stream.state(), time.time() if real is None else real, actors,
+                   list(ids or ()))
 
 
 def encode(snap: Capture) -> bytes:
     """Serialise a capture (blocking; run it in a thread)."""
     unstructure = converter.unstructure
     actors = []
-    for key, states, timers, unknown in snap.actors:
-        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown))
+    for key, states, timers, unknown, offset in snap.actors:
+        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown, offset))
     return orjson.dumps(
-        {"format": FORMAT, "seq": snap.seq, "clock": snap.clock, "real": snap.real, "actors": actors, "ids": snap.ids}
+        {"format": FORMAT, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
+         "actors": actors, "ids": snap.ids}
     )
 
 
@@ -65,16 +72,18 @@ def decode(body: bytes) -> dict[str, Any]:
     return orjson.loads(body)
 
 
-def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float | None, float]:
-    """Load a decoded snapshot into an empty engine (in the engine's thread);
-    return ``(seq, clock, real)``."""
+def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
+    """Load a decoded snapshot into an empty engine (in the engine's thread); return
+    ``(seq, wall)``: the journal position and the engine's wall reading it was taken at."""
     if doc.get("format") != FORMAT:
         raise ValueError(f"unknown snapshot format {doc.get('format')!r}")
     structure = converter.structure
     types = engine.plugins.state_types
     enabled = set(engine.plugins.names)
-    for key, states, timers, unknown in doc["actors"]:
+    engine.stream.restore(*doc["stream"])
+    for key, states, timers, unknown, offset in doc["actors"]:
         actor = engine.actors[key] = Actor(key)
+        actor.offset = offset
         for plugin, data in states.items():
             if plugin not in enabled:  # a plugin no longer enabled: its state is dropped
                 continue
@@ -83,11 +92,10 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float | None, flo
             engine.members[plugin].add(key)
         for plugin, name, due, data in timers or ():
             if plugin in enabled:
-                engine.timers.set(actor, plugin, name, due, data)
+                engine.timers.set(actor, plugin, name, due, data, offset if offset is not None else due)
         if unknown:
             actor.unknown = unknown
     for plugin in engine.member_versions:
         engine.member_versions[plugin] += 1
-    if doc["clock"] is not None:
-        engine.clock.observe(doc["clock"])
-    return doc["seq"], doc["clock"], doc["real"]
+    engine.timers_restored()
+    return doc["seq"], doc["wall"]

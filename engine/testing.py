@@ -3,7 +3,7 @@
 Build an engine in-process with the plugins under test, feed it events, move
 time with pytest-trio's ``autojump_clock`` (hours pass in milliseconds), and
 assert on the effects it emitted. Nothing is delivered: effects are recorded,
-with the engine instant at which each was emitted::
+with the event-time instant at which each was emitted::
 
     from engine.testing import Simulation
     from plugins.fitness import hooks as fitness
@@ -12,7 +12,19 @@ with the engine instant at which each was emitted::
         async with Simulation([fitness]) as sim:
             sim.send({"user_id": "u1", "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"})
             await sim.advance(minutes=10)
-            assert [n.payload["kind"] for n in sim.notifications] == ["nudge"]
+            assert [n.payload["type"] for n in sim.notifications] == ["nudge"]
+
+Moving time (see :mod:`engine.clock`): each actor has its own clock.
+
+* **For one actor**, send it an event with a later timestamp: its clock jumps
+  there, and its timers due before that instant fire first. Other actors'
+  clocks do not move.
+* **For every actor at once**, ``await sim.advance(...)``: wall time passes,
+  and every actor's clock (and the watermark) runs on by as much.
+* **The watermark** (the newest timestamp seen minus ``HERALD_ALLOWED_LATENESS``,
+  default an hour) fires any timer it passes: sending one event far ahead
+  (for anyone) resolves every timer due more than the lateness before it,
+  as a replay of old data does.
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ class Simulation:
             wall=trio.current_time,
             utcnow=utcnow,
             max_skew=self.config.max_skew,
+            lateness=self.config.allowed_lateness,
         )
         self._nursery_cm: Any = None
 
@@ -116,7 +129,7 @@ class Simulation:
         return sent
 
     async def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0) -> None:
-        """Let engine time run on (use ``autojump_clock`` to make this instant)."""
+        """Let wall time pass, so every actor's clock runs on (``autojump_clock`` makes this instant)."""
         await trio.sleep(seconds + 60 * minutes + 3600 * hours)
         # The timer task may wake after us: fire what is ripe now, deterministically.
         self.engine.fire_ripe()
@@ -138,7 +151,16 @@ class Simulation:
         return effects
 
     def now(self) -> datetime | None:
+        """The stream's time: the newest timestamp sent, run on by the wall time that passed since."""
         return self.engine.now()
+
+    def watermark(self) -> datetime | None:
+        return self.engine.watermark()
+
+    def clock(self, key: str) -> datetime | None:
+        """What the actor ``key``'s own clock reads now (None if it has had no event)."""
+        actor = self.engine.actor(key)
+        return None if actor is None else self.engine.actor_now(actor)
 
     def state(self, key: str, plugin: str) -> Any:
         actor = self.engine.actor(key)

@@ -51,7 +51,9 @@ def to_events(steps) -> list[dict]:
 
 
 def views(herald: Herald) -> dict:
-    return {key: herald.engine.actor_view(key) for key in sorted(herald.engine.actors)}
+    """Every actor as the API shows it, with its clock as the offset it keeps (the reading moves with the wall)."""
+    engine = herald.engine
+    return {key: {**engine.actor_view(key), "clock": engine.actors[key].offset} for key in sorted(engine.actors)}
 
 
 steps = st.lists(

@@ -1,11 +1,11 @@
-"""Timers and the engine clock: set, reset, cancel; event time vs wall time."""
+"""Timers and clocks: set, reset, cancel; a clock per actor, the watermark, event time vs wall time."""
 
 from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
 
-from engine import CancelTimer, EngineClock, EventType, Notify, SetTimer, hookimpl
+from engine import CancelTimer, EventType, Notify, SetTimer, StreamClock, hookimpl
 from engine.testing import Simulation
 
 UTC = timezone.utc
@@ -94,16 +94,22 @@ async def test_timers_due_before_an_event_fire_before_it_at_full_speed(autojump_
         assert len(sim.log) == 1
 
 
-async def test_clock_never_goes_back_and_late_events_do_not_rewind(autojump_clock):
+async def test_each_actor_keeps_its_own_clock_which_never_goes_back(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
         sim.send(ev("arm", 1000, seconds=10))
-        sim.send(ev("arm", 0, key="late", seconds=5, name="late"))  # older event: clock stays at 1000
-        assert sim.now() == T0 + timedelta(seconds=1000)
-        # The late timer is already overdue in engine time: it fires on the next tick.
-        await sim.advance(0.001)
+        sim.send(ev("arm", 0, key="late", seconds=5, name="late"))  # another actor, far behind: its own clock
+        assert sim.now() == T0 + timedelta(seconds=1000)  # the stream's newest time
+        assert sim.clock("u") == T0 + timedelta(seconds=1000) and sim.clock("late") == T0
+        await sim.advance(4.9)
+        assert sim.log == []  # u's events did not move the late actor's timer
+        await sim.advance(0.1)
         assert [name for _, name, _ in fired(sim)] == ["late"]
-        await sim.advance(10)
-        assert [name for _, name, _ in fired(sim)] == ["late", "a"]
+        sim.send(ev("arm", 500, seconds=100, name="old"))  # older than u's clock: no rewind
+        assert sim.clock("u") == T0 + timedelta(seconds=1005)
+        await sim.advance(0.001)
+        assert [name for _, name, _ in fired(sim)] == ["late", "old"]  # due 600: u's clock is past it already
+        await sim.advance(5)
+        assert [name for _, name, _ in fired(sim)] == ["late", "old", "a"]
 
 
 async def test_future_timestamps_beyond_skew_are_rejected_and_do_not_move_the_clock(autojump_clock):
@@ -119,22 +125,14 @@ async def test_future_timestamps_beyond_skew_are_rejected_and_do_not_move_the_cl
         sim.send(ev("arm", 110, key="v", seconds=1))  # exactly at the skew limit is fine
 
 
-def test_engine_clock_runs_at_wall_speed_between_events():
-    wall = [100.0]
-    clock = EngineClock(lambda: wall[0])
-    assert clock.now() is None
-    assert clock.observe(1000.0) == 1000.0
-    wall[0] = 105.0
-    assert clock.now() == 1005.0
-    assert clock.observe(1002.0) == 1005.0  # older: no jump back
-    assert clock.observe(2000.0) == 2000.0
-    assert clock.wall_deadline(2010.0) == 115.0
-    # arrive(): the arrival instant is the reading before the event; late events don't rewind.
-    assert clock.arrive(1990.0) == 2000.0 and clock.now() == 2000.0
-    assert clock.arrive(2100.0) == 2000.0 and clock.now() == 2100.0
-    assert clock.arrive(2200.0, arrival=2300.0) == 2300.0 and clock.now() == 2300.0  # a replay's arrival
-    fresh = EngineClock(lambda: 0.0)
-    assert fresh.arrive(50.0) is None and fresh.now() == 50.0
+def test_the_stream_clock_runs_at_wall_speed_and_the_watermark_trails_it():
+    clock = StreamClock(lateness=60.0)
+    assert clock.now(100.0) is None and clock.watermark(100.0) is None and clock.offset() == float("-inf")
+    assert clock.observe(1000.0, wall=100.0)
+    assert clock.now(105.0) == 1005.0 and clock.watermark(105.0) == 945.0
+    assert not clock.observe(1002.0, wall=105.0)  # older than the stream's time: no jump back
+    assert clock.observe(2000.0, wall=110.0) and clock.now(110.0) == 2000.0
+    assert clock.offset() == 2000.0 - 60.0 - 110.0
 
 
 async def test_many_timers_fire_in_due_order(autojump_clock):
