@@ -22,6 +22,7 @@ from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+import connlimit
 from engine import Config, Herald, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
@@ -410,6 +411,10 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     hconfig.keep_alive_timeout = 5
     hconfig.h11_max_incomplete_size = 16 * 1024
     hconfig.read_timeout = None
+    # At most HERALD_MAX_CONNECTIONS open connections, idle ones closed first (see connlimit).
+    connlimit.install()
+    connlimit.ensure_open_files(config.max_connections)
+    hconfig.herald_connections = connlimit.ConnectionLimit(config.max_connections)
     async with herald.running():
         async with trio.open_nursery() as nursery:
             async def shutdown_trigger() -> None:

@@ -118,6 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 32 MiB)"),
     Setting("body_timeout", "HERALD_BODY_TIMEOUT", _body_timeout,
             "seconds a request body may take (at most 30); each 64 KiB received restarts the clock"),
+    Setting("max_connections", "HERALD_MAX_CONNECTIONS", _positive(int),
+            "open connections at most; at the cap the oldest idle ones are closed"),
 )
 
 
@@ -152,6 +154,7 @@ class Config:
     max_load_bytes: int = 64 * 1024 * 1024
     load: tuple[tuple[str, str], ...] = ()
     body_timeout: float = 10.0
+    max_connections: int = 1000
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod

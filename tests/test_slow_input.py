@@ -166,3 +166,43 @@ async def test_slow_headers_do_not_hold_a_connection(tmp_path):
             nursery.cancel_scope.cancel()
         await stream.aclose()
         assert time.monotonic() - start < 5 + MARGIN
+
+
+async def test_idle_sockets_beyond_the_cap_cannot_starve_healthz(tmp_path):
+    """200 sockets that connect and send nothing, against a cap of 50 and a server with
+    150 descriptors: without the cap it runs out of descriptors and /healthz waits for
+    hypercorn's keep-alive timer (5 s) to close idle sockets; with it, the oldest silent
+    connections are closed as new ones arrive."""
+    idle, cap = 200, 50
+    async with herald_process(tmp_path, open_files=150, HERALD_MAX_CONNECTIONS=str(cap),
+                              HERALD_DURABILITY="memory") as url:
+        sockets = []
+        try:
+            with trio.fail_after(10):
+                for _ in range(idle):
+                    sockets.append(await _connect(url))
+            start = time.monotonic()
+            with trio.fail_after(2):
+                assert await _healthz(url) == 200
+            healthz = time.monotonic() - start
+            # The server closed the excess: at most the cap stay open on its side.
+            closed = 0
+            enough = trio.Event()
+
+            async def closes(stream: trio.SocketStream) -> None:
+                nonlocal closed
+                await _read_until_closed(stream)
+                closed += 1
+                if closed >= idle - cap:
+                    enough.set()
+
+            async with trio.open_nursery() as nursery:
+                for stream in sockets:
+                    nursery.start_soon(closes, stream)
+                with trio.fail_after(2):
+                    await enough.wait()
+                nursery.cancel_scope.cancel()
+            print(f"/healthz in {healthz:.3f} s with {idle} idle sockets open")
+        finally:
+            for stream in sockets:
+                await stream.aclose()
