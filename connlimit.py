@@ -138,14 +138,19 @@ def install() -> None:
     hypercorn.trio.run.TCPServer = _tcp_server  # type: ignore[assignment, misc]
 
 
-def ensure_open_files(cap: int, spare: int = 100) -> None:
-    """Raise RLIMIT_NOFILE's soft limit so that ``cap`` connections and ``spare``
-    other descriptors fit, as far as the hard limit allows; warn if they cannot."""
+def ensure_open_files(cap: int, spare: int = 100) -> int:
+    """The cap to use: ``cap`` connections and ``spare`` other descriptors must fit in
+    RLIMIT_NOFILE, whose soft limit is raised for them as far as the hard one allows;
+    beyond that the cap is lowered (with a warning), lest accept() run out first."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = cap + spare
-    if soft != resource.RLIM_INFINITY and soft < want:
-        if hard == resource.RLIM_INFINITY or hard >= want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        else:
-            log.warning("HERALD_MAX_CONNECTIONS=%d: only %d descriptors are allowed (ulimit -n); "
-                        "the server may run out of them first", cap, hard)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return cap
+    if hard == resource.RLIM_INFINITY or hard >= want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return cap
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fitting = max(1, hard - spare)
+    log.warning("HERALD_MAX_CONNECTIONS=%d does not fit in %d descriptors (ulimit -n): at most %d connections",
+                cap, hard, fitting)
+    return fitting

@@ -413,8 +413,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     hconfig.read_timeout = None
     # At most HERALD_MAX_CONNECTIONS open connections, idle ones closed first (see connlimit).
     connlimit.install()
-    connlimit.ensure_open_files(config.max_connections)
-    hconfig.herald_connections = connlimit.ConnectionLimit(config.max_connections)
+    hconfig.herald_connections = connlimit.ConnectionLimit(connlimit.ensure_open_files(config.max_connections))
     async with herald.running():
         async with trio.open_nursery() as nursery:
             async def shutdown_trigger() -> None:

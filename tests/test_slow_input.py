@@ -206,3 +206,33 @@ async def test_idle_sockets_beyond_the_cap_cannot_starve_healthz(tmp_path):
         finally:
             for stream in sockets:
                 await stream.aclose()
+
+
+async def test_at_the_cap_the_silent_go_first_then_the_longest_idle_and_requests_under_way_stay():
+    from connlimit import ConnectionLimit, _Watched
+
+    class Stream:
+        socket = None
+
+    limit = ConnectionLimit(3)
+
+    def conn(heard: float | None = None, answered: float | None = None) -> _Watched:
+        c = _Watched(Stream(), limit)  # type: ignore[arg-type]
+        limit.silent[c] = None
+        if heard is not None:
+            c.heard = heard
+            limit.heard_from(c)
+        if answered is not None:
+            c.answered = answered
+        return c
+
+    idle_long, idle_short, silent = conn(1, 2), conn(3, 4), conn()
+    assert limit._make_room() and silent.scope.cancel_called and len(limit) == 2
+    newest_silent = conn()
+    assert limit._make_room() and newest_silent.scope.cancel_called  # silent before idle, however new
+    conn(5)  # in a request: sent, not answered yet
+    assert limit._make_room() and idle_long.scope.cancel_called and not idle_short.scope.cancel_called
+    idle_short.heard = 6  # a new request on a kept-alive connection
+    conn(7)
+    assert len(limit) == 3 and not limit._make_room()  # all in a request: the new one is refused
+    assert (limit.evicted, limit.refused) == (3, 1)
