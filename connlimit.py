@@ -20,6 +20,10 @@ at the cap, a new one makes room:
    since the requests under way are worth more. Tricklers among them do not last:
    slow headers are cut off by hypercorn's keep-alive timer, slow bodies by
    ``HERALD_BODY_TIMEOUT``.
+
+"Idle" is judged from the stream alone: everything received has been followed by
+something sent. So a response being written also counts as idle; at the cap, a
+client that stops reading a long answer may be the one closed.
 """
 
 from __future__ import annotations

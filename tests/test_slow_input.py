@@ -118,6 +118,8 @@ async def test_stalled_and_trickled_bodies_get_408_while_others_are_served(tmp_p
                 (_head("POST", "/v1/load/customers", 1000, "application/octet-stream"), b"\n" * 1000),
                 (_head("POST", "/v1/notify", 1000), b" " * 1000),  # a Quart route: read before Quart
                 (_head("PUT", "/nowhere", 1000), b" " * 1000),
+                (b"POST /v1/events HTTP/1.1\r\nhost: herald\r\ntransfer-encoding: chunked\r\n\r\n",
+                 b"1\r\n \r\n" * 200),  # one-byte chunks
             ]
             for head, body in cases:
                 nursery.start_soon(_expect_408, url, head, body[:1], body[1:])
