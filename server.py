@@ -22,6 +22,7 @@ from quart import Blueprint, Quart, Response, redirect, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+import connlimit
 from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
@@ -481,6 +482,19 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 5
+    # Slow input. Headers: hypercorn's keep-alive timer runs from the accept (and from each
+    # answer) until a request's headers are complete, and bytes arriving do not restart it,
+    # so keep_alive_timeout bounds trickled headers as well as idle connections, and
+    # h11_max_incomplete_size bounds their size (431 beyond). Bodies: HERALD_BODY_TIMEOUT, in
+    # engine.http._read_body. read_timeout stays off: it restarts on every byte (a trickle
+    # defeats it), and it also runs while a request is being answered, so it would cut off
+    # a client waiting quietly for a long /v1/load.
+    hconfig.keep_alive_timeout = 5
+    hconfig.h11_max_incomplete_size = 16 * 1024
+    hconfig.read_timeout = None
+    # At most HERALD_MAX_CONNECTIONS open connections, idle ones closed first (see connlimit).
+    connlimit.install()
+    hconfig.herald_connections = connlimit.ConnectionLimit(connlimit.ensure_open_files(config.max_connections))
     async with herald.running():
         async with trio.open_nursery() as nursery:
             async def shutdown_trigger() -> None:

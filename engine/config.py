@@ -70,6 +70,13 @@ def _port(value: str) -> int:
     return port
 
 
+def _body_timeout(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 30:
+        raise ValueError("must be more than 0 and at most 30 seconds")
+    return seconds
+
+
 def _load_spec(value: str) -> tuple[tuple[str, str], ...]:
     from .loading import parse_load_spec
 
@@ -119,6 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds before the first retry of a journal that failed a write (doubling, at most 60)"),
     Setting("load", "HERALD_LOAD", _load_spec, "files to bulk-load at start: LOADER=FILE, comma-separated"),
     Setting("max_load_bytes", "HERALD_MAX_LOAD_BYTES", _positive(int), "largest body of POST /v1/load/{loader} (herald load sends 32 MiB)"),
+    Setting("body_timeout", "HERALD_BODY_TIMEOUT", _body_timeout,
+            "seconds a request body may take (at most 30); each 64 KiB received restarts the clock"),
+    Setting("max_connections", "HERALD_MAX_CONNECTIONS", _positive(int),
+            "open connections at most; at the cap the oldest idle ones are closed"),
 )
 
 
@@ -154,6 +165,8 @@ class Config:
     max_batch_bytes: int = 500 * 1024
     max_load_bytes: int = 64 * 1024 * 1024
     load: tuple[tuple[str, str], ...] = ()
+    body_timeout: float = 10.0
+    max_connections: int = 1000
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import orjson
+import trio
 
 from .event import MAX_JSON_DEPTH, InvalidEvent, decode_json
 from .journal import JournalError
@@ -48,7 +49,24 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
+#: Each this many bytes of a body received restart its clock (see ``_read_body``).
+BODY_PROGRESS_BYTES = 64 * 1024
+
+
+class _TimedOut(Exception):
+    pass
+
+
+async def _read_body(scope: dict, receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole request body: at most ``limit`` bytes (else :class:`_TooLarge`), and
+    arriving in time (else :class:`_TimedOut`).
+
+    The body has ``timeout`` seconds; each :data:`BODY_PROGRESS_BYTES` received restart
+    that clock. An event or a batch (at most 500 KiB) must so be complete within a few
+    timeouts, a 64 MiB load must keep coming at 64 KiB per timeout (6.4 KB/s at the
+    default 10 s) however long it takes in all, and a body that stalls or trickles in a
+    byte at a time (slowloris) is cut off after ``timeout`` seconds.
+    """
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -57,27 +75,41 @@ async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
             except ValueError:
                 pass
             break
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        if len(body) > limit:
-            raise _TooLarge
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
+    clock = trio.CancelScope(deadline=trio.current_time() + timeout)
+    with clock:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+        body = message.get("body", b"")
         if not message.get("more_body"):
-            return b"".join(chunks)
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            if len(body) > limit:
+                raise _TooLarge
+            return body
+        chunks = [body]
+        size = credited = len(body)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+            if size - credited >= BODY_PROGRESS_BYTES:
+                credited = size
+                clock.deadline = trio.current_time() + timeout
+    raise _TimedOut
+
+
+async def _body_timed_out(send: Send, timeout: float) -> None:
+    """408, and the connection closed (what is left of the body is not read)."""
+    await respond_json(
+        send, 408, error_body("body_timeout", f"the body did not arrive within {timeout:g} seconds"),
+        [(b"connection", b"close")],
+    )
 
 
 async def respond_json(send: Send, status: int, payload: Any, headers: list | None = None) -> None:
@@ -191,9 +223,13 @@ class IngestApp:
                     handle, limit = self._single, self.max_event
                 else:
                     handle, limit = self._batch, self.max_batch
+                timeout = self.herald.config.body_timeout
                 try:
-                    body = await _read_body(scope, receive, limit)
+                    body = await _read_body(scope, receive, limit, timeout)
                 except _Disconnected:
+                    return
+                except _TimedOut:
+                    await _body_timed_out(send, timeout)
                     return
                 except _TooLarge:
                     await respond_json(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
@@ -216,9 +252,13 @@ class IngestApp:
                 # Read the body before Quart sees the request: a Quart answer that
                 # leaves the body unread (a 404, a 405) can otherwise stall the
                 # next request on a kept-alive connection.
+                timeout = self.herald.config.body_timeout
                 try:
-                    body = await _read_body(scope, receive, self.max_batch)
+                    body = await _read_body(scope, receive, self.max_batch, timeout)
                 except _Disconnected:
+                    return
+                except _TimedOut:
+                    await _body_timed_out(send, timeout)
                     return
                 except _TooLarge:
                     await respond_json(send, 413, error_body("too_large", f"the body must be at most {self.max_batch} bytes"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -61,13 +62,17 @@ def herald_command() -> list[str]:
 
 
 @asynccontextmanager
-async def herald_process(tmp_path, **env: str) -> AsyncIterator[str]:
-    """Start `herald serve` on a free port; yield its URL; stop it with SIGTERM."""
+async def herald_process(tmp_path, open_files: int | None = None, **env: str) -> AsyncIterator[str]:
+    """Start `herald serve` on a free port; yield its URL; stop it with SIGTERM.
+
+    ``open_files`` lowers the server's RLIMIT_NOFILE (to run it out of descriptors cheaply)."""
     port = free_port()
     full_env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_PORT": str(port),
                 "HERALD_DATA_DIR": str(tmp_path / "data"), **env}
     log = open(tmp_path / "herald.log", "wb")
-    proc = subprocess.Popen([*herald_command(), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    limit = None if open_files is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+    proc = subprocess.Popen([*herald_command(), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=limit)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as client:
