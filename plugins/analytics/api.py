@@ -27,8 +27,6 @@ from .validation import MAX_SESSION_ID, SchemaRegistry, parse_timestamp
 
 __all__ = ["api_blueprints", "session_key"]
 
-_TOKEN = [{"name": "Authorization", "in": "header", "required": True, "schema": {"type": "string"},
-           "description": "Token <the client's token>"}]
 _EVENT = {"type": "object", "properties": {
     "id": {"type": "string"}, "session_id": {"type": "string"}, "category": {"type": "string"},
     "name": {"type": "string"}, "data": {"type": "object"}, "timestamp": {"type": "string", "format": "date-time"},
@@ -96,6 +94,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         request.client_name = found.name  # type: ignore[attr-defined]
         return None
 
+    authenticate.__openapi_security__ = "EyeClient"  # type: ignore[attr-defined]  # in the OpenAPI document
+
     @bp.errorhandler(BadCursor)
     async def bad_cursor(exc: BadCursor) -> Response:
         return json_response(error_body("invalid_value", str(exc), "cursor"), 400)
@@ -107,7 +107,6 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         description="A JSON object, or a JSON array of them. Answers 202 as soon as the payloads are journaled; "
         "they are checked behind the answer: valid events are stored, invalid ones produce one error row per "
         "invalid field (see GET errors).",
-        parameters=_TOKEN,
         request={"required": True, "content": {"application/json": {"schema": {
             "oneOf": [_PAYLOAD, {"type": "array", "items": _PAYLOAD, "minItems": 1}]}}}},
         responses={202: json_body({"type": "object", "properties": {
@@ -135,7 +134,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         tags=["analytics"],
         description="Filters combine; results are ordered by when the events occurred (their timestamp), "
         "whatever order they arrived in. Cursor-paginated: pass `next` as `cursor`.",
-        parameters=[*_TOKEN, *_FILTERS,
+        parameters=[*_FILTERS,
                     {"name": "timestamp_after", "in": "query", "schema": {"type": "string"}, "description": "inclusive"},
                     {"name": "timestamp_before", "in": "query", "schema": {"type": "string"}, "description": "exclusive"}],
         responses={200: json_body(_page(_EVENT)), 400: error_response("a malformed filter or cursor"),
@@ -151,7 +150,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response({"results": results, "next": following})
 
     @bp.get("/events/<event_id>")
-    @operation("One stored event", tags=["analytics"], parameters=_TOKEN,
+    @operation("One stored event", tags=["analytics"],
                responses={200: json_body(_EVENT), 404: error_response("no such event, or it was rejected")})
     async def one_event(event_id: str) -> Response:
         await store.flush()
@@ -166,7 +165,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         "Query the errors log",
         tags=["analytics"],
         description="One row per invalid field of a rejected event, oldest first; filters combine.",
-        parameters=[*_TOKEN, *_FILTERS,
+        parameters=[*_FILTERS,
                     {"name": "code", "in": "query", "schema": {"type": "string"}},
                     {"name": "event_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "client", "in": "query", "schema": {"type": "string"}},
@@ -186,7 +185,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response({"results": results, "next": following})
 
     @bp.get("/errors/<int:error_id>")
-    @operation("One error row", tags=["analytics"], parameters=_TOKEN,
+    @operation("One error row", tags=["analytics"],
                responses={200: json_body(_ERROR_ROW), 404: error_response("no such error")})
     async def one_error(error_id: int) -> Response:
         await store.flush()
@@ -196,7 +195,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response(found)
 
     @bp.get("/stats")
-    @operation("How much is stored", tags=["analytics"], parameters=_TOKEN,
+    @operation("How much is stored", tags=["analytics"],
                description="Events stored, error rows, and checked results not yet written (normally 0 after 0.1 s).",
                responses={200: json_body({"type": "object", "properties": {
                    "events": {"type": "integer"}, "errors": {"type": "integer"}, "pending": {"type": "integer"}}})})
@@ -205,7 +204,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response({**counts, "pending": store.pending})
 
     @bp.get("/schemas")
-    @operation("The per-type payload rules", tags=["analytics"], parameters=_TOKEN,
+    @operation("The per-type payload rules", tags=["analytics"],
                description="JSON Schemas for `data`, by category and name; other types get the generic checks only.",
                responses={200: json_body({"type": "array", "items": {"type": "object"}})})
     async def schemas() -> Response:

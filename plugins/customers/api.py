@@ -15,7 +15,7 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from engine import Event, InvalidEvent, new_event_id
-from engine.openapi import json_body, operation
+from engine.openapi import ERROR_SCHEMA, json_body, operation
 from engine.web import UnsupportedMediaType, admin_guard, json_response, read_json
 
 from .directory import Directory
@@ -38,9 +38,11 @@ _CUSTOMER_SCHEMA = {
     },
 }
 _ONE = {"type": "object", "properties": {"customer": _CUSTOMER_SCHEMA}}
+#: A refusal: the seed's ``message`` and Herald's ``error`` object side by side.
 _MESSAGE = {
     "type": "object",
-    "properties": {"message": {"type": "string"}, "error": {"$ref": "#/components/schemas/Error"}},
+    "required": ["message", "error"],
+    "properties": {"message": {"type": "string"}, "error": ERROR_SCHEMA["properties"]["error"]},
 }
 
 
@@ -218,7 +220,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string")},
                                   required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
-                   409: _failure("the id exists already")},
+                   409: _failure("the id exists already"), 415: _failure("the body is not sent as application/json")},
     )
     async def create() -> Response:
         customer = _customer_in(await _json_body())
@@ -232,7 +234,8 @@ def api_blueprint(herald: Any) -> Blueprint:
         description="Given attributes are set, the others kept; an attribute given as `null` is removed. "
         "`email` cannot be removed.",
         request=_customer_request({"attributes": _attributes_schema(["string", "null"])}),
-        responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer")},
+        responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer"),
+                   415: _failure("the body is not sent as application/json")},
     )
     async def update(raw_id: str) -> Response:
         key = _key_of(raw_id)
