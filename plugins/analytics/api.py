@@ -38,9 +38,12 @@ _ERROR_ROW = {"type": "object", "properties": {
     "category": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
     "timestamp": {"type": ["string", "null"]}}}
 _PAYLOAD = {"type": "object", "description": "session_id (<= 100 characters), category, name, data (a non-empty "
-            "object), timestamp (YYYY-MM-DD HH:MM:SS.ffffff in UTC, or ISO 8601)", "properties": {
-                "session_id": {"type": "string"}, "category": {"type": "string"}, "name": {"type": "string"},
-                "data": {"type": "object"}, "timestamp": {"type": "string"}}}
+            "object), timestamp (YYYY-MM-DD HH:MM:SS.ffffff in UTC, or ISO 8601). Any object is journaled and "
+            "answered 202: it is checked behind the answer, and each invalid field becomes an error row (GET errors).",
+            "examples": [{"session_id": "s1", "category": "page interaction", "name": "pageview",
+                          "data": {"host": "www.example.com", "path": "/"}, "timestamp": "2021-01-01 09:15:27.243860"}]}
+_ANY_PAYLOAD = {"description": "a payload; in a batch any JSON value is accepted (one that is not an object "
+                "becomes an error row)"}
 
 
 def _page(schema: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +111,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         "they are checked behind the answer: valid events are stored, invalid ones produce one error row per "
         "invalid field (see GET errors).",
         request={"required": True, "content": {"application/json": {"schema": {
-            "oneOf": [_PAYLOAD, {"type": "array", "items": _PAYLOAD, "minItems": 1}]}}}},
+            "oneOf": [_PAYLOAD, {"type": "array", "items": _ANY_PAYLOAD, "minItems": 1}]}}}},
         responses={202: json_body({"type": "object", "properties": {
             "accepted": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}}}),
             400: error_response("not JSON, or not an object or a non-empty array"),
@@ -143,7 +146,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
     async def list_events() -> Response:
         filters = dict(session_id=request.args.get("session_id"), category=request.args.get("category"),
                        name=request.args.get("name"), after=_time_param("timestamp_after"),
-                       before=_time_param("timestamp_before"), cursor=request.args.get("cursor"),
+                       before=_time_param("timestamp_before"), cursor=request.args.get("cursor") or None,
                        limit=int_param("limit", 100, low=1, high=1000))
         await store.flush()
         results, following = await _query(store.events, filters)
@@ -179,7 +182,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
                        name=request.args.get("name"), code=request.args.get("code"),
                        event_id=request.args.get("event_id"), client=request.args.get("client"),
                        after=_time_param("created_after"), before=_time_param("created_before"),
-                       cursor=request.args.get("cursor"), limit=int_param("limit", 100, low=1, high=1000))
+                       cursor=request.args.get("cursor") or None, limit=int_param("limit", 100, low=1, high=1000))
         await store.flush()
         results, following = await _query(store.errors, filters)
         return json_response({"results": results, "next": following})
@@ -189,6 +192,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
                responses={200: json_body(_ERROR_ROW), 404: error_response("no such error")})
     async def one_error(error_id: int) -> Response:
         await store.flush()
+        if error_id >= 2**63:  # beyond SQLite's integers: no such row
+            return json_response(error_body("not_found", f"no error {error_id}", "id"), 404)
         found = await _query(store.error, {"error_id": error_id})
         if found is None:
             return json_response(error_body("not_found", f"no error {error_id}", "id"), 404)
