@@ -56,7 +56,7 @@ def _event_schema(herald: Herald) -> dict[str, Any]:
             "key": {"type": "string", "minLength": 1, "maxLength": 200, "description": "the actor (usually the user)"},
             "user_id": {"type": "string"},
             "device_id": {"type": "string"},
-            "timestamp": {"type": "string", "description": "ISO 8601; without an offset it is UTC"},
+            "timestamp": {"type": "string", "format": "date-time", "description": "ISO 8601; without an offset it is UTC"},
             "time_stamp": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS (UTC)"},
             "data": {"type": "object"},
             "details": {"type": "object"},
@@ -269,7 +269,8 @@ def _core_routes(herald: Herald) -> Blueprint:
     @operation(
         "The latest notifications received by the sink",
         tags=["notify"],
-        parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}],
+        parameters=[{"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
         responses={200: json_body({"type": "object", "properties": {
             "received": {"type": "integer"}, "duplicates": {"type": "integer"},
             "notifications": {"type": "array"}}}), 400: error_response("bad limit")},

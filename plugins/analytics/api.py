@@ -226,7 +226,9 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
     @admin.post("")
     @operation("Create a client and its token (shown once)", tags=["analytics", "admin"],
                request={"required": True, "content": {"application/json": {"schema": {
-                   "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                   "type": "object", "required": ["name"], "properties": {"name": {
+                       "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S",
+                       "description": "1 to 100 characters, not only spaces"}}}}}},
                responses={201: json_body({"type": "object", "properties": {"name": {"type": "string"},
                                                                             "token": {"type": "string"}}}),
                           400: error_response("no usable name"), 409: error_response("an active client has this name")})

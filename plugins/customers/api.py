@@ -181,7 +181,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="Paginated; `page` starts at 1. `q` keeps customers whose id is `q` or whose email contains it.",
         parameters=[
-            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10**9, "default": 1}},
             {"name": "per_page", "in": "query",
              "schema": {"type": "integer", "minimum": 1, "maximum": Directory.MAX_PER_PAGE, "default": 25}},
             {"name": "q", "in": "query", "schema": {"type": "string"}},
