@@ -150,7 +150,7 @@ def build_document(
 ) -> dict[str, Any]:
     """Build the OpenAPI document from the app's documented views plus ``extra_paths``.
 
-    Each operation is :func:`complete`\ d; a view guarded by a marked check (see
+    Each operation is completed (see :func:`complete`); a view guarded by a marked check (see
     :data:`SECURITY_SCHEMES`) gets its ``security``."""
     paths: dict[str, dict[str, Any]] = {}
     for path, ops in (extra_paths or {}).items():
