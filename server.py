@@ -51,7 +51,7 @@ def _event_schema(herald: Herald) -> dict[str, Any]:
         ),
         "required": ["type"],
         "properties": {
-            "id": {"type": "string", "maxLength": 200, "description": "idempotency key; generated if absent"},
+            "id": {"type": "string", "minLength": 1, "maxLength": 200, "description": "idempotency key; generated if absent"},
             "type": {"type": "string", "minLength": 1, "maxLength": 100, "examples": types},
             "key": {"type": "string", "minLength": 1, "maxLength": 200, "description": "the actor (usually the user)"},
             "user_id": {"type": "string"},

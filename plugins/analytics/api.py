@@ -51,6 +51,11 @@ def _page(schema: dict[str, Any]) -> dict[str, Any]:
                                              "next": {"type": ["string", "null"]}}}
 
 
+#: A time bound: YYYY-MM-DD HH:MM:SS.ffffff (UTC) or an RFC 3339 date-time; empty is no bound.
+_TIME = {"type": "string", "anyOf": [
+    {"format": "date-time"},
+    {"pattern": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$"},
+    {"maxLength": 0}]}
 _FILTERS = [
     {"name": "session_id", "in": "query", "schema": {"type": "string"}},
     {"name": "category", "in": "query", "schema": {"type": "string"}},
@@ -138,8 +143,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         description="Filters combine; results are ordered by when the events occurred (their timestamp), "
         "whatever order they arrived in. Cursor-paginated: pass `next` as `cursor`.",
         parameters=[*_FILTERS,
-                    {"name": "timestamp_after", "in": "query", "schema": {"type": "string"}, "description": "inclusive"},
-                    {"name": "timestamp_before", "in": "query", "schema": {"type": "string"}, "description": "exclusive"}],
+                    {"name": "timestamp_after", "in": "query", "schema": _TIME, "description": "inclusive"},
+                    {"name": "timestamp_before", "in": "query", "schema": _TIME, "description": "exclusive"}],
         responses={200: json_body(_page(_EVENT)), 400: error_response("a malformed filter or cursor"),
                    401: error_response("authentication failed")},
     )
@@ -172,8 +177,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
                     {"name": "code", "in": "query", "schema": {"type": "string"}},
                     {"name": "event_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "client", "in": "query", "schema": {"type": "string"}},
-                    {"name": "created_after", "in": "query", "schema": {"type": "string"}},
-                    {"name": "created_before", "in": "query", "schema": {"type": "string"}}],
+                    {"name": "created_after", "in": "query", "schema": _TIME},
+                    {"name": "created_before", "in": "query", "schema": _TIME}],
         responses={200: json_body(_page(_ERROR_ROW)), 400: error_response("a malformed filter or cursor"),
                    401: error_response("authentication failed")},
     )

@@ -26,15 +26,17 @@ from engine.web import admin_guard, json_response
 
 __all__ = ["CrmStore", "crm_blueprint"]
 
+_NULLABLE_DATE_TIME = {"type": ["string", "null"], "format": "date-time",
+                       "anyOf": [{"type": "null"}, {"type": "string", "format": "date-time"}]}
 _USER = {"type": "object", "required": ["Id", "LastName", "Email"], "properties": {
     "Id": {"type": "string", "minLength": 1}, "LastName": {"type": "string"}, "FirstName": {"type": ["string", "null"]},
     "Email": {"type": "string"}, "LastTripType": {"type": ["string", "null"]},
-    "LastTripId": {"type": ["string", "null"]}, "LastTripDate": {"type": ["string", "null"], "format": "date-time"}}}
+    "LastTripId": {"type": ["string", "null"]}, "LastTripDate": _NULLABLE_DATE_TIME}}
 _TRIP = {"type": "object", "required": ["Id", "UserId", "Price", "StartDate", "Type"], "properties": {
     "Id": {"type": "string", "minLength": 1}, "UserId": {"type": "string", "minLength": 1}, "From": {"type": ["string", "null"]},
     "To": {"type": ["string", "null"]}, "Price": {"type": "number"},
     "StartDate": {"type": "string", "format": "date-time"},
-    "EndDate": {"type": ["string", "null"], "format": "date-time"}, "Type": {"type": "string"}}}
+    "EndDate": _NULLABLE_DATE_TIME, "Type": {"type": "string"}}}
 _SCHEMAS = {"users": _USER, "trips": _TRIP}
 _DOWN = {503: error_response("the CRM is down (simulated: POST /_outage)")}
 #: RFC 3339 date-times, as ``format: date-time`` means.

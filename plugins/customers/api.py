@@ -46,8 +46,12 @@ _MESSAGE = {
 }
 
 
-def _attributes_schema(value_type: Any) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": {"type": value_type}}
+def _attributes_schema(value_type: Any, *, email_required: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": value_type}}
+    if email_required:  # a customer's email is required and not blank
+        schema["properties"] = {REQUIRED_ATTRIBUTE: {"type": "string", "pattern": "\\S"}}
+        schema["required"] = [REQUIRED_ATTRIBUTE]
+    return schema
 
 
 def _customer_request(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -55,7 +59,7 @@ def _customer_request(properties: dict[str, Any], required: list[str] | None = N
     customer: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         customer["required"] = required
-    schema = {"type": "object", "properties": {"customer": customer}}
+    schema = {"type": "object", "required": ["customer"], "properties": {"customer": customer}}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
@@ -217,7 +221,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="`id` (integer) and a non-empty `email` attribute are required; attribute values are strings. "
         "A missing or implausible `created_at` becomes the current Unix time.",
-        request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string")},
+        request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string", email_required=True)},
                                   required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
                    409: _failure("the id exists already"), 415: _failure("the body is not sent as application/json")},
@@ -233,7 +237,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="Given attributes are set, the others kept; an attribute given as `null` is removed. "
         "`email` cannot be removed.",
-        request=_customer_request({"attributes": _attributes_schema(["string", "null"])}),
+        request=_customer_request({"attributes": _attributes_schema(["string", "null"])}, required=["attributes"]),
         responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer"),
                    415: _failure("the body is not sent as application/json")},
     )

@@ -119,14 +119,17 @@ class SearchIndex:
             raise SearchError("invalid_parameter", f"{name} must be a date-time such as 2021-07-21T17:32:28Z; "
                                                    f"got {raw[:60]!r}") from None
         if moment.tzinfo is not None:
-            moment = moment.astimezone(self.zone).replace(tzinfo=None)
+            try:
+                moment = moment.astimezone(self.zone).replace(tzinfo=None)
+            except OverflowError:  # at the ends of the calendar
+                raise SearchError("invalid_parameter", f"{name} is out of range") from None
         return moment.isoformat(timespec="seconds")
 
 
 #: What ``starts_at`` and ``ends_at`` take: an RFC 3339 date-time, or one without an offset
 #: (the provider's local time), ``T`` or a space between date and time.
 _DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
-_LOCAL_PATTERN = ("^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_LOCAL_PATTERN = ("^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
                   "(\\.[0-9]+)?$")
 
 
