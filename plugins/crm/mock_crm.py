@@ -70,6 +70,12 @@ def _problem(status: int, message: str) -> Response:
                                              415: "unsupported_media_type", 503: "unavailable"}[status], "message": message, "field": None}}, status)
 
 
+def _replacement(schema: dict[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /{kind}/{id}``: the entity, whose ``Id`` is the path's (a given one is ignored)."""
+    return {**schema, "required": [f for f in schema["required"] if f != "Id"],
+            "properties": {**schema["properties"], "Id": {"description": "ignored: the path's id is kept"}}}
+
+
 def _valid(kind: str, body: Any) -> str | None:
     """Why ``body`` is not a valid ``kind`` (users, trips), or None."""
     schema = _SCHEMAS[kind]
@@ -146,7 +152,7 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
 
         @bp.post(f"/{kind}/<entity_id>", endpoint=f"replace_{singular}")
         @operation(f"Replaces an existing {singular}'s properties", tags=["mock CRM"],
-                   request={"required": True, "content": {"application/json": {"schema": schema}}},
+                   request={"required": True, "content": {"application/json": {"schema": _replacement(schema)}}},
                    responses={200: json_body(schema), 400: error_response("invalid"), 404: error_response("not found"),
                               **_DOWN})
         async def replace(entity_id: str) -> Response:

@@ -20,7 +20,7 @@ from engine.web import UnsupportedMediaType, admin_guard, json_response, read_js
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
-from .messages import attribute_map, customer_key
+from .messages import _MAX_NAME as MAX_ATTRIBUTE_NAME, attribute_map, customer_key
 from .model import PLUGIN, REQUIRED_ATTRIBUTE, view
 
 __all__ = ["api_blueprint", "CustomerError", "Writes"]
@@ -47,7 +47,8 @@ _MESSAGE = {
 
 
 def _attributes_schema(value_type: Any, *, email_required: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": value_type}}
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": value_type},
+                              "propertyNames": {"minLength": 1, "maxLength": MAX_ATTRIBUTE_NAME}}
     if email_required:  # a customer's email is required and not blank
         schema["properties"] = {REQUIRED_ATTRIBUTE: {"type": "string", "pattern": "\\S"}}
         schema["required"] = [REQUIRED_ATTRIBUTE]
