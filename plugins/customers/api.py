@@ -20,7 +20,7 @@ from engine.web import UnsupportedMediaType, admin_guard, json_response, read_js
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
-from .messages import _MAX_NAME as MAX_ATTRIBUTE_NAME, attribute_map, customer_key
+from .messages import _MAX_NAME as MAX_ATTRIBUTE_NAME, MAX_ID_DIGITS, attribute_map, customer_key
 from .model import PLUGIN, REQUIRED_ATTRIBUTE, view
 
 __all__ = ["api_blueprint", "CustomerError", "Writes"]
@@ -37,6 +37,9 @@ _CUSTOMER_SCHEMA = {
         "last_updated": {"type": "integer", "description": "Unix seconds of the latest change"},
     },
 }
+#: A customer id: a non-negative integer (or its decimal digits, as the seed's clients send it).
+_ID = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                 {"type": "string", "pattern": f"^[0-9]{{1,{MAX_ID_DIGITS}}}$"}]}
 _ONE = {"type": "object", "properties": {"customer": _CUSTOMER_SCHEMA}}
 #: A refusal: the seed's ``message`` and Herald's ``error`` object side by side.
 _MESSAGE = {
@@ -222,7 +225,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="`id` (integer) and a non-empty `email` attribute are required; attribute values are strings. "
         "A missing or implausible `created_at` becomes the current Unix time.",
-        request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string", email_required=True)},
+        request=_customer_request({"id": _ID, "attributes": _attributes_schema("string", email_required=True)},
                                   required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
                    409: _failure("the id exists already"), 415: _failure("the body is not sent as application/json")},
