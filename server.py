@@ -332,7 +332,7 @@ def _admin_routes(herald: Herald) -> Blueprint:
         description="Dead letters with ?status=dead; also pending or delivered (kept for the outbox's max age).",
         parameters=[
             {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "delivered", "dead"]}},
-            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
         ],
         responses={200: json_body({"type": "object"}), 400: error_response("bad parameter")},
