@@ -26,8 +26,8 @@ import connlimit
 from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url, tune_gc
 from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
 from engine.metrics import CONTENT_TYPE_LATEST
-from engine.web import (BadParameter, UnsupportedMediaType, admin_guard, admin_only, int_param, json_response,
-                        read_json, safe_next, ui_guard)
+from engine.web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, int_param,
+                        json_response, read_json, safe_next, ui_guard)
 from engine.openapi import build_document, error_response, explorer, json_body, operation
 
 __all__ = ["create_app", "serve", "ingestion_paths"]
@@ -52,12 +52,12 @@ def _event_schema(herald: Herald) -> dict[str, Any]:
         ),
         "required": ["type"],
         "properties": {
-            "id": {"type": "string", "maxLength": 200, "description": "idempotency key; generated if absent"},
+            "id": {"type": "string", "minLength": 1, "maxLength": 200, "description": "idempotency key; generated if absent"},
             "type": {"type": "string", "minLength": 1, "maxLength": 100, "examples": types},
             "key": {"type": "string", "minLength": 1, "maxLength": 200, "description": "the actor (usually the user)"},
             "user_id": {"type": "string"},
             "device_id": {"type": "string"},
-            "timestamp": {"type": "string", "description": "ISO 8601; without an offset it is UTC"},
+            "timestamp": {"type": "string", "format": "date-time", "description": "ISO 8601; without an offset it is UTC"},
             "time_stamp": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS (UTC)"},
             "data": {"type": "object"},
             "details": {"type": "object"},
@@ -124,6 +124,7 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
             "post": {
                 "operationId": "post_load",
                 "tags": ["events"],
+                **({"security": [{ADMIN_SCHEME: []}]} if herald.config.admin_token else {}),
                 "summary": "Bulk-load lines through a plugin's loader",
                 "description": "The body is a chunk of a file in the loader's format (whole lines). It is applied "
                 "and journaled as one event; the answer reports what each line did. `herald load` sends files "
@@ -274,7 +275,8 @@ def _core_routes(herald: Herald) -> Blueprint:
     @operation(
         "The latest notifications received by the sink",
         tags=["notify"],
-        parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}],
+        parameters=[{"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
         responses={200: json_body({"type": "object", "properties": {
             "received": {"type": "integer"}, "duplicates": {"type": "integer"},
             "notifications": {"type": "array"}}}), 400: error_response("bad limit")},
@@ -329,10 +331,6 @@ def _core_routes(herald: Herald) -> Blueprint:
     return bp
 
 
-_ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
-           "description": "Bearer token, when HERALD_ADMIN_TOKEN is set"}]
-
-
 def _admin_routes(herald: Herald) -> Blueprint:
     """Outbox dead letters, forced snapshots and journal figures."""
     bp = Blueprint("admin", __name__)
@@ -344,12 +342,11 @@ def _admin_routes(herald: Herald) -> Blueprint:
         tags=["admin"],
         description="Dead letters with ?status=dead; also pending or delivered (kept for the outbox's max age).",
         parameters=[
-            *_ADMIN,
             {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "delivered", "dead"]}},
-            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
         ],
-        responses={200: json_body({"type": "object"}), 400: error_response("bad parameter"), 401: error_response("no token")},
+        responses={200: json_body({"type": "object"}), 400: error_response("bad parameter")},
     )
     async def outbox() -> Response:
         status = request.args.get("status")
@@ -369,11 +366,11 @@ def _admin_routes(herald: Herald) -> Blueprint:
         "Send dead letters again",
         tags=["admin"],
         description='Body {"ids": [...]} replays those dead letters; an empty body (or {}) replays all of them.',
-        parameters=_ADMIN,
         request={"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}}}},
+            "type": "object", "properties": {"ids": {"type": ["array", "null"], "items": {"type": "integer"},
+                                                   "description": "absent or null: every dead letter"}}}}}},
         responses={200: json_body({"type": "object", "properties": {"replayed": {"type": "integer"}}}),
-                   400: error_response("bad body"), 401: error_response("no token")},
+                   400: error_response("bad body")},
     )
     async def replay() -> Response:
         ids = None
@@ -388,8 +385,8 @@ def _admin_routes(herald: Herald) -> Blueprint:
         return json_response({"replayed": await herald.outbox.replay_dead(ids)})
 
     @bp.post("/v1/admin/snapshot")
-    @operation("Write a snapshot now", tags=["admin"], parameters=_ADMIN,
-               responses={200: json_body({"type": "object"}), 401: error_response("no token"),
+    @operation("Write a snapshot now", tags=["admin"],
+               responses={200: json_body({"type": "object"}),
                           409: error_response("no journal, or still starting")})
     async def snapshot() -> Response:
         if not herald.journal.enabled or not herald.ready:
@@ -397,8 +394,8 @@ def _admin_routes(herald: Herald) -> Blueprint:
         return json_response(await herald.snapshot())
 
     @bp.get("/v1/journal")
-    @operation("Journal figures", tags=["admin"], parameters=_ADMIN,
-               responses={200: json_body({"type": "object"}), 401: error_response("no token")})
+    @operation("Journal figures", tags=["admin"],
+               responses={200: json_body({"type": "object"})})
     async def journal() -> Response:
         if not herald.journal.enabled:
             return json_response({"durability": "memory"})
@@ -415,6 +412,7 @@ def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
         description="Events in, per-user actors with timers, plugins that decide what events mean.",
         extra_paths={**ingestion_paths(herald), **_plugin_paths(herald)},
         schemas={"Event": _event_schema(herald)},
+        max_body=herald.config.max_batch_bytes,
     ))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["operation", "build_document", "ERROR_SCHEMA", "error_response", "json_body"]
+__all__ = ["operation", "build_document", "ERROR_SCHEMA", "SECURITY_SCHEMES", "error_response", "json_body"]
 
 #: The body of every 4xx/5xx answer: ``{"error": {"code", "message", "field"}}``.
 ERROR_SCHEMA: dict[str, Any] = {
@@ -30,6 +30,19 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+#: The credentials Herald's routes take. A view (or its blueprint's ``before_request``
+#: guard) marked with ``__openapi_security__ = <name>`` requires the scheme of that name.
+SECURITY_SCHEMES: dict[str, Any] = {
+    "HeraldAdmin": {"type": "http", "scheme": "bearer",
+                    "description": "Authorization: Bearer <HERALD_ADMIN_TOKEN> (required when the token is set)"},
+    "EyeClient": {"type": "apiKey", "in": "header", "name": "Authorization",
+                  "description": "Authorization: Token <token> of an active client of The Eye (analytics); "
+                  "tokens are created with POST /v1/admin/tokens"},
+}
+
+_JSON_MEDIA = ("application/json",)
+
+
 def json_body(schema: Mapping[str, Any], description: str = "") -> dict[str, Any]:
     """A response or request body object with an ``application/json`` schema."""
     return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
@@ -47,12 +60,15 @@ def operation(
     request: Mapping[str, Any] | None = None,
     responses: Mapping[int | str, Mapping[str, Any]] | None = None,
     parameters: Iterable[Mapping[str, Any]] = (),
+    security: str | None = None,
 ) -> Callable[[Callable], Callable]:
     """Attach an OpenAPI operation to a view function.
 
     ``request`` is a full requestBody object; ``responses`` maps a status to a
     response object (see :func:`json_body`, :func:`error_response`). Path
-    parameters are added from the route itself.
+    parameters are added from the route itself. ``security`` names a scheme of
+    :data:`SECURITY_SCHEMES` the view requires (guards mark it themselves, see
+    :func:`build_document`).
     """
 
     def attach(view: Callable) -> Callable:
@@ -67,6 +83,8 @@ def operation(
             op["parameters"] = [dict(p) for p in parameters]
         if not op["responses"]:
             op["responses"] = {"200": {"description": "OK"}}
+        if security:
+            op["security"] = [{security: []}]
         view.__openapi__ = op  # type: ignore[attr-defined]
         return view
 
@@ -85,6 +103,41 @@ def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     return _RULE_PARAM.sub(lambda m: "{" + m["name"] + "}", rule), params
 
 
+def _security_of(app: Any, endpoint: str, view: Any) -> str | None:
+    """The scheme a view requires: its own mark, or that of a ``before_request`` guard of its blueprint."""
+    scheme = getattr(view, "__openapi_security__", None)
+    if scheme:
+        return scheme
+    blueprint = endpoint.rpartition(".")[0]
+    for fn in getattr(app, "before_request_funcs", {}).get(blueprint or None, ()):
+        scheme = getattr(fn, "__openapi_security__", None)
+        if scheme:
+            return scheme
+    return None
+
+
+def complete(op: dict[str, Any], *, max_body: int | None = None) -> dict[str, Any]:
+    """Add the answers every route of its kind can give, unless the operation documents them:
+    401 where a credential is required, 400/413/415 for a JSON request body (malformed or
+    too deep, too large, another media type), 404 where the path has parameters."""
+    responses = op.setdefault("responses", {})
+
+    def add(status: str, description: str) -> None:
+        responses.setdefault(status, error_response(description))
+
+    if op.get("security"):
+        add("401", "a missing or wrong credential")
+    content = (op.get("requestBody") or {}).get("content", {})
+    if any(media in content for media in _JSON_MEDIA):
+        add("400", "the body is not JSON, nests too deep, or is not of the documented shape")
+        add("415", "the body is not sent as application/json")
+    if content:
+        add("413", "body too large" + (f" (at most {max_body} bytes)" if max_body else ""))
+    if any(p.get("in") == "path" for p in op.get("parameters", ())):
+        add("404", "nothing at this path")
+    return op
+
+
 def build_document(
     app: Any,
     *,
@@ -93,11 +146,16 @@ def build_document(
     description: str = "",
     extra_paths: Mapping[str, Mapping[str, Any]] | None = None,
     schemas: Mapping[str, Any] | None = None,
+    max_body: int | None = None,
 ) -> dict[str, Any]:
-    """Build the OpenAPI document from the app's documented views plus ``extra_paths``."""
+    """Build the OpenAPI document from the app's documented views plus ``extra_paths``.
+
+    Each operation is completed (see :func:`complete`); a view guarded by a marked check (see
+    :data:`SECURITY_SCHEMES`) gets its ``security``."""
     paths: dict[str, dict[str, Any]] = {}
     for path, ops in (extra_paths or {}).items():
-        paths.setdefault(path, {}).update({m.lower(): dict(op) for m, op in ops.items()})
+        paths.setdefault(path, {}).update(
+            {m.lower(): {**op, "responses": dict(op.get("responses", {}))} for m, op in ops.items()})
     for rule in app.url_map.iter_rules():
         view = app.view_functions.get(rule.endpoint)
         op = getattr(view, "__openapi__", None)
@@ -110,12 +168,23 @@ def build_document(
                 declared = {p["name"] for p in entry.get("parameters", [])}
                 entry["parameters"] = [p for p in params if p["name"] not in declared] + list(entry.get("parameters", []))
             entry.setdefault("operationId", f"{method.lower()}_{rule.endpoint.replace('.', '_')}")
+            scheme = _security_of(app, rule.endpoint, view)
+            if scheme and "security" not in entry:
+                entry["security"] = [{scheme: []}]
+            entry["responses"] = dict(entry["responses"])
             paths.setdefault(path, {})[method.lower()] = entry
+    for ops in paths.values():
+        for op in ops.values():
+            complete(op, max_body=max_body)
+    used = {name for ops in paths.values() for op in ops.values() for req in op.get("security", ()) for name in req}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": {"Error": ERROR_SCHEMA, **dict(schemas or {})}},
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA, **dict(schemas or {})},
+            **({"securitySchemes": {k: v for k, v in SECURITY_SCHEMES.items() if k in used}} if used else {}),
+        },
     }
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from engine.testing import Receiver
@@ -48,13 +51,35 @@ async def test_live_nudge_fires_in_real_time_with_the_default_sink(tmp_path):
     assert due == launched + timedelta(seconds=1.2)
 
 
-async def test_schemathesis_finds_no_server_errors(tmp_path):
-    async with herald_process(tmp_path) as url:
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+async def run_schemathesis(tmp_path, max_examples: int) -> str:
+    """Every schemathesis check on every documented operation of `herald serve` (all bundled plugins,
+    HERALD_ADMIN_TOKEN set): the admin bearer token and a client token of The Eye, each where the
+    operation's security scheme asks for it (see schemathesis.toml). Fails on any failure."""
+    async with herald_process(tmp_path, HERALD_ADMIN_TOKEN=ADMIN_TOKEN) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            created = await client.post("/v1/admin/tokens", json={"name": "schemathesis"},
+                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert created.status_code == 201, created.text
         result = await trio.run_process(
-            [sys.executable, "-m", "schemathesis.cli", "run", url + "/openapi.json",
-             "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1"],
+            [sys.executable, "-m", "schemathesis.cli", "--config-file", str(SCHEMATHESIS_CONFIG),
+             "run", url + "/openapi.json", "--checks", "all", "--max-examples", str(max_examples), "--seed", "1"],
             capture_stdout=True, capture_stderr=True, check=False, cwd=tmp_path,  # its cache stays out of the repo
+            env={**os.environ, "HERALD_ADMIN_TOKEN": ADMIN_TOKEN, "EYE_TOKEN": created.json()["token"]},
         )
     output = result.stdout.decode() + result.stderr.decode()
-    assert result.returncode == 0, output[-4000:]
-    assert "passed" in output
+    assert result.returncode == 0, output[-6000:]
+    assert "passed" in output, output[-6000:]
+    return output
+
+
+async def test_schemathesis_all_checks_find_nothing(tmp_path):
+    await run_schemathesis(tmp_path, max_examples=15)
+
+
+@pytest.mark.slow
+async def test_schemathesis_all_checks_find_nothing_deeper(tmp_path):
+    await run_schemathesis(tmp_path, max_examples=100)

@@ -27,8 +27,6 @@ from .validation import MAX_SESSION_ID, SchemaRegistry, parse_timestamp
 
 __all__ = ["api_blueprints", "session_key"]
 
-_TOKEN = [{"name": "Authorization", "in": "header", "required": True, "schema": {"type": "string"},
-           "description": "Token <the client's token>"}]
 _EVENT = {"type": "object", "properties": {
     "id": {"type": "string"}, "session_id": {"type": "string"}, "category": {"type": "string"},
     "name": {"type": "string"}, "data": {"type": "object"}, "timestamp": {"type": "string", "format": "date-time"},
@@ -40,9 +38,12 @@ _ERROR_ROW = {"type": "object", "properties": {
     "category": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
     "timestamp": {"type": ["string", "null"]}}}
 _PAYLOAD = {"type": "object", "description": "session_id (<= 100 characters), category, name, data (a non-empty "
-            "object), timestamp (YYYY-MM-DD HH:MM:SS.ffffff in UTC, or ISO 8601)", "properties": {
-                "session_id": {"type": "string"}, "category": {"type": "string"}, "name": {"type": "string"},
-                "data": {"type": "object"}, "timestamp": {"type": "string"}}}
+            "object), timestamp (YYYY-MM-DD HH:MM:SS.ffffff in UTC, or ISO 8601). Any object is journaled and "
+            "answered 202: it is checked behind the answer, and each invalid field becomes an error row (GET errors).",
+            "examples": [{"session_id": "s1", "category": "page interaction", "name": "pageview",
+                          "data": {"host": "www.example.com", "path": "/"}, "timestamp": "2021-01-01 09:15:27.243860"}]}
+_ANY_PAYLOAD = {"description": "a payload; in a batch any JSON value is accepted (one that is not an object "
+                "becomes an error row)"}
 
 
 def _page(schema: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +51,11 @@ def _page(schema: dict[str, Any]) -> dict[str, Any]:
                                              "next": {"type": ["string", "null"]}}}
 
 
+#: A time bound: YYYY-MM-DD HH:MM:SS.ffffff (UTC) or an RFC 3339 date-time; empty is no bound.
+_TIME = {"type": "string", "anyOf": [
+    {"format": "date-time"},
+    {"pattern": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$"},
+    {"maxLength": 0}]}
 _FILTERS = [
     {"name": "session_id", "in": "query", "schema": {"type": "string"}},
     {"name": "category", "in": "query", "schema": {"type": "string"}},
@@ -96,6 +102,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         request.client_name = found.name  # type: ignore[attr-defined]
         return None
 
+    authenticate.__openapi_security__ = "EyeClient"  # type: ignore[attr-defined]  # in the OpenAPI document
+
     @bp.errorhandler(BadCursor)
     async def bad_cursor(exc: BadCursor) -> Response:
         return json_response(error_body("invalid_value", str(exc), "cursor"), 400)
@@ -107,9 +115,8 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         description="A JSON object, or a JSON array of them. Answers 202 as soon as the payloads are journaled; "
         "they are checked behind the answer: valid events are stored, invalid ones produce one error row per "
         "invalid field (see GET errors).",
-        parameters=_TOKEN,
         request={"required": True, "content": {"application/json": {"schema": {
-            "oneOf": [_PAYLOAD, {"type": "array", "items": _PAYLOAD, "minItems": 1}]}}}},
+            "oneOf": [_PAYLOAD, {"type": "array", "items": _ANY_PAYLOAD, "minItems": 1}]}}}},
         responses={202: json_body({"type": "object", "properties": {
             "accepted": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}}}),
             400: error_response("not JSON, or not an object or a non-empty array"),
@@ -135,23 +142,23 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         tags=["analytics"],
         description="Filters combine; results are ordered by when the events occurred (their timestamp), "
         "whatever order they arrived in. Cursor-paginated: pass `next` as `cursor`.",
-        parameters=[*_TOKEN, *_FILTERS,
-                    {"name": "timestamp_after", "in": "query", "schema": {"type": "string"}, "description": "inclusive"},
-                    {"name": "timestamp_before", "in": "query", "schema": {"type": "string"}, "description": "exclusive"}],
+        parameters=[*_FILTERS,
+                    {"name": "timestamp_after", "in": "query", "schema": _TIME, "description": "inclusive"},
+                    {"name": "timestamp_before", "in": "query", "schema": _TIME, "description": "exclusive"}],
         responses={200: json_body(_page(_EVENT)), 400: error_response("a malformed filter or cursor"),
                    401: error_response("authentication failed")},
     )
     async def list_events() -> Response:
         filters = dict(session_id=request.args.get("session_id"), category=request.args.get("category"),
                        name=request.args.get("name"), after=_time_param("timestamp_after"),
-                       before=_time_param("timestamp_before"), cursor=request.args.get("cursor"),
+                       before=_time_param("timestamp_before"), cursor=request.args.get("cursor") or None,
                        limit=int_param("limit", 100, low=1, high=1000))
         await store.flush()
         results, following = await _query(store.events, filters)
         return json_response({"results": results, "next": following})
 
     @bp.get("/events/<event_id>")
-    @operation("One stored event", tags=["analytics"], parameters=_TOKEN,
+    @operation("One stored event", tags=["analytics"],
                responses={200: json_body(_EVENT), 404: error_response("no such event, or it was rejected")})
     async def one_event(event_id: str) -> Response:
         await store.flush()
@@ -166,12 +173,12 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         "Query the errors log",
         tags=["analytics"],
         description="One row per invalid field of a rejected event, oldest first; filters combine.",
-        parameters=[*_TOKEN, *_FILTERS,
+        parameters=[*_FILTERS,
                     {"name": "code", "in": "query", "schema": {"type": "string"}},
                     {"name": "event_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "client", "in": "query", "schema": {"type": "string"}},
-                    {"name": "created_after", "in": "query", "schema": {"type": "string"}},
-                    {"name": "created_before", "in": "query", "schema": {"type": "string"}}],
+                    {"name": "created_after", "in": "query", "schema": _TIME},
+                    {"name": "created_before", "in": "query", "schema": _TIME}],
         responses={200: json_body(_page(_ERROR_ROW)), 400: error_response("a malformed filter or cursor"),
                    401: error_response("authentication failed")},
     )
@@ -180,23 +187,25 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
                        name=request.args.get("name"), code=request.args.get("code"),
                        event_id=request.args.get("event_id"), client=request.args.get("client"),
                        after=_time_param("created_after"), before=_time_param("created_before"),
-                       cursor=request.args.get("cursor"), limit=int_param("limit", 100, low=1, high=1000))
+                       cursor=request.args.get("cursor") or None, limit=int_param("limit", 100, low=1, high=1000))
         await store.flush()
         results, following = await _query(store.errors, filters)
         return json_response({"results": results, "next": following})
 
     @bp.get("/errors/<int:error_id>")
-    @operation("One error row", tags=["analytics"], parameters=_TOKEN,
+    @operation("One error row", tags=["analytics"],
                responses={200: json_body(_ERROR_ROW), 404: error_response("no such error")})
     async def one_error(error_id: int) -> Response:
         await store.flush()
+        if error_id >= 2**63:  # beyond SQLite's integers: no such row
+            return json_response(error_body("not_found", f"no error {error_id}", "id"), 404)
         found = await _query(store.error, {"error_id": error_id})
         if found is None:
             return json_response(error_body("not_found", f"no error {error_id}", "id"), 404)
         return json_response(found)
 
     @bp.get("/stats")
-    @operation("How much is stored", tags=["analytics"], parameters=_TOKEN,
+    @operation("How much is stored", tags=["analytics"],
                description="Events stored, error rows, and checked results not yet written (normally 0 after 0.1 s).",
                responses={200: json_body({"type": "object", "properties": {
                    "events": {"type": "integer"}, "errors": {"type": "integer"}, "pending": {"type": "integer"}}})})
@@ -205,7 +214,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response({**counts, "pending": store.pending})
 
     @bp.get("/schemas")
-    @operation("The per-type payload rules", tags=["analytics"], parameters=_TOKEN,
+    @operation("The per-type payload rules", tags=["analytics"],
                description="JSON Schemas for `data`, by category and name; other types get the generic checks only.",
                responses={200: json_body({"type": "array", "items": {"type": "object"}})})
     async def schemas() -> Response:
@@ -222,7 +231,9 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
     @admin.post("")
     @operation("Create a client and its token (shown once)", tags=["analytics", "admin"],
                request={"required": True, "content": {"application/json": {"schema": {
-                   "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                   "type": "object", "required": ["name"], "properties": {"name": {
+                       "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S",
+                       "description": "1 to 100 characters, not only spaces"}}}}}},
                responses={201: json_body({"type": "object", "properties": {"name": {"type": "string"},
                                                                             "token": {"type": "string"}}}),
                           400: error_response("no usable name"), 409: error_response("an active client has this name")})

@@ -21,8 +21,6 @@ from .model import TRIPS_TOPIC, USERS_TOPIC
 __all__ = ["subjects_blueprint", "ERASE"]
 
 ERASE = "crm.erase"
-_ADMIN = [{"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
-           "description": "Bearer token, when HERALD_ADMIN_TOKEN is set"}]
 
 
 def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
@@ -37,7 +35,6 @@ def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
         f"field they ever had on {USERS_TOPIC} and {TRIPS_TOPIC} becomes unreadable), writes a tombstone to "
         f"{USERS_TOPIC} and a subject.erased notice to {TRIPS_TOPIC}, and snapshots so that the journal "
         "behind it, which holds the internal events, is compacted away. Later events for the user are dropped.",
-        parameters=_ADMIN,
         responses={202: json_body({"type": "object"}), 401: error_response("no admin token")},
     )
     async def erase(user_id: str) -> Response:
@@ -56,7 +53,6 @@ def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
         tags=["crm", "admin"],
         description="AES-256-GCM key (base64) that opens the `personal` field of this user's public messages "
         "(associated data: the user id). 404 once the user is erased.",
-        parameters=_ADMIN,
         responses={200: json_body({"type": "object", "properties": {"key": {"type": "string"}}}),
                    404: error_response("no key: unknown or erased user")},
     )

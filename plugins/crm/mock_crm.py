@@ -12,27 +12,45 @@ Inside Herald it is mounted at ``/mock-crm`` (docs in Herald's ``/docs``);
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 from quart import Blueprint, Response, request
 
 from engine import InvalidEvent
 from engine.event import decode_json
+from engine.http import json_media_type
 from engine.openapi import error_response, json_body, operation
 from engine.web import admin_guard, json_response
 
 __all__ = ["CrmStore", "crm_blueprint"]
 
+_NULLABLE_DATE_TIME = {"type": ["string", "null"], "format": "date-time",
+                       "anyOf": [{"type": "null"}, {"type": "string", "format": "date-time"}]}
 _USER = {"type": "object", "required": ["Id", "LastName", "Email"], "properties": {
-    "Id": {"type": "string"}, "LastName": {"type": "string"}, "FirstName": {"type": ["string", "null"]},
+    "Id": {"type": "string", "minLength": 1}, "LastName": {"type": "string"}, "FirstName": {"type": ["string", "null"]},
     "Email": {"type": "string"}, "LastTripType": {"type": ["string", "null"]},
-    "LastTripId": {"type": ["string", "null"]}, "LastTripDate": {"type": ["string", "null"], "format": "date-time"}}}
+    "LastTripId": {"type": ["string", "null"]}, "LastTripDate": _NULLABLE_DATE_TIME}}
 _TRIP = {"type": "object", "required": ["Id", "UserId", "Price", "StartDate", "Type"], "properties": {
-    "Id": {"type": "string"}, "UserId": {"type": "string"}, "From": {"type": ["string", "null"]},
+    "Id": {"type": "string", "minLength": 1}, "UserId": {"type": "string", "minLength": 1}, "From": {"type": ["string", "null"]},
     "To": {"type": ["string", "null"]}, "Price": {"type": "number"},
     "StartDate": {"type": "string", "format": "date-time"},
-    "EndDate": {"type": ["string", "null"], "format": "date-time"}, "Type": {"type": "string"}}}
+    "EndDate": _NULLABLE_DATE_TIME, "Type": {"type": "string"}}}
 _SCHEMAS = {"users": _USER, "trips": _TRIP}
+_DOWN = {503: error_response("the CRM is down (simulated: POST /_outage)")}
+#: RFC 3339 date-times, as ``format: date-time`` means.
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _is_date_time(value: str) -> bool:
+    if not _DATE_TIME.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 class CrmStore:
@@ -49,7 +67,13 @@ class CrmStore:
 
 def _problem(status: int, message: str) -> Response:
     return json_response({"error": {"code": {400: "bad_request", 404: "not_found", 409: "conflict",
-                                             503: "unavailable"}[status], "message": message, "field": None}}, status)
+                                             415: "unsupported_media_type", 503: "unavailable"}[status], "message": message, "field": None}}, status)
+
+
+def _replacement(schema: dict[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /{kind}/{id}``: the entity, whose ``Id`` is the path's (a given one is ignored)."""
+    return {**schema, "required": [f for f in schema["required"] if f != "Id"],
+            "properties": {**schema["properties"], "Id": {"description": "ignored: the path's id is kept"}}}
 
 
 def _valid(kind: str, body: Any) -> str | None:
@@ -66,6 +90,10 @@ def _valid(kind: str, body: Any) -> str | None:
         ok = {"string": str, "number": (int, float), "null": type(None)}
         if field in body and not any(isinstance(value, ok[k]) and not isinstance(value, bool) for k in kinds):
             return f"{field} must be {' or '.join(kinds)}"
+        if isinstance(value, str) and len(value) < spec.get("minLength", 0):
+            return f"{field} must not be empty"
+        if isinstance(value, str) and spec.get("format") == "date-time" and not _is_date_time(value):
+            return f"{field} must be a date-time such as 2021-07-21T17:32:28Z"
     return None
 
 
@@ -82,18 +110,24 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
             return _problem(503, "the CRM is down (simulated)")
         return None
 
+    @bp.before_request
+    async def json_only() -> Response | None:
+        if request.method in ("POST", "PUT", "PATCH") and not json_media_type(request.headers.get("Content-Type", "")):
+            return _problem(415, "send the body as application/json")
+        return None
+
     def routes(kind: str, singular: str, schema: dict[str, Any]) -> None:
         data = store.data[kind]
 
         @bp.get(f"/{kind}", endpoint=f"list_{kind}")
-        @operation(f"Returns all {kind}", tags=["mock CRM"], responses={200: json_body({"type": "array", "items": schema})})
+        @operation(f"Returns all {kind}", tags=["mock CRM"], responses={200: json_body({"type": "array", "items": schema}), **_DOWN})
         async def listing() -> Response:
             store.count(f"list_{kind}")
             return json_response(list(data.values()))
 
         @bp.get(f"/{kind}/<entity_id>", endpoint=f"get_{singular}")
         @operation(f"Returns one {singular} by id", tags=["mock CRM"],
-                   responses={200: json_body(schema), 404: error_response("not found")})
+                   responses={200: json_body(schema), 404: error_response("not found"), **_DOWN})
         async def one(entity_id: str) -> Response:
             store.count(f"get_{singular}")
             if entity_id not in data:
@@ -104,7 +138,7 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
         @operation(f"Creates a new {singular}", tags=["mock CRM"],
                    request={"required": True, "content": {"application/json": {"schema": schema}}},
                    responses={201: json_body(schema, "created"), 400: error_response("invalid"),
-                              409: error_response("the id exists")})
+                              409: error_response("the id exists"), **_DOWN})
         async def create() -> Response:
             body = _json(await request.get_data())
             problem = _valid(kind, body)
@@ -118,8 +152,9 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
 
         @bp.post(f"/{kind}/<entity_id>", endpoint=f"replace_{singular}")
         @operation(f"Replaces an existing {singular}'s properties", tags=["mock CRM"],
-                   request={"required": True, "content": {"application/json": {"schema": schema}}},
-                   responses={200: json_body(schema), 400: error_response("invalid"), 404: error_response("not found")})
+                   request={"required": True, "content": {"application/json": {"schema": _replacement(schema)}}},
+                   responses={200: json_body(schema), 400: error_response("invalid"), 404: error_response("not found"),
+                              **_DOWN})
         async def replace(entity_id: str) -> Response:
             body = _json(await request.get_data())
             if isinstance(body, dict):
@@ -135,7 +170,7 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
 
         @bp.delete(f"/{kind}/<entity_id>", endpoint=f"delete_{singular}")
         @operation(f"Deletes a {singular} (an addition to the client's API, for GDPR erasure)", tags=["mock CRM"],
-                   responses={204: {"description": "deleted"}, 404: error_response("not found")})
+                   responses={204: {"description": "deleted"}, 404: error_response("not found"), **_DOWN})
         async def delete(entity_id: str) -> Response:
             if data.pop(entity_id, None) is None:
                 return _problem(404, f"no {singular} {entity_id}")
@@ -149,10 +184,12 @@ def crm_blueprint(store: CrmStore, prefix: str = "/mock-crm", name: str = "mock_
     @operation("Play a CRM outage (an addition for demos and tests)", tags=["mock CRM"],
                request={"required": True, "content": {"application/json": {"schema": {
                    "type": "object", "properties": {"down": {"type": "boolean"}}}}}},
-               responses={200: json_body({"type": "object"})})
+               responses={200: json_body({"type": "object"}), 400: error_response("not {\"down\": true|false}")})
     async def set_outage() -> Response:
         body = _json(await request.get_data())
-        store.down = bool(body.get("down")) if isinstance(body, dict) else False
+        if not isinstance(body, dict) or not isinstance(body.get("down", False), bool):
+            return _problem(400, 'the body is {"down": true} or {"down": false}')
+        store.down = body.get("down", False)
         return json_response({"down": store.down})
 
     return bp

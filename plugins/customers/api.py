@@ -15,12 +15,12 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from engine import Event, InvalidEvent, new_event_id
-from engine.openapi import json_body, operation
+from engine.openapi import ERROR_SCHEMA, json_body, operation
 from engine.web import UnsupportedMediaType, admin_guard, json_response, read_json
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
-from .messages import attribute_map, customer_key
+from .messages import _MAX_NAME as MAX_ATTRIBUTE_NAME, MAX_ID_DIGITS, attribute_map, customer_key
 from .model import PLUGIN, REQUIRED_ATTRIBUTE, view
 
 __all__ = ["api_blueprint", "CustomerError", "Writes"]
@@ -37,15 +37,25 @@ _CUSTOMER_SCHEMA = {
         "last_updated": {"type": "integer", "description": "Unix seconds of the latest change"},
     },
 }
+#: A customer id: a non-negative integer (or its decimal digits, as the seed's clients send it).
+_ID = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                 {"type": "string", "pattern": f"^[0-9]{{1,{MAX_ID_DIGITS}}}$"}]}
 _ONE = {"type": "object", "properties": {"customer": _CUSTOMER_SCHEMA}}
+#: A refusal: the seed's ``message`` and Herald's ``error`` object side by side.
 _MESSAGE = {
     "type": "object",
-    "properties": {"message": {"type": "string"}, "error": {"$ref": "#/components/schemas/Error"}},
+    "required": ["message", "error"],
+    "properties": {"message": {"type": "string"}, "error": ERROR_SCHEMA["properties"]["error"]},
 }
 
 
-def _attributes_schema(value_type: Any) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": {"type": value_type}}
+def _attributes_schema(value_type: Any, *, email_required: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": value_type},
+                              "propertyNames": {"minLength": 1, "maxLength": MAX_ATTRIBUTE_NAME}}
+    if email_required:  # a customer's email is required and not blank
+        schema["properties"] = {REQUIRED_ATTRIBUTE: {"type": "string", "pattern": "\\S"}}
+        schema["required"] = [REQUIRED_ATTRIBUTE]
+    return schema
 
 
 def _customer_request(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -53,7 +63,7 @@ def _customer_request(properties: dict[str, Any], required: list[str] | None = N
     customer: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         customer["required"] = required
-    schema = {"type": "object", "properties": {"customer": customer}}
+    schema = {"type": "object", "required": ["customer"], "properties": {"customer": customer}}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
@@ -179,7 +189,7 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="Paginated; `page` starts at 1. `q` keeps customers whose id is `q` or whose email contains it.",
         parameters=[
-            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10**9, "default": 1}},
             {"name": "per_page", "in": "query",
              "schema": {"type": "integer", "minimum": 1, "maximum": Directory.MAX_PER_PAGE, "default": 25}},
             {"name": "q", "in": "query", "schema": {"type": "string"}},
@@ -215,10 +225,10 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="`id` (integer) and a non-empty `email` attribute are required; attribute values are strings. "
         "A missing or implausible `created_at` becomes the current Unix time.",
-        request=_customer_request({"id": {"type": "integer"}, "attributes": _attributes_schema("string")},
+        request=_customer_request({"id": _ID, "attributes": _attributes_schema("string", email_required=True)},
                                   required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
-                   409: _failure("the id exists already")},
+                   409: _failure("the id exists already"), 415: _failure("the body is not sent as application/json")},
     )
     async def create() -> Response:
         customer = _customer_in(await _json_body())
@@ -231,8 +241,9 @@ def api_blueprint(herald: Any) -> Blueprint:
         tags=["customers"],
         description="Given attributes are set, the others kept; an attribute given as `null` is removed. "
         "`email` cannot be removed.",
-        request=_customer_request({"attributes": _attributes_schema(["string", "null"])}),
-        responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer")},
+        request=_customer_request({"attributes": _attributes_schema(["string", "null"])}, required=["attributes"]),
+        responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer"),
+                   415: _failure("the body is not sent as application/json")},
     )
     async def update(raw_id: str) -> Response:
         key = _key_of(raw_id)

@@ -35,6 +35,8 @@ def customer_key(value: Any, field: str = "user_id") -> str:
             return value if value[0] != "0" or len(value) == 1 else str(int(value))
     elif value.__class__ is int and 0 <= value < 2**63:
         return str(value)
+    elif value.__class__ is float and value.is_integer() and 0 <= value < 2**63:  # 11.0 is 11 in JSON Schema
+        return str(int(value))
     raise InvalidEvent(field, "invalid_id", "must be a customer id: a non-negative integer (or a string of digits)")
 
 

@@ -14,6 +14,7 @@ what a bare ASGI app costs.
 from __future__ import annotations
 
 import os
+import re
 from bisect import bisect_left
 from datetime import datetime, tzinfo
 from typing import Any
@@ -111,13 +112,25 @@ class SearchIndex:
         if raw is None or raw == "":
             return None
         try:
-            moment = datetime.fromisoformat(raw.strip().replace(" ", "T", 1))
+            if not _DATE_TIME.fullmatch(raw.strip()):
+                raise ValueError(raw)
+            moment = datetime.fromisoformat(raw.strip().replace(" ", "T", 1).upper().replace("Z", "+00:00"))
         except ValueError:
             raise SearchError("invalid_parameter", f"{name} must be a date-time such as 2021-07-21T17:32:28Z; "
                                                    f"got {raw[:60]!r}") from None
         if moment.tzinfo is not None:
-            moment = moment.astimezone(self.zone).replace(tzinfo=None)
+            try:
+                moment = moment.astimezone(self.zone).replace(tzinfo=None)
+            except OverflowError:  # at the ends of the calendar
+                raise SearchError("invalid_parameter", f"{name} is out of range") from None
         return moment.isoformat(timespec="seconds")
+
+
+#: What ``starts_at`` and ``ends_at`` take: an RFC 3339 date-time, or one without an offset
+#: (the provider's local time), ``T`` or a space between date and time.
+_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
+_LOCAL_PATTERN = ("^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                  "(\\.[0-9]+)?$")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -186,7 +199,9 @@ def search_openapi() -> dict[str, Any]:
         "start_date": {"type": "string", "format": "date"}, "start_time": {"type": "string", "format": "time"},
         "end_date": {"type": "string", "format": "date"}, "end_time": {"type": "string", "format": "time"},
         "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]}}}
-    parameter = {"in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}
+    parameter = {"in": "query", "required": False, "schema": {"type": "string", "anyOf": [
+        {"format": "date-time"}, {"pattern": _LOCAL_PATTERN, "description": "no offset: the provider's local time"},
+        {"maxLength": 0, "description": "empty: no bound"}]}}
     return {"/search": {"get": {
         "operationId": "searchEvents",
         "tags": ["marketplace"],
