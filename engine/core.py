@@ -62,6 +62,8 @@ REMOVED: Any = _Removed()
 
 _ABSENT: Any = object()
 
+_PUBLIC = Origin.PUBLIC
+
 #: Event types beginning with this belong to the engine itself (e.g. ``herald.load``): never public.
 RESERVED_PREFIX = "herald."
 
@@ -261,18 +263,18 @@ class Engine:
         try:
             type_ = raw.get("type") if raw.__class__ is dict else None
             route = self._routes.get(type_) if type_.__class__ is str else None
-            if origin is Origin.PUBLIC and (
-                route.type.origin is Origin.INTERNAL if route is not None
+            if origin is _PUBLIC and (
+                route.internal if route is not None
                 else type_.__class__ is str and type_.startswith(RESERVED_PREFIX)
             ):
                 raise _reserved(type_, route)
-            if route is not None and route.type.parse is not None:
-                event = route.type.parse(raw, received_at)
+            if route is None:
+                event = parse_event(raw, received_at=received_at)
             else:
                 # A parsed event's type is the raw "type" string: ``route`` is already its route.
-                event = parse_event(raw, received_at=received_at)
-            if route is not None and route.type.validate is not None:
-                event = route.type.validate(event)
+                event = parse_event(raw, received_at=received_at) if route.parse is None else route.parse(raw, received_at)
+                if route.validate is not None:
+                    event = route.validate(event)
             if event.timestamp.timestamp() > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
@@ -349,7 +351,7 @@ class Engine:
                     # Its clock jumps to the event: its timers due before the event fire first.
                     timers = self.timers
                     for timer in timers.due_before(actor, instant):
-                        if timer.live:
+                        if timers.is_pending(timer):  # firing one may have cancelled the next
                             timers.take(timer)
                             self._fire(timer)
                     jumped = True
@@ -390,7 +392,7 @@ class Engine:
             self._sample = LATENCY_SAMPLE
             started = time.perf_counter()
         try:
-            state, effects = route.type.handler(state, event)
+            state, effects = route.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(event.type).inc()
             log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)

@@ -88,11 +88,22 @@ class Loader:
 
 @attrs.frozen(slots=True)
 class Route:
-    """Where events of one type go: resolved once, used per event."""
+    """Where events of one type go: resolved once, used per event (the event type's
+    callables are copied here so that dispatch reads one attribute, not two)."""
 
     plugin: str
     type: EventType
     state_factory: Callable[[], Any]
+    handler: Callable[[Any, Event], tuple[Any, Iterable[Any]]] = attrs.field(init=False)
+    parse: Callable[[dict[str, Any], Any], Event] | None = attrs.field(init=False)
+    validate: Callable[[Event], Event] | None = attrs.field(init=False)
+    internal: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "handler", self.type.handler)
+        object.__setattr__(self, "parse", self.type.parse)
+        object.__setattr__(self, "validate", self.type.validate)
+        object.__setattr__(self, "internal", self.type.origin is Origin.INTERNAL)
 
 
 def _no_state() -> None:

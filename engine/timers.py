@@ -6,7 +6,16 @@ whichever comes first (see :mod:`engine.clock`). The first heap is keyed by
 the wall deadline and re-keyed (lazily: a new entry, the old one skipped)
 when an actor's clock jumps forward; the second is keyed by the due instant
 itself, because the watermark moves every timer at once. Cancelled, reset
-and fired timers are marked dead and skipped when they reach the top.
+and fired timers leave the table of live timers and are skipped when they
+reach the top.
+
+Heap entries are plain ints packing the key (in microseconds) above the
+timer's sequence number, with the timer looked up by that number in the
+table: ints are neither containers nor tracked by the garbage collector, so
+a heap of pending timers costs it nothing (tuples would be collected, and
+counted towards every collection, until they are old). Keys equal to the
+microsecond go by sequence; whether a timer is ripe is decided on its exact
+float deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from heapq import heappush
 from typing import Any
 
 from .actor import Actor
@@ -24,7 +34,7 @@ __all__ = ["TimerQueue", "PendingTimer", "timers_of"]
 class PendingTimer:
     """One scheduled timer: its due instant in its actor's event time, and its current wall deadline."""
 
-    __slots__ = ("due", "actor", "plugin", "name", "data", "live", "deadline", "seq")
+    __slots__ = ("due", "actor", "plugin", "name", "data", "deadline", "seq")
 
     def __init__(self, due: float, actor: Actor, plugin: str, name: str, data: Any, deadline: float, seq: int) -> None:
         self.due = due
@@ -32,7 +42,6 @@ class PendingTimer:
         self.plugin = plugin
         self.name = name
         self.data = data
-        self.live = True
         self.deadline = deadline
         self.seq = seq
 
@@ -80,40 +89,54 @@ def _remove(actor: Actor, timer: PendingTimer) -> None:
                 actor.timers = next(iter(held.values()))
 
 
+_SEQ_BITS = 40
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+def _entry(key: float, seq: int) -> int:
+    """A heap entry: ``key`` in whole microseconds (monotonic in ``key``), then ``seq``."""
+    return (int(key * 1_000_000) << _SEQ_BITS) | seq
+
+
 class TimerQueue:
     """Named per-actor timers: set (or reset), cancel, re-key, and take those that are ripe."""
 
     def __init__(self) -> None:
-        self._by_wall: list[tuple[float, int, PendingTimer]] = []  # (wall deadline, seq, timer)
-        self._by_due: list[tuple[float, int, PendingTimer]] = []  # (due instant, seq, timer)
+        self._by_wall: list[int] = []  # _entry(wall deadline, seq)
+        self._by_due: list[int] = []  # _entry(due instant, seq)
+        self._live: dict[int, PendingTimer] = {}  # seq -> timer, for the pending ones only
         self._seq = itertools.count()
-        self._live = 0
         self._compact_at = 1024  # heap length that triggers a look for dead entries
 
     def __len__(self) -> int:
-        return self._live
+        return len(self._live)
 
     def set(self, actor: Actor, plugin: str, name: str, due: float, data: Any, offset: float) -> PendingTimer:
         """Set (or reset) ``actor``'s timer ``name`` of ``plugin``; ``offset`` is the actor's clock offset."""
+        live = self._live
         old = _lookup(actor, plugin, name)
         if old is not None:
-            old.live = False
-            self._live -= 1
+            del live[old.seq]
         seq = next(self._seq)
-        timer = PendingTimer(due, actor, plugin, name, data, due - offset, seq)
+        deadline = due - offset
+        timer = PendingTimer(due, actor, plugin, name, data, deadline, seq)
         _store(actor, timer)
-        heapq.heappush(self._by_wall, (timer.deadline, seq, timer))
-        heapq.heappush(self._by_due, (due, seq, timer))
-        self._live += 1
-        self._maybe_compact()
+        live[seq] = timer
+        by_wall = self._by_wall
+        heappush(by_wall, (int(deadline * 1_000_000) << _SEQ_BITS) | seq)  # _entry(), inline: this runs per timer
+        heappush(self._by_due, (int(due * 1_000_000) << _SEQ_BITS) | seq)
+        if len(by_wall) > self._compact_at:
+            self._compact()
         return timer
+
+    def is_pending(self, timer: PendingTimer) -> bool:
+        return self._live.get(timer.seq) is timer
 
     def cancel(self, actor: Actor, plugin: str, name: str) -> bool:
         timer = _lookup(actor, plugin, name)
         if timer is None:
             return False
         self.take(timer)
-        self._maybe_compact()
         return True
 
     def cancel_plugin(self, actor: Actor, plugin: str) -> int:
@@ -124,9 +147,8 @@ class TimerQueue:
         return len(doomed)
 
     def take(self, timer: PendingTimer) -> None:
-        """Remove a live timer (it is about to fire, or is cancelled); its heap entries go stale."""
-        timer.live = False
-        self._live -= 1
+        """Remove a pending timer (it is about to fire, or is cancelled); its heap entries go stale."""
+        del self._live[timer.seq]
         _remove(timer.actor, timer)
 
     def rekey(self, actor: Actor, offset: float) -> float:
@@ -137,10 +159,11 @@ class TimerQueue:
             deadline = timer.due - offset
             if deadline != timer.deadline:
                 timer.deadline = deadline
-                heapq.heappush(self._by_wall, (deadline, timer.seq, timer))
+                heapq.heappush(self._by_wall, _entry(deadline, timer.seq))
             if deadline < earliest:
                 earliest = deadline
-        self._maybe_compact()
+        if len(self._by_wall) > self._compact_at:
+            self._compact()
         return earliest
 
     def due_before(self, actor: Actor, instant: float) -> list[PendingTimer]:
@@ -153,19 +176,20 @@ class TimerQueue:
         return sorted((t for t in held.values() if t.due < instant), key=lambda t: (t.due, t.seq))
 
     def _head_by_wall(self) -> PendingTimer | None:
-        heap = self._by_wall
+        heap, live = self._by_wall, self._live
         while heap:
-            deadline, _, timer = heap[0]
-            if timer.live and deadline == timer.deadline:
+            entry = heap[0]
+            timer = live.get(entry & _SEQ_MASK)
+            if timer is not None and entry == _entry(timer.deadline, timer.seq):  # not a re-keyed one's old entry
                 return timer
             heapq.heappop(heap)
         return None
 
     def _head_by_due(self) -> PendingTimer | None:
-        heap = self._by_due
+        heap, live = self._by_due, self._live
         while heap:
-            timer = heap[0][2]
-            if timer.live:
+            timer = live.get(heap[0] & _SEQ_MASK)
+            if timer is not None:
                 return timer
             heapq.heappop(heap)
         return None
@@ -199,15 +223,14 @@ class TimerQueue:
         self.take(chosen)
         return chosen
 
-    def _maybe_compact(self) -> None:
+    def _compact(self) -> None:
         # Resets, cancels and re-keys leave dead entries behind; rebuild a heap when they dominate.
-        if len(self._by_wall) <= self._compact_at and len(self._by_due) <= self._compact_at:
-            return
         live = self._live
-        if len(self._by_wall) > 2 * live:
-            self._by_wall = [e for e in self._by_wall if e[2].live and e[0] == e[2].deadline]
+        if len(self._by_wall) > 2 * len(live):
+            self._by_wall = [e for e in self._by_wall
+                             if (t := live.get(e & _SEQ_MASK)) is not None and e == _entry(t.deadline, t.seq)]
             heapq.heapify(self._by_wall)
-        if len(self._by_due) > 2 * live:
-            self._by_due = [e for e in self._by_due if e[2].live]
+        if len(self._by_due) > 2 * len(live):
+            self._by_due = [e for e in self._by_due if e & _SEQ_MASK in live]
             heapq.heapify(self._by_due)
-        self._compact_at = max(1024, 2 * live, len(self._by_wall), len(self._by_due))
+        self._compact_at = max(1024, 2 * len(live), len(self._by_wall), len(self._by_due))
