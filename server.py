@@ -1,16 +1,18 @@
-"""Herald's HTTP server: a QuartTrio app on hypercorn-trio.
+"""Herald's HTTP server: a QuartTrio app on hypercorn-trio, above the engine.
 
 ``create_app`` builds the ASGI app for a :class:`engine.Herald` (the ingestion
 fast path in front of Quart, with the core routes and every plugin's
-blueprints); ``serve`` runs it until SIGINT or SIGTERM.
+blueprints); ``serve`` runs it until SIGINT or SIGTERM; ``main`` is the
+``herald`` command: the engine's commands plus ``serve``. What plugins' routes
+share with it is in the :mod:`web` package beside this module.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import signal
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -22,15 +24,18 @@ from quart import Blueprint, Quart, Response, redirect, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-import connlimit
-from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url, tune_gc
-from engine.http import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp, error_body
-from engine.metrics import CONTENT_TYPE_LATEST
-from engine.web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, int_param,
-                        json_response, read_json, safe_next, ui_guard)
-from engine.openapi import build_document, error_response, explorer, json_body, operation
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["create_app", "serve", "ingestion_paths"]
+from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url
+from engine import cli
+from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
+                 error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json,
+                 safe_next, ui_guard)
+from web import _connlimit as connlimit
+from web._inbox import NotifyInbox
+from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp
+
+__all__ = ["create_app", "ingestion_paths", "main", "serve"]
 
 log = logging.getLogger("herald.server")
 
@@ -156,7 +161,7 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
 
 def _plugin_paths(herald: Herald) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for _name, items in herald.plugins.each("herald_openapi_paths", herald=herald):
+    for _name, items in herald.plugins.each("herald_openapi_paths", context=herald.context):
         paths.update(items or {})
     return paths
 
@@ -182,7 +187,7 @@ def _login_routes(herald: Herald) -> Blueprint:
     import html
 
     bp = Blueprint("login", __name__)
-    guard = ui_guard(herald)
+    guard = ui_guard(herald.context)
     bp.after_request(guard.set_cookies)
 
     def page(target: str | None, error: str = "", status: int = 200) -> Response:
@@ -217,7 +222,7 @@ def _login_routes(herald: Herald) -> Blueprint:
     return bp
 
 
-def _core_routes(herald: Herald) -> Blueprint:
+def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
     bp = Blueprint("core", __name__)
     engine = herald.engine
     admin = admin_only(herald.config.admin_token)
@@ -268,7 +273,7 @@ def _core_routes(herald: Herald) -> Blueprint:
         if not isinstance(payload, dict):
             return json_response(error_body("invalid_type", "a notification is a JSON object"), 400)
         key = request.headers.get("Idempotency-Key") or payload.get("idempotency_key")
-        stored = herald.sink.add(payload, key if isinstance(key, str) else None)
+        stored = inbox.add(payload, key if isinstance(key, str) else None)
         return json_response({"duplicate": not stored}, 202)
 
     @bp.get("/v1/notify")
@@ -284,7 +289,7 @@ def _core_routes(herald: Herald) -> Blueprint:
     @admin
     async def notify_out() -> Response:
         limit = int_param("limit", None)
-        sink = herald.sink
+        sink = inbox
         return json_response(
             {"received": sink.received, "duplicates": sink.duplicates, "notifications": sink.latest(limit)}
         )
@@ -420,11 +425,11 @@ def create_app(herald: Herald) -> IngestApp:
     """The ASGI app for ``herald``: ingestion fast path, core routes, plugin routes."""
     app = QuartTrio("herald")
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
-    app.register_blueprint(_core_routes(herald))
+    app.register_blueprint(_core_routes(herald, herald.part("web.inbox", NotifyInbox)))
     app.register_blueprint(_login_routes(herald))
     app.register_blueprint(_admin_routes(herald))
     app.register_blueprint(_docs_routes(app, herald))
-    for name, blueprints in herald.plugins.each("herald_routes", herald=herald):
+    for name, blueprints in herald.plugins.each("herald_routes", context=herald.context):
         if blueprints is None:
             continue
         for bp in [blueprints] if isinstance(blueprints, Blueprint) else blueprints:
@@ -474,7 +479,6 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     """Run Herald on hypercorn-trio until SIGINT/SIGTERM; in-flight requests finish first."""
     herald = Herald(config)
     app = create_app(herald)
-    tune_gc()
     hconfig = hypercorn.config.Config()
     hconfig.bind = [f"{config.host}:{config.port}" if ":" not in config.host else f"[{config.host}]:{config.port}"]
     hconfig.accesslog = None
@@ -484,7 +488,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     # answer) until a request's headers are complete, and bytes arriving do not restart it,
     # so keep_alive_timeout bounds trickled headers as well as idle connections, and
     # h11_max_incomplete_size bounds their size (431 beyond). Bodies: HERALD_BODY_TIMEOUT, in
-    # engine.http._read_body. read_timeout stays off: it restarts on every byte (a trickle
+    # web._ingest._read_body. read_timeout stays off: it restarts on every byte (a trickle
     # defeats it), and it also runs while a request is being answered, so it would cut off
     # a client waiting quietly for a long /v1/load.
     hconfig.keep_alive_timeout = 5
@@ -493,14 +497,12 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
     # At most HERALD_MAX_CONNECTIONS open connections, idle ones closed first (see connlimit).
     connlimit.install()
     hconfig.herald_connections = connlimit.ConnectionLimit(connlimit.ensure_open_files(config.max_connections))
-    async with herald.running():
+    async with herald.running(long_lived=True):
         async with trio.open_nursery() as nursery:
             async def shutdown_trigger() -> None:
                 await _signalled()
-                # Finish deliveries first (they may go to this very server), then drop
-                # our own kept-alive connections, so that hypercorn need not wait them out.
-                await herald.outbox.drain(config.drain_timeout)
-                await herald.http.aclose()
+                # Deliveries may go to this very server: finish them before hypercorn stops serving.
+                await herald.quiesce()
 
             binds = await nursery.start(
                 functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=shutdown_trigger)
@@ -511,7 +513,34 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
                 redact_url(config.effective_notify_url),
             )
             task_status.started(binds)
-            await herald.wait_ready()
-            # What recovery loaded lives as long as the server: keep the collector off it.
-            gc.collect()
-            gc.freeze()
+
+
+def _add_serve(commands: Any) -> None:
+    """``herald serve``: the engine's settings as flags, plugins' flags after them."""
+    parser = commands.add_parser("serve", help="run the HTTP server", description="Run the Herald server.")
+    cli.add_serve_arguments(parser)
+    parser.set_defaults(run=_serve)
+
+
+def _serve(args: Any) -> int:
+    config = cli.serve_config(args)
+    cli.setup_logging(config.log_level)
+    cli.insecure_warning(config)
+    if args.salvage and config.durability != "memory":
+        code = cli.salvage_dir(config.data_path, sys.stderr)
+        if code:
+            return code
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Any = None) -> int:
+    """The ``herald`` command."""
+    return cli.main(argv, extensions=[_add_serve])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

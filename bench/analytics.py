@@ -100,7 +100,7 @@ def ingestion(work: Path, seconds: float, per_body: int = 500, connections: int 
         port, bare_port = _free_port(), _free_port()
         env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(work / "eye"),
                "HERALD_PLUGINS": "analytics", "HERALD_LOG_LEVEL": "WARNING"}
-        herald = stack.enter_context(_process([sys.executable, "-m", "engine.cli", "serve"], work / "herald.log", env))
+        herald = stack.enter_context(_process([sys.executable, "-m", "server", "serve"], work / "herald.log", env))
         bare = stack.enter_context(_process([sys.executable, "-m", "bench.bare_asgi", "--port", str(bare_port)],
                                             work / "bare.log"))
         url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"

@@ -30,7 +30,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from engine.kafka import DevBroker, KafkaProducer, ensure_topics
+from engine._kafka import DevBroker, KafkaProducer, ensure_topics
 from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC
 from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC
 from plugins.crm.producer import Simulation
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="herald-bench-crm-") as tmp:
             work = Path(tmp)
             crm_port, port = _free_port(), _free_port()
-            with _process([sys.executable, "-m", "engine.cli", "mock-crm", "--port", str(crm_port)],
+            with _process([sys.executable, "-m", "server", "mock-crm", "--port", str(crm_port)],
                           work / "crm.log") as crm:
                 _wait_ready(f"http://127.0.0.1:{crm_port}/users", crm, work / "crm.log")
                 env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(work / "data"),
                        "HERALD_PLUGINS": "crm", "HERALD_LOG_LEVEL": "WARNING", "HERALD_KAFKA_BOOTSTRAP": bootstrap,
                        "HERALD_CRM_URL": f"http://127.0.0.1:{crm_port}", "HERALD_CRM_MOCK": "off"}
-                with _process([sys.executable, "-m", "engine.cli", "serve"], work / "herald.log", env) as herald, \
+                with _process([sys.executable, "-m", "server", "serve"], work / "herald.log", env) as herald, \
                         httpx.Client(timeout=30) as client:
                     _wait_ready(f"http://127.0.0.1:{port}/healthz", herald, work / "herald.log")
 

@@ -32,7 +32,7 @@ import orjson
 import trio
 
 from engine import Config, Herald, tune_gc
-from engine.loading import iter_chunks, load_file
+from engine._bulk import iter_chunks, load_file
 
 from ._common import print_table, verdict
 
@@ -62,7 +62,7 @@ async def _load_in_process(path: str, data_dir: str, durability: str) -> tuple[f
 
 def _herald() -> list[str]:
     script = shutil.which("herald")
-    return [script] if script else [sys.executable, "-m", "engine.cli"]
+    return [script] if script else [sys.executable, "-m", "server"]
 
 
 def main(argv: list[str] | None = None) -> None:

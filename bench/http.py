@@ -164,7 +164,7 @@ def _start_servers(stack: contextlib.ExitStack, tmp: Path, durabilities: list[st
     names = ["bare ASGI", *(f"herald {d}" for d in durabilities)]
     urls = {name: f"http://127.0.0.1:{_free_port()}" for name in names}
     herald_exe = shutil.which("herald")
-    herald_cmd = [herald_exe] if herald_exe else [sys.executable, "-m", "engine.cli"]
+    herald_cmd = [herald_exe] if herald_exe else [sys.executable, "-m", "server"]
     for name, url in urls.items():
         port = url.rsplit(":", 1)[1]
         if name == "bare ASGI":

@@ -28,7 +28,7 @@ from pathlib import Path
 import trio
 
 from engine import Config, Herald, PluginHost, tune_gc
-from engine.journal import DB_NAME
+from engine._journal import DB_NAME
 from plugins.fitness import hooks as fitness_hooks
 
 from ._common import generate_events, print_table, verdict

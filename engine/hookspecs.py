@@ -5,8 +5,11 @@ the ``herald`` entry-point group (bundled plugins included). Hooks that declare
 what a plugin *is* (state, event types, timer handler, effect executors) are
 called once per plugin when it registers and their results are resolved into
 plain dicts, so that dispatching an event costs a dict lookup, never a hook
-call. Hooks that *do* things (routes, sources, startup, shutdown) are called
-once per server.
+call. Hooks that *do* things (sinks, sources, startup, shutdown) are called once
+per server, with the server's :class:`engine.Context` (what a plugin may use
+of it). The web layer declares the hooks for routes in ``web.hookspecs``; other
+hosts may declare more: modules of hookspecs are found through the
+``herald.hookspecs`` entry-point group.
 
 Every hook is optional. Arguments may be omitted from an implementation's
 signature, as usual with pluggy.
@@ -14,17 +17,12 @@ signature, as usual with pluggy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import pluggy
 
-if TYPE_CHECKING:  # pragma: no cover
-    from quart import Blueprint
-
-    from .config import Config
-    from .effects import Effect, Timer
-    from .plugins import EventType, Loader
-    from .runtime import Herald
+# The annotations name engine.Config, engine.Context, engine.EventType, engine.Loader and engine.Timer:
+# they stay strings (this module is imported by the plugin host, so it imports nothing of the engine).
 
 __all__ = ["hookspec", "hookimpl", "PROJECT"]
 
@@ -117,7 +115,7 @@ def herald_effect_executors(config: Config) -> Mapping[type, Callable[[Any], Awa
 
 
 @hookspec
-def herald_effect_sinks(herald: Herald) -> Mapping[type, Any]:
+def herald_effect_sinks(context: Context) -> Mapping[type, Any]:
     """In-process consumers of effect classes this plugin introduces: read models.
 
     Maps an effect class to a sink with ``put(effect)`` (synchronous, must not
@@ -131,42 +129,18 @@ def herald_effect_sinks(herald: Herald) -> Mapping[type, Any]:
 
 
 @hookspec
-def herald_routes(herald: Herald) -> Blueprint | Iterable[Blueprint] | None:
-    """Quart blueprints to mount on the server.
-
-    Views may carry OpenAPI operations with :func:`engine.openapi.operation`;
-    they are merged into ``/openapi.json``.
-    """
-
-
-@hookspec
-def herald_asgi_routes(herald: Herald) -> Mapping[str, Callable[[dict, Any, Any], Awaitable[None]]]:
-    """Raw ASGI handlers for hot paths, served before Quart (exact path -> app).
-
-    For read endpoints that must cost about what a bare ASGI app costs (e.g. a
-    search answered from memory). Handlers get ``(scope, receive, send)`` of
-    an HTTP request and must answer it; describe them in OpenAPI with
-    ``herald_openapi_paths``.
-    """
-
-
-@hookspec
-def herald_openapi_paths(herald: Herald) -> Mapping[str, Any]:
-    """OpenAPI path items for routes that are not Quart views (raw ASGI routes)."""
-
-
-@hookspec
-def herald_sources(herald: Herald) -> Iterable[Callable[[], Awaitable[None]]]:
+def herald_sources(context: Context) -> Iterable[Callable[[], Awaitable[None]]]:
     """Background sources (pollers, file tailers, consumers) to run.
 
     Each is an ``async`` callable run in the server's nursery for its whole
-    life; it feeds events with ``herald.submit(...)``. It is cancelled at
-    shutdown and should never return early.
+    life; it feeds events with ``await context.accept([...])`` (durable on
+    return). It is cancelled at shutdown; if it crashes it is started again,
+    backing off up to a minute.
     """
 
 
 @hookspec
-def herald_startup(herald: Herald) -> Awaitable[None] | None:
+def herald_startup(context: Context) -> Awaitable[None] | None:
     """Called once when the server starts, before it accepts requests.
 
     May return an awaitable, which is awaited.
@@ -174,7 +148,7 @@ def herald_startup(herald: Herald) -> Awaitable[None] | None:
 
 
 @hookspec
-def herald_shutdown(herald: Herald) -> Awaitable[None] | None:
+def herald_shutdown(context: Context) -> Awaitable[None] | None:
     """Called once when the server stops, after requests have ended.
 
     May return an awaitable, which is awaited.

@@ -10,7 +10,7 @@ with the event-time instant at which each was emitted::
 
     async def test_nudge(autojump_clock):
         async with Simulation([fitness]) as sim:
-            sim.send({"user_id": "u1", "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"})
+            sim.apply({"user_id": "u1", "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"})
             await sim.advance(minutes=10)
             assert [n.payload["type"] for n in sim.notifications] == ["nudge"]
 
@@ -38,11 +38,11 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 import orjson
 import trio
 
-from .config import Config
-from .core import Engine
-from .effects import Effect, Notify
-from .event import Event
-from .plugins import Origin, PluginHost
+from ._config import Config
+from ._engine import Engine
+from ._effects import Effect, Notify
+from ._event import Event
+from ._plugins import Origin, PluginHost
 
 __all__ = ["Simulation", "Receiver", "lifespan", "serving"]
 
@@ -101,14 +101,16 @@ class Simulation:
 
     # -- driving -------------------------------------------------------------
 
-    def send(self, event: Event | dict[str, Any], *, origin: Origin = Origin.INTERNAL) -> Event:
+    def apply(self, event: Event | dict[str, Any], *, origin: Origin = Origin.INTERNAL) -> Event:
         """Apply one event now, parsed and validated like an HTTP one. The harness is
         trusted: internal types pass unless ``origin=Origin.PUBLIC`` asks for the
         public routes' rule."""
         if isinstance(event, Event):
-            self.engine.submit(event)
+            self.engine.apply(event)
             return event
-        return self.engine.ingest(event, origin=origin)
+        event = self.engine.parse(event, origin=origin)
+        self.engine.apply(event)
+        return event
 
     async def replay(self, events: Iterable[Event | dict[str, Any]], *, realtime: bool = False) -> list[Event]:
         """Send events in order. With ``realtime``, sleep between them as long
@@ -124,7 +126,7 @@ class Simulation:
                     # timestamp, so a timer due exactly then loses the tie to the
                     # event, as in a full-speed replay (trio's wake-up order is random).
                     await trio.sleep(gap - _TIE_BREAK)
-            self.engine.submit(event)
+            self.engine.apply(event)
             sent.append(event)
         return sent
 

@@ -58,7 +58,7 @@ async def herald_and_client():
 
 def herald_command() -> list[str]:
     script = shutil.which("herald")
-    return [script] if script else [sys.executable, "-m", "engine.cli"]
+    return [script] if script else [sys.executable, "-m", "server"]
 
 
 @asynccontextmanager

@@ -4,13 +4,13 @@ import subprocess
 import sys
 
 from engine import Config, ConfigError
-from engine.cli import main
+from server import main
 
 import pytest
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True,
                           env={"PATH": "", "COLUMNS": "200", **(env or {})})
 
 
@@ -49,10 +49,11 @@ def test_version():
 
 def test_plugins_add_serve_flags_that_override_their_variables(monkeypatch):
     from engine.cli import _parser, serve_config
+    from server import _add_serve
 
     monkeypatch.setenv("HERALD_MARKETPLACE_PROVIDER_URL", "http://from-env/api/events")
     monkeypatch.setenv("HERALD_MARKETPLACE_POLL_SECONDS", "30")
-    args = _parser().parse_args(["serve", "--marketplace-provider-url", "http://from-flag/api/events",
+    args = _parser([_add_serve]).parse_args(["serve", "--marketplace-provider-url", "http://from-flag/api/events",
                                  "--kafka-bootstrap", "127.0.0.1:9092"])
     config = serve_config(args)
     assert config.plugin_setting("marketplace", "provider_url", None) == "http://from-flag/api/events"

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import trio
 
-from engine.journal import DB_NAME, Journal, JournalError
-from engine.recovery import _walk_wal, wal_report
+from engine._journal import DB_NAME, Journal, JournalError
+from engine._repair import _walk_wal, wal_report
 from server import create_app
 
 from .conftest import herald_command, herald_process

@@ -50,15 +50,15 @@ async def test_entry_point_plugin_is_loaded_and_routed(echo_dist, autojump_clock
     assert host.names == ["echo", "fitness"]
     assert host.routes["ping"].plugin == "echo" and host.routes["PING"].plugin == "echo"
     async with Simulation(config=config) as sim:
-        sim.send({"type": "ping", "key": "k", "timestamp": T})
-        sim.send({"type": "PING", "key": "k", "timestamp": T})
+        sim.apply({"type": "ping", "key": "k", "timestamp": T})
+        sim.apply({"type": "PING", "key": "k", "timestamp": T})
         assert [n.payload["n"] for n in sim.notifications] == [1, 2]
         assert sim.actor_view("k")["states"] == {"echo": {"n": 2}}
 
 
 def test_herald_plugins_command_lists_entry_point_plugins(echo_dist):
     out = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "plugins"],
+        [sys.executable, "-m", "server", "plugins"],
         capture_output=True, text=True, env={"PYTHONPATH": str(echo_dist), "COLUMNS": "200", "PATH": ""},
         check=True,
     ).stdout
@@ -85,8 +85,8 @@ def test_unknown_types_are_accepted_counted_and_warned_once(caplog):
     engine = Engine(PluginHost(Config(), []))
     caplog.set_level(logging.WARNING, "herald.engine")
     for type_ in ("x", "x", "y", "x"):
-        engine.ingest({"type": type_, "key": "k", "timestamp": T})
-    engine.ingest({"type": "x", "key": "other", "timestamp": T})
+        engine.apply(engine.parse({"type": type_, "key": "k", "timestamp": T}))
+    engine.apply(engine.parse({"type": "x", "key": "other", "timestamp": T}))
     assert engine.actor("k").unknown == {"x": 3, "y": 1}
     assert engine.actor_view("other")["unknown"] == {"x": 1}
     warnings = [r.getMessage() for r in caplog.records]
@@ -109,9 +109,9 @@ def test_a_failing_handler_leaves_state_unchanged_and_is_counted(caplog):
             return [EventType("t", boom)]
 
     engine = Engine(PluginHost(Config(), [("p", P())]))
-    engine.ingest({"type": "t", "key": "k", "timestamp": T})
-    engine.ingest({"type": "t", "key": "k", "timestamp": T, "data": {"fail": True}})
-    engine.ingest({"type": "t", "key": "k", "timestamp": T})
+    engine.apply(engine.parse({"type": "t", "key": "k", "timestamp": T}))
+    engine.apply(engine.parse({"type": "t", "key": "k", "timestamp": T, "data": {"fail": True}}))
+    engine.apply(engine.parse({"type": "t", "key": "k", "timestamp": T}))
     assert engine.actor("k").states["p"] == 2
     assert len(calls) == 3
     assert "failed on event" in caplog.text
@@ -124,7 +124,7 @@ def test_plugin_validation_errors_surface_as_invalid_events():
 
     engine = Engine(PluginHost.from_objects(Config(), [fitness]))
     with pytest.raises(InvalidEvent) as info:
-        engine.ingest({"type": "training_program_started", "user_id": "u", "time_stamp": "2021-02-28 16:00:00"})
+        engine.apply(engine.parse({"type": "training_program_started", "user_id": "u", "time_stamp": "2021-02-28 16:00:00"}))
     assert info.value.field == "training_program_id"
     assert b'herald_events_rejected_total{code="missing",type="training_program_started"} 1.0' in engine.metrics.render()
 
@@ -139,7 +139,7 @@ def test_events_of_one_key_are_applied_in_arrival_order():
 
     engine = Engine(PluginHost(Config(), [("p", P())]))
     for n in range(1000):
-        engine.ingest({"type": "t", "key": f"k{n % 7}", "timestamp": T, "data": {"n": n}})
+        engine.apply(engine.parse({"type": "t", "key": f"k{n % 7}", "timestamp": T, "data": {"n": n}}))
     assert seen == list(range(1000))
 
 
@@ -152,7 +152,7 @@ async def test_a_crashing_source_is_restarted_with_backoff(autojump_clock):
 
     class Flaky:
         @hookimpl
-        def herald_sources(self, herald):
+        def herald_sources(self, context):
             async def source():
                 runs.append(trio.current_time())
                 if len(runs) < 4:

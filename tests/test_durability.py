@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Config, Herald, PluginHost
-from engine.journal import DB_NAME
+from engine._journal import DB_NAME
 from plugins.fitness import hooks as fitness
 
 T0 = datetime(2021, 3, 1, 8, 0, tzinfo=timezone.utc)

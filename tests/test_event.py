@@ -4,7 +4,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine import Event, InvalidEvent, dumps, loads, parse_event, parse_timestamp
+from engine import Event, InvalidEvent, parse_timestamp
+
+from engine._event import dumps, loads, parse_event
 
 UTC = timezone.utc
 
@@ -83,7 +85,7 @@ def test_events_round_trip_through_cattrs_and_orjson():
 
 from hypothesis import given, strategies as st
 
-from engine.event import _parse_checked, _parse_fast, _Slow
+from engine._event import _parse_checked, _parse_fast, _Slow
 
 _values = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=3),

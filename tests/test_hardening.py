@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from engine import EventType, InvalidEvent, Origin, hookimpl
-from engine.event import MAX_JSON_DEPTH, decode_json
+from engine._event import MAX_JSON_DEPTH, decode_json
 from plugins.customers import hooks as customers
 
 from .conftest import app_client
@@ -116,7 +116,7 @@ async def test_internal_types_and_the_engines_own_are_refused_on_the_public_rout
         public = {"type": "secret.asked", "key": "k", "timestamp": "2021-02-28T16:00:00Z"}
         assert (await client.post("/v1/event", json=public)).status_code == 202
         # The same internal type from a source (in-process) is accepted.
-        await herald.submit({"type": "secret.granted", "key": "k", "timestamp": "2021-02-28T16:00:01Z"})
+        await herald.accept([{"type": "secret.granted", "key": "k", "timestamp": "2021-02-28T16:00:01Z"}])
         assert (accepted["secret.asked"], accepted["secret.granted"], accepted["herald.load"]) == (1, 1, 0)
         rejected = herald.metrics.render().decode()
         assert 'herald_events_rejected_total{code="reserved",type="secret.granted"} 2.0' in rejected
@@ -181,8 +181,8 @@ async def test_with_an_admin_token_personal_data_and_writes_need_it(tmp_path):
 
     plugins = [("customers", customers), ("crm", crm)]
     async with app_client(plugins, admin_token=TOKEN) as (herald, client):
-        await herald.submit({"type": "attributes", "user_id": "7", "timestamp": 1560073640,
-                             "id": "m1", "data": {"email": "seven@example.com"}})
+        await herald.accept([{"type": "attributes", "user_id": "7", "timestamp": 1560073640,
+                              "id": "m1", "data": {"email": "seven@example.com"}}])
         attempts = [
             ("GET", "/v1/actors/7", None), ("GET", "/customers", None), ("GET", "/customers/7", None),
             ("POST", "/customers", {"customer": {"id": 8, "attributes": {"email": "e@x.y"}}}),
@@ -212,7 +212,7 @@ async def test_with_an_admin_token_personal_data_and_writes_need_it(tmp_path):
 
 async def test_herald_delivers_to_its_own_sink_with_the_token_and_to_nobody_else():
     from engine import Notify
-    from engine.outbox import NotifyExecutor
+    from engine._outbox import NotifyExecutor
     from engine.testing import Receiver
     import httpx
 
@@ -235,8 +235,8 @@ async def test_the_customers_ui_asks_for_the_token_once_and_every_form_needs_its
     import re
 
     async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
-        await herald.submit({"type": "attributes", "user_id": "7", "timestamp": 1560073640,
-                             "id": "m1", "data": {"email": "seven@example.com"}})
+        await herald.accept([{"type": "attributes", "user_id": "7", "timestamp": 1560073640,
+                              "id": "m1", "data": {"email": "seven@example.com"}}])
         page = await client.get("/ui/customers/7")
         assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/customers/7"
         assert (await client.post("/ui/customers/7/edit", data={"rows": "0"})).status_code == 401

@@ -133,7 +133,7 @@ async def test_healthz_and_metrics(client):
     assert 'herald_events_accepted_total{type="app_launch"} 1.0' in text
     assert 'herald_events_rejected_total{code="missing",type="app_launch"} 1.0' in text
     assert "herald_timers_pending 1.0" in text
-    from engine.metrics import LATENCY_SAMPLE
+    from engine._metrics import LATENCY_SAMPLE
 
     batch = [{**LAUNCH, "user_id": f"h{i}"} for i in range(2 * LATENCY_SAMPLE)]
     assert (await client.post("/v1/events", json=batch)).status_code == 202
@@ -159,22 +159,22 @@ async def test_plugin_routes_are_mounted_and_documented():
     from quart import Blueprint
 
     from engine import hookimpl
-    from engine.openapi import json_body, operation
+    from web import json_body, operation
 
     class WithRoute:
         @hookimpl
-        def herald_routes(self, herald):
+        def herald_routes(self, context):
             bp = Blueprint("extra", __name__)
 
             @bp.get("/v1/extra/<int:n>")
             @operation("Double a number", responses={200: json_body({"type": "object"})})
             async def double(n):
-                return {"n": n * 2, "actors": len(herald.engine.actors)}
+                return {"n": n * 2, "customers": len(context.keys("extra"))}
 
             return bp
 
     async with app_client([("extra", WithRoute())]) as (_, client):
-        assert (await client.get("/v1/extra/21")).json() == {"n": 42, "actors": 0}
+        assert (await client.get("/v1/extra/21")).json() == {"n": 42, "customers": 0}
         op = (await client.get("/openapi.json")).json()["paths"]["/v1/extra/{n}"]["get"]
         assert op["summary"] == "Double a number"
         assert op["parameters"][0] == {"name": "n", "in": "path", "required": True, "schema": {"type": "integer"}}

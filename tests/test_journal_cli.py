@@ -9,7 +9,7 @@ from .test_durability import T0, build, views
 
 
 def herald(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True,
                           env={"PATH": "", "COLUMNS": "120", "HERALD_PLUGINS": "fitness"})
 
 

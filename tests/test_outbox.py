@@ -7,8 +7,14 @@ import httpx
 import orjson
 import trio
 
-from engine import Durability, Journal, Metrics, Notify, RetrySchedule, Signer
-from engine.outbox import NotifyExecutor, Outbox
+from engine import Notify, Signer
+
+from engine._journal import Durability, Journal
+
+from engine._metrics import Metrics
+
+from engine._outbox import RetrySchedule
+from engine._outbox import NotifyExecutor, Outbox
 from engine.testing import Receiver
 
 from .conftest import app_client, free_port
@@ -23,12 +29,15 @@ def sample(metrics, name, **labels):
 @asynccontextmanager
 async def outbox(tmp_path=None, schedule=FAST, signer=None, **kwargs):
     """An outbox with a Notify executor, journaled in tmp_path (or in memory)."""
-    journal = Journal(tmp_path or ".", Durability.BATCH if tmp_path else Durability.MEMORY)
+    boxes = []  # the journal hands what it committed to the outbox, made just below
+    journal = Journal(tmp_path or ".", Durability.BATCH if tmp_path else Durability.MEMORY,
+                      on_new_effects=lambda rows: boxes[0].committed(rows))
     await trio.to_thread.run_sync(journal.open)
     metrics = Metrics()
     async with httpx.AsyncClient() as http:
         box = Outbox({Notify: NotifyExecutor(http, signer)}, journal=journal, metrics=metrics,
                      schedule=schedule, timeout=kwargs.pop("timeout", 2), **kwargs)
+        boxes.append(box)
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
             await nursery.start(box.run)

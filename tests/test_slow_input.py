@@ -211,7 +211,7 @@ async def test_idle_sockets_beyond_the_cap_cannot_starve_healthz(tmp_path):
 
 
 async def test_at_the_cap_the_silent_go_first_then_the_longest_idle_and_requests_under_way_stay():
-    from connlimit import ConnectionLimit, _Watched
+    from web._connlimit import ConnectionLimit, _Watched
 
     class Stream:
         socket = None

@@ -45,11 +45,11 @@ def live(real_start: float):
 async def test_an_offline_phone_that_syncs_an_hour_late_is_not_nudged(autojump_clock):
     minute = timedelta(minutes=1)
     async with Simulation([fitness], utcnow=live(NOW.timestamp())) as sim:
-        sim.send(launch("a", 0 * minute))  # A launches now
-        sim.send(start("a", 1 * minute))
+        sim.apply(launch("a", 0 * minute))  # A launches now
+        sim.apply(start("a", 1 * minute))
         # B was offline: it launched at 08:00 and started a training at 08:02, and syncs now.
-        sim.send(launch("b", -60 * minute))
-        sim.send(start("b", -58 * minute))
+        sim.apply(launch("b", -60 * minute))
+        sim.apply(start("b", -58 * minute))
         await sim.advance(minutes=30)
         assert nudged(sim) == []
         assert sim.clock("b") == NOW - 58 * minute + timedelta(minutes=30)
@@ -59,12 +59,12 @@ async def test_an_offline_phone_that_syncs_an_hour_late_is_not_nudged(autojump_c
 async def test_a_slow_or_fast_phone_is_nudged_ten_minutes_of_its_own_time_after_its_launch(autojump_clock, skew):
     minute = timedelta(minutes=1)
     async with Simulation([fitness], utcnow=live(NOW.timestamp())) as sim:
-        sim.send(launch("others", 0 * minute))  # other users' events at the true time
-        sim.send(launch("phone", skew))  # this phone's clock is off by ``skew``
-        sim.send(launch("trainer", 0 * minute))
+        sim.apply(launch("others", 0 * minute))  # other users' events at the true time
+        sim.apply(launch("phone", skew))  # this phone's clock is off by ``skew``
+        sim.apply(launch("trainer", 0 * minute))
         await sim.advance(minutes=7)
-        sim.send(start("trainer", 7 * minute))  # starts 7 minutes after launching: no nudge for them
-        sim.send(start("others", 7 * minute))
+        sim.apply(start("trainer", 7 * minute))  # starts 7 minutes after launching: no nudge for them
+        sim.apply(start("others", 7 * minute))
         assert nudged(sim) == []
         await sim.advance(minutes=2.99)
         assert nudged(sim) == []  # not early: 9.99 minutes of the phone's own time
@@ -77,11 +77,11 @@ async def test_a_slow_or_fast_phone_is_nudged_ten_minutes_of_its_own_time_after_
 async def test_a_late_users_own_later_event_fires_its_overdue_nudge_first(autojump_clock):
     minute = timedelta(minutes=1)
     async with Simulation([fitness], utcnow=live(NOW.timestamp())) as sim:
-        sim.send(launch("a", 0 * minute))
-        sim.send(launch("late", -45 * minute))  # 45 minutes behind everyone else; its nudge is due at -35
+        sim.apply(launch("a", 0 * minute))
+        sim.apply(launch("late", -45 * minute))  # 45 minutes behind everyone else; its nudge is due at -35
         await sim.advance(minutes=1)
         assert nudged(sim) == []  # neither the others' clocks nor the watermark (1 h behind) passed it
-        sim.send(start("late", -30 * minute))  # its own next event is past the nudge: the nudge fires first
+        sim.apply(start("late", -30 * minute))  # its own next event is past the nudge: the nudge fires first
         assert nudged(sim) == ["late"]
         assert sim.state("late", "fitness").running  # then the start is applied
 
@@ -90,11 +90,11 @@ async def test_the_watermark_resolves_idle_actors_in_a_full_speed_replay(autojum
     day = timedelta(days=1)
     minute = timedelta(minutes=1)
     async with Simulation([fitness]) as sim:
-        sim.send(launch("idle", -2 * day))
-        sim.send(launch("busy", -2 * day + 5 * minute))
-        sim.send(start("busy", -2 * day + 6 * minute))
+        sim.apply(launch("idle", -2 * day))
+        sim.apply(launch("busy", -2 * day + 5 * minute))
+        sim.apply(start("busy", -2 * day + 6 * minute))
         assert nudged(sim) == []  # no wall time has passed: the idle actor's clock stands still
-        sim.send(launch("someone", -day))  # a day later: the watermark passes the idle actor's nudge
+        sim.apply(launch("someone", -day))  # a day later: the watermark passes the idle actor's nudge
         assert nudged(sim) == ["idle"]
         assert sim.watermark() == NOW - day - timedelta(hours=1)
 
@@ -132,7 +132,7 @@ async def test_a_full_speed_replay_plus_one_event_a_day_later_equals_living_thro
     async with Simulation([fitness]) as sim:
         await sim.replay(events)  # no wall time passes at all
         trailing = notifications(sim.effects)
-        sim.send(a_day_after(events))  # the watermark passes every trailing nudge
+        sim.apply(a_day_after(events))  # the watermark passes every trailing nudge
         assert notifications(sim.effects) == expected
     assert len(trailing) < len(expected)  # some nudges waited for the watermark
 

@@ -5,7 +5,9 @@ from datetime import datetime, timedelta, timezone
 import attrs
 import pytest
 
-from engine import CancelTimer, EventType, Notify, SetTimer, StreamClock, hookimpl
+from engine import CancelTimer, EventType, Notify, SetTimer, hookimpl
+
+from engine._clock import StreamClock
 from engine.testing import Simulation
 
 UTC = timezone.utc
@@ -57,7 +59,7 @@ def fired(sim):
 
 async def test_timer_fires_at_engine_time_after_wall_time_passes(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
-        sim.send(ev("arm", 0, seconds=60, tag="x"))
+        sim.apply(ev("arm", 0, seconds=60, tag="x"))
         await sim.advance(59)
         assert sim.log == []
         await sim.advance(1)
@@ -68,14 +70,14 @@ async def test_timer_fires_at_engine_time_after_wall_time_passes(autojump_clock)
 
 async def test_reset_replaces_and_cancel_removes(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
-        sim.send(ev("arm", 0, seconds=60, tag="first"))
-        sim.send(ev("arm", 30, seconds=60, tag="second"))  # same name: reset to t=90
+        sim.apply(ev("arm", 0, seconds=60, tag="first"))
+        sim.apply(ev("arm", 30, seconds=60, tag="second"))  # same name: reset to t=90
         timers = sim.actor_view("u")["timers"]
         assert [(t["name"], t["due"]) for t in timers] == [("a", (T0 + timedelta(seconds=90)).isoformat())]
         await sim.advance(120)
         assert fired(sim) == [(T0 + timedelta(seconds=90), "a", "second")]
-        sim.send(ev("arm", 200, seconds=10, name="b"))
-        sim.send(ev("disarm", 205, name="b"))
+        sim.apply(ev("arm", 200, seconds=10, name="b"))
+        sim.apply(ev("disarm", 205, name="b"))
         await sim.advance(3600)
         assert len(sim.log) == 1
         assert len(sim.engine.timers) == 0
@@ -83,28 +85,28 @@ async def test_reset_replaces_and_cancel_removes(autojump_clock):
 
 async def test_timers_due_before_an_event_fire_before_it_at_full_speed(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
-        sim.send(ev("arm", 0, seconds=60, tag="due-60"))
-        sim.send(ev("arm", 0, seconds=120, name="c", tag="due-120"))
+        sim.apply(ev("arm", 0, seconds=60, tag="due-60"))
+        sim.apply(ev("arm", 0, seconds=120, name="c", tag="due-120"))
         # No wall time passes, but the next event is 100 s later in event time.
-        sim.send(ev("disarm", 100, name="c"))
+        sim.apply(ev("disarm", 100, name="c"))
         assert fired(sim) == [(T0 + timedelta(seconds=60), "a", "due-60")]
         # A timer due exactly at the event's timestamp is not "before" it: the event wins.
-        sim.send(ev("arm", 100, seconds=50, name="d", tag="due-150"))
-        sim.send(ev("disarm", 150, name="d"))
+        sim.apply(ev("arm", 100, seconds=50, name="d", tag="due-150"))
+        sim.apply(ev("disarm", 150, name="d"))
         assert len(sim.log) == 1
 
 
 async def test_each_actor_keeps_its_own_clock_which_never_goes_back(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
-        sim.send(ev("arm", 1000, seconds=10))
-        sim.send(ev("arm", 0, key="late", seconds=5, name="late"))  # another actor, far behind: its own clock
+        sim.apply(ev("arm", 1000, seconds=10))
+        sim.apply(ev("arm", 0, key="late", seconds=5, name="late"))  # another actor, far behind: its own clock
         assert sim.now() == T0 + timedelta(seconds=1000)  # the stream's newest time
         assert sim.clock("u") == T0 + timedelta(seconds=1000) and sim.clock("late") == T0
         await sim.advance(4.9)
         assert sim.log == []  # u's events did not move the late actor's timer
         await sim.advance(0.1)
         assert [name for _, name, _ in fired(sim)] == ["late"]
-        sim.send(ev("arm", 500, seconds=100, name="old"))  # older than u's clock: no rewind
+        sim.apply(ev("arm", 500, seconds=100, name="old"))  # older than u's clock: no rewind
         assert sim.clock("u") == T0 + timedelta(seconds=1005)
         await sim.advance(0.001)
         assert [name for _, name, _ in fired(sim)] == ["late", "old"]  # due 600: u's clock is past it already
@@ -115,14 +117,14 @@ async def test_each_actor_keeps_its_own_clock_which_never_goes_back(autojump_clo
 async def test_future_timestamps_beyond_skew_are_rejected_and_do_not_move_the_clock(autojump_clock):
     now = T0.timestamp() + 50
     async with Simulation([AlarmPlugin()], env={"HERALD_MAX_SKEW": "60"}, utcnow=lambda: now) as sim:
-        sim.send(ev("arm", 0, seconds=10))
+        sim.apply(ev("arm", 0, seconds=10))
         from engine import InvalidEvent
 
         with pytest.raises(InvalidEvent) as info:
-            sim.send(ev("arm", 111, seconds=10))
+            sim.apply(ev("arm", 111, seconds=10))
         assert (info.value.field, info.value.code) == ("timestamp", "in_future")
         assert sim.now() == T0
-        sim.send(ev("arm", 110, key="v", seconds=1))  # exactly at the skew limit is fine
+        sim.apply(ev("arm", 110, key="v", seconds=1))  # exactly at the skew limit is fine
 
 
 def test_the_stream_clock_runs_at_wall_speed_and_the_watermark_trails_it():
@@ -138,7 +140,7 @@ def test_the_stream_clock_runs_at_wall_speed_and_the_watermark_trails_it():
 async def test_many_timers_fire_in_due_order(autojump_clock):
     async with Simulation([AlarmPlugin()]) as sim:
         for i in range(200):
-            sim.send(ev("arm", 0, key=f"u{i}", seconds=(i * 37) % 200 + 1, tag=str(i)))
+            sim.apply(ev("arm", 0, key=f"u{i}", seconds=(i * 37) % 200 + 1, tag=str(i)))
         await sim.advance(300)
         whens = [when for when, _ in sim.log]
         assert len(whens) == 200 and whens == sorted(whens)

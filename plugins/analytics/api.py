@@ -15,10 +15,10 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from engine import Event, new_event_id
-from engine.http import error_body
-from engine.openapi import error_response, json_body, operation
-from engine.web import BadParameter, admin_guard, int_param, json_response, read_json
+from engine import Context, Event, new_event_id
+from web import error_body
+from web import error_response, json_body, operation
+from web import BadParameter, admin_guard, int_param, json_response, read_json
 
 from .clients import Registry, client_json
 from .model import NO_SESSION, RECEIVED
@@ -83,8 +83,8 @@ def _time_param(name: str) -> float | None:
         raise BadParameter(name, "must be a date-time (YYYY-MM-DD HH:MM:SS.ffffff or ISO 8601)") from None
 
 
-def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients: Registry) -> list[Blueprint]:
-    prefix = herald.config.plugin_setting("analytics", "prefix", "/api").rstrip("/") or "/api"
+def api_blueprints(context: Context, store: Store, registry: SchemaRegistry, clients: Registry) -> list[Blueprint]:
+    prefix = context.config.plugin_setting("analytics", "prefix", "/api").rstrip("/") or "/api"
     bp = Blueprint("analytics", __name__, url_prefix=prefix)
 
     @bp.before_request
@@ -133,7 +133,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         client = request.client_name  # type: ignore[attr-defined]
         events = [Event(new_event_id(), RECEIVED, session_key(p), now, {"payload": p, "client": client}, now)
                   for p in payloads]
-        await herald.accept(events)
+        await context.accept(events)
         return json_response({"accepted": len(events), "ids": [e.id for e in events]}, 202)
 
     @bp.get("/events")
@@ -221,7 +221,7 @@ def api_blueprints(herald: Any, store: Store, registry: SchemaRegistry, clients:
         return json_response([{"category": c, "name": n, "schema": s} for (c, n), s in sorted(registry.schemas.items())])
 
     admin = Blueprint("analytics_admin", __name__, url_prefix="/v1/admin/tokens")
-    admin.before_request(admin_guard(herald.config.admin_token))
+    admin.before_request(admin_guard(context.config.admin_token))
 
     @admin.get("")
     @operation("Trusted clients", tags=["analytics", "admin"], responses={200: json_body({"type": "array"})})

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from engine import Event, InvalidEvent, new_event_id
+from engine import Context, Event, InvalidEvent, new_event_id
 
 from .model import Client, Session
 
@@ -73,13 +73,12 @@ def _iso(ts: float) -> str:
 class Registry:
     """Creating, listing, revoking and recognising clients of one Herald."""
 
-    def __init__(self, herald: Any) -> None:
-        self.herald = herald
+    def __init__(self, context: Context) -> None:
+        self.context = context
         self._index: tuple[dict[str, Client] | None, dict[str, Client]] = (None, {})
 
     def _clients(self) -> dict[str, Client]:
-        actor = self.herald.engine.actor(CLIENTS_KEY)
-        state = actor.states.get("analytics") if actor is not None else None
+        state = self.context.state(CLIENTS_KEY, "analytics")
         return (state.clients if isinstance(state, Session) else None) or {}
 
     def all(self) -> list[Client]:
@@ -122,4 +121,4 @@ class Registry:
     async def _write(self, type_: str, data: dict[str, Any]) -> None:
         now = datetime.fromtimestamp(time.time(), timezone.utc)
         event = validate_client_event(Event(new_event_id(), type_, CLIENTS_KEY, now, data, now))
-        await self.herald.accept([event])
+        await self.context.accept([event])

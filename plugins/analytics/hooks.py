@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, EventType, Origin, hookimpl
-from engine.config import non_negative
+from engine import Config, Context, EventType, Origin, hookimpl
+from engine import non_negative
 
 from . import hookspecs
 from .api import api_blueprints
@@ -17,12 +17,13 @@ from .validation import SHIPPED_SCHEMAS, SchemaRegistry
 PLUGIN = "analytics"
 
 
-def _registry(herald: Any) -> SchemaRegistry:
-    return herald.plugins.routes[RECEIVED].type.handler.registry
+def _registry(context: Context) -> SchemaRegistry:
+    """The rules the ``analytics.received`` handler checks with (the plugin's own object)."""
+    return context.event_type(RECEIVED).handler.registry
 
 
-def _store(herald: Any) -> Store:
-    return herald.part("analytics.store", lambda: Store(herald.config.data_file("analytics.db")))
+def _store(context: Context) -> Store:
+    return context.part("analytics.store", lambda: Store(context.config.data_file("analytics.db")))
 
 
 @hookimpl
@@ -51,30 +52,30 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
 
 
 @hookimpl
-def herald_startup(herald: Any) -> None:
-    registry = _registry(herald)
-    for documents in herald.plugins.pm.hook.herald_analytics_schemas():
+def herald_startup(context: Context) -> None:
+    registry = _registry(context)
+    for documents in context.hook.herald_analytics_schemas():
         for document in documents or ():
             registry.add_document(document, "a plugin's herald_analytics_schemas")
-    directory = herald.config.plugin_setting(PLUGIN, "schema_dir", None)
+    directory = context.config.plugin_setting(PLUGIN, "schema_dir", None)
     if directory:
         registry.add_directory(directory)
 
 
 @hookimpl
-def herald_effect_sinks(herald: Any) -> dict[type, Any]:
-    store = _store(herald)
+def herald_effect_sinks(context: Context) -> dict[type, Any]:
+    store = _store(context)
     return {StoredEvent: store, RejectedEvent: store}
 
 
 @hookimpl
-def herald_sources(herald: Any) -> list:
-    return [_store(herald).run]
+def herald_sources(context: Context) -> list:
+    return [_store(context).run]
 
 
 @hookimpl
-def herald_routes(herald: Any) -> list:
-    return api_blueprints(herald, _store(herald), _registry(herald), Registry(herald))
+def herald_routes(context: Context) -> list:
+    return api_blueprints(context, _store(context), _registry(context), Registry(context))
 
 
 @hookimpl

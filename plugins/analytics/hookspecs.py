@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from engine.hookspecs import hookspec
+from engine import hookspec
 
 
 @hookspec

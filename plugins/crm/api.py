@@ -9,10 +9,10 @@ from typing import Any
 
 from quart import Blueprint, Response
 
-from engine import Event, new_event_id
-from engine.http import error_body
-from engine.openapi import error_response, json_body, operation
-from engine.web import admin_guard, json_response
+from engine import Context, Event, new_event_id
+from web import error_body
+from web import error_response, json_body, operation
+from web import admin_guard, json_response
 
 from .contracts import user_key
 from .keystore import KeyStore
@@ -23,9 +23,9 @@ __all__ = ["subjects_blueprint", "ERASE"]
 ERASE = "crm.erase"
 
 
-def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
+def subjects_blueprint(context: Context, keys: KeyStore) -> Blueprint:
     bp = Blueprint("crm_subjects", __name__, url_prefix="/v1/subjects")
-    bp.before_request(admin_guard(herald.config.admin_token))
+    bp.before_request(admin_guard(context.config.admin_token))
 
     @bp.delete("/<user_id>")
     @operation(
@@ -39,11 +39,9 @@ def subjects_blueprint(herald: Any, keys: KeyStore) -> Blueprint:
     )
     async def erase(user_id: str) -> Response:
         now = datetime.fromtimestamp(time.time(), timezone.utc)
-        await herald.accept([Event(new_event_id(), ERASE, user_key(user_id), now, {"user_id": user_id}, now)])
+        await context.accept([Event(new_event_id(), ERASE, user_key(user_id), now, {"user_id": user_id}, now)])
         had_key = keys.erase(user_id)
-        snapshot = None
-        if herald.journal.enabled and herald.ready:
-            snapshot = await herald.snapshot()
+        snapshot = await context.snapshot()  # None without a journal (nothing to compact)
         return json_response({"user_id": user_id, "key_destroyed": had_key, "erased": True,
                               "journal_compacted_through": snapshot and snapshot.get("seq")}, 202)
 

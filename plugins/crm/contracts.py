@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import orjson
 
 from engine import Event
-from engine.kafka import Refused, event_id
+from engine import Refused, kafka_event_id
 
 __all__ = ["USER_TOPIC", "BOOKING_TOPIC", "USER_UPDATED", "BOOKING_UPDATED", "ORPHANS", "TRIP_TYPES", "decode",
            "user_key", "normalise_user", "normalise_booking"]
@@ -115,4 +115,4 @@ def decode(message: Any) -> Iterable[Event]:
     kind, millis = message.timestamp()
     now = datetime.now(_UTC)
     stamp = datetime.fromtimestamp(millis / 1000, _UTC) if kind and millis > 0 else now
-    return [Event(event_id(message), type_, key, min(stamp, now), data, now)]
+    return [Event(kafka_event_id(message), type_, key, min(stamp, now), data, now)]

@@ -26,7 +26,7 @@ import httpx
 import orjson
 import trio
 
-from engine import redact_text, redact_url
+from engine import Context, redact_text, redact_url
 
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
@@ -41,7 +41,7 @@ class CrmRefused(Exception):
 
 
 class Delivery:
-    def __init__(self, herald: Any, crm_url: str, keys: KeyStore, producer: Any | None, *,
+    def __init__(self, context: Context, crm_url: str, keys: KeyStore, producer: Any | None, *,
                  headers: dict[str, str] | None = None,
                  concurrency: int = 16, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
         self.crm_url = crm_url.rstrip("/")
@@ -58,7 +58,7 @@ class Delivery:
         self._drained = trio.Event()
         self._drained.set()
         self.delivered = self.retried = self.refused = 0
-        self.health = herald.health.setdefault("crm", {"crm_url": redact_url(self.crm_url), "pending": 0, "delivered": 0,
+        self.health = context.health("crm", {"crm_url": redact_url(self.crm_url), "pending": 0, "delivered": 0,
                                                        "retried": 0, "refused": 0, "last_error": None})
 
     # -- the sink -----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, EventType, Origin, hookimpl
+from engine import Context, Config, EventType, Origin, hookimpl
 
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
@@ -20,18 +20,18 @@ def bootstrap_of(config: Config) -> str | None:
     return config.plugin_setting("kafka", "bootstrap", None)
 
 
-def parts(herald: Any) -> dict[str, Any]:
+def parts(context: Context) -> dict[str, Any]:
     """The key store, the mock CRM's data, the producer and the delivery of one Herald (made once)."""
-    return herald.part("crm", lambda: _make_parts(herald))
+    return context.part("crm", lambda: _make_parts(context))
 
 
-def _make_parts(herald: Any) -> dict[str, Any]:
-    config = herald.config
+def _make_parts(context: Context) -> dict[str, Any]:
+    config = context.config
     keys = KeyStore(config.data_file("keys.db"))
     bootstrap = bootstrap_of(config)
     producer = None
     if bootstrap:
-        from engine.kafka import KafkaProducer
+        from engine import KafkaProducer
 
         producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
     crm_url = config.plugin_setting(PLUGIN, "url", None)
@@ -41,7 +41,7 @@ def _make_parts(herald: Any) -> dict[str, Any]:
         if config.admin_token:
             headers["authorization"] = f"Bearer {config.admin_token}"
     return {"keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
-            "delivery": Delivery(herald, crm_url, keys, producer, headers=headers)}
+            "delivery": Delivery(context, crm_url, keys, producer, headers=headers)}
 
 
 @hookimpl
@@ -62,22 +62,22 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
 
 
 @hookimpl
-def herald_effect_sinks(herald: Any) -> dict[type, Any]:
-    delivery = parts(herald)["delivery"]
+def herald_effect_sinks(context: Context) -> dict[type, Any]:
+    delivery = parts(context)["delivery"]
     return {CrmCall: delivery, Publish: delivery}
 
 
 @hookimpl
-def herald_sources(herald: Any) -> list:
-    found = parts(herald)
+def herald_sources(context: Context) -> list:
+    found = parts(context)
     sources = [found["delivery"].run]
     if found["bootstrap"]:
-        from engine.kafka import KafkaSource
+        from engine import KafkaSource
 
-        group = herald.config.plugin_setting(PLUGIN, "group", "herald-crm")
-        session = int(herald.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))
-        partitions = int(herald.config.plugin_setting(PLUGIN, "partitions", 3, int))
-        source = KafkaSource(herald, found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC], group, decode,
+        group = context.config.plugin_setting(PLUGIN, "group", "herald-crm")
+        session = int(context.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))
+        partitions = int(context.config.plugin_setting(PLUGIN, "partitions", 3, int))
+        source = KafkaSource(context, found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC], group, decode,
                              name="crm-kafka", config={"session.timeout.ms": session},
                              extra_topics=[(USERS_TOPIC, partitions, {"cleanup.policy": "compact"}),
                                            (TRIPS_TOPIC, partitions, {})])
@@ -86,11 +86,11 @@ def herald_sources(herald: Any) -> list:
 
 
 @hookimpl
-def herald_routes(herald: Any) -> list:
-    found = parts(herald)
-    blueprints = [subjects_blueprint(herald, found["keys"])]
-    if herald.config.plugin_setting(PLUGIN, "mock", "on") != "off":
-        blueprints.append(crm_blueprint(found["store"], token=herald.config.admin_token))
+def herald_routes(context: Context) -> list:
+    found = parts(context)
+    blueprints = [subjects_blueprint(context, found["keys"])]
+    if context.config.plugin_setting(PLUGIN, "mock", "on") != "off":
+        blueprints.append(crm_blueprint(found["store"], token=context.config.admin_token))
     return blueprints
 
 

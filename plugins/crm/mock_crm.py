@@ -19,10 +19,10 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from engine import InvalidEvent
-from engine.event import decode_json
-from engine.http import json_media_type
-from engine.openapi import error_response, json_body, operation
-from engine.web import admin_guard, json_response
+from engine import decode_json
+from web import json_media_type
+from web import error_response, json_body, operation
+from web import admin_guard, json_response
 
 __all__ = ["CrmStore", "crm_blueprint"]
 
@@ -206,7 +206,7 @@ def standalone_app(store: CrmStore | None = None) -> Any:
     """The mock CRM on its own (``herald mock-crm``): its API at the root, ``/docs`` and ``/openapi.json``."""
     from quart_trio import QuartTrio
 
-    from engine.openapi import build_document, explorer
+    from web import build_document, explorer
 
     app = QuartTrio("mock_crm")
     app.register_blueprint(crm_blueprint(store or CrmStore(), prefix=""))

@@ -14,9 +14,9 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from engine import Event, InvalidEvent, new_event_id
-from engine.openapi import ERROR_SCHEMA, json_body, operation
-from engine.web import UnsupportedMediaType, admin_guard, json_response, read_json
+from engine import Context, Event, InvalidEvent, new_event_id
+from web import ERROR_SCHEMA, json_body, operation
+from web import UnsupportedMediaType, admin_guard, json_response, read_json
 
 from .directory import Directory
 from .hooks import CREATE, DELETE, UPDATE
@@ -96,18 +96,16 @@ class Writes:
     with the same messages.
     """
 
-    def __init__(self, herald: Any) -> None:
-        self.herald = herald
-        self.engine = herald.engine
+    def __init__(self, context: Context) -> None:
+        self.context = context
 
     def get(self, key: str) -> Any:
-        actor = self.engine.actor(key)
-        return None if actor is None else actor.states.get(PLUGIN)
+        return self.context.state(key, PLUGIN)
 
     async def _write(self, type_: str, key: str, attributes: dict[str, Any] | None) -> Any:
         now = datetime.fromtimestamp(time.time(), timezone.utc)
         data = {} if attributes is None else {"attributes": attributes}
-        await self.herald.accept([Event(new_event_id(), type_, key, now, data, now)])
+        await self.context.accept([Event(new_event_id(), type_, key, now, data, now)])
         return self.get(key)
 
     async def create(self, raw_id: Any, raw_attributes: Any) -> tuple[str, Any]:
@@ -171,13 +169,13 @@ def _key_of(raw: str) -> str:
         raise NOT_FOUND from None
 
 
-def api_blueprint(herald: Any) -> Blueprint:
+def api_blueprint(context: Context) -> Blueprint:
     """The ``/customers`` routes (prefix: ``HERALD_CUSTOMERS_PREFIX``)."""
-    prefix = herald.config.plugin_setting(PLUGIN, "prefix", "/customers").rstrip("/") or "/customers"
+    prefix = context.config.plugin_setting(PLUGIN, "prefix", "/customers").rstrip("/") or "/customers"
     bp = Blueprint("customers_api", __name__, url_prefix=prefix)
-    bp.before_request(admin_guard(herald.config.admin_token))  # customers are personal data
-    directory = Directory.of(herald)
-    writes = Writes(herald)
+    bp.before_request(admin_guard(context.config.admin_token))  # customers are personal data
+    directory = Directory.of(context)
+    writes = Writes(context)
 
     @bp.errorhandler(CustomerError)
     async def refused(exc: CustomerError) -> Response:

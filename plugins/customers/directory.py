@@ -1,17 +1,17 @@
-"""The customers in id order, for listing pages: the engine's key index, sorted once per change."""
+"""The customers in id order, for listing pages: the plugin's keys, sorted once per change."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from engine import Engine
-from engine.web import int_param
 from quart import request
+
+from engine import Context
+from web import int_param
 
 from .model import PLUGIN, REQUIRED_ATTRIBUTE
 
 __all__ = ["Directory"]
-
 
 
 class Directory:
@@ -24,20 +24,20 @@ class Directory:
     DEFAULT_PER_PAGE = 25
     MAX_PER_PAGE = 100_000
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, context: Context) -> None:
+        self.context = context
         self._version = -1
         self._sorted: list[str] = []
 
     @classmethod
-    def of(cls, herald: Any) -> "Directory":
+    def of(cls, context: Context) -> "Directory":
         """The one directory of a server (the API and the UI share it)."""
-        return herald.part("customers.directory", lambda: cls(herald.engine))
+        return context.part("customers.directory", lambda: cls(context))
 
     def ordered(self) -> list[str]:
-        version = self.engine.member_versions[PLUGIN]
+        version = self.context.version(PLUGIN)
         if version != self._version:
-            self._sorted = sorted(self.engine.keys(PLUGIN), key=int)
+            self._sorted = sorted(self.context.keys(PLUGIN), key=int)
             self._version = version
         return self._sorted
 
@@ -62,6 +62,4 @@ class Directory:
                 yield key
 
     def states(self, keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        actors = self.engine.actors
-        for key in keys:
-            yield key, actors[key].states[PLUGIN]
+        return self.context.states(keys, PLUGIN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import REMOVED, Config, Event, EventType, Loader, hookimpl
+from engine import REMOVED, Config, Context, Event, EventType, Loader, hookimpl
 
 from .messages import attribute_map, customer_key, fold_lines, parse_message
 from .model import Customer, apply_attributes, count_event, merge_attributes
@@ -79,8 +79,8 @@ def herald_loaders(config: Config) -> Iterable[Loader]:
 
 
 @hookimpl
-def herald_routes(herald: Any) -> list:
+def herald_routes(context: Context) -> list:
     from .api import api_blueprint
     from .ui import ui_blueprint
 
-    return [api_blueprint(herald), ui_blueprint(herald)]
+    return [api_blueprint(context), ui_blueprint(context)]

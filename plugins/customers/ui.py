@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 from quart import Blueprint, redirect, render_template, request, url_for
 
-from engine import JournalError
-from engine.web import BadParameter, ui_guard
+from engine import Context, JournalError
+from web import BadParameter, ui_guard
 
 from .api import CustomerError, Writes
 from .directory import Directory
@@ -122,12 +122,12 @@ def _attribute_order(item: tuple[str, str]) -> tuple[int, str]:
     return basics.get(item[0], 9), item[0]
 
 
-def ui_blueprint(herald: Any) -> Blueprint:
+def ui_blueprint(context: Context) -> Blueprint:
     bp = Blueprint("customers_ui", __name__, url_prefix="/ui/customers", template_folder="templates",
                    static_folder="static", static_url_path="/static")
-    directory = Directory.of(herald)
-    writes = Writes(herald)
-    guard = ui_guard(herald)  # sign-in when an admin token is set; CSRF tokens on every form
+    directory = Directory.of(context)
+    writes = Writes(context)
+    guard = ui_guard(context)  # sign-in when an admin token is set; CSRF tokens on every form
     bp.before_request(guard.before_request)
     bp.after_request(guard.set_cookies)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine import Config, EventType, hookimpl
-from engine.config import non_negative
+from engine import non_negative
 
 from .rules import FitnessRules, FitnessState
 from .schemas import LAUNCH_SCHEMA, PROGRAM_SCHEMA, validate_program_event

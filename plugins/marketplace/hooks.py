@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Config, EventType, Origin, hookimpl
-from engine.config import positive
+from engine import Context, Config, EventType, Origin, hookimpl
+from engine import positive
 
 from .model import SEEN, Plan, on_seen
 from .poller import Poller
@@ -13,16 +13,16 @@ from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
 
 
-def parts(herald: Any) -> tuple[SearchIndex, Poller]:
+def parts(context: Context) -> tuple[SearchIndex, Poller]:
     """The search index and the poller of one Herald (made once)."""
-    return herald.part("marketplace", lambda: _make_parts(herald))
+    return context.part("marketplace", lambda: _make_parts(context))
 
 
-def _make_parts(herald: Any) -> tuple[SearchIndex, Poller]:
-    setting = herald.config.plugin_setting
-    index = SearchIndex(herald.engine, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
+def _make_parts(context: Context) -> tuple[SearchIndex, Poller]:
+    setting = context.config.plugin_setting
+    index = SearchIndex(context, setting(PLUGIN, "timezone", zone_of("UTC"), zone_of))
     poller = Poller(
-        herald, index, setting(PLUGIN, "provider_url", None),
+        context, index, setting(PLUGIN, "provider_url", None),
         interval=setting(PLUGIN, "poll_seconds", 60.0, positive(float)),
         timeout=setting(PLUGIN, "timeout_seconds", 10.0, positive(float)),
         max_bytes=int(setting(PLUGIN, "max_feed_mb", 512.0, positive(float)) * 1024 * 1024),
@@ -46,17 +46,17 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
 
 
 @hookimpl
-def herald_sources(herald: Any) -> list:
-    return [parts(herald)[1].run]
+def herald_sources(context: Context) -> list:
+    return [parts(context)[1].run]
 
 
 @hookimpl
-def herald_asgi_routes(herald: Any) -> dict:
-    return {"/search": search_app(parts(herald)[0], lambda: herald.ready)}
+def herald_asgi_routes(context: Context) -> dict:
+    return {"/search": search_app(parts(context)[0], lambda: context.ready)}
 
 
 @hookimpl
-def herald_openapi_paths(herald: Any) -> dict:
+def herald_openapi_paths(context: Context) -> dict:
     return search_openapi()
 
 

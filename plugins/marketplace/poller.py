@@ -22,7 +22,7 @@ import httpx
 import trio
 from prometheus_client import Counter, Gauge
 
-from engine import Event, new_event_id, redact_url
+from engine import Context, Event, new_event_id, redact_url
 
 from .feed import FeedError, PlanValues, Skipped, parse_feed
 from .model import SEEN, Plan, seen_data
@@ -38,22 +38,22 @@ class PollError(Exception):
 
 
 class Poller:
-    def __init__(self, herald: Any, index: SearchIndex, url: str | None, *, interval: float = 60.0,
+    def __init__(self, context: Context, index: SearchIndex, url: str | None, *, interval: float = 60.0,
                  timeout: float = 10.0, max_bytes: int = 512 * 1024 * 1024, trip_after: int = 5,
                  open_seconds: float = 60.0, max_backoff: float = 600.0, register_metrics: bool = True) -> None:
-        self.herald, self.index, self.url = herald, index, url
+        self.context, self.index, self.url = context, index, url
         self.interval, self.timeout, self.max_bytes = interval, timeout, max_bytes
         self.trip_after, self.open_seconds, self.max_backoff = trip_after, open_seconds, max_backoff
         self.failures = 0
         self.open_until = 0.0
         self._warned: set[tuple[str | None, str | None, str]] = set()
         self._last_digest: bytes | None = None
-        self.health: dict[str, Any] = herald.health.setdefault(PLUGIN, {
+        self.health: dict[str, Any] = context.health(PLUGIN, {
             "provider_url": url and redact_url(url), "interval_seconds": interval, "circuit": "closed", "last_attempt": None,
             "last_success": None, "last_error": None, "consecutive_failures": 0, "plans_in_last_feed": None,
             "skipped_in_last_feed": None, "changed_in_last_feed": None, "searchable_plans": None,
         })
-        registry = herald.metrics.registry if register_metrics else None
+        registry = context.metrics if register_metrics else None
         self._polls = Counter("herald_marketplace_polls", "Provider polls, by outcome", ["outcome"], registry=registry)
         self._last_success = Gauge("herald_marketplace_last_success_timestamp",
                                    "When the provider's feed was last read (Unix time)", registry=registry)
@@ -138,7 +138,6 @@ class Poller:
 
     async def apply(self, items: list[PlanValues | Skipped]) -> dict[str, int]:
         """Journal an event for each plan whose values changed; log the skipped ones (once each)."""
-        engine = self.herald.engine
         latest: dict[str, PlanValues] = {}
         skipped = 0
         for item in items:
@@ -153,13 +152,12 @@ class Poller:
         stamp = datetime.now(timezone.utc)
         events = []
         for key, values in latest.items():
-            actor = engine.actor(key)
-            state = actor.states.get(PLUGIN) if actor is not None else None
+            state = self.context.state(key, PLUGIN)
             if isinstance(state, Plan) and state.same_values(values):
                 continue
             events.append(Event(new_event_id(), SEEN, key, stamp, seen_data(values), stamp))
         for start in range(0, len(events), 5_000):
-            await self.herald.accept(events[start:start + 5_000])
+            await self.context.accept(events[start:start + 5_000])
         if events:
             self.index.changed()
         self.health.update(plans_in_last_feed=len(latest), skipped_in_last_feed=skipped,

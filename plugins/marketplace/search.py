@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from engine import Engine
-from engine.http import respond_json
+from engine import Context
+from web import respond_json
 
 from .model import Plan
 
@@ -49,8 +49,8 @@ def _view(plan: Plan) -> dict[str, Any]:
 class SearchIndex:
     """Plans ever online, sorted by start; rebuilt when ``version`` moves."""
 
-    def __init__(self, engine: Engine, zone: tzinfo) -> None:
-        self.engine = engine
+    def __init__(self, context: Context, zone: tzinfo) -> None:
+        self.context = context
         self.zone = zone
         self.version = 0  # bumped by whoever changes plans (the poller)
         self._built = -1
@@ -67,8 +67,7 @@ class SearchIndex:
         self.version += 1
 
     def _rebuild(self) -> None:
-        actors = self.engine.actors
-        plans = [actors[key].states[PLUGIN] for key in self.engine.keys(PLUGIN)]
+        plans = [plan for _, plan in self.context.states(self.context.keys(PLUGIN), PLUGIN)]
         plans = sorted((p for p in plans if p.ever_online), key=lambda p: (p.start, p.end, p.uuid))
         self._starts = [p.start for p in plans]
         self._ends = [p.end for p in plans]

@@ -11,7 +11,7 @@ import pytest
 import trio
 from confluent_kafka import Consumer, TopicPartition
 
-from engine.kafka import KafkaProducer, ensure_topics
+from engine._kafka import KafkaProducer, ensure_topics
 from engine.testing import serving
 from plugins.crm import hooks
 from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC
@@ -205,7 +205,7 @@ async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tm
 
 async def test_the_integration_survives_a_broker_restart():
     """The broker goes away (Tansu keeps data in memory: it comes back empty); Herald reconnects by itself."""
-    from engine.kafka import DevBroker
+    from engine._kafka import DevBroker
 
     store = CrmStore()
     sim = Simulation(seed=3)

@@ -9,7 +9,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from engine import Event
-from engine.kafka import Refused
+from engine._kafka import Refused
 from plugins.crm import hooks
 from plugins.crm.contracts import ORPHANS, decode, normalise_booking
 from plugins.crm.keystore import Erased, KeyStore, open_sealed, seal

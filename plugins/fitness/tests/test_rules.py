@@ -69,8 +69,8 @@ async def test_full_speed_replay_equals_living_through_it(autojump_clock):
 )
 async def test_congratulate_strictly_over_thirty_minutes(autojump_clock, seconds, expected):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("training_program_started", 0))
-        sim.send(ev("training_program_finished", seconds))
+        sim.apply(ev("training_program_started", 0))
+        sim.apply(ev("training_program_finished", seconds))
         if expected is None:
             assert sim.notifications == []
         else:
@@ -82,26 +82,26 @@ async def test_congratulate_strictly_over_thirty_minutes(autojump_clock, seconds
 
 async def test_cancelled_programs_never_count(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("training_program_started", 0))
-        sim.send(ev("training_program_cancelled", 600))
-        sim.send(ev("training_program_finished", 3600))
+        sim.apply(ev("training_program_started", 0))
+        sim.apply(ev("training_program_cancelled", 600))
+        sim.apply(ev("training_program_finished", 3600))
         assert sim.notifications == []
         assert sim.state("u", "fitness").programs_finished == 0
 
 
 async def test_finish_is_matched_to_its_own_program(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("training_program_started", 0, program="a"))
-        sim.send(ev("training_program_started", 1800, program="b"))
-        sim.send(ev("training_program_finished", 3000, program="b"))  # b: 20 min
-        sim.send(ev("training_program_finished", 3600, program="a"))  # a: 60 min
-        sim.send(ev("training_program_finished", 3700, program="zzz"))  # never started
+        sim.apply(ev("training_program_started", 0, program="a"))
+        sim.apply(ev("training_program_started", 1800, program="b"))
+        sim.apply(ev("training_program_finished", 3000, program="b"))  # b: 20 min
+        sim.apply(ev("training_program_finished", 3600, program="a"))  # a: 60 min
+        sim.apply(ev("training_program_finished", 3700, program="zzz"))  # never started
         assert [(n.payload["training_program_id"], n.payload["minutes"]) for n in sim.notifications] == [("a", 60.0)]
 
 
 async def test_nudge_ten_minutes_after_launch_without_training(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("app_launch", 0))
+        sim.apply(ev("app_launch", 0))
         await sim.advance(minutes=9, seconds=59)
         assert sim.notifications == []
         await sim.advance(1)
@@ -113,9 +113,9 @@ async def test_nudge_ten_minutes_after_launch_without_training(autojump_clock):
 
 async def test_a_new_launch_restarts_the_ten_minutes(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("app_launch", 0))
+        sim.apply(ev("app_launch", 0))
         await sim.advance(minutes=6)
-        sim.send(ev("app_launch", 360))
+        sim.apply(ev("app_launch", 360))
         await sim.advance(minutes=9)
         assert sim.notifications == []
         await sim.advance(minutes=1)
@@ -125,8 +125,8 @@ async def test_a_new_launch_restarts_the_ten_minutes(autojump_clock):
 @pytest.mark.parametrize("start_after", [1, 599, 600])
 async def test_starting_within_ten_minutes_cancels_the_nudge(autojump_clock, start_after):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("app_launch", 0))
-        sim.send(ev("training_program_started", start_after))
+        sim.apply(ev("app_launch", 0))
+        sim.apply(ev("training_program_started", start_after))
         await sim.advance(hours=1)
         assert sim.notifications == []
         assert sim.actor_view("u")["timers"] == []
@@ -134,25 +134,25 @@ async def test_starting_within_ten_minutes_cancels_the_nudge(autojump_clock, sta
 
 async def test_starting_after_ten_minutes_is_too_late(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("app_launch", 0))
-        sim.send(ev("training_program_started", 601))  # full speed: the nudge fires first
+        sim.apply(ev("app_launch", 0))
+        sim.apply(ev("training_program_started", 601))  # full speed: the nudge fires first
         assert kinds(sim) == [("nudge", "u")]
 
 
 async def test_other_events_do_not_cancel_the_nudge(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send(ev("app_launch", 0))
-        sim.send(ev("profile_viewed", 60))
-        sim.send(ev("training_program_cancelled", 120))
+        sim.apply(ev("app_launch", 0))
+        sim.apply(ev("profile_viewed", 60))
+        sim.apply(ev("training_program_cancelled", 120))
         await sim.advance(minutes=10)
         assert kinds(sim) == [("nudge", "u")]
 
 
 async def test_improved_shape_and_enum_types(autojump_clock):
     async with Simulation([fitness]) as sim:
-        sim.send({"deviceId": "bar9", "type": "TRAINING_PROGRAM_STARTED", "timestamp": "2021-02-28T16:00:00Z",
+        sim.apply({"deviceId": "bar9", "type": "TRAINING_PROGRAM_STARTED", "timestamp": "2021-02-28T16:00:00Z",
                   "details": {"programId": 2352, "programTitle": "HIIT"}})
-        sim.send({"deviceId": "bar9", "type": "TRAINING_PROGRAM_FINISHED", "timestamp": "2021-02-28T16:45:00Z",
+        sim.apply({"deviceId": "bar9", "type": "TRAINING_PROGRAM_FINISHED", "timestamp": "2021-02-28T16:45:00Z",
                   "details": {"programId": "2352"}})
         [note] = sim.notifications
         assert note.payload["user_id"] == "bar9"
@@ -170,7 +170,7 @@ async def test_improved_shape_and_enum_types(autojump_clock):
 async def test_program_events_need_a_program_id(autojump_clock, extra, field):
     async with Simulation([fitness]) as sim:
         with pytest.raises(InvalidEvent) as info:
-            sim.send({"user_id": "u", "type": "training_program_started", "timestamp": at(0), **extra})
+            sim.apply({"user_id": "u", "type": "training_program_started", "timestamp": at(0), **extra})
         assert info.value.field == field
 
 
@@ -178,10 +178,10 @@ async def test_thresholds_are_configurable(autojump_clock):
     env = {"HERALD_FITNESS_CONGRATULATE_MINUTES": "5", "HERALD_FITNESS_NUDGE_MINUTES": "1",
            "HERALD_NOTIFY_URL": "http://127.0.0.1:9/hook"}
     async with Simulation([fitness], env=env) as sim:
-        sim.send(ev("app_launch", 0))
+        sim.apply(ev("app_launch", 0))
         await sim.advance(60)
-        sim.send(ev("training_program_started", 60))
-        sim.send(ev("training_program_finished", 60 + 301))
+        sim.apply(ev("training_program_started", 60))
+        sim.apply(ev("training_program_finished", 60 + 301))
         assert kinds(sim) == [("nudge", "u"), ("congratulate", "u")]
         assert "1 minute ago" in sim.notifications[0].payload["message"]
         assert sim.notifications[0].url == "http://127.0.0.1:9/hook"

@@ -39,7 +39,7 @@ def market(url: str | None = None, **settings):
 
 async def first_poll(herald) -> dict:
     """Wait for the poll the poller makes at start; return its health."""
-    health = hooks.parts(herald)[1].health
+    health = hooks.parts(herald.context)[1].health
     with trio.fail_after(10):
         while health["last_success"] is None and health["last_error"] is None:
             await trio.sleep(0.01)
@@ -55,7 +55,7 @@ async def search(client, **params) -> list[str]:
 
 
 async def poll(herald) -> dict:
-    _index, poller = hooks.parts(herald)
+    _index, poller = hooks.parts(herald.context)
     async with httpx.AsyncClient() as client:
         return await poller.poll(client)
 
@@ -127,7 +127,7 @@ async def test_a_provider_that_is_down_or_sends_garbage_changes_nothing(tmp_path
             assert provider.served == served
             assert await search(client) == before  # still answering, from memory
             # After the cool-down one attempt goes through; success closes the circuit.
-            _index, poller = hooks.parts(herald)
+            _index, poller = hooks.parts(herald.context)
             poller.open_until = 0
             provider.status = 200
             await poll(herald)
@@ -166,8 +166,8 @@ async def test_the_poller_loop_backs_off_on_failures(autojump_clock):
     from plugins.marketplace.poller import Poller
 
     async with market() as (herald, _client):
-        index, _ = hooks.parts(herald)
-        poller = Poller(herald, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
+        index, _ = hooks.parts(herald.context)
+        poller = Poller(herald.context, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
                         max_backoff=1000, register_metrics=False)
         attempts = []
         real_poll = poller.poll

@@ -27,11 +27,11 @@ import httpx
 import orjson
 import trio
 
-from .effects import Effect, Notify
-from .event import converter
-from .journal import Journal, OutboxRow
-from .metrics import Metrics
-from .redact import redact_text, redact_url
+from ._effects import Effect, Notify
+from ._event import converter
+from ._journal import Journal, OutboxRow
+from ._metrics import Metrics
+from ._redact import redact_text, redact_url
 
 __all__ = ["DeliveryError", "NotifyExecutor", "Outbox", "RetrySchedule", "Signer", "effect_key"]
 
@@ -210,7 +210,6 @@ class Outbox:
         self._closing = False
         self._idle = trio.Event()
         self.dead: deque[dict[str, Any]] = deque(maxlen=10_000)  # memory mode's dead letters
-        journal.on_new_effects = self._on_committed
         self.metrics.effects_queued.set_function(lambda: len(self._heap) + self._in_flight)
 
     @property
@@ -234,12 +233,13 @@ class Outbox:
             self._ids += 1
             self._push(_Item(self._ids, effect, 0, now, now))
 
-    def _on_committed(self, rows: list[tuple[int, Any]]) -> None:
+    def committed(self, rows: list[tuple[int, Any]]) -> None:
+        """The journal committed these effects for the first time (``(outbox id, effect)``): deliver them."""
         now = time.time()
         for outbox_id, effect in rows:
             self._push(_Item(outbox_id, effect, 0, now, now))
 
-    def load(self, rows: Iterable[OutboxRow]) -> int:
+    def enqueue(self, rows: Iterable[OutboxRow]) -> int:
         """Queue journaled pending rows (at start-up, and to refill after a spill)."""
         count = 0
         for row in rows:
@@ -256,7 +256,7 @@ class Outbox:
         """Queue what the journal holds as pending (at start-up)."""
         rows = await self.journal.query(lambda j: j.outbox_rows("pending", limit=self.capacity))
         # Rows committed since start-up are queued already (a replay may have made some).
-        self.load(row for row in rows if row.id > self._high_water)
+        self.enqueue(row for row in rows if row.id > self._high_water)
         if len(rows) >= self.capacity:
             self._spilled = True
 
@@ -310,7 +310,7 @@ class Outbox:
         self._spilled_during_refill = False
         limit = max(1, self.capacity // 2)
         rows = await self.journal.query(lambda j: j.outbox_rows("pending", after_id=self._high_water, limit=limit))
-        self.load(rows)
+        self.enqueue(rows)
         if len(rows) < limit and not self._spilled_during_refill:
             self._spilled = False
 
@@ -382,18 +382,9 @@ class Outbox:
             return len(revived)
         rows = await self.journal.query(lambda j: j.outbox_rows("dead", limit=1_000_000))
         rows = [r for r in rows if wanted is None or r.id in wanted]
-        ids_ = [r.id for r in rows]
-
-        def revive(conn: Any) -> None:
-            conn.executemany(
-                "UPDATE outbox SET status='pending', attempts=0, created=?, next_at=?, updated=?, error=NULL"
-                " WHERE id=? AND status='dead'",
-                [(now, now, now, i) for i in ids_],
-            )
-
-        self.journal.add_write(revive)
+        self.journal.revive_dead([r.id for r in rows], now)
         await self.journal.commit()
-        self.load(attrs.evolve(r, attempts=0, created=now, next_at=now) for r in rows)
+        self.enqueue(attrs.evolve(r, attempts=0, created=now, next_at=now) for r in rows)
         return len(rows)
 
     def pause(self) -> None:

@@ -19,14 +19,16 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .config import Config
-from .event import Event
+from ._config import Config
+from ._event import Event
 
 __all__ = ["EventType", "Loader", "Origin", "PluginError", "PluginHost", "Route", "available_plugins"]
 
 log = logging.getLogger("herald.plugins")
 
 GROUP = "herald"
+#: Modules of further hookspecs a host declares (the web layer's route hooks), found like plugins.
+HOOKSPECS_GROUP = "herald.hookspecs"
 
 
 class PluginError(Exception):
@@ -110,6 +112,53 @@ def _no_state() -> None:
     return None
 
 
+# -- the plugin contract, checked at registration (docs/plugins.md) --------------------------------
+
+_MAX_TYPE = 100
+_RESERVED = "herald."
+
+
+def _check_callable(plugin: str, what: str, value: Any) -> None:
+    if not callable(value):
+        raise PluginError(f"{plugin}: {what} must be callable, not {value!r}")
+
+
+def _check_state_type(plugin: str, state_type: Any) -> None:
+    """A state class must be an attrs class whose no-argument call is the initial state, and it must
+    come back equal through cattrs (snapshots store it that way)."""
+    from ._event import converter
+
+    if not (isinstance(state_type, type) and attrs.has(state_type)):
+        raise PluginError(f"{plugin}: herald_state_type must return an attrs class (or None), not {state_type!r}")
+    try:
+        initial = state_type()
+    except Exception as exc:
+        raise PluginError(f"{plugin}: {state_type.__name__}() must make the initial state: {exc!r}") from None
+    try:
+        again = converter.structure(converter.unstructure(initial), state_type)
+    except Exception as exc:
+        raise PluginError(f"{plugin}: {state_type.__name__} does not survive a cattrs round trip, so snapshots "
+                          f"could not restore it: {exc!r}") from None
+    if again != initial:
+        raise PluginError(f"{plugin}: {state_type.__name__} comes back from a cattrs round trip as {again!r}, "
+                          f"not {initial!r}: snapshots could not restore it")
+
+
+def _check_event_type(plugin: str, event_type: Any) -> None:
+    if not isinstance(event_type, EventType):
+        raise PluginError(f"{plugin}: herald_event_types must give engine.EventType values, not {event_type!r}")
+    for name in (event_type.name, *event_type.aliases):
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_TYPE:
+            raise PluginError(f"{plugin}: event type names are 1 to {_MAX_TYPE} characters, not {name!r}")
+        if name.startswith(_RESERVED):
+            raise PluginError(f"{plugin}: event type {name!r}: names beginning with {_RESERVED!r} are Herald's own")
+    _check_callable(plugin, f"the handler of {event_type.name!r}", event_type.handler)
+    for what in ("validate", "parse"):
+        value = getattr(event_type, what)
+        if value is not None:
+            _check_callable(plugin, f"the {what} step of {event_type.name!r}", value)
+
+
 def available_plugins() -> dict[str, str]:
     """Entry-point name -> ``module`` for every plugin installed."""
     found: dict[str, str] = {}
@@ -142,6 +191,8 @@ class PluginHost:
         self.config = config
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        for ep in entry_points(group=HOOKSPECS_GROUP):
+            self.pm.add_hookspecs(ep.load())
         for name, plugin in plugins:
             if self.pm.has_plugin(name):
                 raise PluginError(f"plugin {name!r} is enabled twice")
@@ -193,19 +244,26 @@ class PluginHost:
     def _resolve(self) -> None:
         cfg = self.config
         for name, state_type in self.each("herald_state_type"):
+            if state_type is not None:
+                _check_state_type(name, state_type)
             self.state_types[name] = state_type
         self.state_factories = {name: self.state_types.get(name) or _no_state for name in self.names}
         for name, handler in self.each("herald_timer_handler", config=cfg):
             if handler is not None:
+                _check_callable(name, "herald_timer_handler", handler)
                 self.timer_handlers[name] = handler
         for name, executors in self.each("herald_effect_executors", config=cfg):
             for effect_type, execute in (executors or {}).items():
+                if not isinstance(effect_type, type):
+                    raise PluginError(f"{name}: herald_effect_executors maps effect classes, not {effect_type!r}")
+                _check_callable(name, f"the executor of {effect_type.__name__}", execute)
                 if effect_type in self.executors:
                     raise PluginError(f"{name}: an executor for {effect_type.__name__} exists already")
                 self.executors[effect_type] = execute
         for name, types in self.each("herald_event_types", config=cfg):
             factory = self.state_factories[name]
             for event_type in types or ():
+                _check_event_type(name, event_type)
                 route = Route(name, event_type, factory)
                 for type_name in (event_type.name, *event_type.aliases):
                     other = self.routes.get(type_name)
@@ -217,6 +275,9 @@ class PluginHost:
 
         for name, loaders in self.each("herald_loaders", config=cfg):
             for loader in loaders or ():
+                if not isinstance(loader, Loader) or not loader.name:
+                    raise PluginError(f"{name}: herald_loaders must give engine.Loader values with a name, not {loader!r}")
+                _check_callable(name, f"loader {loader.name!r}", loader.apply)
                 if loader.name in self.loaders:
                     raise PluginError(f"loader {loader.name!r} is provided by both "
                                       f"{self.loaders[loader.name].plugin!r} and {name!r}")

@@ -32,9 +32,9 @@ import attrs
 import orjson
 import trio
 
-from .event import LOAD_TYPE, Event
-from .recovery import NeedsOperator, Recovery, check_and_recover, check_history
-from .redact import redact_url
+from ._event import LOAD_TYPE, Event
+from ._repair import NeedsOperator, Recovery, check_and_recover, check_history
+from ._redact import redact_url
 
 __all__ = ["Durability", "Journal", "OutboxRow", "SnapshotRow", "JournalError", "DB_NAME"]
 
@@ -160,7 +160,8 @@ def connect(path: Path, *, readonly: bool = False, durability: Durability = Dura
 class Journal:
     """One data directory's journal. Open it, ``run()`` its writer, queue, commit."""
 
-    def __init__(self, data_dir: Path | str, durability: Durability = Durability.BATCH, *, sync_interval: float = 0.1) -> None:
+    def __init__(self, data_dir: Path | str, durability: Durability = Durability.BATCH, *, sync_interval: float = 0.1,
+                 on_new_effects: Callable[[list[tuple[int, Any]]], None] | None = None) -> None:
         self.dir = Path(data_dir)
         self.path = self.dir / DB_NAME
         self.durability = Durability(durability)
@@ -178,8 +179,8 @@ class Journal:
         self.failed: BaseException | None = None
         self._failed_event = trio.Event()
         #: Called in the trio thread with ``[(outbox_id, token), ...]`` for effects
-        #: committed for the first time (a repeated key is not reported).
-        self.on_new_effects: Callable[[list[tuple[int, Any]]], None] | None = None
+        #: committed for the first time (a repeated key is not reported): the outbox.
+        self._on_new_effects = on_new_effects
         self.commits = 0
 
     @property
@@ -460,8 +461,8 @@ class Journal:
             self._inflight = None
         self.commits += 1
         batch.done.set()
-        if batch.results and self.on_new_effects is not None:
-            self.on_new_effects(batch.results)
+        if batch.results and self._on_new_effects is not None:
+            self._on_new_effects(batch.results)
 
     def _write(self, batch: _Batch) -> None:
         conn = self._conn
@@ -519,6 +520,30 @@ class Journal:
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
+
+    # -- outbox rows (whole-table changes) ----------------------------------------------
+
+    def revive_dead(self, ids: list[int], now: float) -> None:
+        """Queue: give these dead letters a fresh schedule (pending, no attempts)."""
+        def revive(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE outbox SET status='pending', attempts=0, created=?, next_at=?, updated=?, error=NULL"
+                " WHERE id=? AND status='dead'",
+                [(now, now, now, i) for i in ids],
+            )
+
+        self.add_write(revive)
+
+    def copy_outbox(self, rows: list[OutboxRow]) -> None:
+        """Queue: copy another journal's outbox rows (``herald replay`` carries undelivered effects over)."""
+        def copy(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (key, kind, body, status, attempts, created, next_at, updated, error)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.key, r.kind, r.body, r.status, r.attempts, r.created, r.next_at, r.updated, r.error) for r in rows],
+            )
+
+        self.add_write(copy)
 
     # -- maintenance ----------------------------------------------------------------
 

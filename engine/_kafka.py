@@ -3,7 +3,7 @@
 :class:`KafkaSource` consumes topics in a consumer group and hands each batch
 of messages to a plugin's ``decode``; the resulting events are accepted (so,
 journaled) *before* the offsets are committed: a crash re-delivers, never
-loses, and the event id ``kafka:<topic>:<partition>:<offset>`` lets Herald's
+loses, and the event id ``kafka:<topic>:<partition>:<offset>`` (:func:`kafka_event_id`) lets Herald's
 deduplication drop the repeat. A message ``decode`` refuses goes to
 ``<topic>.dlq`` with the reason in a header, and is committed.
 
@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import trio
 
-from .event import Event, InvalidEvent
+from ._event import Event, InvalidEvent
 
-__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "Refused"]
+__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "kafka_event_id", "Refused"]
 
 log = logging.getLogger("herald.kafka")
 
@@ -159,29 +159,29 @@ class KafkaProducer:
 
 
 class KafkaSource:
-    """Consume ``topics`` in ``group`` and feed the events ``decode`` makes to Herald.
+    """Consume ``topics`` in ``group`` and feed the events ``decode`` makes to Herald (``context``: the
+    :class:`engine.Context` of the plugin's hooks).
 
     ``decode(message) -> Iterable[Event]`` gets a confluent-kafka message and
     raises :class:`Refused` (or :class:`engine.InvalidEvent`) for a bad one.
     Run :meth:`run` as a background source.
     """
 
-    def __init__(self, herald: Any, bootstrap: str, topics: Sequence[str], group: str,
+    def __init__(self, context: Any, bootstrap: str, topics: Sequence[str], group: str,
                  decode: Callable[[Any], Iterable[Event]], *, name: str = "kafka", batch: int = 500,
                  config: dict[str, Any] | None = None,
                  extra_topics: Sequence[str | tuple[str, int, dict[str, str]]] = ()) -> None:
         #: Topics to create beside the consumed ones (e.g. the ones a plugin publishes to).
         self.extra_topics = list(extra_topics)
-        self.herald, self.bootstrap, self.topics, self.group = herald, bootstrap, list(topics), group
+        self.context, self.bootstrap, self.topics, self.group = context, bootstrap, list(topics), group
         self.decode, self.batch, self.name = decode, batch, name
         self.config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                        "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
                        "heartbeat.interval.ms": 1_000, "reconnect.backoff.max.ms": 2000,
                        "topic.metadata.refresh.interval.ms": 5000, **(config or {})}
         self.consumed = self.accepted = self.dead_lettered = 0
-        self.health = herald.health.setdefault(name, {"bootstrap": bootstrap, "topics": self.topics,
-                                                      "group": group, "consumed": 0, "dead_lettered": 0,
-                                                      "last_error": None})
+        self.health = context.health(name, {"bootstrap": bootstrap, "topics": self.topics, "group": group,
+                                            "consumed": 0, "dead_lettered": 0, "last_error": None})
         self._dlq: KafkaProducer | None = None
 
     async def run(self) -> None:
@@ -228,7 +228,7 @@ class KafkaSource:
             except (Refused, InvalidEvent, ValueError, KeyError, TypeError) as exc:
                 refused.append((message, f"{type(exc).__name__}: {exc}"))
         if events:
-            await self.herald.accept(events)  # journaled before the offsets move
+            await self.context.accept(events)  # journaled before the offsets move
         if refused:
             await trio.to_thread.run_sync(self._dead_letter, refused)
         await trio.to_thread.run_sync(lambda: consumer.commit(asynchronous=False))
@@ -250,7 +250,7 @@ class KafkaSource:
         self.dead_lettered += len(refused)
 
 
-def event_id(message: Any) -> str:
+def kafka_event_id(message: Any) -> str:
     """The idempotency key of a Kafka message: where it is in its topic."""
     return f"kafka:{message.topic()}:{message.partition()}:{message.offset()}"
 

@@ -22,28 +22,22 @@ import httpx
 import orjson
 import trio
 
-from . import snapshot as snapshots
-from .config import Config
-from .core import LOAD_TYPE, Engine, LoadReport
-from .dedupe import IdWindow
-from .effects import Effect, Notify
-from .event import Event, InvalidEvent, new_event_id
-from .journal import Durability, Journal, JournalError, snapshot_writer
-from .metrics import Metrics
-from .outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
-from .plugins import Origin, PluginError, PluginHost
-from .sink import NotifySink
+from . import _snapshot as snapshots
+from ._config import Config
+from ._engine import LOAD_TYPE, Engine, LoadReport
+from ._dedupe import IdWindow
+from ._effects import Effect, Notify
+from ._event import Event, InvalidEvent, new_event_id
+from ._journal import Durability, Journal, JournalError, snapshot_writer
+from ._metrics import Metrics
+from ._outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
+from ._context import Context
+from ._plugins import Origin, PluginError, PluginHost
+from ._replay import replay
 
 __all__ = ["Herald", "tune_gc"]
 
 log = logging.getLogger("herald")
-
-_REPLAY_CHUNK = 5_000
-
-
-def _ignore(effect: Effect) -> None:
-    pass
-
 
 async def _maybe_await(value: Any) -> None:
     if inspect.isawaitable(value):
@@ -54,7 +48,8 @@ class Herald:
     """Everything one server holds. Build it, then ``async with herald.running():``.
 
     ``emit`` replaces the outbox (simulations record effects instead of
-    delivering them).
+    delivering them). Plugins never see this object: their hooks get its
+    :attr:`context`.
     """
 
     def __init__(
@@ -70,7 +65,8 @@ class Herald:
         self.plugins = plugins or PluginHost.from_config(config)
         self.metrics = Metrics()
         self.http = httpx.AsyncClient(timeout=config.effect_timeout, follow_redirects=False)
-        self.journal = Journal(config.data_dir, Durability(config.durability), sync_interval=config.sync_interval)
+        self.journal = Journal(config.data_dir, Durability(config.durability), sync_interval=config.sync_interval,
+                               on_new_effects=lambda rows: self.outbox.committed(rows))
         signer = Signer(config.webhook_secret) if config.webhook_secret else None
         self.outbox = Outbox(
             {Notify: NotifyExecutor(self.http, signer, credentials=_own_sink_credentials(config)),
@@ -86,6 +82,8 @@ class Herald:
         self.engine = Engine(
             self.plugins,
             emit=self._emit,
+            record=self._record if self.journal.enabled else None,
+            replayed=self._emit_replayed,
             wall=trio.current_time,
             utcnow=utcnow,
             max_skew=config.max_skew,
@@ -93,11 +91,11 @@ class Herald:
             metrics=self.metrics,
         )
         self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
-        self.sink = NotifySink()
         self.seq = 0  # journal position of the last applied event
         self.snapshot_seq = 0
         self._loaded_lines = 0  # lines bulk-loaded since the last snapshot
         self.status = "starting"
+        self._long_lived = False
         self.progress: dict[str, Any] = {"replayed": 0, "to_replay": 0}
         self.ready = False
         self._ready = trio.Event()
@@ -111,9 +109,11 @@ class Herald:
         self._parts: dict[str, Any] = {}
         #: What background sources report about themselves (shown in /healthz), by source name.
         self.health: dict[str, dict[str, Any]] = {}
+        #: What plugins see of this server (their hooks get it as ``context``).
+        self.context = Context(self)
         #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
         self.sinks: dict[type, Any] = {}
-        for name, sinks in self.plugins.each("herald_effect_sinks", herald=self):
+        for name, sinks in self.plugins.each("herald_effect_sinks", context=self.context):
             for effect_type, sink in (sinks or {}).items():
                 if effect_type in self.sinks:
                     raise PluginError(f"{name}: a sink for {effect_type.__name__} exists already")
@@ -164,8 +164,8 @@ class Herald:
         if self._replaying:
             raise JournalError("the journal is being replayed (starting or recovering); try again shortly")
 
-    def apply(self, events: Sequence[Event]) -> list[bool]:
-        """Apply events whose ids are new; return which were duplicates. Not yet durable.
+    def _apply(self, events: Sequence[Event]) -> list[bool]:
+        """Apply events whose ids are new, in memory; return which were duplicates.
 
         Raises :class:`JournalError` (nothing applied) while the journal cannot be
         written, and :class:`InvalidEvent` (nothing applied) if an event's data
@@ -192,16 +192,19 @@ class Herald:
                     continue
                 seen.add(event.id, now)
                 self._data = data
-                self.engine.submit(event)
+                self.engine.apply(event)
                 duplicates.append(False)
         finally:
             self._data = None
         self._maybe_snapshot()
         return duplicates
 
-    async def accept(self, events: Sequence[Event]) -> list[bool]:
-        """Apply events and wait until they are durable (what a 202 means)."""
-        duplicates = self.apply(events)
+    async def accept(self, events: Sequence[Event | dict[str, Any]]) -> list[bool]:
+        """Apply events and wait until they are durable (what a 202 means); return which were
+        repeats of an id already accepted. Raw JSON objects are parsed first, as a trusted
+        source's (internal types allowed: the public routes parse with their own rule)."""
+        parsed = [e if isinstance(e, Event) else self.engine.parse(e, origin=Origin.INTERNAL) for e in events]
+        duplicates = self._apply(parsed)
         await self.journal.commit()
         return duplicates
 
@@ -240,25 +243,20 @@ class Herald:
             if self.nursery is not None and self.journal.enabled:
                 self.nursery.start_soon(self._snapshot_in_background)
 
-    async def submit(self, event: Event | dict[str, Any]) -> Event:
-        """Accept one event (parsed, or a raw JSON object) from a source; durable on return.
-
-        A source is trusted: internal event types are allowed here (unlike on the public routes)."""
-        if not isinstance(event, Event):
-            event = self.engine.parse(event, origin=Origin.INTERNAL)
-        await self.accept([event])
-        return event
-
     # -- lifecycle ---------------------------------------------------------------------
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator["Herald"]:
+    async def running(self, *, long_lived: bool = False) -> AsyncIterator["Herald"]:
         """Open the journal and start the writer and the outbox; recovery and replay
         continue in the background (``/healthz`` shows progress) and ``ready`` is
-        set when they are done."""
+        set when they are done. ``long_lived`` (a server) tunes the garbage collector
+        for a heap of long-lived objects and freezes what recovery loaded."""
+        self._long_lived = long_lived
+        if long_lived:
+            tune_gc()
         await trio.to_thread.run_sync(self.journal.open)
         # The engine's wall reads the real time, then runs on trio's clock: journaled wall readings
         # stay meaningful across restarts (and tests can still move it with autojump_clock).
@@ -286,11 +284,11 @@ class Herald:
                 self.status = "replaying"
                 await self._recover()
             await nursery.start(self.engine.run_timers)
-            for name, result in self.plugins.each("herald_startup", herald=self):
+            for name, result in self.plugins.each("herald_startup", context=self.context):
                 await _maybe_await(result)
             for loader, path in self.config.load:
                 await self._load_at_start(loader, path)
-            for name, sources in self.plugins.each("herald_sources", herald=self):
+            for name, sources in self.plugins.each("herald_sources", context=self.context):
                 for source in sources or ():
                     nursery.start_soon(self._run_source, name, source)
             if self.journal.enabled:
@@ -302,6 +300,12 @@ class Herald:
         self.status = "ready"
         self.ready = True
         self._ready.set()
+        if self._long_lived:
+            # What recovery loaded lives as long as the server: keep the collector off it.
+            import gc
+
+            gc.collect()
+            gc.freeze()
         log.info("ready: %d actors, %d timers, %d effects pending", len(self.engine.actors), len(self.engine.timers), self.outbox.pending)
 
     async def _keep_journal(self) -> None:
@@ -336,7 +340,7 @@ class Herald:
             log.warning("recovered from the journal failure: %d actors", len(self.engine.actors))
 
     async def _load_at_start(self, loader: str, path: str) -> None:
-        from .loading import load_file
+        from ._bulk import load_file
 
         self.status = "loading"
         size = os.path.getsize(path)
@@ -363,67 +367,43 @@ class Herald:
         started = time.perf_counter()
         # Pending effects first: those the replay makes anew come after them (larger ids).
         await self.outbox.resume()
-        snap = await trio.to_thread.run_sync(journal.latest_snapshot)
-        after = 0
-        seen: list[tuple[float, str]] = []  # (when accepted, event id), oldest first
-        if snap is not None:
-            doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
-            after, _wall = snapshots.restore(engine, doc)
-            seen.extend(doc.get("ids", ()))
-            self.snapshot_seq = after
-        self.seq = after
-        self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, after)
-        # Replayed events are in the journal already, and so is every effect they
-        # (and the timers firing among them) produced: those were committed with
-        # them, and batches commit in order. Only timers firing after the last
-        # journaled event can make effects the journal lacks; they fire below.
-        send, receive = trio.open_memory_channel[list](1)
+        self.progress["to_replay"] = await trio.to_thread.run_sync(journal.count_events, 0)
 
-        async def read_ahead(position: int) -> None:
-            # The next chunk is read (in a thread) while this one is applied.
-            async with send:
-                while rows := await trio.to_thread.run_sync(journal.read_events, position, _REPLAY_CHUNK):
-                    position = rows[-1][0]
-                    await send.send(rows)
+        def advance(events: int, last_seq: int) -> None:
+            self.seq = last_seq
+            self.progress["replayed"] += events
 
-        # Each event is replayed at the wall reading it arrived at, so every timer fires exactly
-        # where it fired live. On leaving, the wall goes on (it reads the real time: the time Herald
-        # was down has passed for every actor) and the timers that fell due meanwhile fire, once.
-        with engine.replaying():
-            engine.record = None
-            emit, engine.emit = engine.emit, self._emit_replayed
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(read_ahead, after)
-                    async for rows in receive:
-                        submit = engine.submit
-                        for _seq, event, arrival, instant, real in rows:
-                            submit(event, arrival)
-                            seen.append((real, event.id))
-                        self.seq = after = rows[-1][0]
-                        self.progress["replayed"] += len(rows)
-                        await trio.sleep(0)  # let /healthz answer with the progress
-            finally:
-                engine.record = self._record
-                engine.emit = emit
-        self.seq = max(self.seq, await trio.to_thread.run_sync(journal.last_seq))
-        self.ids.load(seen, self.utcnow())
+        # Replayed events are in the journal already, and so is every effect they (and the
+        # timers firing among them) produced: those were committed with them, and batches
+        # commit in order. Only timers that fell due after the last journaled event can make
+        # effects the journal lacks: the replay fires them as it ends.
+        done = await replay(journal, engine, on_chunk=advance)
+        self.snapshot_seq = done.snapshot_seq
+        self.seq = max(done.last_seq, await trio.to_thread.run_sync(journal.last_seq))
+        self.ids.restore(done.ids, self.utcnow())
         await journal.commit()
         log.info(
             "recovered %d actors from snapshot %d and %d journaled events in %.2f s",
-            len(engine.actors), self.snapshot_seq, self.progress["replayed"], time.perf_counter() - started,
+            len(engine.actors), self.snapshot_seq, done.events, time.perf_counter() - started,
         )
+
+    async def quiesce(self) -> None:
+        """Before the web server stops: finish deliveries in flight (they may go to this very
+        server) and close Herald's own kept-alive connections, so nothing waits on them."""
+        await self.outbox.drain(self.config.drain_timeout)
+        if not self.http.is_closed:
+            await self.http.aclose()
 
     async def _stop(self) -> None:
         self.ready = False
         self.status = "stopping"
         with trio.CancelScope(shield=True):
-            for name, result in self.plugins.each("herald_shutdown", herald=self):
+            for name, result in self.plugins.each("herald_shutdown", context=self.context):
                 try:
                     await _maybe_await(result)
                 except Exception:
                     log.exception("shutdown hook of plugin %s failed", name)
-            await self.outbox.drain(self.config.drain_timeout)
+            await self.quiesce()
             try:
                 drained = await self.flush_sinks(self.config.drain_timeout)
             except Exception:
@@ -437,8 +417,6 @@ class Herald:
                 except Exception:
                     log.exception("final snapshot failed")
             await self.journal.commit()
-            if not self.http.is_closed:
-                await self.http.aclose()
 
     async def _run_source(self, plugin: str, source: Callable[[], Any]) -> None:
         """Run a source; if it crashes, log it and start it again (backing off up to a minute)."""

@@ -1,4 +1,4 @@
-"""Helpers for Quart views, shared by the core routes and plugins' blueprints."""
+"""Who may call what: the admin bearer token, and sessions and CSRF tokens for web pages."""
 
 from __future__ import annotations
 
@@ -10,57 +10,14 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlsplit
 
-import orjson
 from quart import Response, redirect, request
 
-__all__ = ["ADMIN_SCHEME", "BadParameter", "UiGuard", "UnsupportedMediaType", "admin_guard", "admin_only", "bearer_ok", "int_param",
-           "json_response", "read_json", "safe_next", "ui_guard"]
+from ._views import error_body, json_response
+
+__all__ = ["ADMIN_SCHEME", "UiGuard", "admin_guard", "admin_only", "bearer_ok", "safe_next", "ui_guard"]
 
 #: The name of the admin bearer scheme in the OpenAPI document (``components.securitySchemes``).
 ADMIN_SCHEME = "HeraldAdmin"
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON answer encoded with orjson."""
-    return Response(orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
-
-
-class BadParameter(Exception):
-    """A query parameter with an unusable value; the server answers 400 naming it."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-
-
-class UnsupportedMediaType(Exception):
-    """A body of a media type the route does not read; the server answers 415."""
-
-
-async def read_json() -> Any:
-    """The current request's JSON body, read the way every JSON route reads it.
-
-    Raises :class:`UnsupportedMediaType` (415) for a media type that is not JSON
-    (e.g. ``text/plain``: a cross-site form could send it), and
-    :class:`engine.InvalidEvent` (400) for a body that is not JSON or nests
-    deeper than :data:`engine.event.MAX_JSON_DEPTH`.
-    """
-    from .event import decode_json
-    from .http import json_media_type
-
-    if not json_media_type(request.headers.get("Content-Type", "")):
-        raise UnsupportedMediaType("send the body as application/json")
-    return decode_json(await request.get_data())
-
-
-def int_param(name: str, default: int | None, *, low: int = 0, high: int = 2**63 - 1) -> int | None:
-    """An integer query parameter in [low, high] (ASCII digits only), or ``default``."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise BadParameter(name, f"must be an integer from {low} to {high}")
-    return int(raw)
 
 
 def bearer_ok(header: str | None, token: str) -> bool:
@@ -71,8 +28,6 @@ def bearer_ok(header: str | None, token: str) -> bool:
 
 
 def _unauthorized() -> Response:
-    from .http import error_body
-
     return json_response(error_body("unauthorized", "a valid admin bearer token is required (Authorization: "
                                     "Bearer <HERALD_ADMIN_TOKEN>)", "Authorization"), 401,
                          {"WWW-Authenticate": 'Bearer realm="herald"'})
@@ -186,16 +141,14 @@ class UiGuard:
         if request.method == "POST":
             form = await request.form
             if not self.csrf_ok(form.get("csrf")):
-                from .http import error_body
-
                 return json_response(error_body("csrf_failed", "the form's CSRF token is missing or wrong: "
                                                 "reload the page and submit it again", "csrf"), 403)
         return None
 
 
-def ui_guard(herald: Any) -> UiGuard:
+def ui_guard(context: Any) -> UiGuard:
     """The one :class:`UiGuard` of a server (Herald's sign-in page and every plugin's pages share it)."""
-    return herald.part("herald.ui_guard", lambda: UiGuard(herald.config.admin_token))
+    return context.part("herald.ui_guard", lambda: UiGuard(context.config.admin_token))
 
 
 def safe_next(target: str | None) -> str:

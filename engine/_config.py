@@ -8,9 +8,9 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
-from .redact import redact_url
+from ._redact import redact_url
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_plugin_list", "positive"]
+__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_load_spec", "parse_plugin_list", "positive"]
 
 
 class ConfigError(ValueError):
@@ -77,10 +77,20 @@ def _body_timeout(value: str) -> float:
     return seconds
 
 
-def _load_spec(value: str) -> tuple[tuple[str, str], ...]:
-    from .loading import parse_load_spec
+def parse_load_spec(value: str) -> tuple[tuple[str, str], ...]:
+    """``customers=a.data,customers=b.data`` -> ``(("customers", "a.data"), ...)``."""
+    pairs = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        loader, sep, path = part.partition("=")
+        if not sep or not loader.strip() or not path.strip():
+            raise ValueError(f"{part!r} is not LOADER=FILE")
+        pairs.append((loader.strip(), path.strip()))
+    return tuple(pairs)
 
-    return parse_load_spec(value)
+
+_load_spec = parse_load_spec
 
 
 @attrs.frozen

@@ -26,7 +26,7 @@ import math
 from heapq import heappush
 from typing import Any
 
-from .actor import Actor
+from ._actor import Actor
 
 __all__ = ["TimerQueue", "PendingTimer", "timers_of"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import attrs
 import orjson
 
-from .actor import Actor
-from .core import Engine
-from .event import converter
-from .timers import timers_of
+from ._actor import Actor
+from ._engine import Engine
+from ._event import converter
+from ._timers import timers_of
 
 __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 

@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from .core import LoadReport
+from ._engine import LoadReport
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import Herald
-
-__all__ = ["CHUNK_BYTES", "iter_chunks", "load_file", "parse_load_spec"]
+__all__ = ["CHUNK_BYTES", "iter_chunks", "load_file"]
 
 #: Bytes per chunk: large enough that per-chunk costs vanish, small enough for one request.
 CHUNK_BYTES = 32 * 1024 * 1024
-
-
-def parse_load_spec(value: str) -> tuple[tuple[str, str], ...]:
-    """``customers=a.data,customers=b.data`` -> ``(("customers", "a.data"), ...)``."""
-    pairs = []
-    for part in value.split(","):
-        if not part.strip():
-            continue
-        loader, sep, path = part.partition("=")
-        if not sep or not loader.strip() or not path.strip():
-            raise ValueError(f"{part!r} is not LOADER=FILE")
-        pairs.append((loader.strip(), path.strip()))
-    return tuple(pairs)
 
 
 def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -61,7 +45,7 @@ def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) ->
 
 
 async def load_file(
-    herald: "Herald",
+    herald: Any,
     loader: str,
     path: str | os.PathLike[str],
     *,

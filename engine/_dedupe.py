@@ -34,7 +34,8 @@ class IdWindow:
         appear twice; loading keeps the later one)."""
         return list(self._order)
 
-    def load(self, pairs: Iterable[tuple[float, str]], now: float) -> None:
+    def restore(self, pairs: Iterable[tuple[float, str]], now: float) -> None:
+        """Remember ``(accepted at, id)`` pairs again (from a snapshot and a replay), then forget the expired."""
         for at, event_id in pairs:
             self.add(event_id, at)
         self._prune(now)

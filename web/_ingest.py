@@ -15,14 +15,14 @@ from urllib.parse import parse_qsl
 import orjson
 import trio
 
-from .event import MAX_JSON_DEPTH, InvalidEvent, decode_json
-from .journal import JournalError
+from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json
+
+from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import Herald
+    from engine import Herald
 
-__all__ = ["IngestApp", "error_body", "respond_json", "json_media_type", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX",
-           "NDJSON_TYPES", "SIMPLE_REQUEST_TYPES"]
+__all__ = ["IngestApp", "respond_json", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX"]
 
 log = logging.getLogger("herald.http")
 
@@ -34,11 +34,6 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The JSON body of every error answer."""
-    return {"error": {"code": code, "message": message, "field": field}}
 
 
 class _Disconnected(Exception):
@@ -159,22 +154,6 @@ def _content_type(scope: dict) -> bytes:
     return b""
 
 
-#: Media types of newline-delimited JSON (``POST /v1/events`` reads them line by line).
-NDJSON_TYPES = frozenset({b"application/x-ndjson", b"application/jsonl", b"application/json-seq"})
-#: What a browser may send cross-site without asking first (a CORS "simple request"): a page on
-#: another site could make a visitor's browser post such a body, so no write route accepts them.
-SIMPLE_REQUEST_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
-
-
-def json_media_type(content_type: bytes | str, *, ndjson: bool = False) -> bool:
-    """Whether a request's media type (without parameters) may carry a JSON body: none given,
-    ``application/json``, ``application/*+json`` (and NDJSON where ``ndjson``)."""
-    media = content_type.encode("latin-1") if isinstance(content_type, str) else content_type
-    media = media.split(b";", 1)[0].strip().lower()
-    return (media in (b"", b"application/json") or (media.startswith(b"application/") and media.endswith(b"+json"))
-            or (ndjson and media in NDJSON_TYPES))
-
-
 def _unsupported(accepted: str) -> tuple[int, Any]:
     return 415, error_body("unsupported_media_type", f"send the body as {accepted}", "Content-Type")
 
@@ -192,7 +171,7 @@ class IngestApp:
         self.admin_token = herald.config.admin_token
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
         self.raw: dict[str, Callable] = {}
-        for name, routes in herald.plugins.each("herald_asgi_routes", herald=herald):
+        for name, routes in herald.plugins.each("herald_asgi_routes", context=herald.context):
             for path, handler in (routes or {}).items():
                 if path in self.raw or path in (EVENT_PATH, BATCH_PATH):
                     raise ValueError(f"plugin {name}: the path {path} is taken")

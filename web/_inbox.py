@@ -11,10 +11,10 @@ from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["NotifySink"]
+__all__ = ["NotifyInbox"]
 
 
-class NotifySink:
+class NotifyInbox:
     def __init__(self, keep: int = 1000, remember_keys: int = 100_000) -> None:
         self._items: deque[dict[str, Any]] = deque(maxlen=keep)
         self._keys: OrderedDict[str, None] = OrderedDict()

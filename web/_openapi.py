@@ -203,7 +203,7 @@ def explorer(title: str, document: Callable[[], dict[str, Any]]) -> Any:
     from quart import Blueprint, Response, send_from_directory
     from swagger_ui_bundle import swagger_ui_path
 
-    from .web import json_response
+    from ._views import json_response
 
     bp = Blueprint("docs", __name__)
     built: dict[str, Any] = {}

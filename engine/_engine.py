@@ -1,6 +1,6 @@
 """The engine: virtual actors, one dispatcher, a clock per actor, a watermark, one timer queue.
 
-``submit`` is synchronous and does no I/O: it fires the timers that fell due
+``apply`` is synchronous and does no I/O: it fires the timers that fell due
 (by their actors' clocks or by the watermark), moves the watermark and the
 event's actor's clock, applies the event to its actor through the handler
 resolved at registration, and passes the resulting effects on. Events are
@@ -20,13 +20,13 @@ from typing import Any, Callable, Iterable, Iterator
 import attrs
 import trio
 
-from .actor import Actor
-from .clock import DEFAULT_LATENESS, StreamClock
-from .effects import CancelTimer, Effect, SetTimer, Timer
-from .event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
-from .metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
-from .plugins import Origin, PluginHost, Route
-from .timers import PendingTimer, TimerQueue, timers_of
+from ._actor import Actor
+from ._clock import DEFAULT_LATENESS, StreamClock
+from ._effects import CancelTimer, Effect, SetTimer, Timer
+from ._event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
+from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
+from ._plugins import Origin, PluginHost, Route
+from ._timers import PendingTimer, TimerQueue, timers_of
 
 __all__ = ["Engine", "REMOVED", "LOAD_TYPE", "LoadReport", "StateTable"]
 
@@ -153,6 +153,8 @@ class Engine:
         plugins: PluginHost,
         *,
         emit: Callable[[Effect], None] = _discard,
+        record: Callable[[Event, float], None] | None = None,
+        replayed: Callable[[Effect], None] = _discard,
         wall: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], float] = time.time,
         max_skew: float = 300.0,
@@ -160,7 +162,10 @@ class Engine:
         metrics: Metrics | None = None,
     ) -> None:
         self.plugins = plugins
-        self.emit = emit
+        self._emit_live, self._record_live, self._replayed = emit, record, replayed
+        #: Where effects go and who records applied events: ``emit`` and ``record`` live;
+        #: during :meth:`replaying`, ``replayed`` and (unless asked) nobody.
+        self._emit, self._record = emit, record
         self._wall = wall
         self._shift = 0.0
         #: During a replay: the journaled wall reading of the event being replayed (see ``replaying``).
@@ -185,8 +190,6 @@ class Engine:
         self._due_at = math.inf
         self._min_due = math.inf
         self._late = 0
-        #: Called with ``(event, wall)`` after each event is applied (the journal).
-        self.record: Callable[[Event, float], None] | None = None
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
         self._accepted = self.metrics.hot.accepted
@@ -229,15 +232,20 @@ class Engine:
         self._shift = reading - self._wall()
 
     @contextmanager
-    def replaying(self) -> Iterator[None]:
-        """Inside, ``submit(event, wall)`` replays journaled events at their journaled wall
+    def replaying(self, *, record: bool = False) -> Iterator[None]:
+        """Inside, ``apply(event, wall)`` replays journaled events at their journaled wall
         readings, so that every timer fires exactly where it fired live; the timer task
-        waits. On leaving, the wall goes on from the last replayed reading (or the real
-        time, if later), and the timers that fell due meanwhile fire, once."""
+        waits. Effects go to ``replayed`` (their deliveries are journaled already), and
+        events are not recorded again unless ``record`` (a replay into another journal).
+        On leaving, the wall goes on from the last replayed reading (or the real time, if
+        later), and the timers that fell due meanwhile fire, once, their effects emitted."""
         self._replay_wall = -math.inf
+        self._emit = self._replayed
+        self._record = self._record_live if record else None
         try:
             yield
         finally:
+            self._emit, self._record = self._emit_live, self._record_live
             last, self._replay_wall = self._replay_wall, None
             if last > self.wall():
                 self.set_wall(last)
@@ -288,14 +296,8 @@ class Engine:
             raise
         return event
 
-    def ingest(self, raw: Any, *, origin: Origin = Origin.PUBLIC) -> Event:
-        """Parse, validate and apply one event (in memory: nothing is journaled here)."""
-        event = self.parse(raw, origin=origin)
-        self.submit(event)
-        return event
-
-    def submit(self, event: Event, arrival: float | None = None) -> float:
-        """Apply an already-validated event; return the wall reading it arrived at.
+    def apply(self, event: Event, arrival: float | None = None) -> float:
+        """Apply an already-validated event, in memory; return the wall reading it arrived at.
 
         First the timers that fell due by then fire, by their actors' clocks or
         by the watermark (and the watermark moves on with this event, firing
@@ -367,8 +369,8 @@ class Engine:
             due_at = self.timers.rekey(actor, actor.offset)
             if due_at < self._due_at:
                 self._due_at = due_at
-        if self.record is not None:
-            self.record(event, wall)
+        if self._record is not None:
+            self._record(event, wall)
         scope = self._timer_scope
         if scope is not None:
             # Only ever bring the wake-up forward: a late one is a bug, an early
@@ -434,7 +436,7 @@ class Engine:
             elif kind is CancelTimer:
                 self.timers.cancel(actor, plugin, effect.name)
             else:
-                self.emit(effect)
+                self._emit(effect)
 
     # -- timers --------------------------------------------------------------
 
@@ -507,8 +509,8 @@ class Engine:
         if wall >= self._due_at:
             self._ripen(wall)
         report = self._load(event, wall)
-        if self.record is not None:
-            self.record(event, wall)
+        if self._record is not None:
+            self._record(event, wall)
         return report
 
     def _load(self, event: Event, wall: float) -> LoadReport:

@@ -1,0 +1,143 @@
+"""What a plugin sees of the Herald it runs in: a narrow, typed context.
+
+Every hook that acts (sources, sinks, routes, startup, shutdown) receives a
+:class:`Context` as its ``context`` argument. It offers the configuration,
+durable ingestion (``accept``), a place for per-server objects (``part``),
+a section of ``/healthz`` (``health``), a metrics registry, read-only views
+of actors, and the hooks other plugins offer. Nothing else of the engine is
+reachable through it, so a plugin cannot come to depend on internals.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, AbstractSet, Callable, Iterable, Mapping, Sequence
+
+import attrs
+
+from ._config import Config
+from ._event import Event
+from ._plugins import EventType
+from ._timers import timers_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["ActorView", "Context", "TimerView"]
+
+_UTC = timezone.utc
+
+
+@attrs.frozen
+class TimerView:
+    """A pending timer: which plugin set it, its name, and when it is due in its actor's event time."""
+
+    plugin: str
+    name: str
+    due: datetime
+
+
+@attrs.frozen
+class ActorView:
+    """A read-only look at one actor: each plugin's state, its clock, its pending timers."""
+
+    key: str
+    states: Mapping[str, Any]
+    clock: datetime | None
+    timers: tuple[TimerView, ...]
+    unknown: Mapping[str, int]
+
+
+class Context:
+    """The plugin-facing side of one running Herald (see the module's documentation)."""
+
+    __slots__ = ("_herald",)
+
+    def __init__(self, herald: Any) -> None:
+        self._herald = herald
+
+    # -- settings and places of one's own -------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._herald.config
+
+    def part(self, name: str, make: Callable[[], Any]) -> Any:
+        """A per-server object of a plugin (a store, a poller, an index), made on first use by ``make()``;
+        name it after the plugin (``"customers.directory"``)."""
+        return self._herald.part(name, make)
+
+    def health(self, name: str, initial: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The section ``name`` of ``/healthz`` (``sources.<name>``): a dict the plugin keeps up to date."""
+        return self._herald.health.setdefault(name, dict(initial or {}))
+
+    @property
+    def metrics(self) -> "CollectorRegistry":
+        """The Prometheus registry of this server: register the plugin's own metrics here."""
+        return self._herald.metrics.registry
+
+    @property
+    def hook(self) -> Any:
+        """The hooks of every enabled plugin (pluggy's relay), to call hooks a plugin offers to others."""
+        return self._herald.plugins.pm.hook
+
+    @property
+    def ready(self) -> bool:
+        """Whether the server accepts events (recovery is done and the journal can be written)."""
+        return self._herald.ready
+
+    @property
+    def durable(self) -> bool:
+        """Whether accepted events are journaled (False with ``--durability memory``)."""
+        return self._herald.journal.enabled
+
+    # -- bringing events in --------------------------------------------------------------------
+
+    async def accept(self, events: Sequence[Event | dict[str, Any]]) -> list[bool]:
+        """Apply events and wait until they are durable; return which were repeats of an id already
+        accepted. Raw JSON objects are parsed as an internal source's (internal types allowed).
+        Raises :class:`engine.InvalidEvent` or :class:`engine.JournalError`, then nothing is applied."""
+        return await self._herald.accept(events)
+
+    async def snapshot(self) -> dict[str, Any] | None:
+        """Write a snapshot now and compact the journal behind it (None without a journal or before ready)."""
+        herald = self._herald
+        if not herald.journal.enabled or not herald.ready:
+            return None
+        return await herald.snapshot()
+
+    # -- reading actors ---------------------------------------------------------------------------
+
+    def actor(self, key: str) -> ActorView | None:
+        engine = self._herald.engine
+        actor = engine.actors.get(key)
+        if actor is None:
+            return None
+        timers = tuple(TimerView(t.plugin, t.name, datetime.fromtimestamp(t.due, _UTC))
+                       for t in sorted(timers_of(actor), key=lambda t: (t.due, t.seq)))
+        return ActorView(actor.key, dict(actor.states), engine.actor_now(actor), timers, dict(actor.unknown or {}))
+
+    def state(self, key: str, plugin: str) -> Any:
+        """``plugin``'s state on the actor ``key`` (None if it has none): an immutable value."""
+        actor = self._herald.engine.actors.get(key)
+        return None if actor is None else actor.states.get(plugin)
+
+    def states(self, keys: Iterable[str], plugin: str) -> Iterable[tuple[str, Any]]:
+        """``(key, state)`` of ``plugin`` for each of ``keys`` that has one, in their order."""
+        actors = self._herald.engine.actors
+        for key in keys:
+            actor = actors.get(key)
+            if actor is not None and plugin in actor.states:
+                yield key, actor.states[plugin]
+
+    def keys(self, plugin: str) -> AbstractSet[str]:
+        """The keys of the actors holding a state of ``plugin`` (a live view: do not change it)."""
+        return self._herald.engine.members[plugin]
+
+    def version(self, plugin: str) -> int:
+        """Bumped whenever a key joins or leaves :meth:`keys` (for orderings a plugin caches)."""
+        return self._herald.engine.member_versions[plugin]
+
+    def event_type(self, name: str) -> EventType:
+        """The declaration of an event type (by its name or an alias)."""
+        return self._herald.plugins.routes[name].type
