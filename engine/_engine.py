@@ -291,8 +291,8 @@ class Engine:
                 )
         except InvalidEvent as exc:
             type_ = raw.get("type") if isinstance(raw, dict) else None
-            label = type_ if isinstance(type_, str) and type_ in self._routes else UNKNOWN_TYPE
-            self.metrics.rejected.labels(label, exc.code).inc()
+            known = self._routes.get(type_) if isinstance(type_, str) else None
+            self.metrics.rejected.labels(UNKNOWN_TYPE if known is None else known.name, exc.code).inc()
             raise
         return event
 
@@ -387,7 +387,7 @@ class Engine:
             state = route.state_factory()
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
-        self._accepted[event.type] += 1
+        self._accepted[route.name] += 1  # aliases count under the type's own name
         self._sample -= 1
         timed = self._sample == 0
         if timed:
@@ -396,11 +396,11 @@ class Engine:
         try:
             state, effects = route.handler(state, event)
         except Exception:
-            self.metrics.handler_errors.labels(event.type).inc()
+            self.metrics.handler_errors.labels(route.name).inc()
             log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
             return
         if timed:
-            self.metrics.handler_seconds.labels(event.type).observe(time.perf_counter() - started)
+            self.metrics.handler_seconds.labels(route.name).observe(time.perf_counter() - started)
         if state is REMOVED:
             self._store(actor, plugin, state)
             return

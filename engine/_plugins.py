@@ -96,12 +96,15 @@ class Route:
     plugin: str
     type: EventType
     state_factory: Callable[[], Any]
+    #: The type's own name (events of an alias are counted under it).
+    name: str = attrs.field(init=False)
     handler: Callable[[Any, Event], tuple[Any, Iterable[Any]]] = attrs.field(init=False)
     parse: Callable[[dict[str, Any], Any], Event] | None = attrs.field(init=False)
     validate: Callable[[Event], Event] | None = attrs.field(init=False)
     internal: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "name", self.type.name)
         object.__setattr__(self, "handler", self.type.handler)
         object.__setattr__(self, "parse", self.type.parse)
         object.__setattr__(self, "validate", self.type.validate)

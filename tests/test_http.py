@@ -142,6 +142,18 @@ async def test_healthz_and_metrics(client):
     assert 'herald_handler_seconds_count{type="app_launch"} 2.0' in text  # one event in LATENCY_SAMPLE is timed
 
 
+async def test_aliases_are_counted_under_their_types_own_name(client):
+    upper = {**LAUNCH, "type": "APP_LAUNCH"}
+    assert (await client.post("/v1/event", json=upper)).status_code == 202
+    assert (await client.post("/v1/event", json=LAUNCH)).status_code == 202
+    assert (await client.post("/v1/event", json={"type": "TRAINING_PROGRAM_STARTED", "user_id": "u",
+                                                 "time_stamp": "2021-02-28 16:00:00"})).status_code == 400
+    text = (await client.get("/metrics")).text
+    assert 'herald_events_accepted_total{type="app_launch"} 2.0' in text
+    assert "APP_LAUNCH" not in text and "TRAINING_PROGRAM_STARTED" not in text
+    assert 'herald_events_rejected_total{code="missing",type="training_program_started"} 1.0' in text
+
+
 async def test_openapi_lists_every_route_and_docs_are_served_locally(client):
     doc = (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
