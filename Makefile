@@ -1,0 +1,30 @@
+# The README's commands, for those who reach for make (seed 002 asks for `make run`).
+.PHONY: run test test-all bench dev-kafka install
+
+PYTHON ?= python3
+
+install:
+	$(PYTHON) -m pip install -e '.[test]'
+
+# Install and start Herald on http://127.0.0.1:8000 with embedded defaults.
+run:
+	$(PYTHON) -m pip install -e . && herald serve
+
+# Install and run the default test suite (the README's test command).
+test:
+	$(PYTHON) -m pip install -e '.[test]' && $(PYTHON) -m pytest
+
+# Everything CI runs: the default suite, then the tests behind markers.
+test-all: test
+	$(PYTHON) -m pytest -m slow
+
+# The benchmarks (figures in bench/RESULTS.md).
+bench:
+	$(PYTHON) -m bench.engine
+	$(PYTHON) -m bench.memory
+	$(PYTHON) -m bench.journal
+	$(PYTHON) -m bench.http
+
+# A Kafka-protocol broker (Tansu) on 127.0.0.1:9092, in memory, for the CRM plugin.
+dev-kafka:
+	herald dev-kafka --port 9092
