@@ -191,8 +191,10 @@ class Receiver:
     target of webhooks and notifications in tests::
 
         async with Receiver.running() as receiver:
-            ...  # point a Notify at receiver.url + "/notify"
-            await receiver.wait_for(2)
+            async with httpx.AsyncClient() as http:  # or point a Notify at receiver.url + "/notify"
+                await http.post(receiver.url + "/notify", json={"n": 1}, headers={"Idempotency-Key": "k1"})
+            [request] = await receiver.wait_for(1)
+            assert request["json"] == {"n": 1} and receiver.keys == ["k1"]
     """
 
     def __init__(self, statuses: Iterable[int] = (200,), delay: float = 0.0) -> None:

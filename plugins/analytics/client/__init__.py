@@ -10,8 +10,11 @@ Sync, with a background thread that flushes batches::
 
 Async (trio or asyncio, through anyio), with a background flush task::
 
+    from plugins.analytics.client import AsyncEyeClient
+
     async with AsyncEyeClient("http://127.0.0.1:8000", token="eye_...") as eye:
-        await eye.send("page interaction", "cta click", {...}, session_id="s-1")
+        await eye.send("page interaction", "cta click", {"host": "example.com", "path": "/", "element": "buy"},
+                       session_id="s-1")
 
 Events are batched (``batch_size``, or every ``flush_interval`` seconds) and
 retried with exponential backoff and jitter on connection errors, 429 and 5xx.

@@ -1,0 +1,161 @@
+"""Every code example in the README, the docs and the docstrings runs, as written.
+
+Examples are collected from the Markdown files (```python blocks) and from
+docstrings (the indented block after a line ending in ``::``). Each must be
+claimed by a runner below, which supplies what the example leaves to the
+reader (a server to talk to, a token, a secret): a new example with no runner
+fails :func:`test_every_example_has_a_runner`, so none can quietly rot.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import re
+import textwrap
+import types
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MODULES = sorted(p for d in ("engine", "web", "plugins") for p in (ROOT / d).rglob("*.py")
+                 if "tests" not in p.parts and "__pycache__" not in p.parts) + [ROOT / "server.py"]
+
+
+def _markdown_examples() -> dict[str, str]:
+    found = {}
+    for path in DOCUMENTS:
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S)):
+            found[f"{path.name}#{i}"] = block
+    return found
+
+
+def _docstring_examples() -> dict[str, str]:
+    found = {}
+    for path in MODULES:
+        tree = ast.parse(path.read_text())
+        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+        for node in nodes:
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            lines = doc.splitlines()
+            for i, line in enumerate(lines):
+                if not line.rstrip().endswith("::"):
+                    continue
+                block = []
+                for following in lines[i + 1:]:
+                    if following.strip() and not following.startswith((" ", "\t")):
+                        break
+                    block.append(following)
+                code = textwrap.dedent("\n".join(block)).strip()
+                if code:
+                    found[f"{path.relative_to(ROOT)}:{getattr(node, 'name', 'module')}:{i}"] = code
+    return found
+
+
+EXAMPLES = {**_markdown_examples(), **_docstring_examples()}
+
+
+def _as_coroutine(code: str, namespace: dict) -> types.CoroutineType:
+    """The example as the body of an ``async def`` (it may use ``await`` and ``async with`` at its top)."""
+    exec(compile("async def __example__():\n" + textwrap.indent(code, "    "), "example", "exec"), namespace)
+    return namespace["__example__"]()
+
+
+# -- runners: (what identifies the example, how to run it) --------------------------------------------------
+
+
+async def _plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
+    test_src = next(b for b in EXAMPLES.values() if "async def test_weekly_streak" in b)
+    streaks = types.ModuleType("streaks")
+    exec(compile(code, "README:plugin", "exec"), streaks.__dict__)
+    namespace = {"streaks": streaks}
+    exec(compile(test_src, "README:test", "exec"), namespace)
+    await namespace["test_weekly_streak"](autojump_clock)
+
+
+async def _claimed_by_the_plugin_example(code: str, autojump_clock, tmp_path) -> None:
+    assert "test_weekly_streak" in code  # run together with the plugin it tests
+
+
+async def _signed_delivery(code: str, autojump_clock, tmp_path) -> None:
+    from engine import Signer
+
+    secret = "whsec_" + base64.b64encode(b"a secret of sixteen+").decode()
+    raw_body = b'{"type": "nudge"}'
+    request = types.SimpleNamespace(headers=Signer(secret).headers("fitness:nudge:u:1", raw_body))
+    namespace = {"secret": secret, "request": request, "raw_body": raw_body}
+    exec(compile(code, "README:signer", "exec"), namespace)
+    assert namespace["ok"] is True
+
+
+async def _eye_client(code: str, autojump_clock, tmp_path) -> None:
+    from .conftest import herald_process
+
+    async with herald_process(tmp_path, HERALD_PLUGINS="analytics") as url:
+        async with httpx.AsyncClient() as http:
+            token = (await http.post(url + "/v1/admin/tokens", json={"name": "docs"})).json()["token"]
+        code = code.replace("http://127.0.0.1:8000", url).replace('token="eye_..."', "token=token")
+        namespace = {"token": token}
+        await trio.to_thread.run_sync(lambda: trio.run(lambda: _as_coroutine(code, namespace)))
+        if "stored" in namespace:
+            assert [e["data"] for e in namespace["stored"]] == [{"host": "shop.test", "path": "/"}]
+
+
+async def _simulation_docstring(code: str, autojump_clock, tmp_path) -> None:
+    namespace: dict = {}
+    exec(compile(code, "engine.testing", "exec"), namespace)
+    await namespace["test_nudge"](autojump_clock)
+
+
+async def _receiver_docstring(code: str, autojump_clock, tmp_path) -> None:
+    from engine.testing import Receiver
+
+    await _as_coroutine(code, {"Receiver": Receiver, "httpx": httpx})
+
+
+async def _imports_only(code: str, autojump_clock, tmp_path) -> None:
+    exec(compile(code, "example", "exec"), {})
+
+
+RUNNERS = [
+    ("def herald_state_type():\n    return Streak", _plugin_and_its_test),
+    ("async def test_weekly_streak", _claimed_by_the_plugin_example),
+    ("Signer.verify(", _signed_delivery),
+    ("EyeClient(", _eye_client),
+    ("async def test_nudge", _simulation_docstring),
+    ("Receiver.running()", _receiver_docstring),
+    ("from web import", _imports_only),
+]
+
+
+def _runner(code: str):
+    claimed = [run for marker, run in RUNNERS if marker in code]
+    return claimed[0] if claimed else None
+
+
+def test_every_example_has_a_runner():
+    assert EXAMPLES, "no examples found"
+    unclaimed = [name for name, code in EXAMPLES.items() if _runner(code) is None]
+    assert unclaimed == []
+
+
+SERVED = [_eye_client]  # examples that talk to a real server: they run on the real clock
+
+
+@pytest.mark.parametrize("name", sorted(n for n, code in EXAMPLES.items() if _runner(code) not in SERVED))
+async def test_the_example_runs(name, autojump_clock, tmp_path):
+    code = EXAMPLES[name]
+    await _runner(code)(code, autojump_clock, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, code in EXAMPLES.items() if _runner(code) in SERVED))
+async def test_the_example_runs_against_a_real_server(name, tmp_path):
+    code = EXAMPLES[name]
+    with trio.fail_after(60):
+        await _runner(code)(code, None, tmp_path)
