@@ -165,6 +165,8 @@ async def test_openapi_lists_every_route_and_docs_are_served_locally(client):
     assert "/docs/static/swagger-ui-bundle.js" in page and "http" not in page.split("<body>")[1].replace("/openapi.json", "")
     asset = await client.get("/docs/static/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
+    assert b'PACKAGE_VERSION:"5.' in asset.content  # Swagger UI 5: the first to read OpenAPI 3.1
+    assert (await client.get("/docs/static/swagger-editor-bundle.js")).status_code == 404  # only the two files
 
 
 async def test_plugin_routes_are_mounted_and_documented():

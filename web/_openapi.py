@@ -188,26 +188,43 @@ def build_document(
     }
 
 
+#: Swagger UI 5 (it reads OpenAPI 3.1), served from the static files of the ``swagger-ui-py`` wheel.
+#: ``validatorUrl: null`` keeps the page from asking an online validator for a badge.
 _EXPLORER_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", validatorUrl: null, deepLinking: true}});</script>
 </body></html>"""
+
+#: The only files of the bundle the page loads (the wheel also holds Swagger Editor and more).
+_EXPLORER_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
+
+
+def _swagger_ui_static() -> str:
+    """The folder of Swagger UI's files in the installed ``swagger-ui-py``, found without importing
+    the package (its ``__init__`` loads jinja2 and its framework adapters, none of which Herald uses)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the API explorer needs the swagger-ui-py package (pip install swagger-ui-py)")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "static")
 
 
 def explorer(title: str, document: Callable[[], dict[str, Any]]) -> Any:
-    """A blueprint serving ``/openapi.json`` (``document()``, built once) and Swagger UI at ``/docs``,
-    from the assets installed with ``swagger-ui-bundle`` (nothing from the internet)."""
-    from quart import Blueprint, Response, send_from_directory
-    from swagger_ui_bundle import swagger_ui_path
+    """A blueprint serving ``/openapi.json`` (``document()``, built once) and Swagger UI 5 at ``/docs``,
+    from the assets installed with ``swagger-ui-py`` (nothing from the internet)."""
+    from quart import Blueprint, Response, abort, send_from_directory
 
     from ._views import json_response
 
     bp = Blueprint("docs", __name__)
     built: dict[str, Any] = {}
     page = _EXPLORER_PAGE.format(title=title)
+    static = _swagger_ui_static()
 
     @bp.get("/openapi.json")
     async def openapi() -> Any:
@@ -221,6 +238,8 @@ def explorer(title: str, document: Callable[[], dict[str, Any]]) -> Any:
 
     @bp.get("/docs/static/<path:filename>")
     async def docs_static(filename: str) -> Any:
-        return await send_from_directory(swagger_ui_path, filename)
+        if filename not in _EXPLORER_ASSETS:
+            abort(404)
+        return await send_from_directory(static, filename)
 
     return bp
