@@ -13,3 +13,10 @@ def kafka_bootstrap():
 
     with dev_broker() as bootstrap:
         yield bootstrap
+
+
+def pytest_collection_modifyitems(items):
+    """A test that asks for a broker is a ``kafka`` test (``-m 'not kafka'`` leaves them out)."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)

@@ -60,7 +60,13 @@ async def test_a_receiver_outage_delays_but_loses_and_repeats_nothing(tmp_path):
         async with Receiver.running(port=port) as receiver:
             with trio.fail_after(15):
                 await receiver.wait_for(30)
-            await trio.sleep(0.3)  # nothing more arrives
+            # Nothing more can arrive once Herald has nothing pending (every delivery acknowledged)
+            # and the receiver has answered everything it was sent.
+            with trio.fail_after(15):
+                while herald.outbox.pending or not all(r["answered"] for r in receiver.requests):
+                    await trio.sleep(0.01)
+            outbox = (await client.get("/v1/journal")).json()["outbox"]
+            assert outbox == {"pending": 0, "delivered": 30, "dead": 0}  # nothing is left to send
     keys = receiver.keys
     assert len(keys) == len(set(keys)) == 30
     assert {r["json"]["user_id"] for r in receiver.delivered} == {f"u{i}" for i in range(30)}

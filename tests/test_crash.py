@@ -176,7 +176,12 @@ async def test_kill_9_mid_load_loses_nothing_acknowledged(tmp_path):
             with trio.fail_after(60):
                 while set(receiver.keys) != expected:
                     await receiver.wait_for(len(receiver.delivered) + 1)
-            await trio.sleep(0.5)
+            # Repeats could still be on their way until Herald has nothing pending and the receiver
+            # has answered everything: wait for that, then count.
+            with trio.fail_after(60):
+                while ((await client.get(f"{herald.url}/v1/outbox?status=pending")).json()["effects"]
+                       or not all(r["answered"] for r in receiver.requests)):
+                    await trio.sleep(0.05)
             outbox = (await client.get(f"{herald.url}/v1/outbox?status=pending")).json()["effects"]
             dead = (await client.get(f"{herald.url}/v1/outbox?status=dead")).json()["effects"]
         await herald.stop()
@@ -204,6 +209,13 @@ async def test_a_timer_due_while_down_fires_once_after_restart(tmp_path):
             await receiver.wait_for(1)
         await herald.stop()
         await herald.start()  # a clean restart: the nudge is known as sent
-        await trio.sleep(1)
+        # Had the restart armed the nudge again, it would be listed on the actor until it fired,
+        # then pending in the outbox until delivered: wait until neither holds anything.
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(30):
+                while ((await client.get(herald.url + "/v1/actors/sleeper")).json()["timers"]
+                       or (await client.get(herald.url + "/v1/outbox?status=pending")).json()["effects"]
+                       or not all(r["answered"] for r in receiver.requests)):
+                    await trio.sleep(0.05)
         await herald.stop()
     assert [r["json"]["type"] for r in receiver.delivered] == ["nudge"]

@@ -25,6 +25,8 @@ SAMPLE = next((p / "shared" / "data" / "crm" / "events_sample.jsonl" for p in Pa
                if (p / "shared" / "data" / "crm" / "events_sample.jsonl").exists()), None)
 _groups = itertools.count()
 
+pytestmark = pytest.mark.kafka  # every test here starts a Tansu broker
+
 
 def produce(bootstrap: str, messages) -> int:
     producer = KafkaProducer(bootstrap)
@@ -36,21 +38,22 @@ def produce(bootstrap: str, messages) -> int:
     return n
 
 
-def sample(limit: int):
-    """The shared sample's messages as (topic, key, value) on the wire (int32 keys)."""
-    assert SAMPLE is not None
-    for line in SAMPLE.read_bytes().splitlines()[:limit]:
-        m = orjson.loads(line)
-        yield m["topic"], struct.pack(">i", m["key"]), orjson.dumps(m["value"])
+def sample(limit: int) -> list[tuple[str, bytes, bytes]]:
+    """The first ``limit`` messages as (topic, key, value) on the wire (int32 keys): the shared
+    sample's when ../shared is beside the repository, else the simulation's (the same shape, the
+    seed's EventProducer rebuilt in plugins/crm/producer.py)."""
+    if SAMPLE is None:
+        return [(t, k, v) for _, t, k, v in itertools.islice(Simulation(seed=11).messages(), limit)]
+    return [(m["topic"], struct.pack(">i", m["key"]), orjson.dumps(m["value"]))
+            for m in map(orjson.loads, SAMPLE.read_bytes().splitlines()[:limit])]
 
 
-def expected(limit: int) -> tuple[set[str], set[str]]:
+def expected(messages) -> tuple[set[str], set[str]]:
     """Users, and trips of known users, that the CRM must end up with."""
     users, trips = set(), {}
-    for line in SAMPLE.read_bytes().splitlines()[:limit]:
-        m = orjson.loads(line)
-        event = m["value"]["Event"]
-        if m["topic"] == USER_TOPIC:
+    for topic, _key, value in messages:
+        event = orjson.loads(value)["Event"]
+        if topic == USER_TOPIC:
             users.add(event["Id"])
         else:
             trips[event["Id"]] = event["UserId"]
@@ -90,19 +93,21 @@ def crm_herald(bootstrap: str, crm_url: str, **settings):
     return app_client([("crm", hooks)], environ=environ, **settings)
 
 
-async def until(predicate, timeout: float = 30.0) -> None:
+async def until(predicate, timeout: float = 60.0) -> None:
+    """Wait for ``predicate`` (bounds are generous: a loaded machine and a consumer group that
+    rejoins after a session timeout are slow, but a condition that holds ends the wait at once)."""
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.05)
 
 
 async def test_internal_topics_reach_the_crm_and_the_public_stream_once_and_in_order(kafka_bootstrap):
-    if SAMPLE is None:
-        pytest.skip("../shared/data/crm is not beside the repository")
     store = CrmStore()
-    users, trips = expected(200)
+    messages = sample(200)
+    users, trips = expected(messages)
+    assert users and trips
     async with serving(standalone_app(store)) as crm_url, crm_herald(kafka_bootstrap, crm_url) as (herald, client):
-        await trio.to_thread.run_sync(produce, kafka_bootstrap, list(sample(200)))
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, messages)
         bad = [(USER_TOPIC, b"\x00\x00\x00\x09", b"not json"),
                (BOOKING_TOPIC, b"\x00\x00\x00\x0a", orjson.dumps({"Event": {"Id": "x", "Type": 7}, "Id": 11}))]
         await trio.to_thread.run_sync(produce, kafka_bootstrap, bad)
@@ -175,8 +180,14 @@ async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tm
         assert (await client.get(f"/v1/subjects/{victim}/key")).status_code == 404
         keys = {u: (await client.get(f"/v1/subjects/{u}/key")).json()["key"] for u in others}
         # The producer keeps sending: the victim does not come back.
-        await trio.to_thread.run_sync(produce, kafka_bootstrap, [m for m in messages if m[0] == USER_TOPIC][:5])
-        await trio.sleep(1)
+        again = [m for m in messages if m[0] == USER_TOPIC][:5]
+        assert victim in {orjson.loads(v)["Event"]["Id"] for _, _, v in again}
+        consumed = herald.health["crm-kafka"]["consumed"]
+        await trio.to_thread.run_sync(produce, kafka_bootstrap, again)
+        # Wait until Herald has taken them in (accepted, then counted) and delivered what they caused.
+        await until(lambda: herald.health["crm-kafka"]["consumed"] >= consumed + len(again))
+        assert await herald.flush_sinks(60)
+        assert herald.health["crm"]["pending"] == 0
         assert victim not in store.data["users"]
         view = (await client.get(f"/v1/actors/user:{victim}")).json()["states"]["crm"]
         assert view["profile"] is None and view["trips"] == {} and view["erased"] is True
@@ -204,13 +215,32 @@ async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tm
 
 
 async def test_the_integration_survives_a_broker_restart():
-    """The broker goes away (Tansu keeps data in memory: it comes back empty); Herald reconnects by itself."""
+    """The broker goes away (Tansu keeps data in memory: it comes back empty); Herald reconnects by itself.
+
+    Why this was flaky, and what keeps it steady:
+
+    * The topics' layout raced: the test's producer auto-created them (4 partitions) or Herald's
+      source created them first (1 partition). They are now created, the same way, before Herald
+      starts and again after the restart.
+    * An empty broker numbers offsets from 0 again, and a Kafka message's event id is
+      ``kafka:<topic>:<partition>:<offset>``: the first messages after the restart had the ids of
+      messages consumed before it, and Herald's deduplication dropped them as repeats (how many
+      depended on the layout above: with one partition, all of them; the wait then timed out).
+      That is an engine limitation (reported, engine/ untouched here); the test moves each
+      partition past the offsets used before with messages the CRM refuses (they go to the DLQ)
+      before it produces the real ones.
+    * After the restart the consumer rejoins its group only once the broker has forgotten it
+      (about a session timeout, 6 s here), and stopping Tansu takes seconds: on a loaded machine
+      this adds up, so the waits are generous (up to 120 s), and they end as soon as their
+      condition holds.
+    """
     from engine._kafka import DevBroker
 
     store = CrmStore()
     sim = Simulation(seed=3)
     stream = [(t, k, v) for _, t, k, v in itertools.islice(sim.messages(), 120)]
     before, after = stream[:60], stream[60:]
+    layout = [(USER_TOPIC, 1, {}), (BOOKING_TOPIC, 1, {})]
 
     def users_of(messages):
         return {orjson.loads(v)["Event"]["Id"] for t, _, v in messages if t == USER_TOPIC}
@@ -218,15 +248,25 @@ async def test_the_integration_survives_a_broker_restart():
     broker = DevBroker()
     bootstrap = broker.start()
     try:
+        await trio.to_thread.run_sync(lambda: ensure_topics(bootstrap, layout))
         async with serving(standalone_app(store)) as crm_url, crm_herald(bootstrap, crm_url) as (herald, _):
+            source = herald.health["crm-kafka"]
             await trio.to_thread.run_sync(produce, bootstrap, before)
-            await until(lambda: users_of(before) <= set(store.data["users"]))
-            await trio.to_thread.run_sync(broker.stop)
-            await trio.sleep(1)
+            await until(lambda: users_of(before) <= set(store.data["users"]) and source["consumed"] == len(before))
+            await trio.to_thread.run_sync(broker.stop)  # returns once the process has exited
             await trio.to_thread.run_sync(broker.start)
-            await trio.to_thread.run_sync(lambda: ensure_topics(bootstrap, [USER_TOPIC, BOOKING_TOPIC]))
+            await trio.to_thread.run_sync(lambda: ensure_topics(bootstrap, layout))
+            # Offsets start at 0 again: fill the ones used before with refused messages (see above).
+            fillers = [(topic, b"\x00\x00\x00\x00", b"filler: not json") for topic, _, _ in before]
+            await trio.to_thread.run_sync(produce, bootstrap, fillers)
+            await until(lambda: source["dead_lettered"] >= len(fillers), timeout=120)
             await trio.to_thread.run_sync(produce, bootstrap, after)
-            await until(lambda: users_of(after) <= set(store.data["users"]), timeout=60)
-            assert herald.ready and herald.health["crm"]["pending"] == 0 or await herald.flush_sinks(30)
+            await until(lambda: users_of(after) <= set(store.data["users"]), timeout=120)
+            await until(lambda: source["consumed"] >= len(before) + len(fillers) + len(after), timeout=120)
+            assert await herald.flush_sinks(120), "the CRM and the public topics did not catch up"
+            assert herald.ready and herald.health["crm"]["pending"] == 0
+            assert set(store.data["users"]) == users_of(stream)
+            assert store.calls["create_user"] == len(users_of(stream))  # each created once, then replaced
+            assert source["dead_lettered"] == len(fillers)
     finally:
         broker.stop()

@@ -162,7 +162,7 @@ async def test_a_generated_file_of_the_seeds_shape_matches_its_expected_summarie
     assert report["lines"] == generated["lines"] and report["skipped"] == {"anonymous": 25}
 
 
-@pytest.mark.skipif(not (DATA / "messages.1.data").exists(), reason="../shared/data/customerio is not beside the repository")
+@pytest.mark.skipif(not (DATA / "messages.1.data").exists(), reason="optional: the seed's own sample (../shared/data/customerio) is not beside the repository")
 async def test_the_seed_sample_file_matches_its_verify_file():
     report = await _summaries_match(DATA / "messages.1.data", DATA / "verify.1.csv")
     assert report["lines"] == 1044 and report["skipped"] == {"anonymous": 1}

@@ -15,17 +15,29 @@ import pytest
 
 from tests.conftest import free_port, herald_command
 
-SHARED = next((p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "customerio").is_dir()),
-              None)
-MESSAGES = SHARED / "data" / "customerio" / "messages.1.data" if SHARED else None
+SHARED = next((p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "tools").is_dir()), None)
 VERIFY = SHARED / "tools" / "verify_customers.py" if SHARED else None
 
-pytestmark = pytest.mark.skipif(SHARED is None, reason="../shared/data/customerio is not beside the repository")
+USERS, ANONYMOUS = 20, 3
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real `herald serve` with the sample file loaded through `herald load` (module-wide)."""
+def generated(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """A messages file of the seed's shape (20 customers with email, city, ip and more; duplicated
+    event lines; anonymous lines) and its expected summaries, from bench.gen_customers."""
+    from bench.gen_customers import generate
+
+    tmp = tmp_path_factory.mktemp("generated")
+    messages, verify = tmp / "messages.data", tmp / "verify.csv"
+    report = generate(str(messages), str(verify), users=USERS, attrs=10, events=600, max_events=15, dupes=0.1,
+                      seed=1, anonymous=ANONYMOUS)
+    return messages, verify, report
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, generated):
+    """A real `herald serve` with the generated file loaded through `herald load` (module-wide)."""
+    messages, _verify, report = generated
     tmp = tmp_path_factory.mktemp("customers")
     port = free_port()
     env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(tmp / "data")}
@@ -43,10 +55,11 @@ def server(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "herald serve did not start"
             time.sleep(0.1)
-        loaded = subprocess.run([*herald_command(), "load", "customers", str(MESSAGES), "--url", url, "--quiet"],
+        loaded = subprocess.run([*herald_command(), "load", "customers", str(messages), "--url", url, "--quiet"],
                                 env=env, capture_output=True, text=True, timeout=60)
         assert loaded.returncode == 0, loaded.stderr
-        assert "1,044 lines, 1,043 applied, skipped: anonymous 1" in loaded.stdout
+        lines = report["lines"]  # duplicated event lines are applied (idempotently), anonymous ones skipped
+        assert f"{lines:,} lines, {lines - ANONYMOUS:,} applied, skipped: anonymous {ANONYMOUS}" in loaded.stdout
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -54,17 +67,44 @@ def server(tmp_path_factory):
         log.close()
 
 
-def test_verify_tool_passes_against_the_loaded_server(server):
-    result = subprocess.run([sys.executable, str(VERIFY), "--base-url", server, "--csv",
-                             str(SHARED / "data" / "customerio" / "verify.1.csv")], capture_output=True, text=True,
-                            timeout=60)
+def _expected(verify: Path) -> dict[int, tuple[dict, dict]]:
+    """The verify CSV as {id: (attributes, event counts)} (the rules of shared/tools/verify_customers.py)."""
+    expected = {}
+    for row in verify.read_text().splitlines():
+        user, *fields = row.split(",")
+        attributes, events = {}, {}
+        for field in filter(None, fields):
+            name, _, value = field.partition("=")
+            if name != "created_at" and value.lstrip("+-").isdigit():
+                events[name] = int(value)
+            else:
+                attributes[name] = value
+        expected[int(user)] = (attributes, events)
+    return expected
+
+
+def test_the_loaded_server_matches_the_expected_summaries(server, generated):
+    _messages, verify, _report = generated
+    found, page = {}, 1
+    while customers := httpx.get(server + "/customers", params={"page": page, "per_page": 7}).json()["customers"]:
+        found.update({c["id"]: (c["attributes"], c["events"]) for c in customers})
+        page += 1
+    assert found == _expected(verify) and len(found) == USERS
+
+
+@pytest.mark.skipif(VERIFY is None or not VERIFY.exists(),
+                    reason="optional: the assignment's own verify tool is in ../shared/tools, not beside the repository")
+def test_verify_tool_passes_against_the_loaded_server(server, generated):
+    result = subprocess.run([sys.executable, str(VERIFY), "--base-url", server, "--csv", str(generated[1])],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK")
 
 
-def test_herald_load_reports_bad_lines_with_their_numbers(server, tmp_path):
+def test_herald_load_reports_bad_lines_with_their_numbers(server, generated, tmp_path):
     bad = tmp_path / "bad.data"
-    bad.write_bytes(MESSAGES.read_bytes().split(b"\n", 1)[0] + b"\n{not json\n"
+    good = next(line for line in generated[0].read_bytes().splitlines() if b'"user_id"' in line)
+    bad.write_bytes(good + b"\n{not json\n"
                     + b'{"id":"q","type":"event","user_id":"1","timestamp":1}\n')
     result = subprocess.run([*herald_command(), "load", "customers", str(bad), "--url", server, "--quiet"],
                             capture_output=True, text=True, timeout=60)
@@ -108,6 +148,7 @@ def page(browser):
     context.close()
 
 
+@pytest.mark.browser
 def test_list_show_edit_save_reload(server, page):
     page.goto(server + "/ui/customers")
     assert page.title().startswith("Customers")
@@ -131,6 +172,7 @@ def test_list_show_edit_save_reload(server, page):
     assert httpx.get(server + "/customers/2").json()["customer"]["attributes"]["plan"] == "gold plus"
 
 
+@pytest.mark.browser
 def test_remove_an_attribute_with_the_keyboard_only(server, page):
     page.goto(server + "/ui/customers/3/edit")
     assert "ip" in httpx.get(server + "/customers/3").json()["customer"]["attributes"]
@@ -143,6 +185,7 @@ def test_remove_an_attribute_with_the_keyboard_only(server, page):
     assert page.get_by_role("row", name="ip", exact=False).count() == 0
 
 
+@pytest.mark.browser
 def test_a_failed_save_explains_itself_and_keeps_the_input(server, page):
     page.goto(server + "/ui/customers/4/edit")
     page.get_by_label("email", exact=True).fill("")
@@ -161,6 +204,7 @@ def test_a_failed_save_explains_itself_and_keeps_the_input(server, page):
     assert httpx.get(server + "/customers/4").json()["customer"]["attributes"]["email"] != ""
 
 
+@pytest.mark.browser
 def test_filter_and_paginate(server, page):
     page.goto(server + "/ui/customers?per_page=5")
     assert "Page 1 of 4" in page.get_by_role("navigation", name="Pagination").inner_text()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from plugins.marketplace.feed import FeedError, PlanValues, Skipped, parse_feed, plan_uuid
 
-DATA = next((p / "shared" / "data" / "marketplace" for p in Path(__file__).resolve().parents
-             if (p / "shared" / "data" / "marketplace" / "response_1.xml").exists()), None)
-needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data/marketplace is not beside the repository")
+from .feeds import RESPONSE_1, RESPONSE_2, RESPONSES, shared_data
+
+DATA = shared_data()
+needs_data = pytest.mark.skipif(DATA is None, reason="optional: compares the generated feeds with the seed's own "
+                                "files in ../shared/data/marketplace, which is not beside the repository")
 
 
 def feed(*base_events: str) -> bytes:
@@ -28,17 +28,25 @@ def event(zones: str = '<zone zone_id="1" capacity="1" price="10.00" name="A" nu
             f'sell_from="2020-07-01T00:00:00" sell_to="2021-06-30T20:00:00" sold_out="false">{zones}</event>')
 
 
-@needs_data
 def test_the_providers_responses_normalise():
-    plans = list(parse_feed((DATA / "response_1.xml").read_bytes()))
+    plans = list(parse_feed(RESPONSE_1))
     assert [(p.base_id, p.plan_id, p.min_price, p.max_price) for p in plans] == [
         ("291", "291", 15.0, 30.0), ("322", "1642", 55.0, 55.0), ("1591", "1642", 65.0, 75.0)]
     camela = plans[0]
     assert (camela.title, camela.sell_mode, camela.start, camela.end) == (
         "Camela en concierto", "online", "2021-06-30T21:00:00", "2021-06-30T22:00:00")
-    second = list(parse_feed((DATA / "response_2.xml").read_bytes()))
+    second = list(parse_feed(RESPONSE_2))
     skipped = [p for p in second if isinstance(p, Skipped)]
     assert skipped == [Skipped("444", "1642", "event_start_date '2021-09-31T20:00:00' is not a date-time")]
+    kept = {p.title: p for p in second if isinstance(p, PlanValues)}
+    assert set(kept) == {"Camela en concierto", "Los Morancos"}  # Pantomima Full left the feed
+    assert kept["Camela en concierto"] == camela and kept["Los Morancos"].end == "2021-07-31T21:20:00"
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(RESPONSES))
+def test_the_generated_feeds_are_the_seeds_files(name):
+    assert RESPONSES[name] == (DATA / name).read_bytes()
 
 
 def test_plan_ids_are_not_unique_so_identity_is_base_and_plan():

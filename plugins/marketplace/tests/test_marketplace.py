@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,18 +14,13 @@ from plugins.marketplace.mock import MockProvider
 from plugins.marketplace.poller import PollError
 from tests.conftest import app_client
 
-DATA = next((p / "shared" / "data" / "marketplace" for p in Path(__file__).resolve().parents
-             if (p / "shared" / "data" / "marketplace" / "response_1.xml").exists()), None)
-pytestmark = pytest.mark.skipif(DATA is None, reason="../shared/data/marketplace is not beside the repository")
+from .feeds import CAMELA, RESPONSES, document, write_feeds
 
 
 def feeds(tmp_path: Path, *names: str) -> Path:
-    """A directory holding the given shared responses (renamed so they rotate in this order)."""
-    directory = tmp_path / "feeds"
-    directory.mkdir(exist_ok=True)
-    for n, name in enumerate(names):
-        shutil.copy(DATA / name, directory / f"{n:02d}.xml")
-    return directory
+    """A directory holding the given provider responses (generated in the seed's shape, see
+    :mod:`.feeds`), named so that they rotate in this order."""
+    return write_feeds(tmp_path / "feeds", *(RESPONSES[name] for name in names))
 
 
 def market(url: str | None = None, **settings):
@@ -92,6 +87,16 @@ async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_
             # A plan's history is on its actor: the journal holds each change.
             view = (await client.get("/v1/actors/plan:1591:1642")).json()["states"]["marketplace"]
             assert view["end"] == "2021-07-31T21:20:00" and view["ever_online"] is True
+
+
+async def test_an_offline_plan_is_never_searchable_even_when_well_formed(tmp_path):
+    offline = replace(CAMELA, base_id="900", plan_id="901", title="Offline but valid", sell_mode="offline")
+    directory = write_feeds(tmp_path / "feeds", document(CAMELA, offline))
+    with MockProvider(directory, once=True).running() as provider:
+        async with market(provider.url) as (herald, client):
+            health = await first_poll(herald)
+            assert health["last_error"] is None
+            assert await search(client, starts_at="2021-01-01T00:00:00Z") == ["Camela en concierto"]
 
 
 async def test_bad_parameters_get_the_contracts_error_shape(tmp_path):
