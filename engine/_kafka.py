@@ -3,7 +3,7 @@
 :class:`KafkaSource` consumes topics in a consumer group and hands each batch
 of messages to a plugin's ``decode``; the resulting events are accepted (so,
 journaled) *before* the offsets are committed: a crash re-delivers, never
-loses, and the event id ``kafka:<topic>:<partition>:<offset>`` (:func:`kafka_event_id`) lets Herald's
+loses, and the event id ``kafka:<topic>:<partition>:<offset>:<timestamp>`` (:func:`kafka_event_id`) lets Herald's
 deduplication drop the repeat. A message ``decode`` refuses goes to
 ``<topic>.dlq`` with the reason in a header, and is committed.
 
@@ -251,8 +251,14 @@ class KafkaSource:
 
 
 def kafka_event_id(message: Any) -> str:
-    """The idempotency key of a Kafka message: where it is in its topic."""
-    return f"kafka:{message.topic()}:{message.partition()}:{message.offset()}"
+    """The idempotency key of a Kafka message: where it is in its topic, and when it was appended.
+
+    A redelivery of the same message has the same key. The timestamp is there because a
+    broker that lost its state (an in-memory one restarted, a topic deleted and made
+    again) hands out the same offsets to new messages: by position alone, those would
+    be dropped as repeats."""
+    _kind, millis = message.timestamp()
+    return f"kafka:{message.topic()}:{message.partition()}:{message.offset()}:{millis}"
 
 
 def _free_port() -> int:

@@ -87,12 +87,23 @@ class _Message:
     def timestamp(self): return (1, 1685599200000)
 
 
+def test_a_message_keeps_its_id_but_a_broker_that_forgot_its_offsets_cannot_reuse_one():
+    from engine import kafka_event_id
+
+    before = _Message("internal_user_updated", b"{}", offset=3)
+    again = _Message("internal_user_updated", b"{}", offset=3)
+    assert kafka_event_id(before) == kafka_event_id(again)  # a redelivery is a repeat
+    after_restart = _Message("internal_user_updated", b"{}", offset=3)
+    after_restart.timestamp = lambda: (1, 1685599299999)  # the same offset, appended later
+    assert kafka_event_id(after_restart) != kafka_event_id(before)
+
+
 def test_messages_decode_to_events_on_the_users_actor():
     value = orjson.dumps({"Event": {"Id": "b1", "UserId": None, "From": None, "To": None, "Type": 2,
                                     "StartDate": "2023-06-01T09:00:03.0042497+03:00", "EndDate": None, "Price": 0},
                           "Id": 1})
     [event] = decode(_Message("internal_booking_updated", value))
-    assert event.key == ORPHANS and event.id == "kafka:internal_booking_updated:0:7"
+    assert event.key == ORPHANS and event.id == "kafka:internal_booking_updated:0:7:1685599200000"
     assert event.data["Type"] == "Rental" and event.data["StartDate"] == "2023-06-01T09:00:03.004249+03:00"
     for bad in (b"not json", b"[]", orjson.dumps({"Event": {"Id": "b", "Type": 9, "Price": 0, "StartDate": "x"}}),
                 orjson.dumps({"Event": {"Id": "u"}})):
