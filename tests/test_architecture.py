@@ -123,3 +123,14 @@ def test_the_public_api_is_curated():
     assert all(getattr(engine, name) is not None for name in names)
     assert all(p.name.startswith("_") or p.name in ("__init__.py", "hookspecs.py", "testing.py", "cli.py")
                for p in (ROOT / "engine").glob("*.py"))
+
+
+def test_herald_is_a_pytest_plugin_for_any_plugins_tests(pytestconfig):
+    from importlib.metadata import entry_points
+
+    assert {ep.value for ep in entry_points(group="pytest11") if ep.name == "herald"} == {"engine.testing"}
+    plugin = pytestconfig.pluginmanager.get_plugin("herald")
+    assert plugin is not None and hasattr(plugin, "kafka_bootstrap")
+    from engine.testing import app_client, herald_process  # the harness a third-party plugin's tests use
+
+    assert callable(app_client) and callable(herald_process)
