@@ -202,16 +202,8 @@ class IngestApp:
                     handle, limit = self._single, self.max_event
                 else:
                     handle, limit = self._batch, self.max_batch
-                timeout = self.herald.config.body_timeout
-                try:
-                    body = await _read_body(scope, receive, limit, timeout)
-                except _Disconnected:
-                    return
-                except _TimedOut:
-                    await _body_timed_out(send, timeout)
-                    return
-                except _TooLarge:
-                    await respond_json(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
+                body = await self._body(scope, receive, send, limit)
+                if body is None:
                     return
                 if not self.herald.ready:
                     await respond_json(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
@@ -231,19 +223,24 @@ class IngestApp:
                 # Read the body before Quart sees the request: a Quart answer that
                 # leaves the body unread (a 404, a 405) can otherwise stall the
                 # next request on a kept-alive connection.
-                timeout = self.herald.config.body_timeout
-                try:
-                    body = await _read_body(scope, receive, self.max_batch, timeout)
-                except _Disconnected:
-                    return
-                except _TimedOut:
-                    await _body_timed_out(send, timeout)
-                    return
-                except _TooLarge:
-                    await respond_json(send, 413, error_body("too_large", f"the body must be at most {self.max_batch} bytes"))
+                body = await self._body(scope, receive, send, self.max_batch)
+                if body is None:
                     return
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+    async def _body(self, scope: dict, receive: Receive, send: Send, limit: int) -> bytes | None:
+        """The request's body, or None once the client was answered (413, 408) or went away."""
+        timeout = self.herald.config.body_timeout
+        try:
+            return await _read_body(scope, receive, limit, timeout)
+        except _Disconnected:
+            return None
+        except _TimedOut:
+            await _body_timed_out(send, timeout)
+        except _TooLarge:
+            await respond_json(send, 413, error_body("too_large", f"the body must be at most {limit} bytes"))
+        return None
 
     async def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
         if not json_media_type(_content_type(scope)):
