@@ -59,3 +59,30 @@ def test_plugins_add_serve_flags_that_override_their_variables(monkeypatch):
     assert config.plugin_setting("marketplace", "provider_url", None) == "http://from-flag/api/events"
     assert config.plugin_setting("marketplace", "poll_seconds", 60.0, float) == 30.0  # no flag: the variable
     assert config.plugin_setting("kafka", "bootstrap", None) == "127.0.0.1:9092"
+
+
+@pytest.fixture
+def busy_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(busy_port):
+    result = run("serve", "--port", str(busy_port), "--durability", "memory")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"herald: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+
+
+def test_serve_says_where_its_data_goes(busy_port, tmp_path):
+    # The line comes before the bind, so a busy port ends the run right after it.
+    result = run("serve", "--port", str(busy_port), "--data-dir", str(tmp_path / "data"), env={"COLUMNS": "400"})
+    assert result.returncode == 2
+    assert f"journal: {tmp_path / 'data' / 'herald.db'} (durability batch)" in result.stderr
+    result = run("serve", "--port", str(busy_port), "--durability", "memory", env={"COLUMNS": "400"})
+    assert "no journal (durability memory)" in result.stderr
