@@ -363,7 +363,7 @@ def _load(args: argparse.Namespace) -> int:
         if report is None:
             return 2
         _print_report(report.to_json(), time.perf_counter() - started, args.file)
-        return 0
+        return 0 if report.applied else 1  # nothing applied: a wrong file, or a wrong loader
 
     import httpx
 
@@ -389,7 +389,7 @@ def _load(args: argparse.Namespace) -> int:
             total.merge(LoadReport(body["lines"], body["applied"], body["skipped"], body["errors"]))
             bar.advance(task, len(chunk))
     _print_report(total.to_json(), time.perf_counter() - started, args.file)
-    return 0
+    return 0 if total.applied else 1
 
 
 async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, quiet: bool):

@@ -86,3 +86,14 @@ def test_serve_says_where_its_data_goes(busy_port, tmp_path):
     assert f"journal: {tmp_path / 'data' / 'herald.db'} (durability batch)" in result.stderr
     result = run("serve", "--port", str(busy_port), "--durability", "memory", env={"COLUMNS": "400"})
     assert "no journal (durability memory)" in result.stderr
+
+
+def test_load_exits_1_when_nothing_was_applied(tmp_path):
+    bad = tmp_path / "bad.data"
+    bad.write_text("not json\n{\"also\": \"not a message\"}\n")
+    empty = tmp_path / "empty.data"
+    empty.write_text("")
+    for path in (bad, empty):
+        result = run("load", "customers", str(path), "--data-dir", str(tmp_path / "d"), "--quiet")
+        assert result.returncode == 1, result.stderr
+        assert result.stdout.startswith(f"loaded {path}: ") and " 0 applied" in result.stdout
