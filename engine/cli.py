@@ -413,10 +413,18 @@ async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, q
 
 
 def _dev_kafka(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from ._kafka import dev_broker
 
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # leaves the block below, which stops the broker
+
+    # SIGINT from a terminal reaches the broker too (same process group); SIGTERM (kill PID) and SIGHUP
+    # reach this process only: without this the broker would outlive it, orphaned.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     with dev_broker(args.port, quiet=False) as bootstrap:
         print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} (Ctrl-C stops it)",
               flush=True)

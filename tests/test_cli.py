@@ -1,5 +1,6 @@
 """The herald command line."""
 
+import os
 import subprocess
 import sys
 
@@ -97,3 +98,73 @@ def test_load_exits_1_when_nothing_was_applied(tmp_path):
         result = run("load", "customers", str(path), "--data-dir", str(tmp_path / "d"), "--quiet")
         assert result.returncode == 1, result.stderr
         assert result.stdout.startswith(f"loaded {path}: ") and " 0 applied" in result.stdout
+
+
+def _children(pid):
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    import os
+
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def _accepts(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.kafka
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the broker through /proc")
+def test_dev_kafka_stops_its_broker_on_sigterm():
+    import signal
+    import time
+
+    from engine._kafka import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "server", "dev-kafka", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.monotonic() + 30
+        while not _accepts(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the broker did not start"
+            time.sleep(0.1)
+        children = _children(proc.pid)
+        assert children, "no broker child found"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(child) for child in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(child) for child in children), "the broker outlived herald dev-kafka"
+        assert not _accepts(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:  # an orphaned broker, if the test failed
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
