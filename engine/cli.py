@@ -196,14 +196,27 @@ def _list_plugins(args: argparse.Namespace) -> int:
     installed = available_plugins()
     host = PluginHost.from_config(attrs.evolve(config, plugins=list(installed)))
     enabled = set(installed if config.plugins is None else config.plugins)
-    table = Table(title="Herald plugins")
-    table.add_column("plugin")
-    table.add_column("module")
-    table.add_column("enabled")
-    table.add_column("event types")
+    rows = []
     for name in host.names:
         types = [t.name for t in host.event_types(name)]
-        table.add_row(name, installed[name], "yes" if name in enabled else "no", ", ".join(types) or "-")
+        loaders = sorted(loader.name for loader in host.loaders.values() if loader.plugin == name)
+        rows.append((name, installed[name], "yes" if name in enabled else "no", ", ".join(types) or "-",
+                     ", ".join(loaders) or "-"))
+    header = ("plugin", "module", "enabled", "event types", "loaders")
+    if not sys.stdout.isatty():  # piped: whole values, one plugin a line, for grep and cut
+        for row in (header, *rows):
+            print("\t".join(row))
+        return 0
+    from rich import box
+    from rich.markup import escape
+
+    # A terminal: the module under the plugin's name, one event type (loader) a line: 80 columns hold every name.
+    table = Table(title="Herald plugins", box=box.SIMPLE_HEAD)
+    for column in ("plugin (module)", "enabled", "event types", "loaders"):
+        table.add_column(column, overflow="fold")
+    for name, module, on, types, loaders in rows:
+        table.add_row(f"{escape(name)}\n[dim]{escape(module)}[/dim]", on, types.replace(", ", "\n"), loaders.replace(", ", "\n"),
+                      end_section=True)
     Console().print(table)
     return 0
 

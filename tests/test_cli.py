@@ -168,3 +168,21 @@ def test_dev_kafka_stops_its_broker_on_sigterm():
         for child in children:  # an orphaned broker, if the test failed
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_plugins_piped_lists_every_event_type_and_loader_whole():
+    import attrs
+
+    from engine._plugins import PluginHost, available_plugins
+
+    result = run("plugins", env={"COLUMNS": "40"})  # stdout is a pipe: a narrow terminal must not matter
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert lines[0] == ["plugin", "module", "enabled", "event types", "loaders"]
+    rows = {row[0]: row for row in lines[1:]}
+    host = PluginHost.from_config(attrs.evolve(Config.from_env({}), plugins=list(available_plugins())))
+    for name in host.names:
+        assert rows[name][3].split(", ") == [t.name for t in host.event_types(name)]
+    for listed in ("training_program_cancelled", "marketplace.plan_seen", "analytics.client_revoked"):
+        assert any(listed in row[3].split(", ") for row in rows.values())
+    assert rows["customers"][4] == "customers"
