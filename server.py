@@ -545,7 +545,10 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
 
 def _add_serve(commands: Any) -> None:
     """``herald serve``: the engine's settings as flags, plugins' flags after them."""
-    parser = commands.add_parser("serve", help="run the HTTP server", description="Run the Herald server.")
+    parser = commands.add_parser(
+        "serve", help="run the HTTP server",
+        description="Run the Herald server (hypercorn on trio) until SIGINT or SIGTERM; in-flight requests finish "
+        "first. Each setting comes from its flag, else its HERALD_* variable, else its default.")
     cli.add_serve_arguments(parser)
     parser.set_defaults(run=_serve)
 

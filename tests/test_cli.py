@@ -186,3 +186,46 @@ def test_plugins_piped_lists_every_event_type_and_loader_whole():
     for listed in ("training_program_cancelled", "marketplace.plan_seen", "analytics.client_revoked"):
         assert any(listed in row[3].split(", ") for row in rows.values())
     assert rows["customers"][4] == "customers"
+
+
+def _walk(parser, path=("herald",)):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert helps.get(name), f"{' '.join(path)} {name}: no help in the command list"
+                yield from _walk(sub, (*path, name))
+
+
+def test_every_command_and_option_has_a_help_text(monkeypatch):
+    import argparse
+    import re
+
+    monkeypatch.setenv("COLUMNS", "80")
+
+    from engine.cli import _parser
+    from server import _add_serve
+
+    commands = list(_walk(_parser([_add_serve])))
+    assert {path[-1] for path, _ in commands} >= {"serve", "load", "journal", "stats", "salvage", "replay", "snapshot",
+                                                  "dev-kafka", "plugins", "mock-provider", "mock-crm", "crm-produce",
+                                                  "tokens"}
+    missing = []
+    for path, parser in commands:
+        if not parser.description:
+            missing.append(f"{' '.join(path)}: no description")
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}: no help")
+        parser.format_help()  # formatting must not fail (e.g. a stray % in a help text)
+    assert not missing, "\n".join(missing)
+    for markup in ("``", "[/", "**"):
+        for path, parser in commands:
+            assert markup not in parser.format_help(), f"{' '.join(path)}: markup {markup!r} in its help"
+    for path, parser in commands:  # no flag cut in two at a line's end (--data-/dir)
+        assert not re.search(r"\w-\n", parser.format_help()), f"{' '.join(path)}:\n{parser.format_help()}"

@@ -98,7 +98,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers [env HERALD_KAFKA_BOOTSTRAP]")
     parser.add_argument("--speed", type=float, default=1.0, help="time runs this many times faster (0: no sleeping)")
     parser.add_argument("--seconds", type=float, default=None, help="simulated seconds to produce (default: forever)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="random seed: the same seed, the same messages (default 1)")
     parser.set_defaults(run=_run)
 
 
