@@ -229,3 +229,36 @@ def test_every_command_and_option_has_a_help_text(monkeypatch):
             assert markup not in parser.format_help(), f"{' '.join(path)}: markup {markup!r} in its help"
     for path, parser in commands:  # no flag cut in two at a line's end (--data-/dir)
         assert not re.search(r"\w-\n", parser.format_help()), f"{' '.join(path)}:\n{parser.format_help()}"
+
+
+@pytest.mark.kafka
+def test_crm_produce_shows_its_progress(kafka_bootstrap):
+    import queue
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "server", "crm-produce", "--bootstrap", kafka_bootstrap],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    try:
+        first = lines.get(timeout=30)  # at the seed's rate a message every 1-4 s: the first line comes at once
+        assert first.startswith("produced 1 message (")
+        deadline = time.monotonic() + 10
+        while True:  # and more lines while it runs, with no message produced in between as well
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line != first:
+                break
+        assert line.startswith("produced ")
+        proc.send_signal(signal.SIGINT)  # stops it as Ctrl-C does, with the last count
+        code = proc.wait(30)
+        rest = []
+        while not lines.empty():
+            rest.append(lines.get())
+        assert code == 0, "".join(rest)
+        assert rest and rest[-1].startswith("produced ")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
