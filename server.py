@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url
 from engine import cli
+from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
                  error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json,
                  safe_next, ui_guard)
@@ -475,6 +476,22 @@ async def _signalled() -> None:
             return
 
 
+class ListenError(OSError):
+    """Herald could not bind its address (in use, not available, not allowed)."""
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``exc`` or, for an exception group, among its leaves."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
 async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Run Herald on hypercorn-trio until SIGINT/SIGTERM; in-flight requests finish first."""
     herald = Herald(config)
@@ -504,9 +521,20 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
                 # Deliveries may go to this very server: finish them before hypercorn stops serving.
                 await herald.quiesce()
 
-            binds = await nursery.start(
-                functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=shutdown_trigger)
-            )
+            if config.durability == "memory":
+                log.info("no journal (durability memory): state is lost when Herald stops")
+            else:
+                log.info("journal: %s (durability %s)", (config.data_path / DB_NAME).resolve(), config.durability)
+            try:
+                binds = await nursery.start(
+                    functools.partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=shutdown_trigger)
+                )
+            except BaseException as exc:  # hypercorn's bind fails inside its nurseries: an OSError in a group
+                error = _find(exc, OSError)
+                if error is None or _find(exc, trio.Cancelled) is not None:
+                    raise
+                reason = (error.strerror or str(error)).lower()
+                raise ListenError(error.errno, f"cannot listen on {hconfig.bind[0]}: {reason}") from None
             log.info(
                 "Herald %s listening on %s (plugins: %s; notifications to %s)",
                 VERSION, ", ".join(binds), ", ".join(herald.plugins.names) or "none",
@@ -517,7 +545,10 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
 
 def _add_serve(commands: Any) -> None:
     """``herald serve``: the engine's settings as flags, plugins' flags after them."""
-    parser = commands.add_parser("serve", help="run the HTTP server", description="Run the Herald server.")
+    parser = commands.add_parser(
+        "serve", help="run the HTTP server",
+        description="Run the Herald server (hypercorn on trio) until SIGINT or SIGTERM; in-flight requests finish "
+        "first. Each setting comes from its flag, else its HERALD_* variable, else its default.")
     cli.add_serve_arguments(parser)
     parser.set_defaults(run=_serve)
 
@@ -534,6 +565,12 @@ def _serve(args: Any) -> int:
         trio.run(serve, config)
     except KeyboardInterrupt:
         pass
+    except BaseException as exc:  # trio wraps it in the nurseries' exception groups
+        error = _find(exc, ListenError)
+        if error is None:
+            raise
+        print(f"herald: {error.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

