@@ -212,6 +212,12 @@ class Engine:
             self.member_versions[plugin] += 1
         self._wake_timers()
 
+    def replayed_up_to(self, wall: float) -> None:
+        """During a replay: the wall read at least ``wall`` (a snapshot's reading), so that on
+        leaving it never goes back, even if the real clock reads less."""
+        if self._replay_wall is not None and wall > self._replay_wall:
+            self._replay_wall = wall
+
     def timers_restored(self) -> None:
         """Timers were set directly on the queue (a snapshot): recompute when the next falls due."""
         self._due_at = self.timers.next_deadline(self.stream.offset())
@@ -546,13 +552,17 @@ class Engine:
             while True:
                 replaying = self._replay_wall is not None
                 due_at = self._due_at
-                with trio.CancelScope(deadline=math.inf if replaying else due_at - self._shift) as scope:
+                deadline = math.inf if replaying else due_at - self._shift
+                with trio.CancelScope(deadline=deadline) as scope:
                     self._timer_scope = scope
                     await trio.sleep_forever()
                 self._timer_scope = None
                 if self._replay_wall is None:
-                    # max(): float rounding must never leave a ripe timer unfired.
-                    self._ripen(max(self.wall(), due_at if due_at == self._due_at else -math.inf))
+                    # Woken by its own deadline, the wall has reached ``due_at`` (max(): float rounding
+                    # must never leave that timer unfired); woken early (a deadline brought forward,
+                    # then passed by events), only what is due by the wall may fire.
+                    on_time = scope.deadline == deadline and trio.current_time() >= deadline and due_at == self._due_at
+                    self._ripen(max(self.wall(), due_at) if on_time else self.wall())
         finally:
             self._timer_scope = None
 

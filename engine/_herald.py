@@ -317,6 +317,8 @@ class Herald:
             self.ready = False
             self.status = "journal_failed"
             self.progress["journal_failure"] = f"{type(failure).__name__}: {failure}"
+            # From here until the rebuild is done nothing is applied, whoever asks (sources too).
+            self._replaying = True
             delay = self.config.journal_retry
             while True:
                 await trio.sleep(delay)
@@ -328,12 +330,18 @@ class Herald:
                     delay = min(delay * 2, 60.0)
                     continue
                 break
+            self.journal.resume()
             log.warning("the journal takes writes again; rebuilding the actors from it")
             self.status = "recovering"
             self.engine.reset()
             self.ids = IdWindow(self.config.dedupe_retention, self.config.dedupe_max)
             self.progress.update(replayed=0, to_replay=0)
-            await self._recover()
+            try:
+                await self._recover()
+            except Exception as exc:  # e.g. the disk is still nearly full: fail again, and retry
+                log.exception("rebuilding from the journal failed; retrying")
+                self.journal.fail(exc)
+                continue
             self.progress.pop("journal_failure", None)
             self.status = "ready"
             self.ready = True

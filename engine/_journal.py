@@ -411,11 +411,8 @@ class Journal:
 
     def reopen(self) -> None:
         """After a write failure: open the database again and prove that it takes a write
-        (blocking: run it in a thread). Raises if it still cannot; clears :attr:`failed` if it can.
-
-        Whatever was queued since the failure was refused (its waiters got a JournalError)
-        and is dropped: nothing after a failed batch is ever written, so the journal has no gap.
-        """
+        (blocking: run it in a thread). Raises if it still cannot; :meth:`resume` then takes
+        writes again (in the trio thread)."""
         for conn in (self._read, self._conn):
             if conn is not None:
                 conn.close()
@@ -432,9 +429,24 @@ class Journal:
             raise
         self._conn = conn
         self._read = connect(self.path, readonly=True)
+
+    def resume(self) -> None:
+        """After :meth:`reopen` (in the trio thread): take writes again. Whatever was queued since
+        the failure was refused (its waiters got a JournalError) and is dropped: nothing after a
+        failed batch is ever written, so the journal has no gap."""
+        if self._wal_fd is not None:  # the old WAL may be gone: the periodic fsync must open the new one
+            os.close(self._wal_fd)
+            self._wal_fd = None
         self._batch = _Batch()
         self.failed = None
         self._failed_event = trio.Event()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop taking writes because of ``exc`` (the writer does this on a failed commit)."""
+        if self.failed is None:
+            log.critical("journal failed; Herald stops accepting events until it can write again: %s", exc)
+            self.failed = exc
+            self._failed_event.set()
 
     async def _flush(self) -> None:
         self._wakeup = trio.Event()
@@ -452,9 +464,8 @@ class Journal:
         try:
             await trio.to_thread.run_sync(self._write, batch)
         except Exception as exc:  # disk full, I/O error: stop accepting, say why
-            log.critical("journal write failed; Herald stops accepting events until it can write again: %s", exc)
-            self.failed = batch.error = exc
-            self._failed_event.set()
+            batch.error = exc
+            self.fail(exc)
             batch.done.set()
             return
         finally:

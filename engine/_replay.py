@@ -42,11 +42,7 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
     ``on_chunk(events, last_seq)`` is called after each chunk (progress, commits)."""
     result = Replayed()
     snap = await trio.to_thread.run_sync(source.latest_snapshot) if snapshot else None
-    if snap is not None:
-        doc = await trio.to_thread.run_sync(snapshots.decode, snap.body)
-        result.snapshot_seq, _wall = snapshots.restore(engine, doc)
-        result.ids.extend(doc.get("ids", ()))
-    result.last_seq = result.snapshot_seq
+    doc = None if snap is None else await trio.to_thread.run_sync(snapshots.decode, snap.body)
     send, receive = trio.open_memory_channel[list](1)
 
     async def read_ahead(position: int) -> None:
@@ -57,6 +53,11 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
 
     ids = result.ids
     with engine.replaying(record=record):
+        if doc is not None:
+            result.snapshot_seq, wall = snapshots.restore(engine, doc)
+            engine.replayed_up_to(wall)  # the wall goes on from here at least, even with no event after it
+            ids.extend(doc.get("ids", ()))
+        result.last_seq = result.snapshot_seq
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_ahead, result.snapshot_seq)
             async for rows in receive:

@@ -320,3 +320,12 @@ async def test_healthz_logs_and_delivery_errors_never_show_configured_secrets(tm
     assert "hook:***@127.0.0.1:9/hook?sig=***" in log  # the start line says where notifications go
     for secret in (*secrets, TOKEN):
         assert secret not in log, secret
+
+
+def test_sign_in_redirects_stay_on_this_server():
+    from web import safe_next
+
+    for target in ("/\\evil.example", "//evil.example", "/\\/evil.example", "https://evil.example/x", "/a\\b",
+                   "/ok\x00", "ui/customers", "", None):
+        assert safe_next(target) == "/ui/customers", target
+    assert safe_next("/ui/customers/7?saved=1") == "/ui/customers/7?saved=1"

@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import attrs
+import trio
 import pytest
 
 from engine import CancelTimer, EventType, Notify, SetTimer, hookimpl
@@ -144,3 +145,20 @@ async def test_many_timers_fire_in_due_order(autojump_clock):
         await sim.advance(300)
         whens = [when for when, _ in sim.log]
         assert len(whens) == 200 and whens == sorted(whens)
+
+
+async def test_a_wake_up_brought_forward_and_then_passed_by_events_fires_nothing_early(autojump_clock):
+    """The timer task sleeps until a timer an hour away; an event sets one due at once (the wake-up
+    comes forward), and the next event fires it. The task then wakes early: it must fire only what
+    is due by the wall, not the hour-away timer it first slept for."""
+    async with Simulation([AlarmPlugin()]) as sim:
+        sim.apply(ev("arm", 0, key="later", seconds=3600, name="hour", tag="hour"))
+        sim.apply(ev("arm", 0, key="soon", seconds=1, name="soon", tag="soon"))
+        await trio.sleep(2)  # the timer task fires "soon", then sleeps until the hour is up
+        sim.apply(ev("arm", 0, key="now", seconds=0, name="now", tag="now"))  # due at once
+        sim.apply(ev("disarm", 0, key="other", name="x"))  # fires "now" on the way in
+        assert [name for _, name, _ in fired(sim)] == ["soon", "now"]
+        await trio.sleep(1)  # the timer task wakes at its brought-forward deadline
+        assert [name for _, name, _ in fired(sim)] == ["soon", "now"]
+        await sim.advance(3600)
+        assert [name for _, name, _ in fired(sim)] == ["soon", "now", "hour"]

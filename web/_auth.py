@@ -153,7 +153,9 @@ def ui_guard(context: Any) -> UiGuard:
 
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this server only (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+    # Browsers read "/\\evil.example" as "//evil.example": no backslash, no control character.
+    if (not target or not target.startswith("/") or target[1:2] in ("/", "\\")
+            or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)):
         return "/ui/customers"
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else "/ui/customers"
