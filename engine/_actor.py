@@ -11,11 +11,11 @@ class Actor:
     """The state Herald holds for one key (usually a user).
 
     ``states`` maps a plugin name to that plugin's state value; ``timers`` holds
-    the pending timers (managed by :class:`engine.timers.TimerQueue`: one timer
+    the pending timers (managed by :class:`engine._timers.TimerQueue`: one timer
     as is, several in a dict); ``unknown`` counts events of types no plugin
     handles. Both stay ``None`` until used, which keeps an idle actor small.
     ``offset`` is the actor's clock: its event time is ``wall + offset`` (None
-    before its first event; see :mod:`engine.clock`).
+    before its first event; see :mod:`engine._clock`).
     """
 
     __slots__ = ("key", "states", "timers", "unknown", "offset")

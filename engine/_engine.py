@@ -5,7 +5,7 @@
 event's actor's clock, applies the event to its actor through the handler
 resolved at registration, and passes the resulting effects on. Events are
 therefore applied in arrival order, per key and overall, without a task or a
-lock per actor. Time is explained in :mod:`engine.clock`.
+lock per actor. Time is explained in :mod:`engine._clock`.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Engine:
     the wall goes on across restarts). ``utcnow`` is the real time used to
     reject timestamps more than ``max_skew`` seconds in the future;
     ``lateness`` is how far the watermark trails the newest timestamp seen
-    (see :mod:`engine.clock`).
+    (see :mod:`engine._clock`).
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 A timer is due when its **actor's clock** reaches it (wall deadline ``due -
 actor.offset``) or when the **watermark** does (``due - watermark offset``),
-whichever comes first (see :mod:`engine.clock`). The first heap is keyed by
+whichever comes first (see :mod:`engine._clock`). The first heap is keyed by
 the wall deadline and re-keyed (lazily: a new entry, the old one skipped)
 when an actor's clock jumps forward; the second is keyed by the due instant
 itself, because the watermark moves every timer at once. Cancelled, reset

@@ -14,7 +14,7 @@ with the event-time instant at which each was emitted::
             await sim.advance(minutes=10)
             assert [n.payload["type"] for n in sim.notifications] == ["nudge"]
 
-Moving time (see :mod:`engine.clock`): each actor has its own clock.
+Moving time (see :mod:`engine._clock`): each actor has its own clock.
 
 * **For one actor**, send it an event with a later timestamp: its clock jumps
   there, and its timers due before that instant fire first. Other actors'

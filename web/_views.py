@@ -57,7 +57,7 @@ async def read_json() -> Any:
     Raises :class:`UnsupportedMediaType` (415) for a media type that is not JSON
     (e.g. ``text/plain``: a cross-site form could send it), and
     :class:`engine.InvalidEvent` (400) for a body that is not JSON or nests
-    deeper than :data:`engine.event.MAX_JSON_DEPTH`.
+    deeper than :data:`engine.MAX_JSON_DEPTH`.
     """
     if not json_media_type(request.headers.get("Content-Type", "")):
         raise UnsupportedMediaType("send the body as application/json")
