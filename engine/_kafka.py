@@ -313,8 +313,8 @@ class DevBroker:
 def dev_broker(port: int | None = None, *, quiet: bool = True) -> Iterator[str]:
     """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers."""
     broker = DevBroker(port, quiet=quiet)
-    broker.start()
     try:
+        broker.start()  # inside: an interrupt while it starts must stop it too
         yield broker.bootstrap
     finally:
         broker.stop()

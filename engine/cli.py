@@ -469,20 +469,22 @@ def _dev_kafka(args: argparse.Namespace) -> int:
     from ._kafka import dev_broker
 
     def stop(signum: int, _frame: Any) -> None:
+        for other in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # one signal stops it; the rest wait
+            signal.signal(other, signal.SIG_IGN)
         raise KeyboardInterrupt  # leaves the block below, which stops the broker
 
     # SIGINT from a terminal reaches the broker too (same process group); SIGTERM (kill PID) and SIGHUP
     # reach this process only: without this the broker would outlive it, orphaned.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, stop)
-    with dev_broker(args.port, quiet=False) as bootstrap:
-        print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} (Ctrl-C stops it)",
-              flush=True)
-        try:
+    try:  # a signal may come at any point, even while the broker starts or as the line is printed
+        with dev_broker(args.port, quiet=False) as bootstrap:
+            print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} "
+                  "(Ctrl-C stops it)", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
