@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from plugins.customers import hooks
+from plugins.customers.tests.summaries import expected_summaries
 from tests.conftest import app_client
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "customerio"
@@ -135,18 +136,7 @@ async def _summaries_match(messages: Path, verify: Path) -> dict:
         report = (await client.post("/v1/load/customers", content=messages.read_bytes(),
                                     headers={"content-type": "application/x-ndjson"})).json()
         customers = {c["id"]: c for c in (await client.get("/customers", params={"per_page": 100000})).json()["customers"]}
-    expected = {}
-    for row in verify.read_text().splitlines():
-        user, *fields = row.split(",")
-        attributes, events = {}, {}
-        for field in filter(None, fields):
-            name, _, value = field.partition("=")
-            if name != "created_at" and value.isdigit():
-                events[name] = int(value)
-            else:
-                attributes[name] = value
-        expected[int(user)] = (attributes, events)
-    assert {k: (c["attributes"], c["events"]) for k, c in customers.items()} == expected
+    assert {k: (c["attributes"], c["events"]) for k, c in customers.items()} == expected_summaries(verify)
     return report
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from plugins.customers.tests.summaries import expected_summaries
 from tests.conftest import free_port, herald_command
 
 SHARED = next((p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "tools").is_dir()), None)
@@ -67,29 +68,13 @@ def server(tmp_path_factory, generated):
         log.close()
 
 
-def _expected(verify: Path) -> dict[int, tuple[dict, dict]]:
-    """The verify CSV as {id: (attributes, event counts)} (the rules of shared/tools/verify_customers.py)."""
-    expected = {}
-    for row in verify.read_text().splitlines():
-        user, *fields = row.split(",")
-        attributes, events = {}, {}
-        for field in filter(None, fields):
-            name, _, value = field.partition("=")
-            if name != "created_at" and value.lstrip("+-").isdigit():
-                events[name] = int(value)
-            else:
-                attributes[name] = value
-        expected[int(user)] = (attributes, events)
-    return expected
-
-
 def test_the_loaded_server_matches_the_expected_summaries(server, generated):
     _messages, verify, _report = generated
     found, page = {}, 1
     while customers := httpx.get(server + "/customers", params={"page": page, "per_page": 7}).json()["customers"]:
         found.update({c["id"]: (c["attributes"], c["events"]) for c in customers})
         page += 1
-    assert found == _expected(verify) and len(found) == USERS
+    assert found == expected_summaries(verify) and len(found) == USERS
 
 
 @pytest.mark.skipif(VERIFY is None or not VERIFY.exists(),
