@@ -251,10 +251,17 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
     )
     @admin
     async def actor(key: str) -> Response:
-        view = engine.actor_view(key)
+        holder = herald.engine_for(key)
+        if holder is None:  # a cluster node that does not serve this key's partition: ask the one that does
+            return await _forward_to_owner(herald, key)
+        view = holder.actor_view(key)
         if view is None:
-            return json_response(error_body("not_found", f"no actor with key {key!r}", "key"), 404)
-        return json_response(view)
+            response = json_response(error_body("not_found", f"no actor with key {key!r}", "key"), 404)
+        else:
+            response = json_response(view)
+        if herald.cluster is not None:
+            response.headers[SERVED_BY] = herald.cluster.node
+        return response
 
     @bp.post("/v1/notify")
     @operation(
@@ -325,6 +332,8 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
             },
             "sources": herald.health,
         }
+        if herald.cluster is not None:
+            body["cluster"] = herald.cluster.health()
         # Sources report URLs and errors that may quote them: no credentials leave the process.
         encoded = redact_text(orjson.dumps(body).decode())
         return Response(encoded, status=200 if herald.ready else 503, content_type="application/json")
@@ -420,6 +429,40 @@ def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
         schemas={"Event": _event_schema(herald)},
         max_body=herald.config.max_batch_bytes,
     ))
+
+
+#: The cluster node that answered a query about an actor.
+SERVED_BY = "Herald-Served-By"
+_FORWARDED = "herald-forwarded"
+
+
+async def _forward_to_owner(herald: Herald, key: str) -> Response:
+    """Answer a query for an actor of another node with that node's answer (one hop, never more)."""
+    cluster = herald.cluster
+    assert cluster is not None
+    owner = cluster.owner_url(key) if not request.headers.get(_FORWARDED) else None
+    if owner is None:
+        response = json_response(error_body(
+            "not_served", "no node serves this actor's partition right now (a rebalance or a restore is under "
+            "way); try again shortly", "key"), 503)
+        response.headers["Retry-After"] = "1"
+        return response
+    node, url = owner
+    headers = {_FORWARDED: herald.cluster.node}
+    if "authorization" in request.headers:
+        headers["authorization"] = request.headers["authorization"]
+    try:
+        answer = await herald.http.get(f"{url}{request.path}", headers=headers)
+    except Exception as exc:
+        log.warning("forwarding a query to %s failed: %s", node, redact_text(str(exc)))
+        response = json_response(error_body("owner_unreachable", f"the node serving this actor ({node}) did not "
+                                            "answer; try again shortly", "key"), 503)
+        response.headers["Retry-After"] = "1"
+        return response
+    response = Response(answer.content, status=answer.status_code,
+                        content_type=answer.headers.get("content-type", "application/json"))
+    response.headers[SERVED_BY] = answer.headers.get(SERVED_BY, node)
+    return response
 
 
 def create_app(herald: Herald) -> IngestApp:
@@ -518,10 +561,18 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[list[str]] = tri
         async with trio.open_nursery() as nursery:
             async def shutdown_trigger() -> None:
                 await _signalled()
+                if herald.cluster is not None:
+                    # Hand the partitions over first: idle kept-alive connections may hold hypercorn for
+                    # its graceful timeout, and other nodes should not wait for that.
+                    await herald.cluster.stop()
                 # Deliveries may go to this very server: finish them before hypercorn stops serving.
                 await herald.quiesce()
 
-            if config.durability == "memory":
+            if herald.cluster is not None:
+                log.info("cluster node %s on %s (%d partitions); no local journal: the events topic and the "
+                         "changelog keep everything", herald.cluster.node, redact_url(herald.cluster.bootstrap),
+                         herald.cluster.partitions)
+            elif config.durability == "memory":
                 log.info("no journal (durability memory): state is lost when Herald stops")
             else:
                 log.info("journal: %s (durability %s)", (config.data_path / DB_NAME).resolve(), config.durability)

@@ -77,6 +77,13 @@ def _body_timeout(value: str) -> float:
     return seconds
 
 
+def _name(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 100 or not all(c.isalnum() or c in "._-:" for c in value):
+        raise ValueError("must be 1-100 letters, digits or . _ - :")
+    return value
+
+
 def parse_load_spec(value: str) -> tuple[tuple[str, str], ...]:
     """``customers=a.data,customers=b.data`` -> ``(("customers", "a.data"), ...)``."""
     pairs = []
@@ -140,6 +147,25 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a request body may take (at most 30); each 64 KiB received restarts the clock"),
     Setting("max_connections", "HERALD_MAX_CONNECTIONS", _positive(int),
             "open connections at most; at the cap the oldest idle ones are closed"),
+    Setting("cluster", "HERALD_CLUSTER", str,
+            "Kafka bootstrap servers: run as a node of a cluster over Kafka (see docs/cluster.md); "
+            "default: one embedded process"),
+    Setting("cluster_name", "HERALD_CLUSTER_NAME", _name, "cluster name: the consumer group and the topics' prefix"),
+    Setting("cluster_partitions", "HERALD_CLUSTER_PARTITIONS", _positive(int),
+            "partitions of the events topic (fixed when the cluster is first started)"),
+    Setting("cluster_session_timeout", "HERALD_CLUSTER_SESSION_TIMEOUT", _positive(float),
+            "seconds before a silent node's partitions move to others (bounds the takeover time)"),
+    Setting("cluster_checkpoint", "HERALD_CLUSTER_CHECKPOINT", _positive(float),
+            "seconds between checkpoints of a partition to the changelog (bounds what a takeover replays)"),
+    Setting("cluster_tick", "HERALD_CLUSTER_TICK", _positive(float),
+            "seconds between ticks of partitions holding timers (bounds how late a timer fires)"),
+    Setting("cluster_announce", "HERALD_CLUSTER_ANNOUNCE", _positive(float),
+            "seconds between a node's announcements of the partitions it serves"),
+    Setting("cluster_produce_timeout", "HERALD_CLUSTER_PRODUCE_TIMEOUT", _positive(float),
+            "seconds an accepted event may wait for the broker before the request answers 503"),
+    Setting("node_id", "HERALD_NODE_ID", _name, "this node's name in the cluster (default host:port:pid)"),
+    Setting("node_url", "HERALD_NODE_URL", str,
+            "the URL other nodes send queries for this node's actors to (default http://HOST:PORT)"),
 )
 
 
@@ -177,6 +203,16 @@ class Config:
     load: tuple[tuple[str, str], ...] = ()
     body_timeout: float = 10.0
     max_connections: int = 1000
+    cluster: str | None = None
+    cluster_name: str = "herald"
+    cluster_partitions: int = 6
+    cluster_session_timeout: float = 3.0
+    cluster_checkpoint: float = 2.0
+    cluster_tick: float = 1.0
+    cluster_announce: float = 1.0
+    cluster_produce_timeout: float = 10.0
+    node_id: str | None = None
+    node_url: str | None = None
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod
@@ -216,8 +252,8 @@ class Config:
 
     def data_file(self, name: str) -> Path | None:
         """Where a plugin keeps a file of its own beside the journal (``None`` with ``durability=memory``:
-        keep it in memory too). The data directory is created if needed."""
-        if self.durability == "memory":
+        keep it in memory too; also in a cluster, whose state lives in Kafka). The data directory is created if needed."""
+        if self.durability == "memory" or self.cluster:
             return None
         self.data_path.mkdir(parents=True, exist_ok=True)
         return self.data_path / name

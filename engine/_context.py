@@ -11,7 +11,7 @@ reachable through it, so a plugin cannot come to depend on internals.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AbstractSet, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AbstractSet, Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -46,6 +46,25 @@ class ActorView:
     clock: datetime | None
     timers: tuple[TimerView, ...]
     unknown: Mapping[str, int]
+
+
+class _UnionKeys(AbstractSet[str]):
+    """The keys of several engines (a cluster node's partitions) as one set; they never overlap."""
+
+    __slots__ = ("_sets",)
+
+    def __init__(self, sets: list[AbstractSet[str]]) -> None:
+        self._sets = sets
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in s for s in self._sets)
+
+    def __iter__(self) -> Iterator[str]:
+        for s in self._sets:
+            yield from s
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._sets)
 
 
 class Context:
@@ -109,8 +128,9 @@ class Context:
     # -- reading actors ---------------------------------------------------------------------------
 
     def actor(self, key: str) -> ActorView | None:
-        engine = self._herald.engine
-        actor = engine.actors.get(key)
+        """One actor as this server holds it (in a cluster: None if another node serves it)."""
+        engine = self._herald.engine_for(key)
+        actor = None if engine is None else engine.actors.get(key)
         if actor is None:
             return None
         timers = tuple(TimerView(t.plugin, t.name, datetime.fromtimestamp(t.due, _UTC))
@@ -119,24 +139,40 @@ class Context:
 
     def state(self, key: str, plugin: str) -> Any:
         """``plugin``'s state on the actor ``key`` (None if it has none): an immutable value."""
-        actor = self._herald.engine.actors.get(key)
+        engine = self._herald.engine_for(key)
+        actor = None if engine is None else engine.actors.get(key)
         return None if actor is None else actor.states.get(plugin)
 
     def states(self, keys: Iterable[str], plugin: str) -> Iterable[tuple[str, Any]]:
         """``(key, state)`` of ``plugin`` for each of ``keys`` that has one, in their order."""
-        actors = self._herald.engine.actors
+        herald = self._herald
+        if herald.cluster is None:
+            actors = herald.engine.actors
+            for key in keys:
+                actor = actors.get(key)
+                if actor is not None and plugin in actor.states:
+                    yield key, actor.states[plugin]
+            return
         for key in keys:
-            actor = actors.get(key)
+            engine = herald.engine_for(key)
+            actor = None if engine is None else engine.actors.get(key)
             if actor is not None and plugin in actor.states:
                 yield key, actor.states[plugin]
 
     def keys(self, plugin: str) -> AbstractSet[str]:
         """The keys of the actors holding a state of ``plugin`` (a live view: do not change it)."""
-        return self._herald.engine.members[plugin]
+        herald = self._herald
+        if herald.cluster is None:
+            return herald.engine.members[plugin]
+        return _UnionKeys([engine.members[plugin] for engine in herald.engines()])
 
     def version(self, plugin: str) -> int:
         """Bumped whenever a key joins or leaves :meth:`keys` (for orderings a plugin caches)."""
-        return self._herald.engine.member_versions[plugin]
+        herald = self._herald
+        if herald.cluster is None:
+            return herald.engine.member_versions[plugin]
+        # Each engine's version only grows; a rebalance (engines come and go) moves it far on.
+        return herald.cluster.rebalances << 40 | sum(e.member_versions[plugin] for e in herald.engines())
 
     def event_type(self, name: str) -> EventType:
         """The declaration of an event type (by its name or an alias)."""

@@ -31,6 +31,7 @@ from ._event import Event, InvalidEvent, new_event_id
 from ._journal import Durability, Journal, JournalError, snapshot_writer
 from ._metrics import Metrics
 from ._outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
+from ._cluster import Cluster
 from ._context import Context
 from ._plugins import Origin, PluginError, PluginHost
 from ._replay import replay
@@ -65,7 +66,9 @@ class Herald:
         self.plugins = plugins or PluginHost.from_config(config)
         self.metrics = Metrics()
         self.http = httpx.AsyncClient(timeout=config.effect_timeout, follow_redirects=False)
-        self.journal = Journal(config.data_dir, Durability(config.durability), sync_interval=config.sync_interval,
+        # In a cluster the events topic is the journal and the changelog keeps the actors: no local journal.
+        durability = Durability.MEMORY if config.cluster else Durability(config.durability)
+        self.journal = Journal(config.data_dir, durability, sync_interval=config.sync_interval,
                                on_new_effects=lambda rows: self.outbox.committed(rows))
         signer = Signer(config.webhook_secret) if config.webhook_secret else None
         self.outbox = Outbox(
@@ -77,6 +80,7 @@ class Herald:
             workers=config.effect_workers,
             timeout=config.effect_timeout,
             capacity=config.effect_queue,
+            on_settled=lambda effect: self.cluster.settled(effect) if self.cluster is not None else None,
         )
         self._deliver = emit or self.outbox.emit
         self.engine = Engine(
@@ -113,6 +117,12 @@ class Herald:
         self.context = Context(self)
         #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
         self.sinks: dict[type, Any] = {}
+        #: This node's part in a cluster over Kafka (None: the single embedded process).
+        self.cluster: Cluster | None = None
+        if config.cluster:
+            if config.load:
+                raise PluginError("bulk loads at start (HERALD_LOAD) are not supported in a cluster yet")
+            self.cluster = Cluster(self)
         for name, sinks in self.plugins.each("herald_effect_sinks", context=self.context):
             for effect_type, sink in (sinks or {}).items():
                 if effect_type in self.sinks:
@@ -125,6 +135,16 @@ class Herald:
         if found is None:
             found = self._parts[name] = make()
         return found
+
+    # -- where actors live -----------------------------------------------------------------
+
+    def engine_for(self, key: str) -> Engine | None:
+        """The engine holding ``key``'s actor here (in a cluster: None if another node serves it)."""
+        return self.engine if self.cluster is None else self.cluster.engine_for(key)
+
+    def engines(self) -> list[Engine]:
+        """Every engine holding actors here (one; in a cluster, one per partition this node owns)."""
+        return [self.engine] if self.cluster is None else self.cluster.engines()
 
     def _emit(self, effect: Effect) -> None:
         sink = self.sinks.get(type(effect)) if self.sinks else None
@@ -204,6 +224,8 @@ class Herald:
         repeats of an id already accepted. Raw JSON objects are parsed first, as a trusted
         source's (internal types allowed: the public routes parse with their own rule)."""
         parsed = [e if isinstance(e, Event) else self.engine.parse(e, origin=Origin.INTERNAL) for e in events]
+        if self.cluster is not None:
+            return await self.cluster.accept(parsed)
         duplicates = self._apply(parsed)
         await self.journal.commit()
         return duplicates
@@ -216,6 +238,9 @@ class Herald:
         The chunk is journaled as one event (its lines verbatim), so a replay
         rebuilds exactly the same states.
         """
+        if self.cluster is not None:
+            raise InvalidEvent("loader", "unsupported", "bulk loads are not supported in a cluster yet: "
+                               "post the lines as events (POST /v1/events)")
         if loader not in self.plugins.loaders:
             known = ", ".join(sorted(self.plugins.loaders)) or "none"
             raise InvalidEvent("loader", "unknown", f"no enabled plugin loads {loader!r} (loaders: {known})")
@@ -284,12 +309,19 @@ class Herald:
                 self.status = "replaying"
                 await self._recover()
             await nursery.start(self.engine.run_timers)
+            if self.cluster is not None:
+                self.status = "joining"
+                await nursery.start(self.cluster.run)
             for name, result in self.plugins.each("herald_startup", context=self.context):
                 await _maybe_await(result)
             for loader, path in self.config.load:
                 await self._load_at_start(loader, path)
-            for name, sources in self.plugins.each("herald_sources", context=self.context):
-                for source in sources or ():
+            sources = [(name, source) for name, found in self.plugins.each("herald_sources", context=self.context)
+                       for source in found or ()]
+            if self.cluster is not None:
+                nursery.start_soon(self._run_singletons, sources)
+            else:
+                for name, source in sources:
                     nursery.start_soon(self._run_source, name, source)
             if self.journal.enabled:
                 nursery.start_soon(self._snapshot_loop)
@@ -406,6 +438,11 @@ class Herald:
         self.ready = False
         self.status = "stopping"
         with trio.CancelScope(shield=True):
+            if self.cluster is not None:
+                try:
+                    await self.cluster.stop()  # hand the partitions over (checkpointed) before anything stops
+                except Exception:
+                    log.exception("leaving the cluster failed; other nodes take over after the session timeout")
             for name, result in self.plugins.each("herald_shutdown", context=self.context):
                 try:
                     await _maybe_await(result)
@@ -425,6 +462,21 @@ class Herald:
                 except Exception:
                     log.exception("final snapshot failed")
             await self.journal.commit()
+
+    async def _run_singletons(self, sources: list[tuple[str, Callable[[], Any]]]) -> None:
+        """In a cluster, plugins' sources run once: on the node owning partition 0, moving with it."""
+        cluster = self.cluster
+        assert cluster is not None
+        while True:
+            await cluster.singletons.wait()
+            log.info("this node runs the cluster's sources (%d)", len(sources))
+            async with trio.open_nursery() as nursery:
+                for name, source in sources:
+                    nursery.start_soon(self._run_source, name, source)
+                while cluster.singletons.is_set():
+                    await cluster.singleton_changes()
+                nursery.cancel_scope.cancel()
+            log.info("the cluster's sources moved to another node")
 
     async def _run_source(self, plugin: str, source: Callable[[], Any]) -> None:
         """Run a source; if it crashes, log it and start it again (backing off up to a minute)."""

@@ -190,7 +190,10 @@ class Outbox:
         workers: int = 16,
         timeout: float = 5.0,
         capacity: int = 10_000,
+        on_settled: Callable[[Effect], None] | None = None,
     ) -> None:
+        #: Told of each effect delivered or given up on (a cluster stops checkpointing it).
+        self.on_settled = on_settled
         self.executors = dict(executors)
         self.kinds = {cls.__name__: cls for cls in self.executors}
         self.journal = journal
@@ -358,6 +361,8 @@ class Outbox:
         self._changed.set()
 
     def _record(self, item: _Item, status: str, error: str | None) -> None:
+        if status != "pending" and self.on_settled is not None:
+            self.on_settled(item.effect)
         if self.journal.enabled:
             self.journal.mark(item.id, status, item.attempts, item.next_at, error)
         elif status == "dead":

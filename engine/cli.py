@@ -161,6 +161,10 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        "their readable prefix (as herald journal salvage does); without it Herald refuses to start")
     serve.add_argument("--load", action="append", metavar="LOADER=FILE", default=[],
                        help="bulk-load a file before serving (repeatable) [env HERALD_LOAD]")
+    serve.add_argument("--cluster", metavar="BOOTSTRAP", help=_env_help("cluster"))
+    serve.add_argument("--partitions", dest="cluster_partitions", type=int,
+                       help=_env_help("cluster_partitions") + " (default 6)")
+    serve.add_argument("--node-id", dest="node_id", help=_env_help("node_id"))
 
 
 def setup_logging(level: str) -> None:
@@ -187,7 +191,14 @@ def serve_config(args: argparse.Namespace) -> Config:
         max_skew=args.max_skew,
         log_level=args.log_level.upper() if args.log_level else None,
         durability=args.durability,
+        cluster=getattr(args, "cluster", None),
+        cluster_partitions=getattr(args, "cluster_partitions", None),
+        node_id=getattr(args, "node_id", None),
     )
+    if config.cluster_partitions < 1:
+        raise ConfigError("--partitions must be positive")
+    if config.cluster and config.load:
+        raise ConfigError("--load is not supported in a cluster yet: post the lines as events")
     if args.plugins is not None:
         config = attrs.evolve(config, plugins=parse_plugin_list(args.plugins))
     if args.load:

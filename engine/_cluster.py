@@ -1,0 +1,811 @@
+"""A cluster of Herald processes over Kafka: every node accepts, each partition's actors live on one.
+
+The events topic is the cluster's journal. A node that accepts an event
+produces it to the partition of its key (``crc32(key) % partitions``) and
+answers 202 once the broker acknowledged it. Every node is also a worker in
+one consumer group over that topic: for each partition it owns it runs a
+:class:`Shard`, an engine of its own applying that partition's messages in
+offset order.
+
+Replays are exact because everything a shard's engine reads comes from the
+log: an event's arrival is its message's timestamp (never less than the one
+before it), and the wall only moves with messages. Between events the owner
+produces *ticks* (empty messages) to its partitions that hold timers, and a
+tick fires what fell due by its timestamp. A new owner that re-applies a
+partition's tail therefore fires every timer where the old owner fired it,
+and makes the same effects, with the same idempotency keys.
+
+A shard's actors, timers, clocks, recent event ids and undelivered effects
+are checkpointed to the changelog topic (same partition number), with the
+input offset they cover, every ``cluster_checkpoint`` seconds and when the
+partition is revoked. A node that gets a partition restores the latest
+checkpoint, resumes the events topic at its offset, and delivers its pending
+effects again: a takeover may repeat a delivery (same key), never lose one.
+Restore never depends on compaction: each changelog message names the
+offset of the latest complete checkpoint, so a restore reads one message at
+the end, then the checkpoint it points to.
+
+Nodes announce themselves (their URL and the partitions they serve) on the
+nodes topic every second; queries for an actor another node owns are sent
+there (see :meth:`Cluster.owner_url`). Plugins' sources run on the owner of
+partition 0 only, and move with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+import zlib
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Sequence
+
+import orjson
+import trio
+
+from . import _snapshot as snapshots
+from ._dedupe import IdWindow
+from ._effects import Effect
+from ._engine import Engine
+from ._event import Event, InvalidEvent, converter
+from ._journal import JournalError
+from ._kafka import _kafka, ensure_topics
+from ._metrics import Metrics
+from ._outbox import effect_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._herald import Herald
+
+__all__ = ["Cluster", "Shard", "partition_of", "topics_of"]
+
+log = logging.getLogger("herald.cluster")
+UTC = timezone.utc
+
+#: Changelog messages are cut into pieces of at most this many bytes (Kafka's default limit is 1 MB).
+CHUNK_BYTES = 900_000
+#: Events consumed per poll.
+BATCH = 500
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition (and so the shard, and the node) that holds ``key``'s actor."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def topics_of(name: str) -> tuple[str, str, str]:
+    """The events, changelog and nodes topics of the cluster ``name``."""
+    return f"{name}.events", f"{name}.changelog", f"{name}.nodes"
+
+
+def encode_event(event: Event) -> bytes:
+    """An event as the events topic holds it (what the journal keeps of it, as one JSON array)."""
+    try:
+        return orjson.dumps([event.id, event.type, event.key, event.timestamp.timestamp(), event.data,
+                             event.received_at.timestamp()])
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
+
+
+def decode_event(value: bytes) -> Event:
+    id_, type_, key, ts, data, received = orjson.loads(value)
+    return Event(id_, type_, key, datetime.fromtimestamp(ts, UTC), data, datetime.fromtimestamp(received, UTC))
+
+
+class Shard:
+    """One partition's actors: an engine whose wall is the partition's log.
+
+    ``apply`` takes the partition's messages in offset order; ``capture``
+    and ``restore`` move the shard through the changelog.
+    """
+
+    def __init__(self, cluster: "Cluster", number: int) -> None:
+        self.cluster = cluster
+        self.number = number
+        herald = cluster.herald
+        config = herald.config
+        #: The wall reading of the last message applied (message timestamps never go back here).
+        self.wall = 0.0
+        self.engine = Engine(
+            herald.plugins, emit=self._emit, record=None, wall=self._read_wall, utcnow=herald.utcnow,
+            max_skew=math.inf, lateness=config.allowed_lateness, metrics=cluster.shard_metrics,
+        )
+        self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
+        #: The next offset of the events partition to apply.
+        self.offset = 0
+        #: Effect key -> effect handed to the outbox and not yet delivered (or dead): checkpointed.
+        self.pending: dict[str, Effect] = {}
+        self.applied = 0
+        self.duplicates = 0
+        self.checkpointed_offset = -1
+        self.checkpoints = 0
+        self.last_checkpoint = 0.0
+        #: Offset of the events partition's end when the shard was assigned: caught up once past it.
+        self.catch_up_to = 0
+        self.ready = False
+        self.restored_actors = 0
+        #: When the partition was assigned (monotonic), and how long restoring and catching up took.
+        self.assigned_at = time.monotonic()
+        self.restore_seconds = 0.0
+        self.lock = trio.Lock()
+
+    def _read_wall(self) -> float:
+        return self.wall
+
+    def _emit(self, effect: Effect) -> None:
+        herald = self.cluster.herald
+        sink = herald.sinks.get(type(effect)) if herald.sinks else None
+        if sink is not None:
+            sink.put(effect)
+            return
+        key = effect_key(effect)
+        self.pending[key] = effect
+        self.cluster.pending_of[key] = self
+        herald.outbox.emit(effect)
+
+    def settled(self, key: str) -> None:
+        self.pending.pop(key, None)
+
+    def apply(self, message: Any) -> None:
+        """Apply one message of the partition: an event, or a tick (no value) that only moves the wall."""
+        stamp = message.timestamp()[1] / 1000.0
+        if stamp > self.wall:
+            self.wall = stamp
+        wall = self.wall
+        value = message.value()
+        engine = self.engine
+        if value:
+            try:
+                event = decode_event(value)
+            except Exception as exc:  # never written by Herald: skip it, loudly, and go on
+                log.error("partition %d offset %d: not an event (%s); skipped", self.number, message.offset(), exc)
+            else:
+                if event.id in self.ids:
+                    self.duplicates += 1
+                    self.cluster.herald.metrics.duplicates.inc()
+                else:
+                    self.ids.add(event.id, wall)
+                    engine.apply(event, wall)
+                    self.applied += 1
+        else:
+            engine.fire_ripe(wall)
+        self.offset = message.offset() + 1
+
+    # -- the changelog --------------------------------------------------------------------
+
+    def capture(self) -> tuple[int, Any, list[tuple[str, Any]], float]:
+        """A consistent copy of the shard (taken between two messages, in the trio thread)."""
+        pending = [(type(e).__name__, converter.unstructure(e)) for e in self.pending.values()]
+        return (self.offset, snapshots.capture(self.engine, self.offset, self.ids.items(), time.time()),
+                pending, self.wall)
+
+    @staticmethod
+    def encode(offset: int, capture: Any, pending: list, wall: float) -> bytes:
+        body = snapshots.encode(capture)
+        return orjson.dumps({"offset": offset, "wall": wall, "pending": pending, "snapshot": orjson.Fragment(body)})
+
+    def restore(self, doc: dict[str, Any]) -> list[Effect]:
+        """Load a decoded checkpoint into this (empty) shard; return the effects it had not delivered."""
+        snapshots.restore(self.engine, doc["snapshot"])
+        self.wall = float(doc["wall"])
+        self.offset = int(doc["offset"])
+        self.checkpointed_offset = self.offset
+        self.ids.restore((tuple(pair) for pair in doc["snapshot"].get("ids", ())), self.wall)
+        kinds = self.cluster.herald.outbox.kinds
+        effects = []
+        for kind, data in doc.get("pending", ()):
+            cls = kinds.get(kind)
+            if cls is None:
+                log.error("partition %d: a pending %s effect has no executor here; dropped", self.number, kind)
+                continue
+            effects.append(converter.structure(data, cls))
+        return effects
+
+
+class _Directory:
+    """Who serves which partition, from the nodes' announcements (the nodes topic)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        #: node id -> (announced at, url, partitions served)
+        self.nodes: dict[str, tuple[float, str, frozenset[int]]] = {}
+
+    def heard(self, doc: dict[str, Any]) -> None:
+        node = doc.get("node")
+        if not isinstance(node, str):
+            return
+        if doc.get("left"):
+            self.nodes.pop(node, None)
+            return
+        at = float(doc.get("at", 0.0))
+        known = self.nodes.get(node)
+        if known is None or known[0] <= at:
+            self.nodes[node] = (at, str(doc.get("url", "")), frozenset(doc.get("partitions", ())))
+
+    def owner(self, partition: int, now: float) -> tuple[str, str] | None:
+        best = None
+        for node, (at, url, parts) in self.nodes.items():
+            if partition in parts and at > now - self.ttl and (best is None or at > best[0]):
+                best = (at, node, url)
+        return None if best is None else (best[1], best[2])
+
+    def live(self, now: float) -> dict[str, dict[str, Any]]:
+        return {node: {"url": url, "partitions": sorted(parts), "seen": round(now - at, 3)}
+                for node, (at, url, parts) in sorted(self.nodes.items()) if at > now - self.ttl}
+
+
+class Cluster:
+    """This node's part in a cluster: the producer, the consumer group, its shards, its announcements."""
+
+    def __init__(self, herald: "Herald") -> None:
+        self.herald = herald
+        config = herald.config
+        self.bootstrap = config.cluster
+        self.name = config.cluster_name
+        self.partitions = config.cluster_partitions
+        self.events_topic, self.changelog_topic, self.nodes_topic = topics_of(self.name)
+        self.node = config.node_id or f"{socket.gethostname()}:{config.port}:{os.getpid()}"
+        self.url = config.node_url or config.self_url
+        self.shards: dict[int, Shard] = {}
+        #: Effect key -> the shard that emitted it (to drop it from that shard's pending effects once delivered).
+        self.pending_of: dict[str, Shard] = {}
+        #: The shards' engines share one set of metrics, apart from the node's (their gauges are summed here).
+        self.shard_metrics = Metrics()
+        self.directory = _Directory(ttl=max(3.0, 3 * config.cluster_announce))
+        self.rebalances = 0
+        self.assigned_at: float | None = None
+        self.restored_actors = 0
+        self.restore_seconds = 0.0
+        self.lag: dict[int, int] = {}
+        #: Partition -> changelog offset of its latest checkpoint marker (written or read here).
+        self._last_end: dict[int, int] = {}
+        #: Partition -> input offset a checkpoint covers, for the consume thread to commit.
+        self._commits: dict[int, int] = {}
+        self._closed = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._stopping = False
+        self._sources_scope: trio.CancelScope | None = None
+        self.singletons = trio.Event()  # set while this node runs the cluster's singletons
+        self._singleton_changed = trio.Event()
+        self.started = trio.Event()
+        self._hot = herald.metrics.hot
+        self.shard_metrics.hot = herald.metrics.hot  # events accepted and timers fired count on the node
+        self._register_metrics()
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _register_metrics(self) -> None:
+        from prometheus_client import Gauge
+
+        m, r = self.herald.metrics, self.herald.metrics.registry
+        m.timers_pending.set_function(lambda: sum(len(s.engine.timers) for s in self.shards.values()))
+        m.actors.set_function(lambda: sum(len(s.engine.actors) for s in self.shards.values()))
+        m.hot.late = lambda: sum(s.engine.late_events for s in self.shards.values())
+        Gauge("herald_cluster_partitions_owned", "Partitions of the events topic this node owns",
+              registry=r).set_function(lambda: len(self.shards))
+        Gauge("herald_cluster_consumer_lag", "Messages of owned partitions not applied yet",
+              registry=r).set_function(lambda: sum(self.lag.values()))
+        Gauge("herald_cluster_rebalances", "Partition assignments and revocations seen by this node",
+              registry=r).set_function(lambda: self.rebalances)
+        Gauge("herald_cluster_restored_actors", "Actors restored from the changelog by this node",
+              registry=r).set_function(lambda: self.restored_actors)
+        Gauge("herald_cluster_restoring", "Owned partitions still restoring or catching up",
+              registry=r).set_function(lambda: sum(not s.ready for s in self.shards.values()))
+
+    # -- what the node looks like from outside ---------------------------------------------
+
+    def engine_for(self, key: str) -> Engine | None:
+        """The engine holding ``key``'s actor, if this node serves its partition."""
+        shard = self.shards.get(partition_of(key, self.partitions))
+        return shard.engine if shard is not None and shard.ready else None
+
+    def engines(self) -> list[Engine]:
+        return [s.engine for s in self.shards.values()]
+
+    def owner_url(self, key: str) -> tuple[str, str] | None:
+        """``(node, url)`` of the node serving ``key``'s partition (None while nobody does)."""
+        return self.directory.owner(partition_of(key, self.partitions), time.time())
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "url": self.url,
+            "bootstrap": self.bootstrap,
+            "topic": self.events_topic,
+            "partitions": self.partitions,
+            "owned": sorted(self.shards),
+            "ready": sorted(p for p, s in self.shards.items() if s.ready),
+            "lag": {str(p): n for p, n in sorted(self.lag.items())},
+            "rebalances": self.rebalances,
+            "restore": {"actors": self.restored_actors, "seconds": round(self.restore_seconds, 3),
+                        "restoring": sorted(p for p, s in self.shards.items() if not s.ready)},
+            "singletons": self.singletons.is_set(),
+            "nodes": self.directory.live(time.time()),
+        }
+
+    # -- accepting: produce, then 202 --------------------------------------------------------
+
+    async def accept(self, events: Sequence[Event]) -> list[bool]:
+        """Produce each event to its partition; return once the broker acknowledged them all
+        (repeats are dropped by the owning shard, so none is reported here)."""
+        if not events:
+            return []
+        if self._producer is None:
+            raise JournalError("the cluster producer is not connected yet")
+        encoded = [(e.key, encode_event(e)) for e in events]
+        done = trio.Event()
+        state = {"left": len(encoded), "error": None}
+        token = self._token
+
+        def delivered(error: Any, message: Any) -> None:  # in the poll thread
+            token.run_sync_soon(settle, error)
+
+        def settle(error: Any) -> None:
+            if error is not None and state["error"] is None:
+                state["error"] = error
+            state["left"] -= 1
+            if state["left"] == 0:
+                done.set()
+
+        partitions = self.partitions
+        producer = self._producer
+        for key, value in encoded:
+            self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(), delivered)
+        await done.wait()
+        if state["error"] is not None:
+            raise JournalError(f"the broker did not take the event(s): {state['error']}")
+        return [False] * len(encoded)
+
+    @staticmethod
+    def _produce(producer: Any, topic: str, value: bytes | None, partition: int, key: bytes | None,
+                 on_delivery: Any, headers: Any = None) -> None:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, partition=partition, on_delivery=on_delivery,
+                                 headers=headers)
+                return
+            except BufferError:  # the local queue is full: the poll thread drains it
+                time.sleep(0.005)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        kafka = _kafka()
+        config = self.herald.config
+        self._token = trio.lowlevel.current_trio_token()
+        await trio.to_thread.run_sync(ensure_topics, self.bootstrap, [
+            (self.events_topic, self.partitions, {}),
+            (self.changelog_topic, self.partitions, {"cleanup.policy": "compact"}),
+            (self.nodes_topic, 1, {}),
+        ])
+        await trio.to_thread.run_sync(self._check_partitions)
+        self._producer = kafka.Producer({
+            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
+            "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
+        })
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._poll_producer)
+            nursery.start_soon(self._listen)
+            nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._checkpoint_loop)
+            task_status.started()
+            self.started.set()
+            try:
+                await self._consume()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def _check_partitions(self) -> None:
+        _kafka()
+        import confluent_kafka.admin as admin_mod
+
+        admin = admin_mod.AdminClient({"bootstrap.servers": self.bootstrap})
+        topic = admin.list_topics(self.events_topic, timeout=10).topics.get(self.events_topic)
+        found = len(topic.partitions) if topic is not None else 0
+        if found != self.partitions:
+            raise RuntimeError(
+                f"the topic {self.events_topic} has {found} partitions, this node is configured for "
+                f"{self.partitions} (HERALD_CLUSTER_PARTITIONS): every node of a cluster must agree")
+
+    async def _poll_producer(self) -> None:
+        """Serve the producer's delivery reports (they resolve the 202s) in a worker thread."""
+        producer = self._producer
+        while True:
+            await trio.to_thread.run_sync(producer.poll, 0.05)
+
+    async def stop(self) -> None:
+        """Leave gracefully: checkpoint and hand over every partition, then say goodbye."""
+        if self._stopping:
+            return
+        self._stopping = True
+        with trio.CancelScope(shield=True):
+            if self._consumer is not None:
+                with trio.move_on_after(self.herald.config.drain_timeout + 10):
+                    await self._closed.wait()  # the consume loop closes the consumer as it ends
+            if self._producer is not None:
+                self._produce(self._producer, self.nodes_topic, orjson.dumps({"node": self.node, "left": True}),
+                              0, None, None)
+                await trio.to_thread.run_sync(self._producer.flush, 5.0)
+
+    # -- the consumer group ----------------------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        config = self.herald.config
+        session_ms = int(config.cluster_session_timeout * 1000)
+        return {
+            "bootstrap.servers": self.bootstrap, "group.id": self.name, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 6), "fetch.wait.max.ms": 10,
+            "partition.assignment.strategy": "cooperative-sticky", "reconnect.backoff.max.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 5000, "enable.partition.eof": False,
+            "client.id": f"herald-{self.node}",
+        }
+
+    async def _consume(self) -> None:
+        kafka = _kafka()
+        consumer = self._consumer = kafka.Consumer(self._consumer_config())
+
+        def assigned(c: Any, partitions: list) -> None:  # in the consume thread
+            offsets = trio.from_thread.run(self._assigned, [tp.partition for tp in partitions])
+            c.incremental_assign([kafka.TopicPartition(self.events_topic, p, offsets[p]) for p in offsets])
+
+        def revoked(c: Any, partitions: list) -> None:
+            trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], True)
+            c.incremental_unassign(partitions)
+
+        def lost(c: Any, partitions: list) -> None:
+            trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], False)
+            c.incremental_unassign(partitions)
+
+        consumer.subscribe([self.events_topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+        def step(measure: bool) -> tuple[list, dict[int, int] | None]:
+            """One turn of the consume thread: commit what checkpoints covered, consume, read the high
+            watermarks (from the fetches: ListOffsets may be wrong on some brokers)."""
+            commits, self._commits = self._commits, {}
+            if commits:
+                try:
+                    consumer.commit(offsets=[kafka.TopicPartition(self.events_topic, p, o) for p, o in commits.items()],
+                                    asynchronous=True)
+                except kafka.KafkaException as exc:
+                    log.debug("commit: %s", exc)
+            messages = consumer.consume(BATCH, 0.1)
+            highs = None
+            if measure:
+                highs = {}
+                for p in list(self.shards):
+                    try:
+                        highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p),
+                                                                  cached=True)[1]
+                    except kafka.KafkaException:
+                        pass
+            return messages, highs
+
+        try:
+            await self._consume_loop(consumer, step)
+        finally:
+            with trio.CancelScope(shield=True):
+                started = time.monotonic()
+                await trio.to_thread.run_sync(consumer.close)  # revokes (and so checkpoints) what it owns
+                log.info("left the consumer group in %.3f s", time.monotonic() - started)
+                self._consumer = None
+                self._closed.set()
+
+    async def _consume_loop(self, consumer: Any, step: Any) -> None:
+        last_lag = 0.0
+        while not self._stopping:
+            while self.herald.outbox.pending > self.herald.config.effect_queue - 4 * BATCH:
+                await trio.sleep(0.05)  # deliveries are behind: let them catch up before making more
+            now = time.monotonic()
+            measure = now - last_lag >= 0.5
+            if measure:
+                last_lag = now
+            messages, highs = await trio.to_thread.run_sync(step, measure)
+            if messages:
+                self._apply(messages)
+            if highs is not None:
+                self._measure_lag(highs)
+            await trio.sleep(0)
+
+    def _apply(self, messages: list) -> None:
+        shards = self.shards
+        for message in messages:
+            if message.error() is not None:
+                if message.error().code() != _kafka().KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", message.error())
+                continue
+            shard = shards.get(message.partition())
+            if shard is None or message.offset() < shard.offset:
+                continue  # revoked meanwhile, or a repeat of what a restore already holds
+            shard.apply(message)
+            if not shard.ready and shard.offset >= shard.catch_up_to:
+                self._caught_up(shard)
+
+    def _caught_up(self, shard: Shard) -> None:
+        shard.ready = True
+        shard.restore_seconds = time.monotonic() - shard.assigned_at
+        log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors), shard.offset)
+        self._announce_now()
+        self._tick(shard)  # overdue timers fire at once, through the log
+
+    def _measure_lag(self, highs: dict[int, int]) -> None:
+        lag = {}
+        for p, shard in list(self.shards.items()):
+            high = highs.get(p)
+            if high is not None and high >= 0:
+                lag[p] = max(0, high - shard.offset)
+                if not shard.ready and high <= shard.offset:
+                    self._caught_up(shard)
+        self.lag = lag
+
+    async def _assigned(self, partitions: list[int]) -> dict[int, int]:
+        """Partitions were given to this node: restore each from the changelog; return where to resume."""
+        self.rebalances += 1
+        started = time.monotonic()
+        offsets: dict[int, int] = {}
+        reader = await trio.to_thread.run_sync(self._reader) if partitions else None
+        try:
+            for p in partitions:
+                await self._restore(reader, p, offsets)
+        finally:
+            if reader is not None:
+                await trio.to_thread.run_sync(reader.close)
+        self.restore_seconds += time.monotonic() - started
+        log.info("assigned partitions %s (resuming at %s) in %.3f s", partitions, offsets, time.monotonic() - started)
+        self._update_singletons()
+        return offsets
+
+    async def _restore(self, reader: Any, p: int, offsets: dict[int, int]) -> None:
+        shard = Shard(self, p)
+        doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+        if doc is not None:
+            for effect in shard.restore(doc):
+                shard._emit(effect)
+            shard.restored_actors = len(shard.engine.actors)
+            self.restored_actors += shard.restored_actors
+        shard.catch_up_to = end
+        self.shards[p] = shard
+        offsets[p] = shard.offset
+        if shard.offset >= end:
+            self._caught_up(shard)
+
+    async def _revoked(self, partitions: list[int], graceful: bool) -> None:
+        """Partitions leave this node: checkpoint each (unless lost to another owner already)."""
+        self.rebalances += 1
+        for p in partitions:
+            shard = self.shards.get(p)
+            if shard is None:
+                continue
+            if graceful and shard.ready:
+                try:
+                    await self.checkpoint(shard)
+                except Exception:
+                    log.exception("final checkpoint of partition %d failed; its next owner replays more", p)
+            self.shards.pop(p, None)
+            for key in shard.pending:
+                self.pending_of.pop(key, None)
+            self.lag.pop(p, None)
+        log.info("revoked partitions %s (%s)", partitions, "handed over" if graceful else "lost")
+        self._announce_now()
+        self._update_singletons()
+
+    def _update_singletons(self) -> None:
+        owns = 0 in self.shards
+        if owns != self.singletons.is_set():
+            if owns:
+                self.singletons.set()
+            else:
+                self.singletons = trio.Event()
+            self._singleton_changed.set()
+
+    async def singleton_changes(self) -> None:
+        """Wait until this node starts or stops running the cluster's singletons."""
+        self._singleton_changed = trio.Event()
+        await self._singleton_changed.wait()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.herald.config.cluster_checkpoint
+        while True:
+            await trio.sleep(interval / 4)
+            now = time.monotonic()
+            for shard in list(self.shards.values()):
+                if shard.ready and shard.offset != shard.checkpointed_offset and now - shard.last_checkpoint >= interval:
+                    try:
+                        await self.checkpoint(shard)
+                    except Exception:
+                        log.exception("checkpoint of partition %d failed; retrying", shard.number)
+
+    async def checkpoint(self, shard: Shard) -> None:
+        """Write the shard to the changelog and commit the input offset it covers."""
+        async with shard.lock:
+            herald = self.herald
+            if herald.sinks and not await herald.flush_sinks(herald.config.drain_timeout):
+                log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
+                return
+            offset, capture, pending, wall = shard.capture()
+            body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
+            await trio.to_thread.run_sync(self._write_checkpoint, shard.number, offset, body)
+            shard.checkpointed_offset = offset
+            shard.last_checkpoint = time.monotonic()
+            shard.checkpoints += 1
+            # Committed by the consume thread (a consumer is never called from two threads at once): the
+            # committed offset shows lag to Kafka's tools; restores go by the changelog.
+            self._commits[shard.number] = offset
+
+    def _write_checkpoint(self, partition: int, offset: int, body: bytes) -> None:
+        """Produce the pieces, then the marker naming them (blocking: run in a thread)."""
+        producer = self._producer
+        ckpt = uuid.uuid4().hex
+        offsets: list[int] = []
+        errors: list[Any] = []
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+            else:
+                offsets.append(message.offset())
+
+        last_end = self._last_end.get(partition, -1)
+        pieces = [body[i:i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]
+        headers = [("herald", b"chunk"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())]
+        for piece in pieces:
+            self._produce(producer, self.changelog_topic, piece, partition, None, delivered, headers)
+        if producer.flush(30) or errors or len(offsets) != len(pieces):
+            raise RuntimeError(f"the changelog did not take the checkpoint: {errors or 'timed out'}")
+        marker = orjson.dumps({"ckpt": ckpt, "first": min(offsets), "pieces": len(pieces), "offset": offset})
+        offsets.clear()
+        self._produce(producer, self.changelog_topic, marker, partition, None, delivered,
+                      [("herald", b"end"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())])
+        if producer.flush(30) or errors or not offsets:
+            raise RuntimeError(f"the changelog did not take the checkpoint marker: {errors or 'timed out'}")
+        self._last_end[partition] = offsets[0]
+
+    def _reader(self) -> Any:
+        """A consumer outside the group, for reading partitions by offset (blocking to make and close)."""
+        return _kafka().Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.restore", "enable.auto.commit": False,
+            "enable.partition.eof": True, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
+            "auto.offset.reset": "earliest",
+        })
+
+    def _read_checkpoint(self, reader: Any, partition: int) -> tuple[dict[str, Any] | None, int]:
+        """The latest complete checkpoint of a partition (None if there is none) and the end offset of
+        its events partition (blocking: run in a thread). Reads the changelog's last message, then the
+        checkpoint it names: never the whole changelog."""
+        kafka = _kafka()
+        events_end = self._end_offset(reader, kafka.TopicPartition(self.events_topic, partition))
+        changelog = kafka.TopicPartition(self.changelog_topic, partition)
+        end = self._end_offset(reader, changelog)
+        if end <= 0:
+            return None, events_end
+        last = self._read(reader, partition, end - 1, end)
+        if not last:
+            return None, events_end
+        message = last[-1]
+        headers = dict(message.headers() or ())
+        marker_at = message.offset() if headers.get("herald") == b"end" else int(headers.get("last_end", b"-1"))
+        if marker_at < 0:
+            return None, events_end
+        [marker] = self._read(reader, partition, marker_at, marker_at + 1)
+        info = orjson.loads(marker.value())
+        ckpt = info["ckpt"].encode()
+        pieces = [m.value() for m in self._read(reader, partition, info["first"], marker_at)
+                  if dict(m.headers() or ()).get("ckpt") == ckpt and dict(m.headers() or ()).get("herald") == b"chunk"]
+        if len(pieces) != info["pieces"]:
+            raise RuntimeError(f"checkpoint {info['ckpt']} of partition {partition} is incomplete")
+        self._last_end[partition] = marker_at
+        return orjson.loads(b"".join(pieces)), events_end
+
+    @staticmethod
+    def _end_offset(reader: Any, tp: Any) -> int:
+        """The true end of a partition: ListOffsets may answer less on some brokers (Tansu answers the last
+        batch's first offset + 1), so read from there up to the partition's EOF."""
+        low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+        if high <= 0:
+            return max(high, 0)
+        kafka = _kafka()
+        reader.assign([kafka.TopicPartition(tp.topic, tp.partition, max(low, high - 1))])
+        end = high
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                if message.error().code() == kafka.KafkaError._PARTITION_EOF:
+                    end = max(end, message.offset())
+                    break
+                raise RuntimeError(f"reading {tp.topic}[{tp.partition}]: {message.error()}")
+            end = max(end, message.offset() + 1)
+        reader.unassign()
+        return end
+
+    def _read(self, reader: Any, partition: int, start: int, stop: int) -> list:
+        """Messages ``start`` up to (not including) ``stop`` of a changelog partition."""
+        kafka = _kafka()
+        reader.assign([kafka.TopicPartition(self.changelog_topic, partition, start)])
+        found: list = []
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                # consume() waits for as many messages as asked (or the timeout): ask for what is left.
+                batch = reader.consume(max(1, min(500, stop - start - len(found))), 0.5)
+                for message in batch:
+                    if message.error() is not None:
+                        if message.error().code() == kafka.KafkaError._PARTITION_EOF:
+                            return found
+                        raise RuntimeError(f"reading the changelog: {message.error()}")
+                    if message.offset() >= stop:
+                        return found
+                    found.append(message)
+                if found and found[-1].offset() >= stop - 1:
+                    return found
+            raise RuntimeError(f"reading the changelog of partition {partition} timed out")
+        finally:
+            reader.unassign()
+
+    # -- ticks and announcements -----------------------------------------------------------
+
+    def _tick(self, shard: Shard) -> None:
+        if self._producer is not None:
+            self._produce(self._producer, self.events_topic, None, shard.number, None, None)
+
+    async def _tick_loop(self) -> None:
+        """Partitions holding timers get a tick each interval: their timers fire by the log's time."""
+        interval = self.herald.config.cluster_tick
+        while True:
+            await trio.sleep(interval)
+            for shard in list(self.shards.values()):
+                if shard.ready and len(shard.engine.timers):
+                    self._tick(shard)
+
+    def _announce_now(self) -> None:
+        if self._producer is None:
+            return
+        doc = {"node": self.node, "url": self.url, "at": time.time(),
+               "partitions": sorted(p for p, s in self.shards.items() if s.ready)}
+        self.directory.heard(doc)
+        self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+
+    async def _announce_loop(self) -> None:
+        interval = self.herald.config.cluster_announce
+        while True:
+            self._announce_now()
+            await trio.sleep(interval)
+
+    async def _listen(self) -> None:
+        """Follow the nodes topic (from shortly before its end) to know who serves what."""
+        kafka = _kafka()
+        reader = kafka.Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.directory.{self.node}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 50, "session.timeout.ms": 6000,
+        })
+        try:
+            tp = kafka.TopicPartition(self.nodes_topic, 0)
+            low, high = await trio.to_thread.run_sync(lambda: reader.get_watermark_offsets(tp, timeout=10, cached=False))
+            reader.assign([kafka.TopicPartition(self.nodes_topic, 0, max(low, high - 500))])
+            while True:
+                for message in await trio.to_thread.run_sync(reader.consume, 200, 0.2):
+                    if message.error() is None and message.value():
+                        try:
+                            self.directory.heard(orjson.loads(message.value()))
+                        except orjson.JSONDecodeError:
+                            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(reader.close)
+
+    # -- the settled effects -----------------------------------------------------------------
+
+    def settled(self, effect: Effect) -> None:
+        """The outbox delivered an effect (or gave up on it): it no longer goes into checkpoints."""
+        shard = self.pending_of.pop(effect_key(effect), None)
+        if shard is not None:
+            shard.settled(effect_key(effect))

@@ -1,0 +1,292 @@
+"""Herald as a cluster over Kafka: several ``herald serve --cluster`` processes on one real broker.
+
+Each test starts its own Tansu broker (the ``kafka_bootstrap`` fixture) and
+Herald processes on 127.0.0.1, posts events over HTTP, kills or stops nodes,
+and compares what the cluster holds with a single in-process engine fed the
+same events (:class:`engine.testing.Simulation`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from engine.testing import Receiver, Simulation, free_port, herald_command
+from plugins.fitness import hooks as fitness
+
+pytestmark = pytest.mark.kafka
+
+BASE = datetime(2021, 3, 1, 8, 0, tzinfo=timezone.utc)
+#: The events of the big test span 71 minutes; with two hours of allowed lateness the watermark never
+#: fires a timer, so each user's result depends on that user's events alone, in whatever order users
+#: interleave (a single process and a partitioned cluster then agree exactly).
+SETTINGS = {"HERALD_ALLOWED_LATENESS": "7200"}
+
+
+class Node:
+    """One ``herald serve --cluster`` process: start it, wait until it serves, kill or stop it."""
+
+    def __init__(self, tmp_path: Path, name: str, bootstrap: str, **env: str) -> None:
+        self.name, self.dir = name, tmp_path / name
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "HERALD_LOG_LEVEL": "INFO", "HERALD_PORT": str(self.port),
+                    "HERALD_DATA_DIR": str(self.dir / "data"), "HERALD_CLUSTER": bootstrap,
+                    "HERALD_NODE_ID": name, "HERALD_PLUGINS": "fitness", **env}
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.dir / f"herald-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen([*herald_command(), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-6000:] for p in sorted(self.dir.glob("herald-*.log")))
+
+    async def health(self, client: httpx.AsyncClient) -> dict[str, Any] | None:
+        try:
+            return (await client.get(self.url + "/healthz")).json()
+        except (httpx.TransportError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM: a graceful leave (the node checkpoints and hands its partitions over)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            while self.proc.poll() is None:
+                await trio.sleep(0.05)
+        return self.proc.returncode
+
+
+async def wait_until(condition: Any, timeout: float, what: str, nodes: list[Node] = ()) -> None:
+    """Wait (polling) until ``await condition()`` is true."""
+    with trio.move_on_after(timeout) as scope:
+        while not await condition():
+            await trio.sleep(0.1)
+    if scope.cancelled_caught:
+        raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(n.logs() for n in nodes))
+
+
+async def settled(client: httpx.AsyncClient, nodes: list[Node], partitions: int = 6) -> bool:
+    """Every partition is served by exactly one of ``nodes``, each caught up (no lag), seen twice a second
+    apart (a node measures its lag twice a second)."""
+    if not await _settled_now(client, nodes, partitions):
+        return False
+    await trio.sleep(1.0)
+    return await _settled_now(client, nodes, partitions)
+
+
+async def _settled_now(client: httpx.AsyncClient, nodes: list[Node], partitions: int) -> bool:
+    served: list[int] = []
+    for node in nodes:
+        health = await node.health(client)
+        if health is None or "cluster" not in health:
+            return False
+        cluster = health["cluster"]
+        if cluster["restore"]["restoring"] or any(cluster["lag"].values()):
+            return False
+        served.extend(cluster["ready"])
+    return sorted(served) == list(range(partitions))
+
+
+def user_events(user: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Ten fitness events of one user within an hour: programs trained for 20-40 minutes, launches
+    followed by a start or not (a nudge falls due when the user's next event passes it)."""
+    key = f"user{user}"
+    t = BASE + timedelta(seconds=rng.randrange(300))
+    events = []
+
+    def add(type_: str, minutes: float, **data: Any) -> None:
+        nonlocal t
+        t += timedelta(minutes=minutes)
+        events.append({"id": f"{key}-{len(events)}", "type": type_, "user_id": key, "device_id": f"d{user}",
+                       "timestamp": t.isoformat(), **data})
+
+    add("app_launch", 0)
+    add("training_program_started", rng.choice([1, 12]), training_program_id="p1")
+    add("training_program_finished", rng.choice([20, 35]), training_program_id="p1")
+    add("app_launch", 1)
+    add("app_launch", rng.choice([3, 11]))
+    add("training_program_started", 1, training_program_id="p2")
+    add("training_program_cancelled", 1, training_program_id="p2")
+    add("training_program_started", 1, training_program_id="p3")
+    add("training_program_finished", rng.choice([2, 3]), training_program_id="p3")
+    add("app_launch", 1)
+    return events
+
+
+async def expected_run(events: list[dict[str, Any]], users: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """What a single in-process engine holds after the same events: each user's view, the notification keys."""
+    async with Simulation([fitness], env=SETTINGS) as sim:
+        for raw in events:
+            sim.apply(raw)
+        views = {key: sim.actor_view(key) for key in users}
+        keys = {n.idempotency_key for n in sim.notifications}
+    return views, keys
+
+
+def comparable(view: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal wherever the actor lives (its clock reads the wall, which differs), as JSON."""
+    return orjson.loads(orjson.dumps({"states": view["states"], "timers": view["timers"], "unknown": view["unknown"]}))
+
+
+async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[list[dict]], progress: dict) -> None:
+    """Post batches in order, round-robin over the nodes; a node that fails is skipped and the same
+    batch (same ids) goes to the next one, as a client retrying would."""
+    turn = 0
+    for batch in batches:
+        while True:
+            node = nodes[turn % len(nodes)]
+            turn += 1
+            try:
+                response = await client.post(node.url + "/v1/events", json=batch, timeout=30)
+            except httpx.TransportError:
+                progress["retries"] += 1
+                continue
+            if response.status_code == 202:
+                break
+            assert response.status_code == 503, response.text
+            progress["retries"] += 1
+            await trio.sleep(0.1)
+        progress["posted"] += len(batch)
+
+
+async def test_three_nodes_a_killed_node_loses_nothing_and_sends_each_notification(kafka_bootstrap, tmp_path):
+    rng = random.Random(16)
+    users = [f"user{u}" for u in range(2000)]
+    per_user = [user_events(u, rng) for u in range(2000)]
+    # Four clients, each posting its users' events in order (a user's events never race each other).
+    streams: list[list[dict]] = [[] for _ in range(4)]
+    for u, events in enumerate(per_user):
+        streams[u % 4].append(events)
+    batches_of = []
+    for stream in streams:
+        ordered = [e for step in range(10) for events in stream for e in events[step:step + 1]]
+        batches_of.append([ordered[i:i + 100] for i in range(0, len(ordered), 100)])
+    all_events = [e for events in per_user for e in events]
+    assert len(all_events) == 20_000
+    expected, expected_keys = await expected_run(all_events, users)
+    assert len(expected_keys) > 2000  # nudges and congratulations both happen
+
+    async with Receiver.running() as receiver:
+        nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_NOTIFY_URL=receiver.url + "/notify", **SETTINGS)
+                 for i in range(3)]
+        try:
+            for node in nodes:
+                node.start()
+            async with httpx.AsyncClient() as client:
+                await wait_until(lambda: settled(client, nodes), 60, "three nodes sharing the partitions", nodes)
+                progress = {"posted": 0, "retries": 0}
+                async with trio.open_nursery() as nursery:
+                    for batches in batches_of:
+                        nursery.start_soon(post_all, client, nodes, batches, progress)
+                    with trio.fail_after(120):
+                        while progress["posted"] < 8_000:
+                            await trio.sleep(0.02)
+                    nodes[1].kill()  # mid-stream, without a goodbye
+                    while progress["posted"] < 16_000:
+                        await trio.sleep(0.02)
+                    nodes[1].start()  # back later, under the same name
+                await wait_until(lambda: settled(client, nodes), 90, "the cluster to settle after the restart", nodes)
+                assert progress["retries"] > 0  # the killed node really refused some posts
+                restored = [(await node.health(client))["cluster"]["restore"]["actors"] for node in nodes]
+                assert sum(restored) > 0, restored  # partitions really moved, with their actors
+                # Every user as the cluster holds it, asked of any node (queries go to the owner).
+                mismatched = []
+                for i, key in enumerate(users):
+                    response = await client.get(f"{nodes[i % 3].url}/v1/actors/{key}")
+                    assert response.status_code == 200, (key, response.text)
+                    if comparable(response.json()) != comparable(expected[key]):
+                        mismatched.append((key, response.json(), expected[key]))
+                assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:1]}"
+                with trio.fail_after(60):
+                    while set(receiver.keys) < expected_keys:
+                        await trio.sleep(0.1)
+                assert set(receiver.keys) == expected_keys  # each expected notification, nothing else
+        finally:
+            for node in nodes:
+                if node.proc is not None and node.proc.poll() is None:
+                    node.kill()
+
+
+async def test_a_nudge_due_during_a_rebalance_is_sent_once(kafka_bootstrap, tmp_path):
+    """Partitions move on a graceful leave and back on a join; timers move with them and fire once."""
+    async with Receiver.running() as receiver:
+        nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_NOTIFY_URL=receiver.url + "/notify",
+                      HERALD_CLUSTER_PARTITIONS="4", HERALD_FITNESS_NUDGE_MINUTES="0.2") for i in range(2)]
+        try:
+            for node in nodes:
+                node.start()
+            async with httpx.AsyncClient() as client:
+                await wait_until(lambda: settled(client, nodes, 4), 60, "two nodes sharing the partitions", nodes)
+                # Launches now, nudged 12 s later by each user's own clock (running at wall speed
+                # between events): the nudges fall due while the partitions move.
+                now = datetime.now(timezone.utc)
+                launches = [{"id": f"l{u}", "type": "app_launch", "user_id": f"u{u}", "timestamp": now.isoformat()}
+                            for u in range(40)]
+                response = await client.post(nodes[0].url + "/v1/events", json=launches)
+                assert response.status_code == 202, response.text
+                assert await nodes[1].stop() == 0  # leaves: its partitions move to n0, checkpointed
+                await wait_until(lambda: settled(client, nodes[:1], 4), 30, "n0 taking every partition", nodes)
+                nodes[1].start()  # joins again: some partitions move back
+                await wait_until(lambda: settled(client, nodes, 4), 60, "the partitions moving back", nodes)
+                with trio.move_on_after(30):
+                    await receiver.wait_for(40)
+                assert len(receiver.delivered) >= 40, (receiver.keys, [await n.health(client) for n in nodes])
+                await trio.sleep(2)  # anything sent twice would arrive by now (ticks run every second)
+                keys = receiver.keys
+                assert {key.split(":")[:3] == ["fitness", "nudge", key.split(":")[2]] for key in keys} == {True}
+                assert {key.split(":")[2] for key in keys} == {f"u{u}" for u in range(40)}
+                assert len(keys) == 40, f"{len(keys)} deliveries of {len(set(keys))} nudges"
+        finally:
+            for node in nodes:
+                if node.proc is not None and node.proc.poll() is None:
+                    node.kill()
+
+
+async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstrap, tmp_path):
+    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap) for i in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
+            events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
+                       "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
+            assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
+            await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
+            owners = set()
+            for u in range(30):
+                answers = [await client.get(f"{node.url}/v1/actors/q{u}") for node in nodes]
+                assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+                assert comparable(answers[0].json()) == comparable(answers[1].json())
+                assert answers[0].json()["states"]["fitness"]["running"]  # the started program is there
+                served_by = {a.headers["herald-served-by"] for a in answers}
+                assert len(served_by) == 1  # both answers come from the owner
+                owners |= served_by
+            assert owners == {"n0", "n1"}  # the keys are spread over both nodes
+            missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
+            assert [m.status_code for m in missing] == [404, 404]
+    finally:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
