@@ -277,6 +277,8 @@ class Cluster:
         #: Partition -> input offset a checkpoint covers, for the consume thread to commit.
         self._commits: dict[int, int] = {}
         self._closed = trio.Event()
+        #: Set (and replaced) whenever shards or replicas applied messages: waiters look again.
+        self._progressed = trio.Event()
         #: Why this node stopped taking events (the broker lost data), or None.
         self.failure: str | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -374,9 +376,11 @@ class Cluster:
 
     # -- accepting: produce, then 202 --------------------------------------------------------
 
-    async def accept(self, events: Sequence[Event]) -> list[bool]:
-        """Produce each event to its partition; return once the broker acknowledged them all
-        (repeats are dropped by the owning shard, so none is reported here)."""
+    async def accept(self, events: Sequence[Event], *, applied: bool = False) -> list[bool]:
+        """Produce each event to its partition; return once the broker acknowledged them all (repeats
+        are dropped by the owning shard, so none is reported here). With ``applied``, also wait until
+        this node applied them (its owned partition or its replica): a plugin that accepts, then
+        reads, reads its own writes, as in a single process."""
         if not events:
             return []
         if self.failure is not None:
@@ -385,27 +389,66 @@ class Cluster:
             raise JournalError("the cluster producer is not connected yet")
         encoded = [(e.key, encode_event(e)) for e in events]
         done = trio.Event()
-        state = {"left": len(encoded), "error": None}
+        state: dict[str, Any] = {"left": len(encoded), "error": None}
+        offsets: dict[int, int] = {}
         token = self._token
 
         def delivered(error: Any, message: Any) -> None:  # in the poll thread
-            token.run_sync_soon(settle, error)
+            token.run_sync_soon(settle, error, message.partition(), message.offset())
 
-        def settle(error: Any) -> None:
-            if error is not None and state["error"] is None:
-                state["error"] = error
+        def settle(error: Any, partition: int, offset: int) -> None:
+            if error is not None:
+                if state["error"] is None:
+                    state["error"] = error
+            elif offset > offsets.get(partition, -1):
+                offsets[partition] = offset
             state["left"] -= 1
             if state["left"] == 0:
                 done.set()
 
         partitions = self.partitions
         producer = self._producer
-        for key, value in encoded:
-            self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(), delivered)
+        kafka = _kafka()
+        for i, (key, value) in enumerate(encoded):
+            try:
+                self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(),
+                              delivered)
+            except kafka.KafkaException as exc:
+                code = exc.args[0].code()
+                if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
+                            kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    self.fail(f"the topic {self.events_topic} lost partitions: {exc.args[0].str()}")
+                state["left"] -= len(encoded) - i  # those were never queued
+                if state["error"] is None:
+                    state["error"] = exc.args[0].str()
+                if state["left"] == 0:
+                    done.set()
+                break
         await done.wait()
         if state["error"] is not None:
             raise JournalError(f"the broker did not take the event(s): {state['error']}")
+        if applied:
+            await self._applied_here(offsets)
         return [False] * len(encoded)
+
+    def _readable_offset(self, partition: int) -> int:
+        shard = self.shards.get(partition)
+        if shard is None or not shard.ready:
+            shard = self.replica_shards.get(partition)
+        return -1 if shard is None else shard.offset
+
+    async def _applied_here(self, offsets: dict[int, int]) -> None:
+        """Wait until this node applied these offsets (bounded: they are durable already)."""
+        with trio.move_on_after(self.herald.config.cluster_produce_timeout):
+            while any(self._readable_offset(p) <= o for p, o in offsets.items()) and self.failure is None:
+                await self._progressed.wait()
+            return
+        log.warning("accepted events were not applied here within %g s (a restore or a rebalance?)",
+                    self.herald.config.cluster_produce_timeout)
+
+    def _progress(self) -> None:
+        self._progressed.set()
+        self._progressed = trio.Event()
 
     @staticmethod
     def _produce(producer: Any, topic: str, value: bytes | None, partition: int, key: bytes | None,
@@ -446,6 +489,7 @@ class Cluster:
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self._checkpoint_loop)
+            nursery.start_soon(self._watch_topics)
             if self.replicas:
                 nursery.start_soon(self._replicate)
             task_status.started()
@@ -567,6 +611,8 @@ class Cluster:
                 self._apply(messages)
             if highs is not None:
                 self._measure_lag(highs)
+            if messages or highs is not None:
+                self._progress()
             await trio.sleep(0)
 
     def fail(self, reason: str) -> None:
@@ -902,6 +948,8 @@ class Cluster:
                             self.replica_lag[p] = max(0, high - shard.offset)
                             if not shard.ready and high <= shard.offset:
                                 shard.ready = True
+                if messages or highs:
+                    self._progress()
                 await trio.sleep(0)
         finally:
             with trio.CancelScope(shield=True):
@@ -929,6 +977,22 @@ class Cluster:
                "partitions": sorted(p for p, s in self.shards.items() if s.ready)}
         self.directory.heard(doc)
         self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+
+    async def _watch_topics(self) -> None:
+        """A broker that lost its data (an in-memory one restarted) has no topics, or new ones with other
+        partitions: that stops this node, loudly, instead of quietly starting over."""
+        producer = self._producer
+        while self.failure is None:
+            await trio.sleep(2.0)
+            try:
+                metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=5))
+            except Exception as exc:  # the broker is unreachable: not a loss of data (yet)
+                log.debug("metadata: %s", exc)
+                continue
+            topic = metadata.topics.get(self.events_topic)
+            if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
+                found = 0 if topic is None or topic.error is not None else len(topic.partitions)
+                self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}")
 
     async def _announce_loop(self) -> None:
         interval = self.herald.config.cluster_announce

@@ -287,7 +287,82 @@ async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstra
             assert owners == {"n0", "n1"}  # the keys are spread over both nodes
             missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
             assert [m.status_code for m in missing] == [404, 404]
+            # The owner goes away: until its partitions move, the other node's replica answers, saying so.
+            before = {u: (await client.get(f"{nodes[0].url}/v1/actors/q{u}")) for u in range(30)}
+            theirs = [u for u, a in before.items() if a.headers["herald-served-by"] == "n1"]
+            nodes[1].kill()
+            answer = await client.get(f"{nodes[0].url}/v1/actors/q{theirs[0]}")
+            assert answer.status_code == 200
+            assert answer.headers["herald-served-by"] == "n0" and answer.headers["herald-replica-lag"] == "0"
+            assert comparable(answer.json()) == comparable(before[theirs[0]].json())
     finally:
         for node in nodes:
             if node.proc is not None and node.proc.poll() is None:
                 node.kill()
+
+
+async def test_a_plugin_reads_every_actor_from_any_node_and_its_own_writes(kafka_bootstrap, tmp_path):
+    """The customers plugin on two nodes: a customer created on one is listed and shown by both (each
+    node keeps a replica of every partition), and each write answers with what it wrote."""
+    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_PLUGINS="customers") for i in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
+            for i in range(1, 41):
+                response = await client.post(f"{nodes[i % 2].url}/customers",
+                                             json={"id": i, "attributes": {"email": f"c{i}@example.com"}})
+                assert response.status_code == 201, response.text
+                assert response.json()["customer"]["attributes"]["email"] == f"c{i}@example.com"
+            again = await client.post(f"{nodes[0].url}/customers", json={"id": 7, "attributes": {"email": "x@y.z"}})
+            assert again.status_code == 409, again.text  # created on the other node: known here too
+            for node in nodes:
+                page = (await client.get(f"{node.url}/customers?per_page=100")).json()
+                assert page["meta"]["total"] == 40
+                assert [c["id"] for c in page["customers"]] == list(range(1, 41))
+                shown = await client.get(f"{node.url}/customers/13")
+                assert shown.status_code == 200 and shown.json()["customer"]["attributes"]["email"] == "c13@example.com"
+            assert (await client.delete(f"{nodes[1].url}/customers/13")).status_code == 204
+            for node in nodes:
+                with trio.fail_after(10):
+                    while (await client.get(f"{node.url}/customers/13")).status_code != 404:
+                        await trio.sleep(0.05)
+    finally:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
+
+
+async def test_a_broker_that_lost_its_data_stops_the_node_loudly(tmp_path):
+    """An in-memory broker restarted: the topics are gone. The node must not quietly start over (its
+    partitions would begin again at offset 0 as if nothing had happened): it refuses events with 503
+    and /healthz says why."""
+    from engine._kafka import DevBroker
+
+    broker = DevBroker()
+    broker.start()
+    node = Node(tmp_path, "n0", broker.bootstrap)
+    try:
+        node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, [node]), 60, "the node to take every partition", [node])
+            events = [{"type": "app_launch", "user_id": f"u{u}", "timestamp": "2021-03-01T08:00:00Z"} for u in range(50)]
+            assert (await client.post(node.url + "/v1/events", json=events)).status_code == 202
+            await trio.to_thread.run_sync(broker.stop)
+            await trio.to_thread.run_sync(broker.start)  # same port, nothing in it
+
+            async def failed() -> bool:
+                health = await client.get(node.url + "/healthz")
+                return health.status_code == 503 and health.json()["status"] == "cluster_failed"
+
+            await wait_until(failed, 30, "the node to report the loss", [node])
+            assert "partitions" in (await client.get(node.url + "/healthz")).json()["cluster"]["failure"]
+            refused = await client.post(node.url + "/v1/events", json=events[:1])
+            assert refused.status_code == 503 and "partitions" in refused.json()["error"]["message"]
+            # What it held is still readable.
+            assert (await client.get(node.url + "/v1/actors/u1")).status_code == 200
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.kill()
+        broker.stop()
