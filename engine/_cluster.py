@@ -142,7 +142,8 @@ class Shard:
         if sink is not None:
             # A local view (a read model every node keeps) is fed by the replicas, which see every
             # partition; any other sink (one that acts on the world) by the owner only.
-            if getattr(sink, "local_view", False) == (self.replica or not self.cluster.replicas):
+            local = getattr(sink, "local_view", False)
+            if (local and (self.replica or not self.cluster.replicas)) or (not local and not self.replica):
                 sink.put(effect)
             return
         if self.replica:
