@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url
+from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, redact_text, redact_url
 from engine import cli
 from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
@@ -629,9 +629,13 @@ def _serve(args: Any) -> int:
         pass
     except BaseException as exc:  # trio wraps it in the nurseries' exception groups
         error = _find(exc, ListenError)
-        if error is None:
+        if error is not None:
+            print(f"herald: {error.strerror}", file=sys.stderr)
+            return 2
+        refused = _find(exc, ConfigError)  # e.g. a cluster whose topic has another partition count
+        if refused is None:
             raise
-        print(f"herald: {error.strerror}", file=sys.stderr)
+        print(f"herald: {refused}", file=sys.stderr)
         return 2
     return 0
 

@@ -47,6 +47,7 @@ import orjson
 import trio
 
 from . import _snapshot as snapshots
+from ._config import ConfigError
 from ._dedupe import IdWindow
 from ._effects import Effect
 from ._engine import Engine
@@ -508,7 +509,7 @@ class Cluster:
         topic = admin.list_topics(self.events_topic, timeout=10).topics.get(self.events_topic)
         found = len(topic.partitions) if topic is not None else 0
         if found != self.partitions:
-            raise RuntimeError(
+            raise ConfigError(
                 f"the topic {self.events_topic} has {found} partitions, this node is configured for "
                 f"{self.partitions} (HERALD_CLUSTER_PARTITIONS): every node of a cluster must agree")
 

@@ -366,3 +366,21 @@ async def test_a_broker_that_lost_its_data_stops_the_node_loudly(tmp_path):
         if node.proc is not None and node.proc.poll() is None:
             node.kill()
         broker.stop()
+
+
+async def test_a_node_configured_for_another_partition_count_refuses_to_start(kafka_bootstrap, tmp_path):
+    first = Node(tmp_path, "n0", kafka_bootstrap)
+    try:
+        first.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, [first]), 60, "the first node", [first])
+        odd = Node(tmp_path, "n1", kafka_bootstrap, HERALD_CLUSTER_PARTITIONS="4")
+        odd.start()
+        with trio.fail_after(30):
+            while odd.proc.poll() is None:
+                await trio.sleep(0.1)
+        assert odd.proc.returncode == 2
+        assert "has 6 partitions, this node is configured for 4" in odd.logs()
+    finally:
+        if first.proc is not None and first.proc.poll() is None:
+            first.kill()
