@@ -384,3 +384,42 @@ async def test_a_node_configured_for_another_partition_count_refuses_to_start(ka
     finally:
         if first.proc is not None and first.proc.poll() is None:
             first.kill()
+
+
+async def test_the_eye_works_across_nodes_tokens_events_and_errors(kafka_bootstrap, tmp_path):
+    """analytics on two nodes: a token made on one works on the other (trusted clients are an actor,
+    read through the replicas), events posted to either are queried from both (the store is a local
+    view every node keeps whole), and so are the errors."""
+    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_PLUGINS="analytics") for i in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
+            made = await client.post(nodes[0].url + "/v1/admin/tokens", json={"name": "web"})
+            assert made.status_code in (200, 201), made.text
+            auth = {"authorization": f"Token {made.json()['token']}"}
+            now = datetime.now(timezone.utc).isoformat()
+            for i in range(20):
+                event = {"session_id": f"s{i % 4}", "category": "page interaction", "name": "pageview",
+                         "timestamp": now, "data": {"host": "shop.test", "path": f"/{i}"}}
+                if i == 19:
+                    event["data"] = {"host": "shop.test"}  # no path: refused, logged as an error
+                response = await client.post(nodes[i % 2].url + "/api/events", json=event, headers=auth)
+                assert response.status_code == 202, response.text
+
+            async def everywhere() -> bool:
+                for node in nodes:
+                    events = (await client.get(node.url + "/api/events?limit=100", headers=auth)).json()
+                    errors = (await client.get(node.url + "/api/errors", headers=auth)).json()
+                    if len(events["results"]) != 19 or len(errors["results"]) != 1:
+                        return False
+                return True
+
+            await wait_until(everywhere, 20, "every event and error on both nodes", nodes)
+            session = (await client.get(nodes[1].url + "/api/events?session_id=s1", headers=auth)).json()
+            assert sorted(e["data"]["path"] for e in session["results"]) == ["/1", "/13", "/17", "/5", "/9"]
+    finally:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
