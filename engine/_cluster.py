@@ -578,16 +578,7 @@ class Cluster:
                 except kafka.KafkaException as exc:
                     log.debug("commit: %s", exc)
             messages = consumer.consume(BATCH, 0.1)
-            highs = None
-            if measure:
-                highs = {}
-                for p in list(self.shards):
-                    try:
-                        highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p),
-                                                                  cached=True)[1]
-                    except kafka.KafkaException:
-                        pass
-            return messages, highs
+            return messages, self._highs(consumer, list(self.shards)) if measure else None
 
         try:
             await self._consume_loop(consumer, step)
@@ -654,6 +645,18 @@ class Cluster:
         log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors), shard.offset)
         self._announce_now()
         self._tick(shard)  # overdue timers fire at once, through the log
+
+    def _highs(self, consumer: Any, partitions: Any) -> dict[int, int]:
+        """The high watermarks of these events partitions, as the consumer's fetches last saw them
+        (ListOffsets may answer less on some brokers; in the consume thread)."""
+        kafka = _kafka()
+        highs = {}
+        for p in partitions:
+            try:
+                highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p), cached=True)[1]
+            except kafka.KafkaException:
+                pass
+        return highs
 
     def _measure_lag(self, highs: dict[int, int]) -> None:
         lag = {}
@@ -917,16 +920,7 @@ class Cluster:
 
         def step(measure: bool) -> tuple[list, dict[int, int] | None]:
             messages = consumer.consume(BATCH, 0.1)
-            highs = None
-            if measure:
-                highs = {}
-                for p in range(self.partitions):
-                    try:
-                        highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p),
-                                                                  cached=True)[1]
-                    except kafka.KafkaException:
-                        pass
-            return messages, highs
+            return messages, self._highs(consumer, range(self.partitions)) if measure else None
 
         try:
             while not self._stopping:

@@ -14,7 +14,8 @@ import signal
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import httpx
 import orjson
@@ -106,6 +107,24 @@ async def _settled_now(client: httpx.AsyncClient, nodes: list[Node], partitions:
             return False
         served.extend(cluster["ready"])
     return sorted(served) == list(range(partitions))
+
+
+@asynccontextmanager
+async def cluster_of(tmp_path: Path, bootstrap: str, count: int, partitions: int = 6,
+                     **env: str) -> AsyncIterator[tuple[httpx.AsyncClient, list[Node]]]:
+    """``count`` nodes sharing the partitions (caught up); killed when the block ends."""
+    nodes = [Node(tmp_path, f"n{i}", bootstrap, **env) for i in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, nodes, partitions), 60, f"{count} nodes sharing the partitions",
+                             nodes)
+            yield client, nodes
+    finally:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
 
 
 def user_events(user: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -265,73 +284,55 @@ async def test_a_nudge_due_during_a_rebalance_is_sent_once(kafka_bootstrap, tmp_
 
 
 async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstrap, tmp_path):
-    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap) for i in range(2)]
-    try:
-        for node in nodes:
-            node.start()
-        async with httpx.AsyncClient() as client:
-            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
-            events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
-                       "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
-            assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
-            await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
-            owners = set()
-            for u in range(30):
-                answers = [await client.get(f"{node.url}/v1/actors/q{u}") for node in nodes]
-                assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-                assert comparable(answers[0].json()) == comparable(answers[1].json())
-                assert answers[0].json()["states"]["fitness"]["running"]  # the started program is there
-                served_by = {a.headers["herald-served-by"] for a in answers}
-                assert len(served_by) == 1  # both answers come from the owner
-                owners |= served_by
-            assert owners == {"n0", "n1"}  # the keys are spread over both nodes
-            missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
-            assert [m.status_code for m in missing] == [404, 404]
-            # The owner goes away: until its partitions move, the other node's replica answers, saying so.
-            before = {u: (await client.get(f"{nodes[0].url}/v1/actors/q{u}")) for u in range(30)}
-            theirs = [u for u, a in before.items() if a.headers["herald-served-by"] == "n1"]
-            nodes[1].kill()
-            answer = await client.get(f"{nodes[0].url}/v1/actors/q{theirs[0]}")
-            assert answer.status_code == 200
-            assert answer.headers["herald-served-by"] == "n0" and answer.headers["herald-replica-lag"] == "0"
-            assert comparable(answer.json()) == comparable(before[theirs[0]].json())
-    finally:
-        for node in nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.kill()
+    async with cluster_of(tmp_path, kafka_bootstrap, 2) as (client, nodes):
+        events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
+                   "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
+        assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
+        await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
+        owners = set()
+        for u in range(30):
+            answers = [await client.get(f"{node.url}/v1/actors/q{u}") for node in nodes]
+            assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+            assert comparable(answers[0].json()) == comparable(answers[1].json())
+            assert answers[0].json()["states"]["fitness"]["running"]  # the started program is there
+            served_by = {a.headers["herald-served-by"] for a in answers}
+            assert len(served_by) == 1  # both answers come from the owner
+            owners |= served_by
+        assert owners == {"n0", "n1"}  # the keys are spread over both nodes
+        missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
+        assert [m.status_code for m in missing] == [404, 404]
+        # The owner goes away: until its partitions move, the other node's replica answers, saying so.
+        before = {u: (await client.get(f"{nodes[0].url}/v1/actors/q{u}")) for u in range(30)}
+        theirs = [u for u, a in before.items() if a.headers["herald-served-by"] == "n1"]
+        nodes[1].kill()
+        answer = await client.get(f"{nodes[0].url}/v1/actors/q{theirs[0]}")
+        assert answer.status_code == 200
+        assert answer.headers["herald-served-by"] == "n0" and answer.headers["herald-replica-lag"] == "0"
+        assert comparable(answer.json()) == comparable(before[theirs[0]].json())
 
 
 async def test_a_plugin_reads_every_actor_from_any_node_and_its_own_writes(kafka_bootstrap, tmp_path):
     """The customers plugin on two nodes: a customer created on one is listed and shown by both (each
     node keeps a replica of every partition), and each write answers with what it wrote."""
-    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_PLUGINS="customers") for i in range(2)]
-    try:
+    async with cluster_of(tmp_path, kafka_bootstrap, 2, HERALD_PLUGINS="customers") as (client, nodes):
+        for i in range(1, 41):
+            response = await client.post(f"{nodes[i % 2].url}/customers",
+                                         json={"id": i, "attributes": {"email": f"c{i}@example.com"}})
+            assert response.status_code == 201, response.text
+            assert response.json()["customer"]["attributes"]["email"] == f"c{i}@example.com"
+        again = await client.post(f"{nodes[0].url}/customers", json={"id": 7, "attributes": {"email": "x@y.z"}})
+        assert again.status_code == 409, again.text  # created on the other node: known here too
         for node in nodes:
-            node.start()
-        async with httpx.AsyncClient() as client:
-            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
-            for i in range(1, 41):
-                response = await client.post(f"{nodes[i % 2].url}/customers",
-                                             json={"id": i, "attributes": {"email": f"c{i}@example.com"}})
-                assert response.status_code == 201, response.text
-                assert response.json()["customer"]["attributes"]["email"] == f"c{i}@example.com"
-            again = await client.post(f"{nodes[0].url}/customers", json={"id": 7, "attributes": {"email": "x@y.z"}})
-            assert again.status_code == 409, again.text  # created on the other node: known here too
-            for node in nodes:
-                page = (await client.get(f"{node.url}/customers?per_page=100")).json()
-                assert page["meta"]["total"] == 40
-                assert [c["id"] for c in page["customers"]] == list(range(1, 41))
-                shown = await client.get(f"{node.url}/customers/13")
-                assert shown.status_code == 200 and shown.json()["customer"]["attributes"]["email"] == "c13@example.com"
-            assert (await client.delete(f"{nodes[1].url}/customers/13")).status_code == 204
-            for node in nodes:
-                with trio.fail_after(10):
-                    while (await client.get(f"{node.url}/customers/13")).status_code != 404:
-                        await trio.sleep(0.05)
-    finally:
+            page = (await client.get(f"{node.url}/customers?per_page=100")).json()
+            assert page["meta"]["total"] == 40
+            assert [c["id"] for c in page["customers"]] == list(range(1, 41))
+            shown = await client.get(f"{node.url}/customers/13")
+            assert shown.status_code == 200 and shown.json()["customer"]["attributes"]["email"] == "c13@example.com"
+        assert (await client.delete(f"{nodes[1].url}/customers/13")).status_code == 204
         for node in nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.kill()
+            with trio.fail_after(10):
+                while (await client.get(f"{node.url}/customers/13")).status_code != 404:
+                    await trio.sleep(0.05)
 
 
 async def test_a_broker_that_lost_its_data_stops_the_node_loudly(tmp_path):
@@ -390,36 +391,27 @@ async def test_the_eye_works_across_nodes_tokens_events_and_errors(kafka_bootstr
     """analytics on two nodes: a token made on one works on the other (trusted clients are an actor,
     read through the replicas), events posted to either are queried from both (the store is a local
     view every node keeps whole), and so are the errors."""
-    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap, HERALD_PLUGINS="analytics") for i in range(2)]
-    try:
-        for node in nodes:
-            node.start()
-        async with httpx.AsyncClient() as client:
-            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
-            made = await client.post(nodes[0].url + "/v1/admin/tokens", json={"name": "web"})
-            assert made.status_code in (200, 201), made.text
-            auth = {"authorization": f"Token {made.json()['token']}"}
-            now = datetime.now(timezone.utc).isoformat()
-            for i in range(20):
-                event = {"session_id": f"s{i % 4}", "category": "page interaction", "name": "pageview",
-                         "timestamp": now, "data": {"host": "shop.test", "path": f"/{i}"}}
-                if i == 19:
-                    event["data"] = {"host": "shop.test"}  # no path: refused, logged as an error
-                response = await client.post(nodes[i % 2].url + "/api/events", json=event, headers=auth)
-                assert response.status_code == 202, response.text
+    async with cluster_of(tmp_path, kafka_bootstrap, 2, HERALD_PLUGINS="analytics") as (client, nodes):
+        made = await client.post(nodes[0].url + "/v1/admin/tokens", json={"name": "web"})
+        assert made.status_code in (200, 201), made.text
+        auth = {"authorization": f"Token {made.json()['token']}"}
+        now = datetime.now(timezone.utc).isoformat()
+        for i in range(20):
+            event = {"session_id": f"s{i % 4}", "category": "page interaction", "name": "pageview",
+                     "timestamp": now, "data": {"host": "shop.test", "path": f"/{i}"}}
+            if i == 19:
+                event["data"] = {"host": "shop.test"}  # no path: refused, logged as an error
+            response = await client.post(nodes[i % 2].url + "/api/events", json=event, headers=auth)
+            assert response.status_code == 202, response.text
 
-            async def everywhere() -> bool:
-                for node in nodes:
-                    events = (await client.get(node.url + "/api/events?limit=100", headers=auth)).json()
-                    errors = (await client.get(node.url + "/api/errors", headers=auth)).json()
-                    if len(events["results"]) != 19 or len(errors["results"]) != 1:
-                        return False
-                return True
+        async def everywhere() -> bool:
+            for node in nodes:
+                events = (await client.get(node.url + "/api/events?limit=100", headers=auth)).json()
+                errors = (await client.get(node.url + "/api/errors", headers=auth)).json()
+                if len(events["results"]) != 19 or len(errors["results"]) != 1:
+                    return False
+            return True
 
-            await wait_until(everywhere, 20, "every event and error on both nodes", nodes)
-            session = (await client.get(nodes[1].url + "/api/events?session_id=s1", headers=auth)).json()
-            assert sorted(e["data"]["path"] for e in session["results"]) == ["/1", "/13", "/17", "/5", "/9"]
-    finally:
-        for node in nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.kill()
+        await wait_until(everywhere, 20, "every event and error on both nodes", nodes)
+        session = (await client.get(nodes[1].url + "/api/events?session_id=s1", headers=auth)).json()
+        assert sorted(e["data"]["path"] for e in session["results"]) == ["/1", "/13", "/17", "/5", "/9"]
