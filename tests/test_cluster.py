@@ -320,6 +320,12 @@ async def test_a_plugin_reads_every_actor_from_any_node_and_its_own_writes(kafka
                                          json={"id": i, "attributes": {"email": f"c{i}@example.com"}})
             assert response.status_code == 201, response.text
             assert response.json()["customer"]["attributes"]["email"] == f"c{i}@example.com"
+        # Another node's writes reach this node's replica within its lag (milliseconds, unless busy).
+        async def listed_everywhere() -> bool:
+            pages = [(await client.get(f"{node.url}/customers?per_page=100")).json() for node in nodes]
+            return all(page["meta"]["total"] == 40 for page in pages)
+
+        await wait_until(listed_everywhere, 20, "every customer listed on both nodes", nodes)
         again = await client.post(f"{nodes[0].url}/customers", json={"id": 7, "attributes": {"email": "x@y.z"}})
         assert again.status_code == 409, again.text  # created on the other node: known here too
         for node in nodes:
