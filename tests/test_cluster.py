@@ -234,6 +234,10 @@ async def test_three_nodes_a_killed_node_loses_nothing_and_sends_each_notificati
                     nodes[1].start()  # ... and it comes back later, under the same name
                 await wait_until(lambda: settled(client, nodes), 90, "the cluster to settle after the restart", nodes)
                 assert progress["retries"] > 0  # the killed node really refused some posts
+                # The cluster's singletons (plugins' sources) run once: on the owner of partition 0.
+                healths = [(await node.health(client))["cluster"] for node in nodes]
+                assert [h["singletons"] for h in healths] == [0 in h["ready"] for h in healths]
+                assert sum(h["singletons"] for h in healths) == 1
                 # Every user as the cluster holds it, asked of any node (queries go to the owner).
                 mismatched = []
                 for i, key in enumerate(users):
