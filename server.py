@@ -15,6 +15,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import quote
 
 import hypercorn.config
 import hypercorn.trio
@@ -464,7 +465,9 @@ async def _forward_to_owner(herald: Herald, key: str) -> Response | None:
     if "authorization" in request.headers:
         headers["authorization"] = request.headers["authorization"]
     try:
-        answer = await herald.http.get(f"{url}{request.path}", headers=headers)
+        # The key as it is, quoted again: the path Quart gives is decoded (a key with "?" or "%2F" would
+        # name another actor there).
+        answer = await herald.http.get(f"{url}/v1/actors/{quote(key, safe='')}", headers=headers)
     except Exception as exc:
         log.warning("forwarding a query to %s failed: %s", node, redact_text(str(exc)))
         return None
@@ -473,6 +476,8 @@ async def _forward_to_owner(herald: Herald, key: str) -> Response | None:
     response = Response(answer.content, status=answer.status_code,
                         content_type=answer.headers.get("content-type", "application/json"))
     response.headers[SERVED_BY] = answer.headers.get(SERVED_BY, node)
+    if REPLICA_LAG in answer.headers:  # the owner itself answered from a replica (it just lost the partition)
+        response.headers[REPLICA_LAG] = answer.headers[REPLICA_LAG]
     return response
 
 

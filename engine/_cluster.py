@@ -66,6 +66,8 @@ UTC = timezone.utc
 CHUNK_BYTES = 900_000
 #: Events consumed per poll.
 BATCH = 500
+#: A partition is checkpointed once this many messages followed its last checkpoint, whatever they were.
+TAIL = 10_000
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -182,6 +184,8 @@ class Shard:
         elif engine.fire_ripe(wall):
             self.dirty = True
         self.offset = message.offset() + 1
+        if self.offset - self.checkpointed_offset >= TAIL:
+            self.dirty = True  # even ticks that fired nothing: keep the tail a takeover replays short
 
     # -- the changelog --------------------------------------------------------------------
 
@@ -222,17 +226,22 @@ class _Directory:
         #: node id -> (announced at, url, partitions served)
         self.nodes: dict[str, tuple[float, str, frozenset[int]]] = {}
 
-    def heard(self, doc: dict[str, Any]) -> None:
-        node = doc.get("node")
+    def heard(self, doc: Any) -> None:
+        node = doc.get("node") if isinstance(doc, dict) else None
         if not isinstance(node, str):
             return
         if doc.get("left"):
             self.nodes.pop(node, None)
             return
-        at = float(doc.get("at", 0.0))
+        try:
+            # An announcement from the future would win every election: no later than our own clock.
+            at = min(float(doc.get("at", 0.0)), time.time() + 1.0)
+            parts = frozenset(int(p) for p in doc.get("partitions", ()))
+        except (TypeError, ValueError):
+            return  # not an announcement Herald writes: ignored
         known = self.nodes.get(node)
         if known is None or known[0] <= at:
-            self.nodes[node] = (at, str(doc.get("url", "")), frozenset(doc.get("partitions", ())))
+            self.nodes[node] = (at, str(doc.get("url", "")), parts)
 
     def owner(self, partition: int, now: float) -> tuple[str, str] | None:
         best = None
@@ -276,11 +285,15 @@ class Cluster:
         self.lag: dict[int, int] = {}
         #: Partition -> changelog offset of its latest checkpoint marker (written or read here).
         self._last_end: dict[int, int] = {}
+        #: Partition -> (id, pieces) of its latest checkpoint, whose records the next one tombstones.
+        self._last_keys: dict[int, tuple[str, int]] = {}
         #: Partition -> input offset a checkpoint covers, for the consume thread to commit.
         self._commits: dict[int, int] = {}
         self._closed = trio.Event()
         #: Set (and replaced) whenever shards or replicas applied messages: waiters look again.
         self._progressed = trio.Event()
+        #: Whether this node said goodbye on the nodes topic (a failure, or the end).
+        self._left = False
         #: Why this node stopped taking events (the broker lost data), or None.
         self.failure: str | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -441,6 +454,8 @@ class Cluster:
 
     async def _applied_here(self, offsets: dict[int, int]) -> None:
         """Wait until this node applied these offsets (bounded: they are durable already)."""
+        # Only partitions this node holds (owned, or replicated): with replicas off, others cannot be waited for.
+        offsets = {p: o for p, o in offsets.items() if p in self.shards or p in self.replica_shards}
         with trio.move_on_after(self.herald.config.cluster_produce_timeout):
             while any(self._readable_offset(p) <= o for p, o in offsets.items()) and self.failure is None:
                 await self._progressed.wait()
@@ -460,8 +475,8 @@ class Cluster:
                 producer.produce(topic, value=value, key=key, partition=partition, on_delivery=on_delivery,
                                  headers=headers)
                 return
-            except BufferError:  # the local queue is full: the poll thread drains it
-                time.sleep(0.005)
+            except BufferError:  # the local queue is full: serve delivery reports (they free it) and retry
+                producer.poll(0.005)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -475,9 +490,16 @@ class Cluster:
             (self.nodes_topic, 1, {}),
         ])
         await trio.to_thread.run_sync(self._check_partitions)
+        token = self._token
+
+        def producer_error(error: Any) -> None:  # in a librdkafka thread
+            if error.fatal():
+                token.run_sync_soon(self.fail, f"the cluster producer failed fatally: {error.str()}")
+
         self._producer = kafka.Producer({
             "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
+            "error_cb": producer_error,
         })
         # Checkpoints have a producer of their own: flushing one then waits for that checkpoint only, never
         # for the stream of accepted events (and those never queue behind a large checkpoint).
@@ -494,6 +516,11 @@ class Cluster:
             nursery.start_soon(self._watch_topics)
             if self.replicas:
                 nursery.start_soon(self._replicate)
+            if self.replicas:
+                # Ready (for queries and plugins' reads) once every partition is readable here.
+                while len(self.replica_shards) < self.partitions or not all(
+                        r.ready for r in self.replica_shards.values()):
+                    await self._progressed.wait()
             task_status.started()
             self.started.set()
             try:
@@ -524,13 +551,21 @@ class Cluster:
         if self._stopping:
             return
         self._stopping = True
+        herald = self.herald
+        herald.ready = False  # new events get 503 from here on; those in flight are flushed below
+        herald.status = "stopping"
         with trio.CancelScope(shield=True):
             if self._consumer is not None:
                 with trio.move_on_after(self.herald.config.drain_timeout + 10):
                     await self._closed.wait()  # the consume loop closes the consumer as it ends
             if self._producer is not None:
-                self._produce(self._producer, self.nodes_topic, orjson.dumps({"node": self.node, "left": True}),
-                              0, None, None)
+                if not self._left:
+                    self._left = True
+                    try:
+                        self._produce(self._producer, self.nodes_topic,
+                                      orjson.dumps({"node": self.node, "left": True}), 0, self.node.encode(), None)
+                    except _kafka().KafkaException as exc:
+                        log.warning("announcing the leave: %s", exc)
                 await trio.to_thread.run_sync(self._producer.flush, 5.0)
 
     # -- the consumer group ----------------------------------------------------------------
@@ -567,10 +602,9 @@ class Cluster:
 
         consumer.subscribe([self.events_topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
-        def step(measure: bool) -> tuple[list, dict[int, int] | None]:
+        def step(measure: bool, commits: dict[int, int]) -> tuple[list, dict[int, int] | None]:
             """One turn of the consume thread: commit what checkpoints covered, consume, read the high
             watermarks (from the fetches: ListOffsets may be wrong on some brokers)."""
-            commits, self._commits = self._commits, {}
             if commits:
                 try:
                     consumer.commit(offsets=[kafka.TopicPartition(self.events_topic, p, o) for p, o in commits.items()],
@@ -592,14 +626,16 @@ class Cluster:
 
     async def _consume_loop(self, consumer: Any, step: Any) -> None:
         last_lag = 0.0
-        while not self._stopping:
-            while self.herald.outbox.pending > self.herald.config.effect_queue - 4 * BATCH:
+        while not self._stopping and self.failure is None:
+            limit = max(self.herald.config.effect_queue // 2, self.herald.config.effect_queue - 4 * BATCH)
+            while self.herald.outbox.pending > limit and not self._stopping and self.failure is None:
                 await trio.sleep(0.05)  # deliveries are behind: let them catch up before making more
             now = time.monotonic()
             measure = now - last_lag >= 0.5
             if measure:
                 last_lag = now
-            messages, highs = await trio.to_thread.run_sync(step, measure)
+            commits, self._commits = self._commits, {}
+            messages, highs = await trio.to_thread.run_sync(step, measure, commits)
             if messages:
                 self._apply(messages)
             if highs is not None:
@@ -617,6 +653,9 @@ class Cluster:
             herald = self.herald
             herald.ready = False
             herald.status = "cluster_failed"
+            # Leave: the consume loop ends (closing the consumer hands the partitions over, without a
+            # checkpoint of what this node may have wrong), and the nodes topic hears a goodbye.
+            self._announce_now()
 
     def _apply(self, messages: list) -> None:
         if self.failure is not None:
@@ -662,6 +701,8 @@ class Cluster:
         lag = {}
         for p, shard in list(self.shards.items()):
             high = highs.get(p)
+            if high is not None and high < shard.catch_up_to:
+                continue  # cached from before this assignment (no fetch answered yet): stale, not a loss
             if high is not None and 0 <= high < shard.offset and shard.ready:
                 self.fail(f"partition {p} of {self.events_topic} ends at offset {high}, but this node applied it up "
                           f"to {shard.offset}: the broker lost data (an in-memory broker restarted?)")
@@ -679,7 +720,12 @@ class Cluster:
         reader = await trio.to_thread.run_sync(self._reader) if partitions else None
         try:
             for p in partitions:
-                await self._restore(reader, p, offsets)
+                try:
+                    await self._restore(reader, p, offsets)
+                except Exception as exc:  # a checkpoint this node cannot read: stop, loudly, rather than crash
+                    log.exception("restoring partition %d failed", p)
+                    self.fail(f"restoring partition {p} failed: {type(exc).__name__}: {exc}")
+                    break
         finally:
             if reader is not None:
                 await trio.to_thread.run_sync(reader.close)
@@ -709,7 +755,7 @@ class Cluster:
             shard = self.shards.get(p)
             if shard is None:
                 continue
-            if graceful and shard.ready and shard.dirty:
+            if graceful and shard.ready and shard.dirty and self.failure is None:
                 # Let deliveries in flight finish first (briefly): what the checkpoint still lists as
                 # pending, the next owner delivers again.
                 with trio.move_on_after(self.herald.config.cluster_handover):
@@ -759,7 +805,7 @@ class Cluster:
         """Write the shard to the changelog and commit the input offset it covers."""
         async with shard.lock:
             herald = self.herald
-            if herald.sinks and not await herald.flush_sinks(herald.config.drain_timeout):
+            if not await self._flush_world_sinks(herald.config.drain_timeout):
                 log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
                 return
             offset, capture, pending, wall = shard.capture()
@@ -777,6 +823,18 @@ class Cluster:
             # committed offset shows lag to Kafka's tools; restores go by the changelog.
             self._commits[shard.number] = offset
 
+    async def _flush_world_sinks(self, timeout: float) -> bool:
+        """Before a checkpoint: what the sinks that act on the world were given must be out (local views
+        are rebuilt by the replicas, so they never hold a checkpoint back)."""
+        sinks = {id(s): s for s in self.herald.sinks.values() if not getattr(s, "local_view", False)}
+        with trio.move_on_after(timeout):
+            for sink in sinks.values():
+                flush = getattr(sink, "flush", None)
+                if flush is not None:
+                    await flush()
+            return True
+        return False
+
     def _write_checkpoint(self, partition: int, offset: int, body: bytes) -> None:
         """Produce the pieces, then the marker naming them (blocking: run in a thread)."""
         producer = self._changelog
@@ -793,17 +851,27 @@ class Cluster:
         last_end = self._last_end.get(partition, -1)
         pieces = [body[i:i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]
         headers = [("herald", b"chunk"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())]
-        for piece in pieces:
-            self._produce(producer, self.changelog_topic, piece, partition, None, delivered, headers)
+        # Every record has a key of its own (a compacted topic refuses records without one); once a newer
+        # checkpoint is complete, the older one's keys get tombstones, so compaction can drop it.
+        for i, piece in enumerate(pieces):
+            self._produce(producer, self.changelog_topic, piece, partition, f"{ckpt}:{i}".encode(), delivered,
+                          headers)
         if producer.flush(30) or errors or len(offsets) != len(pieces):
             raise RuntimeError(f"the changelog did not take the checkpoint: {errors or 'timed out'}")
         marker = orjson.dumps({"ckpt": ckpt, "first": min(offsets), "pieces": len(pieces), "offset": offset})
         offsets.clear()
-        self._produce(producer, self.changelog_topic, marker, partition, None, delivered,
+        self._produce(producer, self.changelog_topic, marker, partition, f"{ckpt}:end".encode(), delivered,
                       [("herald", b"end"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())])
         if producer.flush(30) or errors or not offsets:
             raise RuntimeError(f"the changelog did not take the checkpoint marker: {errors or 'timed out'}")
-        self._last_end[partition] = offsets[0]
+        self._last_end[partition] = marker_at = offsets[0]
+        previous, self._last_keys[partition] = self._last_keys.get(partition), (ckpt, len(pieces))
+        if previous is not None:
+            old, count = previous
+            tombstone = [("herald", b"tombstone"), ("last_end", str(marker_at).encode())]
+            for key in [f"{old}:{i}" for i in range(count)] + [f"{old}:end"]:
+                self._produce(producer, self.changelog_topic, None, partition, key.encode(), None, tombstone)
+            producer.flush(30)  # not waited for by anything: a lost tombstone only delays compaction
 
     def _reader(self) -> Any:
         """A consumer outside the group, for reading partitions by offset (blocking to make and close)."""
@@ -839,6 +907,7 @@ class Cluster:
         if len(pieces) != info["pieces"]:
             raise RuntimeError(f"checkpoint {info['ckpt']} of partition {partition} is incomplete")
         self._last_end[partition] = marker_at
+        self._last_keys[partition] = (info["ckpt"], info["pieces"])
         return orjson.loads(b"".join(pieces)), events_end
 
     @staticmethod
@@ -897,12 +966,15 @@ class Cluster:
         their effects to local views only: every node reads every actor, and views see every partition."""
         kafka = _kafka()
         reader = await trio.to_thread.run_sync(self._reader)
+        # Local views live in this process only: rebuilt from the start of the log (what the topic still
+        # holds), they see every event; from a checkpoint they would miss what came before it.
+        rebuild = any(getattr(sink, "local_view", False) for sink in self.herald.sinks.values())
         try:
             offsets = []
             for p in range(self.partitions):
                 shard = Shard(self, p, replica=True)
                 doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
-                if doc is not None:
+                if doc is not None and not rebuild:
                     shard.restore(doc)
                 shard.catch_up_to = end
                 shard.ready = shard.offset >= end
@@ -930,7 +1002,12 @@ class Cluster:
                     last = now
                 messages, highs = await trio.to_thread.run_sync(step, measure)
                 for message in messages:
-                    if message.error() is not None:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
+                            self.fail(f"replica of partition {message.partition()}: {error.str()}")
+                        elif error.code() != kafka.KafkaError._PARTITION_EOF:
+                            log.warning("replica consumer: %s", error)
                         continue
                     shard = self.replica_shards.get(message.partition())
                     if shard is not None and message.offset() >= shard.offset:
@@ -954,8 +1031,11 @@ class Cluster:
     # -- ticks and announcements -----------------------------------------------------------
 
     def _tick(self, shard: Shard) -> None:
-        if self._producer is not None:
-            self._produce(self._producer, self.events_topic, None, shard.number, None, None)
+        if self._producer is not None and self.failure is None:
+            try:
+                self._produce(self._producer, self.events_topic, None, shard.number, None, None)
+            except _kafka().KafkaException as exc:  # the next interval ticks again
+                log.warning("tick of partition %d: %s", shard.number, exc)
 
     async def _tick_loop(self) -> None:
         """Partitions holding timers get a tick each interval: their timers fire by the log's time."""
@@ -967,17 +1047,30 @@ class Cluster:
                     self._tick(shard)
 
     def _announce_now(self) -> None:
-        if self._producer is None:
+        if self._producer is None or self._left:
+            return
+        if self.failure is not None:  # a failed node serves nothing: say goodbye once
+            self._left = True
+            doc: dict[str, Any] = {"node": self.node, "left": True}
+            self.directory.heard(doc)
+            try:
+                self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+            except _kafka().KafkaException as exc:
+                log.warning("announcing the leave: %s", exc)
             return
         doc = {"node": self.node, "url": self.url, "at": time.time(),
                "partitions": sorted(p for p, s in self.shards.items() if s.ready)}
         self.directory.heard(doc)
-        self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+        try:
+            self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+        except _kafka().KafkaException as exc:  # the next interval announces again
+            log.warning("announcement: %s", exc)
 
     async def _watch_topics(self) -> None:
         """A broker that lost its data (an in-memory one restarted) has no topics, or new ones with other
         partitions: that stops this node, loudly, instead of quietly starting over."""
         producer = self._producer
+        strikes = 0
         while self.failure is None:
             await trio.sleep(2.0)
             try:
@@ -987,8 +1080,12 @@ class Cluster:
                 continue
             topic = metadata.topics.get(self.events_topic)
             if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
-                found = 0 if topic is None or topic.error is not None else len(topic.partitions)
-                self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}")
+                strikes += 1  # twice in a row: a leader election can hide a topic for a moment
+                if strikes >= 2:
+                    found = 0 if topic is None or topic.error is not None else len(topic.partitions)
+                    self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}")
+            else:
+                strikes = 0
 
     async def _announce_loop(self) -> None:
         interval = self.herald.config.cluster_announce

@@ -480,6 +480,11 @@ class Herald:
         """In a cluster, plugins' sources run once: on the node owning partition 0, moving with it."""
         cluster = self.cluster
         assert cluster is not None
+        # A source marked ``per_node`` (a local view's writer) runs on every node; the others run once.
+        for name, source in sources:
+            if getattr(source, "per_node", False):
+                self.nursery.start_soon(self._run_source, name, source)
+        sources = [(name, source) for name, source in sources if not getattr(source, "per_node", False)]
         while True:
             await cluster.singletons.wait()
             log.info("this node runs the cluster's sources (%d)", len(sources))

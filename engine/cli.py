@@ -204,6 +204,9 @@ def serve_config(args: argparse.Namespace) -> Config:
             config = attrs.evolve(config, load=config.load + parse_load_spec(",".join(args.load)))
         except ValueError as exc:
             raise ConfigError(f"--load: {exc}") from None
+    if config.cluster and not config.node_url and config.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(f"--host {config.host} with --cluster: set HERALD_NODE_URL to the URL other nodes reach "
+                          "this one at (queries for its actors are sent there, with the admin token)")
     if config.cluster and config.load:
         raise ConfigError("--load is not supported in a cluster yet: post the lines as events")
     for _loader, path in config.load:

@@ -137,6 +137,10 @@ def herald_effect_sinks(context: Context) -> Mapping[type, Any]:
 def herald_sources(context: Context) -> Iterable[Callable[[], Awaitable[None]]]:
     """Background sources (pollers, file tailers, consumers) to run.
 
+    In a cluster a source runs once, on the owner of partition 0 (it moves with
+    it), unless it has ``per_node = True`` (e.g. the writer of a local view):
+    then it runs on every node.
+
     Each is an ``async`` callable run in the server's nursery for its whole
     life; it feeds events with ``await context.accept([...])`` (durable on
     return). It is cancelled at shutdown; if it crashes it is started again,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -301,6 +302,9 @@ async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstra
     async with cluster_of(tmp_path, kafka_bootstrap, 2) as (client, nodes):
         events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
                    "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
+        # Keys forwarded with their own characters, never decoded into another key (six: both nodes own some).
+        odds = [f"q/x?y%2Fz#é{i}" for i in range(6)]
+        events += [{**events[0], "id": f"odd{i}", "user_id": odd} for i, odd in enumerate(odds)]
         assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
         await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
         owners = set()
@@ -313,6 +317,9 @@ async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstra
             assert len(served_by) == 1  # both answers come from the owner
             owners |= served_by
         assert owners == {"n0", "n1"}  # the keys are spread over both nodes
+        for odd in odds:
+            odd_answers = [await client.get(f"{node.url}/v1/actors/{quote(odd, safe='')}") for node in nodes]
+            assert [a.json()["key"] for a in odd_answers] == [odd, odd]
         missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
         assert [m.status_code for m in missing] == [404, 404]
         # The owner goes away: until its partitions move, the other node's replica answers, saying so.

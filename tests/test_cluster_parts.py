@@ -47,8 +47,13 @@ def test_the_directory_knows_the_freshest_live_owner_of_each_partition():
     assert directory.owner(2, 101.5) == ("b", "http://b")
     directory.heard({"node": "b", "left": True})
     assert directory.owner(2, 101.5) is None
-    directory.heard({"url": "no node"})  # malformed: ignored
+    for bad in ({"url": "no node"}, [1, 2], "x", {"node": "c", "at": "soon"}, {"node": "c", "partitions": 5},
+                {"node": "c", "partitions": ["x"]}):
+        directory.heard(bad)  # not an announcement Herald writes: ignored, never raised
     assert set(directory.live(101.5)) == {"a"}
+    directory.heard({"node": "z", "url": "http://z", "at": 10**12, "partitions": [0]})  # from the "future"
+    directory.heard({"node": "a", "url": "http://a", "at": __import__("time").time() + 0.5, "partitions": [0]})
+    assert directory.owner(0, __import__("time").time()) is not None
 
 
 def test_cluster_settings_are_read_and_checked():

@@ -139,11 +139,13 @@ class Store:
             self.written += len(events) + len(errors)
 
     async def run(self, interval: float = 0.1) -> None:
-        """Write what was put, every ``interval`` seconds (a background source)."""
+        """Write what was put, every ``interval`` seconds (a background source; in a cluster, on every
+        node: each keeps its own view)."""
         while True:
             await trio.sleep(interval)
             await self.flush()
 
+    run.per_node = True  # type: ignore[attr-defined]
     def _write(self, events: list[tuple], errors: list[tuple]) -> None:
         with self._lock:
             conn = self._conn
