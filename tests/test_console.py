@@ -271,3 +271,11 @@ async def test_the_console_and_the_customers_pages_share_one_layout_and_navigati
         assert sheet in console.text and sheet in people.text
         assert (await client.get(sheet)).status_code == 200
         assert (await client.get("/ui/assets/console.js")).status_code == 200
+
+
+async def test_an_actor_pages_json_twin_gives_its_live_regions(client):
+    await client.post("/v1/event", json={"type": "app_launch", "user_id": "u1", "timestamp": _stamp(1)})
+    live = (await client.get("/ui/actor.json", params={"key": "u1"})).json()
+    assert live["figures"]["timers"] == "1" and live["figures"]["plugins"] == "1"
+    assert set(live["regions"]) == {"timers", "states", "events", "effects"} and "nudge" in live["regions"]["timers"]
+    assert (await client.get("/ui/actor.json", params={"key": "nobody"})).status_code == 404

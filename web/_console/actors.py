@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from quart import Blueprint, redirect, render_template, request, url_for
 
+from .._pages import instant
+from .._views import json_response
+from .deliveries import receiver_of
 from .pages import Missing, paging
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +27,8 @@ __all__ = ["KeyOrder", "add_actors"]
 _UTC = timezone.utc
 #: Recent events and effects shown on an actor's page.
 RECENT = 20
+#: The parts of an actor's page refreshed whole (``console/_actor_<name>.html``).
+ACTOR_REGIONS = ("timers", "states", "events", "effects")
 
 
 class KeyOrder:
@@ -84,21 +89,36 @@ def add_actors(bp: Blueprint, herald: "Herald") -> None:
         return await render_template("console/actors.html", plugins=plugins, plugin=plugin, keys=keys, total=total,
                                      page=page, pages=pages, per_page=per_page, first=(page - 1) * per_page + 1)
 
-    @bp.get("/actors/<path:key>")
-    async def actor(key: str) -> Any:
+    async def _actor(key: str) -> dict[str, Any]:
+        """What an actor's page shows (raises :class:`Missing`)."""
         engine = herald.engine_for(key)
-        if engine is None:  # a cluster node that does not serve this key's partition
-            owner = herald.cluster.owner_url(key) if herald.cluster is not None else None
-            return await render_template("console/elsewhere.html", key=key, owner=owner), 404 if owner is None else 200
-        view = engine.actor_view(key)
+        view = None if engine is None else engine.actor_view(key)
         if view is None:
             raise Missing(f"No actor has the key “{key}”.", key=key)
         journal = herald.journal
         events, effects = [], []
         if journal.enabled:
             events, effects = await journal.query(lambda j: (j.events_of(key, RECENT), j.effects_naming(key, RECENT)))
-        return await render_template(
-            "console/actor.html", key=key, view=view, timers=_timers(view), durable=journal.enabled,
-            states=[(name, _pretty(state)) for name, state in sorted(view["states"].items())],
-            events=[(seq, e, _pretty(e.data)) for seq, e in events],
-            effects=[row.to_json() for row in effects], recent=RECENT)
+        timers = _timers(view)
+        states = [(name, _pretty(state)) for name, state in sorted(view["states"].items())]
+        return {
+            "key": key, "view": view, "timers": timers, "durable": journal.enabled, "states": states,
+            "events": [(seq, e, _pretty(e.data)) for seq, e in events], "recent": RECENT,
+            "effects": [{**row.to_json(), "receiver": receiver_of(row.to_json())} for row in effects],
+            "figures": {"clock": instant(view["clock"]) if view["clock"] else "no event yet",
+                        "timers": str(len(timers)), "plugins": str(len(states))},
+            "now": datetime.now(_UTC),
+        }
+
+    @bp.get("/actors/<path:key>")
+    async def actor(key: str) -> Any:
+        if herald.engine_for(key) is None:  # a cluster node that does not serve this key's partition
+            owner = herald.cluster.owner_url(key) if herald.cluster is not None else None
+            return await render_template("console/elsewhere.html", key=key, owner=owner), 404 if owner is None else 200
+        return await render_template("console/actor.html", **await _actor(key))
+
+    @bp.get("/actor.json")
+    async def actor_json() -> Any:
+        data = await _actor(request.args.get("key", ""))
+        regions = {name: await render_template(f"console/_actor_{name}.html", **data) for name in ACTOR_REGIONS}
+        return json_response({"figures": data["figures"], "regions": regions})
