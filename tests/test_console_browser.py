@@ -10,13 +10,13 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
 
 from engine.testing import Receiver
+from tests.chromium import local_page
 from tests.conftest import herald_process
 
 pytestmark = [
@@ -24,8 +24,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (apt-get install chromium)"),
 ]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 20_000
 TOKEN = "console-browser-token-0123456789"
 UTC = timezone.utc
@@ -44,31 +42,13 @@ def _expect(locator: Any) -> Any:
 
 
 def in_chromium(base_url: str, scenario: Callable[[Any], Any]) -> Any:
-    """Run ``scenario(page)`` in a fresh headless Chromium; fail if the page asked for anything off ``base_url``."""
-    from playwright.sync_api import sync_playwright
-
-    local = urlsplit(base_url).netloc
-    offsite: list[str] = []
+    """Run ``scenario(page)`` in a fresh headless Chromium; fail if the page asked for anything off
+    ``base_url`` or raised a script error."""
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(base_url=base_url)
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-
-            def only_local(route: Any) -> None:
-                if urlsplit(route.request.url).netloc == local:
-                    route.continue_()
-                else:
-                    offsite.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", only_local)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            result = scenario(page)
-        finally:
-            browser.close()
+    with local_page(base_url) as (page, offsite):
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        result = scenario(page)
     assert offsite == [], "the console asked for files off this machine"
     assert errors == [], errors
     return result
