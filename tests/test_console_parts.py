@@ -162,5 +162,6 @@ def test_a_chart_draws_the_points_and_says_what_they_show():
     assert "Now 12.5 events/s; peak 40.0 events/s over the last 60 minutes." in svg
     line = svg.split('<polyline class="line" points="')[1].split('"')[0].split()
     assert len(line) == 3 and line[0].startswith("56.0,") and line[-1].startswith("628.0,")
+    assert 'text-anchor="end">0</text>' in svg  # the axis starts at a plain 0
     assert "No samples yet." in str(line_chart("e", "t", "u", []))
     assert [nice_ceiling(v) for v in (0, 0.3, 1.2, 3, 7, 40, 120, 2600)] == [1, 1, 2, 5, 10, 50, 200, 5000]

@@ -23,7 +23,7 @@ def nice_ceiling(value: float) -> float:
 
 
 def _figure(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
+    return f"{value:,.0f}" if value >= 100 or value == 0 else f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
 
 
 def line_chart(chart_id: str, title: str, unit: str, points: Sequence[tuple[float, float]], *,

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, redirect, render_template, request, url_for
 
+from engine import redact_url
+
 from .._views import BadParameter, int_param
 from .pages import MAX_PER_PAGE
 
@@ -22,7 +24,7 @@ def receiver_of(row: dict[str, Any]) -> str:
     """Where an effect goes: a notification's URL (without credentials), else its kind."""
     effect = row.get("effect")
     url = effect.get("url") if isinstance(effect, dict) else None
-    return url if isinstance(url, str) else row["kind"]
+    return redact_url(url) if isinstance(url, str) else row["kind"]
 
 
 def _memory_rows(herald: "Herald", status: str, receiver: str) -> list[dict[str, Any]]:
