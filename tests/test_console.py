@@ -279,3 +279,43 @@ async def test_an_actor_pages_json_twin_gives_its_live_regions(client):
     assert live["figures"]["timers"] == "1" and live["figures"]["plugins"] == "1"
     assert set(live["regions"]) == {"timers", "states", "events", "effects"} and "nudge" in live["regions"]["timers"]
     assert (await client.get("/ui/actor.json", params={"key": "nobody"})).status_code == 404
+
+
+class _Cluster:
+    """What the overview reads of a cluster node (``Cluster.health()``'s shape), without a broker."""
+
+    rebalances = 3
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def engines(self):
+        return [self.engine]
+
+    def engine_for(self, key):
+        return self.engine if key != "elsewhere" else None
+
+    def owner_url(self, key):
+        return ("node-b", "http://127.0.0.2:8000")
+
+    def health(self):
+        return {"node": "node-a", "partitions": 4, "owned": [0, 2], "ready": [0, 2], "lag": {"0": 5, "2": 0},
+                "rebalances": 3, "restore": {"actors": 10, "seconds": 0.1, "restoring": []}, "singletons": True,
+                "nodes": {"node-a": {"url": "http://127.0.0.1:8000", "partitions": [0, 2], "seen": 0.2},
+                          "node-b": {"url": "http://127.0.0.2:8000", "partitions": [1, 3], "seen": 0.4}}}
+
+
+async def test_in_a_cluster_the_overview_shows_the_nodes_and_their_partitions(herald_and_client):
+    herald, client = herald_and_client
+    herald.cluster = _Cluster(herald.engine)
+    try:
+        page = await client.get("/ui")
+        nodes = re.search(r"<caption>Nodes</caption>(.*?)</table>", page.text, re.S)[1]
+        assert re.findall(r'<th scope="row">(node-\w)</th><td>[^<]*</td><td>([^<]*)</td>', nodes) == [
+            ("node-a", "0, 2"), ("node-b", "1, 3")]
+        assert "0, 2 of 4" in page.text and "p0: 5, p2: 0" in page.text and "<dd>3</dd>" in page.text
+        assert "node-b" in (await client.get("/ui/overview.json")).json()["regions"]["cluster"]
+        other = await client.get("/ui/actors/elsewhere")
+        assert other.status_code == 200 and 'href="http://127.0.0.2:8000/ui/actors/elsewhere"' in other.text
+    finally:
+        herald.cluster = None
