@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine import Config, Herald, InvalidEvent, JournalError, redact_text, redact_url
+from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, redact_text, redact_url
 from engine import cli
 from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
@@ -195,16 +195,29 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
     )
     @admin
     async def actor(key: str) -> Response:
+        cluster = herald.cluster
+        if cluster is not None and not cluster.owns(key):
+            # Another node owns this key's partition: its answer is exact. Without it (a rebalance,
+            # a node down) this node's replica answers, saying how far behind it is.
+            forwarded = await _forward_to_owner(herald, key)
+            if forwarded is not None:
+                return forwarded
         holder = herald.engine_for(key)
-        if holder is None:  # a cluster node that does not serve this key's partition: ask the one that does
-            return await _forward_to_owner(herald, key)
+        if holder is None:
+            response = json_response(error_body(
+                "not_served", "no node serves this actor's partition right now (a rebalance or a restore is "
+                "under way); try again shortly", "key"), 503)
+            response.headers["Retry-After"] = "1"
+            return response
         view = holder.actor_view(key)
         if view is None:
             response = json_response(error_body("not_found", f"no actor with key {key!r}", "key"), 404)
         else:
             response = json_response(view)
-        if herald.cluster is not None:
-            response.headers[SERVED_BY] = herald.cluster.node
+        if cluster is not None:
+            response.headers[SERVED_BY] = cluster.node
+            if not cluster.owns(key):
+                response.headers[REPLICA_LAG] = str(cluster.replica_lag_of(key))
         return response
 
     @bp.post("/v1/notify")
@@ -259,8 +272,8 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
             "status": herald.status,
             "ready": herald.ready,
             "plugins": herald.plugins.names,
-            "actors": len(engine.actors),
-            "timers_pending": len(engine.timers),
+            "actors": sum(len(e.actors) for e in herald.engines()),
+            "timers_pending": sum(len(e.timers) for e in herald.engines()),
             "effects_pending": herald.outbox.pending,
             "clock": now.isoformat() if now else None,  # the stream's time: the newest timestamp, running on
             "watermark": watermark.isoformat() if watermark else None,
@@ -377,20 +390,19 @@ def _docs_routes(app: Quart, herald: Herald) -> Blueprint:
 
 #: The cluster node that answered a query about an actor.
 SERVED_BY = "Herald-Served-By"
+#: Set when a replica answered (the owner could not): messages of the partition it had not applied yet.
+REPLICA_LAG = "Herald-Replica-Lag"
 _FORWARDED = "herald-forwarded"
 
 
-async def _forward_to_owner(herald: Herald, key: str) -> Response:
-    """Answer a query for an actor of another node with that node's answer (one hop, never more)."""
+async def _forward_to_owner(herald: Herald, key: str) -> Response | None:
+    """The owner's answer to a query for one of its actors (one hop, never more); None if no owner
+    is known or it did not answer."""
     cluster = herald.cluster
     assert cluster is not None
     owner = cluster.owner_url(key) if not request.headers.get(_FORWARDED) else None
     if owner is None:
-        response = json_response(error_body(
-            "not_served", "no node serves this actor's partition right now (a rebalance or a restore is under "
-            "way); try again shortly", "key"), 503)
-        response.headers["Retry-After"] = "1"
-        return response
+        return None
     node, url = owner
     headers = {_FORWARDED: herald.cluster.node}
     if "authorization" in request.headers:
@@ -399,10 +411,9 @@ async def _forward_to_owner(herald: Herald, key: str) -> Response:
         answer = await herald.http.get(f"{url}{request.path}", headers=headers)
     except Exception as exc:
         log.warning("forwarding a query to %s failed: %s", node, redact_text(str(exc)))
-        response = json_response(error_body("owner_unreachable", f"the node serving this actor ({node}) did not "
-                                            "answer; try again shortly", "key"), 503)
-        response.headers["Retry-After"] = "1"
-        return response
+        return None
+    if answer.status_code == 503:
+        return None
     response = Response(answer.content, status=answer.status_code,
                         content_type=answer.headers.get("content-type", "application/json"))
     response.headers[SERVED_BY] = answer.headers.get(SERVED_BY, node)
@@ -563,9 +574,13 @@ def _serve(args: Any) -> int:
         pass
     except BaseException as exc:  # trio wraps it in the nurseries' exception groups
         error = _find(exc, ListenError)
-        if error is None:
+        if error is not None:
+            print(f"herald: {error.strerror}", file=sys.stderr)
+            return 2
+        refused = _find(exc, ConfigError)  # e.g. a cluster whose topic has another partition count
+        if refused is None:
             raise
-        print(f"herald: {error.strerror}", file=sys.stderr)
+        print(f"herald: {refused}", file=sys.stderr)
         return 2
     return 0
 

@@ -53,6 +53,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import confluent_kafka
@@ -60,6 +61,10 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+import trio
+
+from engine import Config, Event, Herald, PluginHost
+from engine._cluster import encode_event, partition_of, topics_of
 from engine._kafka import dev_broker, ensure_topics
 
 from ._common import SEED_START, print_table
@@ -234,6 +239,57 @@ def _quix_child(spec: dict) -> None:
     }).decode())
 
 
+def fill_herald(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], partitions: int) -> float:
+    """The same events as Herald's events topic holds them (its encoding, its partition of each key)."""
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER, "linger.ms": 20})
+    started = time.perf_counter()
+    for key, value in records:
+        raw = orjson.loads(value)
+        at = datetime.fromtimestamp(raw["timestamp"] / 1000, timezone.utc)
+        event = Event(raw["id"], raw["type"], raw["key"], at, raw["data"], at)
+        while True:
+            try:
+                producer.produce(topic, encode_event(event), key, partition=partition_of(raw["key"], partitions))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError(f"producing into {topic} unfinished after 60 s")
+    return time.perf_counter() - started
+
+
+def run_herald(bootstrap: str, group: str, source: str, sink: str, n: int, partitions: int) -> Run:
+    """Herald's cluster worker on the job: one node of cluster ``group``, the counting plugin, its
+    changelog checkpoints on (every 2 s, Herald's default); done when every event was applied and the
+    counts' producer flushed."""
+    from . import _counting
+
+    config = Config(cluster=bootstrap, cluster_name=group, cluster_partitions=partitions, durability="memory",
+                    environ={"HERALD_COUNTING_BOOTSTRAP": bootstrap, "HERALD_COUNTING_TOPIC": sink})
+    herald = Herald(config, PluginHost.from_objects(config, [_counting]))
+    cluster = herald.cluster
+    timings: dict[str, float] = {}
+
+    async def job() -> None:
+        started = time.perf_counter()
+        async with herald.running():
+            while True:
+                applied = sum(s.applied for s in cluster.shards.values())
+                if applied and "first" not in timings:
+                    timings["first"] = time.perf_counter() - started
+                if applied >= n:
+                    break
+                await trio.sleep(0.01)
+            await herald.flush_sinks()
+            timings["seconds"] = time.perf_counter() - started
+            timings["checkpoints"] = sum(s.checkpoints for s in cluster.shards.values())
+
+    trio.run(job)
+    result = Run(timings["seconds"], timings["first"], f"Herald on {_client()}")
+    print(f"  herald: {timings['checkpoints']:.0f} checkpoints written while running", flush=True)
+    return result
+
+
 def read_topic(bootstrap: str, topic: str, partitions: int, expected: int) -> tuple[int, dict[bytes, bytes]]:
     """Every committed message of ``topic``: how many, and the last value of each key.
 
@@ -261,7 +317,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int, expected: int) -> tu
 def changelog_messages(bootstrap: str, group: str, partitions: int) -> int | None:
     """How many messages the changelog topics of consumer group ``group`` hold (None: it made none)."""
     names = [name for name in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-             if name.startswith("changelog") and group in name]
+             if (name.startswith("changelog") and group in name) or name == f"{group}.changelog"]
     return sum(read_topic(bootstrap, name, partitions, 1)[0] for name in names) if names else None
 
 
@@ -297,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quix-python", default=sys.executable,
                         help="the Python that has quixstreams installed (default: this one)")
     parser.add_argument("--quix-child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", help="run only these peers (comma-separated: bare, quix-alo, quix-eos, herald)")
     args = parser.parse_args(argv)
     if args.quix_child:
         return _quix_child(orjson.loads(args.quix_child))
@@ -310,14 +367,23 @@ def main(argv: list[str] | None = None) -> None:
         ("bare confluent-kafka loop (baseline)", "bare", run_bare),
         ("quix streams, at-least-once", "quix-alo", functools.partial(run_quix, args.quix_python, "at-least-once")),
         ("quix streams, exactly-once", "quix-eos", functools.partial(run_quix, args.quix_python, "exactly-once")),
+        ("herald cluster worker (1 node)", "herald", functools.partial(run_herald, partitions=p)),
     ]
+    if args.only:
+        wanted = set(args.only.split(","))
+        peers = [peer for peer in peers if peer[1] in wanted or peer[1] == "bare"]
     results: list[tuple[str, Run | None]] = []
     with dev_broker() as bootstrap:
         for label, slug, run in peers:
             group, source, sink = f"peers-{slug}", f"peers-{slug}-input", f"peers-{slug}-counts"
             try:
-                ensure_topics(bootstrap, [(source, p, TOPIC_CONFIG), (sink, p, TOPIC_CONFIG)])
-                produced = fill_input(bootstrap, source, records)
+                if slug == "herald":
+                    source = topics_of(group)[0]
+                    ensure_topics(bootstrap, [(source, p, TOPIC_CONFIG), (sink, p, TOPIC_CONFIG)])
+                    produced = fill_herald(bootstrap, source, records, p)
+                else:
+                    ensure_topics(bootstrap, [(source, p, TOPIC_CONFIG), (sink, p, TOPIC_CONFIG)])
+                    produced = fill_input(bootstrap, source, records)
                 print(f"{label}: input produced in {produced:.2f} s; running ...", flush=True)
                 result = run(bootstrap, group, source, sink, n)
                 result.outputs, last = read_topic(bootstrap, sink, p, n)

@@ -41,12 +41,13 @@ import time
 import uuid
 import zlib
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import orjson
 import trio
 
 from . import _snapshot as snapshots
+from ._config import ConfigError
 from ._dedupe import IdWindow
 from ._effects import Effect
 from ._engine import Engine
@@ -55,9 +56,6 @@ from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics
 from ._metrics import Metrics
 from ._outbox import effect_key
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._herald import Herald
 
 __all__ = ["Cluster", "Shard", "partition_of", "topics_of"]
 
@@ -101,9 +99,11 @@ class Shard:
     and ``restore`` move the shard through the changelog.
     """
 
-    def __init__(self, cluster: "Cluster", number: int) -> None:
+    def __init__(self, cluster: "Cluster", number: int, *, replica: bool = False) -> None:
         self.cluster = cluster
         self.number = number
+        #: A replica applies the partition for reads only: its effects reach local views, nothing else.
+        self.replica = replica
         herald = cluster.herald
         config = herald.config
         #: The wall reading of the last message applied (message timestamps never go back here).
@@ -120,6 +120,9 @@ class Shard:
         self.applied = 0
         self.duplicates = 0
         self.checkpointed_offset = -1
+        #: Whether anything but the wall changed since the last checkpoint (ticks that fire nothing are
+        #: cheaper to replay than to checkpoint).
+        self.dirty = False
         self.checkpoints = 0
         self.last_checkpoint = 0.0
         #: Offset of the events partition's end when the shard was assigned: caught up once past it.
@@ -138,7 +141,13 @@ class Shard:
         herald = self.cluster.herald
         sink = herald.sinks.get(type(effect)) if herald.sinks else None
         if sink is not None:
-            sink.put(effect)
+            # A local view (a read model every node keeps) is fed by the replicas, which see every
+            # partition; any other sink (one that acts on the world) by the owner only.
+            local = getattr(sink, "local_view", False)
+            if (local and (self.replica or not self.cluster.replicas)) or (not local and not self.replica):
+                sink.put(effect)
+            return
+        if self.replica:
             return
         key = effect_key(effect)
         self.pending[key] = effect
@@ -169,8 +178,9 @@ class Shard:
                     self.ids.add(event.id, wall)
                     engine.apply(event, wall)
                     self.applied += 1
-        else:
-            engine.fire_ripe(wall)
+                    self.dirty = True
+        elif engine.fire_ripe(wall):
+            self.dirty = True
         self.offset = message.offset() + 1
 
     # -- the changelog --------------------------------------------------------------------
@@ -239,7 +249,8 @@ class _Directory:
 class Cluster:
     """This node's part in a cluster: the producer, the consumer group, its shards, its announcements."""
 
-    def __init__(self, herald: "Herald") -> None:
+    def __init__(self, herald: Any) -> None:
+        #: The :class:`engine.Herald` this node runs (its plugins, outbox, sinks, metrics and config).
         self.herald = herald
         config = herald.config
         self.bootstrap = config.cluster
@@ -249,6 +260,10 @@ class Cluster:
         self.node = config.node_id or f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         self.url = config.node_url or config.self_url
         self.shards: dict[int, Shard] = {}
+        #: Whether this node keeps a read replica of every partition (``HERALD_CLUSTER_REPLICAS``).
+        self.replicas = config.cluster_replicas
+        self.replica_shards: dict[int, Shard] = {}
+        self.replica_lag: dict[int, int] = {}
         #: Effect key -> the shard that emitted it (to drop it from that shard's pending effects once delivered).
         self.pending_of: dict[str, Shard] = {}
         #: The shards' engines share one set of metrics, apart from the node's (their gauges are summed here).
@@ -264,8 +279,13 @@ class Cluster:
         #: Partition -> input offset a checkpoint covers, for the consume thread to commit.
         self._commits: dict[int, int] = {}
         self._closed = trio.Event()
+        #: Set (and replaced) whenever shards or replicas applied messages: waiters look again.
+        self._progressed = trio.Event()
+        #: Why this node stopped taking events (the broker lost data), or None.
+        self.failure: str | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._producer: Any = None
+        self._changelog: Any = None
         self._consumer: Any = None
         self._stopping = False
         self._sources_scope: trio.CancelScope | None = None
@@ -299,11 +319,35 @@ class Cluster:
     # -- what the node looks like from outside ---------------------------------------------
 
     def engine_for(self, key: str) -> Engine | None:
-        """The engine holding ``key``'s actor, if this node serves its partition."""
+        """The engine holding ``key``'s actor here: the owned partition's, else its replica's (None if
+        this node has neither ready)."""
+        p = partition_of(key, self.partitions)
+        shard = self.shards.get(p)
+        if shard is not None and shard.ready:
+            return shard.engine
+        replica = self.replica_shards.get(p)
+        return replica.engine if replica is not None and replica.ready else None
+
+    def replica_lag_of(self, key: str) -> int:
+        """Messages of ``key``'s partition the replica here has not applied yet (as last measured)."""
+        return self.replica_lag.get(partition_of(key, self.partitions), 0)
+
+    def owns(self, key: str) -> bool:
         shard = self.shards.get(partition_of(key, self.partitions))
-        return shard.engine if shard is not None and shard.ready else None
+        return shard is not None and shard.ready
 
     def engines(self) -> list[Engine]:
+        """One engine per partition readable here (owned, else replicated): every actor once."""
+        found = []
+        for p in range(self.partitions):
+            shard = self.shards.get(p)
+            if shard is None or not shard.ready:
+                shard = self.replica_shards.get(p)
+            if shard is not None and shard.ready:
+                found.append(shard.engine)
+        return found
+
+    def owned_engines(self) -> list[Engine]:
         return [s.engine for s in self.shards.values()]
 
     def owner_url(self, key: str) -> tuple[str, str] | None:
@@ -321,44 +365,92 @@ class Cluster:
             "ready": sorted(p for p, s in self.shards.items() if s.ready),
             "lag": {str(p): n for p, n in sorted(self.lag.items())},
             "rebalances": self.rebalances,
+            "checkpoints": sum(s.checkpoints for s in self.shards.values()),
             "restore": {"actors": self.restored_actors, "seconds": round(self.restore_seconds, 3),
                         "restoring": sorted(p for p, s in self.shards.items() if not s.ready)},
+            "replicas": {"enabled": self.replicas,
+                         "ready": sorted(p for p, r in self.replica_shards.items() if r.ready),
+                         "lag": {str(p): n for p, n in sorted(self.replica_lag.items())}},
             "singletons": self.singletons.is_set(),
+            "failure": self.failure,
             "nodes": self.directory.live(time.time()),
         }
 
     # -- accepting: produce, then 202 --------------------------------------------------------
 
-    async def accept(self, events: Sequence[Event]) -> list[bool]:
-        """Produce each event to its partition; return once the broker acknowledged them all
-        (repeats are dropped by the owning shard, so none is reported here)."""
+    async def accept(self, events: Sequence[Event], *, applied: bool = False) -> list[bool]:
+        """Produce each event to its partition; return once the broker acknowledged them all (repeats
+        are dropped by the owning shard, so none is reported here). With ``applied``, also wait until
+        this node applied them (its owned partition or its replica): a plugin that accepts, then
+        reads, reads its own writes, as in a single process."""
         if not events:
             return []
+        if self.failure is not None:
+            raise JournalError(f"not accepted: {self.failure}")
         if self._producer is None:
             raise JournalError("the cluster producer is not connected yet")
         encoded = [(e.key, encode_event(e)) for e in events]
         done = trio.Event()
-        state = {"left": len(encoded), "error": None}
+        state: dict[str, Any] = {"left": len(encoded), "error": None}
+        offsets: dict[int, int] = {}
         token = self._token
 
         def delivered(error: Any, message: Any) -> None:  # in the poll thread
-            token.run_sync_soon(settle, error)
+            token.run_sync_soon(settle, error, message.partition(), message.offset())
 
-        def settle(error: Any) -> None:
-            if error is not None and state["error"] is None:
-                state["error"] = error
+        def settle(error: Any, partition: int, offset: int) -> None:
+            if error is not None:
+                if state["error"] is None:
+                    state["error"] = error
+            elif offset > offsets.get(partition, -1):
+                offsets[partition] = offset
             state["left"] -= 1
             if state["left"] == 0:
                 done.set()
 
         partitions = self.partitions
         producer = self._producer
-        for key, value in encoded:
-            self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(), delivered)
+        kafka = _kafka()
+        for i, (key, value) in enumerate(encoded):
+            try:
+                self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(),
+                              delivered)
+            except kafka.KafkaException as exc:
+                code = exc.args[0].code()
+                if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
+                            kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    self.fail(f"the topic {self.events_topic} lost partitions: {exc.args[0].str()}")
+                state["left"] -= len(encoded) - i  # those were never queued
+                if state["error"] is None:
+                    state["error"] = exc.args[0].str()
+                if state["left"] == 0:
+                    done.set()
+                break
         await done.wait()
         if state["error"] is not None:
             raise JournalError(f"the broker did not take the event(s): {state['error']}")
+        if applied:
+            await self._applied_here(offsets)
         return [False] * len(encoded)
+
+    def _readable_offset(self, partition: int) -> int:
+        shard = self.shards.get(partition)
+        if shard is None or not shard.ready:
+            shard = self.replica_shards.get(partition)
+        return -1 if shard is None else shard.offset
+
+    async def _applied_here(self, offsets: dict[int, int]) -> None:
+        """Wait until this node applied these offsets (bounded: they are durable already)."""
+        with trio.move_on_after(self.herald.config.cluster_produce_timeout):
+            while any(self._readable_offset(p) <= o for p, o in offsets.items()) and self.failure is None:
+                await self._progressed.wait()
+            return
+        log.warning("accepted events were not applied here within %g s (a restore or a rebalance?)",
+                    self.herald.config.cluster_produce_timeout)
+
+    def _progress(self) -> None:
+        self._progressed.set()
+        self._progressed = trio.Event()
 
     @staticmethod
     def _produce(producer: Any, topic: str, value: bytes | None, partition: int, key: bytes | None,
@@ -387,12 +479,21 @@ class Cluster:
             "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
         })
+        # Checkpoints have a producer of their own: flushing one then waits for that checkpoint only, never
+        # for the stream of accepted events (and those never queue behind a large checkpoint).
+        self._changelog = kafka.Producer({
+            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
+            "message.timeout.ms": 30_000, "reconnect.backoff.max.ms": 1000,
+        })
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._poll_producer)
             nursery.start_soon(self._listen)
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self._checkpoint_loop)
+            nursery.start_soon(self._watch_topics)
+            if self.replicas:
+                nursery.start_soon(self._replicate)
             task_status.started()
             self.started.set()
             try:
@@ -408,7 +509,7 @@ class Cluster:
         topic = admin.list_topics(self.events_topic, timeout=10).topics.get(self.events_topic)
         found = len(topic.partitions) if topic is not None else 0
         if found != self.partitions:
-            raise RuntimeError(
+            raise ConfigError(
                 f"the topic {self.events_topic} has {found} partitions, this node is configured for "
                 f"{self.partitions} (HERALD_CLUSTER_PARTITIONS): every node of a cluster must agree")
 
@@ -439,7 +540,9 @@ class Cluster:
         session_ms = int(config.cluster_session_timeout * 1000)
         return {
             "bootstrap.servers": self.bootstrap, "group.id": self.name, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms,
+            # Every assignment names its offset (the checkpoint's, or 0): a partition that no longer has it
+            # lost data, which must stop this node rather than quietly start it over.
+            "auto.offset.reset": "error", "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": max(100, session_ms // 6), "fetch.wait.max.ms": 10,
             "partition.assignment.strategy": "cooperative-sticky", "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 5000, "enable.partition.eof": False,
@@ -475,16 +578,7 @@ class Cluster:
                 except kafka.KafkaException as exc:
                     log.debug("commit: %s", exc)
             messages = consumer.consume(BATCH, 0.1)
-            highs = None
-            if measure:
-                highs = {}
-                for p in list(self.shards):
-                    try:
-                        highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p),
-                                                                  cached=True)[1]
-                    except kafka.KafkaException:
-                        pass
-            return messages, highs
+            return messages, self._highs(consumer, list(self.shards)) if measure else None
 
         try:
             await self._consume_loop(consumer, step)
@@ -510,14 +604,33 @@ class Cluster:
                 self._apply(messages)
             if highs is not None:
                 self._measure_lag(highs)
+            if messages or highs is not None:
+                self._progress()
             await trio.sleep(0)
 
+    def fail(self, reason: str) -> None:
+        """Something only an operator can judge happened (the broker lost data): stop taking events."""
+        if self.failure is None:
+            self.failure = reason
+            log.error("the cluster cannot go on: %s. This node refuses events (503) and applies nothing more; "
+                      "restart the nodes once the broker holds the topics again (see docs/cluster.md)", reason)
+            herald = self.herald
+            herald.ready = False
+            herald.status = "cluster_failed"
+
     def _apply(self, messages: list) -> None:
+        if self.failure is not None:
+            return
         shards = self.shards
+        kafka = _kafka()
         for message in messages:
-            if message.error() is not None:
-                if message.error().code() != _kafka().KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
+                    self.fail(f"partition {message.partition()}: {error.str()}")
+                    return
+                if error.code() != kafka.KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
                 continue
             shard = shards.get(message.partition())
             if shard is None or message.offset() < shard.offset:
@@ -533,10 +646,25 @@ class Cluster:
         self._announce_now()
         self._tick(shard)  # overdue timers fire at once, through the log
 
+    def _highs(self, consumer: Any, partitions: Any) -> dict[int, int]:
+        """The high watermarks of these events partitions, as the consumer's fetches last saw them
+        (ListOffsets may answer less on some brokers; in the consume thread)."""
+        kafka = _kafka()
+        highs = {}
+        for p in partitions:
+            try:
+                highs[p] = consumer.get_watermark_offsets(kafka.TopicPartition(self.events_topic, p), cached=True)[1]
+            except kafka.KafkaException:
+                pass
+        return highs
+
     def _measure_lag(self, highs: dict[int, int]) -> None:
         lag = {}
         for p, shard in list(self.shards.items()):
             high = highs.get(p)
+            if high is not None and 0 <= high < shard.offset and shard.ready:
+                self.fail(f"partition {p} of {self.events_topic} ends at offset {high}, but this node applied it up "
+                          f"to {shard.offset}: the broker lost data (an in-memory broker restarted?)")
             if high is not None and high >= 0:
                 lag[p] = max(0, high - shard.offset)
                 if not shard.ready and high <= shard.offset:
@@ -581,7 +709,12 @@ class Cluster:
             shard = self.shards.get(p)
             if shard is None:
                 continue
-            if graceful and shard.ready:
+            if graceful and shard.ready and shard.dirty:
+                # Let deliveries in flight finish first (briefly): what the checkpoint still lists as
+                # pending, the next owner delivers again.
+                with trio.move_on_after(self.herald.config.cluster_handover):
+                    while shard.pending:
+                        await trio.sleep(0.02)
                 try:
                     await self.checkpoint(shard)
                 except Exception:
@@ -616,7 +749,7 @@ class Cluster:
             await trio.sleep(interval / 4)
             now = time.monotonic()
             for shard in list(self.shards.values()):
-                if shard.ready and shard.offset != shard.checkpointed_offset and now - shard.last_checkpoint >= interval:
+                if shard.ready and shard.dirty and now - shard.last_checkpoint >= interval:
                     try:
                         await self.checkpoint(shard)
                     except Exception:
@@ -630,8 +763,13 @@ class Cluster:
                 log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
                 return
             offset, capture, pending, wall = shard.capture()
-            body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
-            await trio.to_thread.run_sync(self._write_checkpoint, shard.number, offset, body)
+            shard.dirty = False
+            try:
+                body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
+                await trio.to_thread.run_sync(self._write_checkpoint, shard.number, offset, body)
+            except BaseException:
+                shard.dirty = True  # the next round tries again
+                raise
             shard.checkpointed_offset = offset
             shard.last_checkpoint = time.monotonic()
             shard.checkpoints += 1
@@ -641,7 +779,7 @@ class Cluster:
 
     def _write_checkpoint(self, partition: int, offset: int, body: bytes) -> None:
         """Produce the pieces, then the marker naming them (blocking: run in a thread)."""
-        producer = self._producer
+        producer = self._changelog
         ckpt = uuid.uuid4().hex
         offsets: list[int] = []
         errors: list[Any] = []
@@ -751,6 +889,68 @@ class Cluster:
         finally:
             reader.unassign()
 
+    # -- replicas ------------------------------------------------------------------------------
+
+    async def _replicate(self) -> None:
+        """Follow every partition outside the group, for reads: restore each from its latest checkpoint,
+        then apply what follows. Replicas fire their timers by the log's ticks, as owners do, and send
+        their effects to local views only: every node reads every actor, and views see every partition."""
+        kafka = _kafka()
+        reader = await trio.to_thread.run_sync(self._reader)
+        try:
+            offsets = []
+            for p in range(self.partitions):
+                shard = Shard(self, p, replica=True)
+                doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+                if doc is not None:
+                    shard.restore(doc)
+                shard.catch_up_to = end
+                shard.ready = shard.offset >= end
+                self.replica_shards[p] = shard
+                offsets.append(kafka.TopicPartition(self.events_topic, p, shard.offset))
+        finally:
+            await trio.to_thread.run_sync(reader.close)
+        consumer = kafka.Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.replica.{self.node}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
+            "auto.offset.reset": "error",
+        })
+        consumer.assign(offsets)
+        last = 0.0
+
+        def step(measure: bool) -> tuple[list, dict[int, int] | None]:
+            messages = consumer.consume(BATCH, 0.1)
+            return messages, self._highs(consumer, range(self.partitions)) if measure else None
+
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                measure = now - last >= 0.5
+                if measure:
+                    last = now
+                messages, highs = await trio.to_thread.run_sync(step, measure)
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    shard = self.replica_shards.get(message.partition())
+                    if shard is not None and message.offset() >= shard.offset:
+                        shard.apply(message)
+                        if not shard.ready and shard.offset >= shard.catch_up_to:
+                            shard.ready = True
+                if highs:
+                    for p, high in highs.items():
+                        shard = self.replica_shards[p]
+                        if high is not None and high >= 0:
+                            self.replica_lag[p] = max(0, high - shard.offset)
+                            if not shard.ready and high <= shard.offset:
+                                shard.ready = True
+                if messages or highs:
+                    self._progress()
+                await trio.sleep(0)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(consumer.close)
+
     # -- ticks and announcements -----------------------------------------------------------
 
     def _tick(self, shard: Shard) -> None:
@@ -773,6 +973,22 @@ class Cluster:
                "partitions": sorted(p for p, s in self.shards.items() if s.ready)}
         self.directory.heard(doc)
         self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+
+    async def _watch_topics(self) -> None:
+        """A broker that lost its data (an in-memory one restarted) has no topics, or new ones with other
+        partitions: that stops this node, loudly, instead of quietly starting over."""
+        producer = self._producer
+        while self.failure is None:
+            await trio.sleep(2.0)
+            try:
+                metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=5))
+            except Exception as exc:  # the broker is unreachable: not a loss of data (yet)
+                log.debug("metadata: %s", exc)
+                continue
+            topic = metadata.topics.get(self.events_topic)
+            if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
+                found = 0 if topic is None or topic.error is not None else len(topic.partitions)
+                self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}")
 
     async def _announce_loop(self) -> None:
         interval = self.herald.config.cluster_announce

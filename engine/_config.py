@@ -77,6 +77,15 @@ def _body_timeout(value: str) -> float:
     return seconds
 
 
+def _flag(value: str) -> bool:
+    value = value.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _name(value: str) -> str:
     value = value.strip()
     if not value or len(value) > 100 or not all(c.isalnum() or c in "._-:" for c in value):
@@ -163,6 +172,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds between a node's announcements of the partitions it serves"),
     Setting("cluster_produce_timeout", "HERALD_CLUSTER_PRODUCE_TIMEOUT", _positive(float),
             "seconds an accepted event may wait for the broker before the request answers 503"),
+    Setting("cluster_handover", "HERALD_CLUSTER_HANDOVER", non_negative(float),
+            "seconds a node leaving a partition waits for its deliveries in flight before it hands it over"),
+    Setting("cluster_replicas", "HERALD_CLUSTER_REPLICAS", _flag,
+            "keep a read replica of every partition on every node (plugins' queries then see every actor)"),
     Setting("node_id", "HERALD_NODE_ID", _name, "this node's name in the cluster (default host:port:pid)"),
     Setting("node_url", "HERALD_NODE_URL", str,
             "the URL other nodes send queries for this node's actors to (default http://HOST:PORT)"),
@@ -206,11 +219,13 @@ class Config:
     cluster: str | None = None
     cluster_name: str = "herald"
     cluster_partitions: int = 6
-    cluster_session_timeout: float = 3.0
+    cluster_session_timeout: float = 2.5
     cluster_checkpoint: float = 2.0
     cluster_tick: float = 1.0
     cluster_announce: float = 1.0
     cluster_produce_timeout: float = 10.0
+    cluster_handover: float = 2.0
+    cluster_replicas: bool = True
     node_id: str | None = None
     node_url: str | None = None
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)

@@ -106,6 +106,11 @@ class Context:
         return self._herald.ready
 
     @property
+    def clustered(self) -> bool:
+        """Whether this server is a node of a cluster over Kafka (its actors are spread over nodes)."""
+        return self._herald.cluster is not None
+
+    @property
     def durable(self) -> bool:
         """Whether accepted events are journaled (False with ``--durability memory``)."""
         return self._herald.journal.enabled
@@ -115,8 +120,10 @@ class Context:
     async def accept(self, events: Sequence[Event | dict[str, Any]]) -> list[bool]:
         """Apply events and wait until they are durable; return which were repeats of an id already
         accepted. Raw JSON objects are parsed as an internal source's (internal types allowed).
-        Raises :class:`engine.InvalidEvent` or :class:`engine.JournalError`, then nothing is applied."""
-        return await self._herald.accept(events)
+        Raises :class:`engine.InvalidEvent` or :class:`engine.JournalError`, then nothing is applied.
+        In a cluster: acknowledged by the broker and applied on this node (its own partition or its
+        replica of it), so that what the plugin reads next includes them."""
+        return await self._herald.accept(events, applied=True)
 
     async def snapshot(self) -> dict[str, Any] | None:
         """Write a snapshot now and compact the journal behind it (None without a journal or before ready)."""

@@ -136,6 +136,15 @@ class Herald:
             found = self._parts[name] = make()
         return found
 
+    def why_not_ready(self) -> str:
+        """What a 503 says while ``ready`` is False."""
+        if self.cluster is not None and self.cluster.failure is not None:
+            return f"not accepted: {self.cluster.failure}"
+        if self.journal.failed is not None:
+            return "not accepted: the journal failed; Herald retries it in the background"
+        return "Herald is starting" if self.status in ("starting", "replaying", "joining", "loading") \
+            else f"Herald is {self.status}"
+
     # -- where actors live -----------------------------------------------------------------
 
     def engine_for(self, key: str) -> Engine | None:
@@ -219,13 +228,17 @@ class Herald:
         self._maybe_snapshot()
         return duplicates
 
-    async def accept(self, events: Sequence[Event | dict[str, Any]]) -> list[bool]:
+    async def accept(self, events: Sequence[Event | dict[str, Any]], *, applied: bool = False) -> list[bool]:
         """Apply events and wait until they are durable (what a 202 means); return which were
         repeats of an id already accepted. Raw JSON objects are parsed first, as a trusted
-        source's (internal types allowed: the public routes parse with their own rule)."""
+        source's (internal types allowed: the public routes parse with their own rule).
+
+        In a cluster, durable means acknowledged by the broker, and the events are applied by
+        their partitions' owners afterwards; ``applied`` also waits until this node applied them
+        (plugins read their own writes)."""
         parsed = [e if isinstance(e, Event) else self.engine.parse(e, origin=Origin.INTERNAL) for e in events]
         if self.cluster is not None:
-            return await self.cluster.accept(parsed)
+            return await self.cluster.accept(parsed, applied=applied)
         duplicates = self._apply(parsed)
         await self.journal.commit()
         return duplicates

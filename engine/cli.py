@@ -197,8 +197,6 @@ def serve_config(args: argparse.Namespace) -> Config:
     )
     if config.cluster_partitions < 1:
         raise ConfigError("--partitions must be positive")
-    if config.cluster and config.load:
-        raise ConfigError("--load is not supported in a cluster yet: post the lines as events")
     if args.plugins is not None:
         config = attrs.evolve(config, plugins=parse_plugin_list(args.plugins))
     if args.load:
@@ -206,6 +204,8 @@ def serve_config(args: argparse.Namespace) -> Config:
             config = attrs.evolve(config, load=config.load + parse_load_spec(",".join(args.load)))
         except ValueError as exc:
             raise ConfigError(f"--load: {exc}") from None
+    if config.cluster and config.load:
+        raise ConfigError("--load is not supported in a cluster yet: post the lines as events")
     for _loader, path in config.load:
         if not os.path.isfile(path):
             raise ConfigError(f"--load: no such file {path!r}")

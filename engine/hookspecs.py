@@ -125,6 +125,11 @@ def herald_effect_sinks(context: Context) -> Mapping[type, Any]:
     also receive the effects of replayed events, so their writes must be
     idempotent (e.g. keyed by event id). Typical use: a plugin's own indexed
     store of what its handlers decided.
+
+    In a cluster a sink with ``local_view = True`` is a read model every
+    node keeps whole: it gets the effects of every partition (through the
+    node's replicas). Any other sink acts on the world (a CRM, a topic) and
+    gets the effects of the partitions the node owns, once.
     """
 
 

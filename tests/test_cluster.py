@@ -14,7 +14,8 @@ import signal
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import httpx
 import orjson
@@ -86,26 +87,47 @@ async def wait_until(condition: Any, timeout: float, what: str, nodes: list[Node
         raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(n.logs() for n in nodes))
 
 
-async def settled(client: httpx.AsyncClient, nodes: list[Node], partitions: int = 6) -> bool:
-    """Every partition is served by exactly one of ``nodes``, each caught up (no lag), seen twice a second
-    apart (a node measures its lag twice a second)."""
-    if not await _settled_now(client, nodes, partitions):
+async def settled(client: httpx.AsyncClient, nodes: list[Node], partitions: int = 6, *,
+                  caught_up: bool = True) -> bool:
+    """Every partition is served by exactly one of ``nodes`` and restored; with ``caught_up`` also
+    applied to its end (no lag), seen twice a second apart (a node measures its lag twice a second)."""
+    if not await _settled_now(client, nodes, partitions, caught_up):
         return False
+    if not caught_up:
+        return True
     await trio.sleep(1.0)
-    return await _settled_now(client, nodes, partitions)
+    return await _settled_now(client, nodes, partitions, caught_up)
 
 
-async def _settled_now(client: httpx.AsyncClient, nodes: list[Node], partitions: int) -> bool:
+async def _settled_now(client: httpx.AsyncClient, nodes: list[Node], partitions: int, caught_up: bool) -> bool:
     served: list[int] = []
     for node in nodes:
         health = await node.health(client)
         if health is None or "cluster" not in health:
             return False
         cluster = health["cluster"]
-        if cluster["restore"]["restoring"] or any(cluster["lag"].values()):
+        if cluster["restore"]["restoring"] or (caught_up and any(cluster["lag"].values())):
             return False
         served.extend(cluster["ready"])
     return sorted(served) == list(range(partitions))
+
+
+@asynccontextmanager
+async def cluster_of(tmp_path: Path, bootstrap: str, count: int, partitions: int = 6,
+                     **env: str) -> AsyncIterator[tuple[httpx.AsyncClient, list[Node]]]:
+    """``count`` nodes sharing the partitions (caught up); killed when the block ends."""
+    nodes = [Node(tmp_path, f"n{i}", bootstrap, **env) for i in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, nodes, partitions), 60, f"{count} nodes sharing the partitions",
+                             nodes)
+            yield client, nodes
+    finally:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
 
 
 def user_events(user: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -200,16 +222,22 @@ async def test_three_nodes_a_killed_node_loses_nothing_and_sends_each_notificati
                     for batches in batches_of:
                         nursery.start_soon(post_all, client, nodes, batches, progress)
                     with trio.fail_after(120):
-                        while progress["posted"] < 8_000:
-                            await trio.sleep(0.02)
-                    nodes[1].kill()  # mid-stream, without a goodbye
-                    while progress["posted"] < 16_000:
-                        await trio.sleep(0.02)
-                    nodes[1].start()  # back later, under the same name
+                        # Mid-stream, once the victim checkpointed some of its actors (every 2 s).
+                        while progress["posted"] < 8_000 or (await nodes[1].health(client))["cluster"]["checkpoints"] < 2:
+                            await trio.sleep(0.05)
+                    nodes[1].kill()  # without a goodbye
+                    # The others take its partitions over (restoring them) while the posts go on ...
+                    await wait_until(lambda: settled(client, [nodes[0], nodes[2]], caught_up=False), 60,
+                                     "the takeover", nodes)
+                    restored = [(await node.health(client))["cluster"]["restore"]["actors"] for node in nodes[::2]]
+                    assert sum(restored) > 0, restored  # the partitions moved, with their actors
+                    nodes[1].start()  # ... and it comes back later, under the same name
                 await wait_until(lambda: settled(client, nodes), 90, "the cluster to settle after the restart", nodes)
                 assert progress["retries"] > 0  # the killed node really refused some posts
-                restored = [(await node.health(client))["cluster"]["restore"]["actors"] for node in nodes]
-                assert sum(restored) > 0, restored  # partitions really moved, with their actors
+                # The cluster's singletons (plugins' sources) run once: on the owner of partition 0.
+                healths = [(await node.health(client))["cluster"] for node in nodes]
+                assert [h["singletons"] for h in healths] == [0 in h["ready"] for h in healths]
+                assert sum(h["singletons"] for h in healths) == 1
                 # Every user as the cluster holds it, asked of any node (queries go to the owner).
                 mismatched = []
                 for i, key in enumerate(users):
@@ -252,7 +280,13 @@ async def test_a_nudge_due_during_a_rebalance_is_sent_once(kafka_bootstrap, tmp_
                 with trio.move_on_after(30):
                     await receiver.wait_for(40)
                 assert len(receiver.delivered) >= 40, (receiver.keys, [await n.health(client) for n in nodes])
-                await trio.sleep(2)  # anything sent twice would arrive by now (ticks run every second)
+                # Nothing more can come once no node has a delivery pending or a timer left to fire.
+                async def quiet() -> bool:
+                    healths = [await node.health(client) for node in nodes]
+                    return all(h is not None and h["effects_pending"] == 0 and h["timers_pending"] == 0
+                               for h in healths) and await settled(client, nodes, 4)
+
+                await wait_until(quiet, 30, "no deliveries pending", nodes)
                 keys = receiver.keys
                 assert {key.split(":")[:3] == ["fitness", "nudge", key.split(":")[2]] for key in keys} == {True}
                 assert {key.split(":")[2] for key in keys} == {f"u{u}" for u in range(40)}
@@ -264,29 +298,140 @@ async def test_a_nudge_due_during_a_rebalance_is_sent_once(kafka_bootstrap, tmp_
 
 
 async def test_a_query_on_any_node_answers_what_the_owner_answers(kafka_bootstrap, tmp_path):
-    nodes = [Node(tmp_path, f"n{i}", kafka_bootstrap) for i in range(2)]
+    async with cluster_of(tmp_path, kafka_bootstrap, 2) as (client, nodes):
+        events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
+                   "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
+        assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
+        await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
+        owners = set()
+        for u in range(30):
+            answers = [await client.get(f"{node.url}/v1/actors/q{u}") for node in nodes]
+            assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+            assert comparable(answers[0].json()) == comparable(answers[1].json())
+            assert answers[0].json()["states"]["fitness"]["running"]  # the started program is there
+            served_by = {a.headers["herald-served-by"] for a in answers}
+            assert len(served_by) == 1  # both answers come from the owner
+            owners |= served_by
+        assert owners == {"n0", "n1"}  # the keys are spread over both nodes
+        missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
+        assert [m.status_code for m in missing] == [404, 404]
+        # The owner goes away: until its partitions move, the other node's replica answers, saying so.
+        before = {u: (await client.get(f"{nodes[0].url}/v1/actors/q{u}")) for u in range(30)}
+        theirs = [u for u, a in before.items() if a.headers["herald-served-by"] == "n1"]
+        nodes[1].kill()
+        answer = await client.get(f"{nodes[0].url}/v1/actors/q{theirs[0]}")
+        assert answer.status_code == 200
+        assert answer.headers["herald-served-by"] == "n0" and answer.headers["herald-replica-lag"] == "0"
+        assert comparable(answer.json()) == comparable(before[theirs[0]].json())
+
+
+async def test_a_plugin_reads_every_actor_from_any_node_and_its_own_writes(kafka_bootstrap, tmp_path):
+    """The customers plugin on two nodes: a customer created on one is listed and shown by both (each
+    node keeps a replica of every partition), and each write answers with what it wrote."""
+    async with cluster_of(tmp_path, kafka_bootstrap, 2, HERALD_PLUGINS="customers") as (client, nodes):
+        for i in range(1, 41):
+            response = await client.post(f"{nodes[i % 2].url}/customers",
+                                         json={"id": i, "attributes": {"email": f"c{i}@example.com"}})
+            assert response.status_code == 201, response.text
+            assert response.json()["customer"]["attributes"]["email"] == f"c{i}@example.com"
+        # Another node's writes reach this node's replica within its lag (milliseconds, unless busy).
+        async def listed_everywhere() -> bool:
+            pages = [(await client.get(f"{node.url}/customers?per_page=100")).json() for node in nodes]
+            return all(page["meta"]["total"] == 40 for page in pages)
+
+        await wait_until(listed_everywhere, 20, "every customer listed on both nodes", nodes)
+        again = await client.post(f"{nodes[0].url}/customers", json={"id": 7, "attributes": {"email": "x@y.z"}})
+        assert again.status_code == 409, again.text  # created on the other node: known here too
+        for node in nodes:
+            page = (await client.get(f"{node.url}/customers?per_page=100")).json()
+            assert page["meta"]["total"] == 40
+            assert [c["id"] for c in page["customers"]] == list(range(1, 41))
+            shown = await client.get(f"{node.url}/customers/13")
+            assert shown.status_code == 200 and shown.json()["customer"]["attributes"]["email"] == "c13@example.com"
+        assert (await client.delete(f"{nodes[1].url}/customers/13")).status_code == 204
+        for node in nodes:
+            with trio.fail_after(10):
+                while (await client.get(f"{node.url}/customers/13")).status_code != 404:
+                    await trio.sleep(0.05)
+
+
+async def test_a_broker_that_lost_its_data_stops_the_node_loudly(tmp_path):
+    """An in-memory broker restarted: the topics are gone. The node must not quietly start over (its
+    partitions would begin again at offset 0 as if nothing had happened): it refuses events with 503
+    and /healthz says why."""
+    from engine._kafka import DevBroker
+
+    broker = DevBroker()
+    broker.start()
+    node = Node(tmp_path, "n0", broker.bootstrap)
     try:
-        for node in nodes:
-            node.start()
+        node.start()
         async with httpx.AsyncClient() as client:
-            await wait_until(lambda: settled(client, nodes), 60, "two nodes sharing the partitions", nodes)
-            events = [{"id": f"e{u}", "type": "training_program_started", "user_id": f"q{u}",
-                       "training_program_id": "7", "timestamp": "2021-03-01T08:00:00Z"} for u in range(30)]
-            assert (await client.post(nodes[0].url + "/v1/events", json=events)).status_code == 202
-            await wait_until(lambda: settled(client, nodes), 30, "the events applied", nodes)
-            owners = set()
-            for u in range(30):
-                answers = [await client.get(f"{node.url}/v1/actors/q{u}") for node in nodes]
-                assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-                assert comparable(answers[0].json()) == comparable(answers[1].json())
-                assert answers[0].json()["states"]["fitness"]["running"]  # the started program is there
-                served_by = {a.headers["herald-served-by"] for a in answers}
-                assert len(served_by) == 1  # both answers come from the owner
-                owners |= served_by
-            assert owners == {"n0", "n1"}  # the keys are spread over both nodes
-            missing = [await client.get(f"{node.url}/v1/actors/nobody") for node in nodes]
-            assert [m.status_code for m in missing] == [404, 404]
+            await wait_until(lambda: settled(client, [node]), 60, "the node to take every partition", [node])
+            events = [{"type": "app_launch", "user_id": f"u{u}", "timestamp": "2021-03-01T08:00:00Z"} for u in range(50)]
+            assert (await client.post(node.url + "/v1/events", json=events)).status_code == 202
+            await trio.to_thread.run_sync(broker.stop)
+            await trio.to_thread.run_sync(broker.start)  # same port, nothing in it
+
+            async def failed() -> bool:
+                health = await client.get(node.url + "/healthz")
+                return health.status_code == 503 and health.json()["status"] == "cluster_failed"
+
+            await wait_until(failed, 30, "the node to report the loss", [node])
+            assert "partitions" in (await client.get(node.url + "/healthz")).json()["cluster"]["failure"]
+            refused = await client.post(node.url + "/v1/events", json=events[:1])
+            assert refused.status_code == 503 and "partitions" in refused.json()["error"]["message"]
+            # What it held is still readable.
+            assert (await client.get(node.url + "/v1/actors/u1")).status_code == 200
     finally:
-        for node in nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.kill()
+        if node.proc is not None and node.proc.poll() is None:
+            node.kill()
+        broker.stop()
+
+
+async def test_a_node_configured_for_another_partition_count_refuses_to_start(kafka_bootstrap, tmp_path):
+    first = Node(tmp_path, "n0", kafka_bootstrap)
+    try:
+        first.start()
+        async with httpx.AsyncClient() as client:
+            await wait_until(lambda: settled(client, [first]), 60, "the first node", [first])
+        odd = Node(tmp_path, "n1", kafka_bootstrap, HERALD_CLUSTER_PARTITIONS="4")
+        odd.start()
+        with trio.fail_after(30):
+            while odd.proc.poll() is None:
+                await trio.sleep(0.1)
+        assert odd.proc.returncode == 2
+        assert "has 6 partitions, this node is configured for 4" in odd.logs()
+    finally:
+        if first.proc is not None and first.proc.poll() is None:
+            first.kill()
+
+
+async def test_the_eye_works_across_nodes_tokens_events_and_errors(kafka_bootstrap, tmp_path):
+    """analytics on two nodes: a token made on one works on the other (trusted clients are an actor,
+    read through the replicas), events posted to either are queried from both (the store is a local
+    view every node keeps whole), and so are the errors."""
+    async with cluster_of(tmp_path, kafka_bootstrap, 2, HERALD_PLUGINS="analytics") as (client, nodes):
+        made = await client.post(nodes[0].url + "/v1/admin/tokens", json={"name": "web"})
+        assert made.status_code in (200, 201), made.text
+        auth = {"authorization": f"Token {made.json()['token']}"}
+        now = datetime.now(timezone.utc).isoformat()
+        for i in range(20):
+            event = {"session_id": f"s{i % 4}", "category": "page interaction", "name": "pageview",
+                     "timestamp": now, "data": {"host": "shop.test", "path": f"/{i}"}}
+            if i == 19:
+                event["data"] = {"host": "shop.test"}  # no path: refused, logged as an error
+            response = await client.post(nodes[i % 2].url + "/api/events", json=event, headers=auth)
+            assert response.status_code == 202, response.text
+
+        async def everywhere() -> bool:
+            for node in nodes:
+                events = (await client.get(node.url + "/api/events?limit=100", headers=auth)).json()
+                errors = (await client.get(node.url + "/api/errors", headers=auth)).json()
+                if len(events["results"]) != 19 or len(errors["results"]) != 1:
+                    return False
+            return True
+
+        await wait_until(everywhere, 20, "every event and error on both nodes", nodes)
+        session = (await client.get(nodes[1].url + "/api/events?session_id=s1", headers=auth)).json()
+        assert sorted(e["data"]["path"] for e in session["results"]) == ["/1", "/13", "/17", "/5", "/9"]

@@ -209,7 +209,8 @@ class IngestApp:
                 if body is None:
                     return
                 if not self.herald.ready:
-                    await respond_json(send, 503, error_body("not_ready", "Herald is starting"), [(b"retry-after", b"1")])
+                    await respond_json(send, 503, error_body("not_ready", self.herald.why_not_ready()),
+                                       [(b"retry-after", b"1")])
                     return
                 try:
                     status, payload = await handle(scope, body)

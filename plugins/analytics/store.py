@@ -96,6 +96,9 @@ def _text(value: Any) -> Any:
 class Store:
     """The indexed events and errors of The Eye."""
 
+    #: A read model: in a cluster every node keeps it whole (fed by every partition; writes are idempotent).
+    local_view = True
+
     def __init__(self, path: str | Path | None) -> None:
         self.path = str(path) if path is not None else ":memory:"
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import Context, Config, EventType, Origin, hookimpl
+from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
@@ -27,6 +27,12 @@ def parts(context: Context) -> dict[str, Any]:
 
 def _make_parts(context: Context) -> dict[str, Any]:
     config = context.config
+    if context.clustered:
+        # Its key store (crypto-shredding) lives in one process: in a cluster, each node would make its
+        # own keys for a user, and an erasure would destroy only one of them.
+        raise PluginError("the crm plugin does not run in a cluster yet (its key store is per process); "
+                          "run it on a single Herald, or enable the others: "
+                          "--plugins fitness,customers,analytics,marketplace")
     keys = KeyStore(config.data_file("keys.db"))
     bootstrap = bootstrap_of(config)
     producer = None
