@@ -298,6 +298,12 @@ class _Cluster:
     def owner_url(self, key):
         return ("node-b", "http://127.0.0.2:8000")
 
+    def owns(self, key):
+        return key != "replicated"
+
+    def replica_lag_of(self, key):
+        return 7
+
     def health(self):
         return {"node": "node-a", "partitions": 4, "owned": [0, 2], "ready": [0, 2], "lag": {"0": 5, "2": 0},
                 "rebalances": 3, "restore": {"actors": 10, "seconds": 0.1, "restoring": []}, "singletons": True,
@@ -307,6 +313,7 @@ class _Cluster:
 
 async def test_in_a_cluster_the_overview_shows_the_nodes_and_their_partitions(herald_and_client):
     herald, client = herald_and_client
+    await client.post("/v1/event", json={"type": "app_launch", "user_id": "replicated", "timestamp": _stamp(1)})
     herald.cluster = _Cluster(herald.engine)
     try:
         page = await client.get("/ui")
@@ -315,6 +322,8 @@ async def test_in_a_cluster_the_overview_shows_the_nodes_and_their_partitions(he
             ("node-a", "0, 2"), ("node-b", "1, 3")]
         assert "0, 2 of 4" in page.text and "p0: 5, p2: 0" in page.text and "<dd>3</dd>" in page.text
         assert "node-b" in (await client.get("/ui/overview.json")).json()["regions"]["cluster"]
+        replica = await client.get("/ui/actors/replicated")
+        assert "this node shows its replica, 7 messages behind the owner" in replica.text
         other = await client.get("/ui/actors/elsewhere")
         assert other.status_code == 200 and 'href="http://127.0.0.2:8000/ui/actors/elsewhere"' in other.text
     finally:

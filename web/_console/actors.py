@@ -101,7 +101,10 @@ def add_actors(bp: Blueprint, herald: "Herald") -> None:
             events, effects = await journal.query(lambda j: (j.events_of(key, RECENT), j.effects_naming(key, RECENT)))
         timers = _timers(view)
         states = [(name, _pretty(state)) for name, state in sorted(view["states"].items())]
+        cluster = herald.cluster
+        replica_lag = None if cluster is None or cluster.owns(key) else cluster.replica_lag_of(key)
         return {
+            "replica_lag": replica_lag,
             "key": key, "view": view, "timers": timers, "durable": journal.enabled, "states": states,
             "events": [(seq, e, _pretty(e.data)) for seq, e in events], "recent": RECENT,
             "effects": [{**row.to_json(), "receiver": receiver_of(row.to_json())} for row in effects],

@@ -152,8 +152,8 @@ class Overview:
 
 
 def add_overview(bp: Blueprint, overview: Overview) -> None:
-    @bp.get("")
     @bp.get("/")
+    @bp.get("")  # registered first: url_for gives /ui
     async def index() -> str:
         return await render_template("console/overview.html", **await overview.page())
 
