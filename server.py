@@ -31,8 +31,8 @@ from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, reda
 from engine import cli
 from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
-                 error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json,
-                 safe_next, ui_guard)
+                 error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json)
+from web._console import console_blueprints
 from web import _connlimit as connlimit
 from web._inbox import NotifyInbox
 from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp
@@ -166,62 +166,6 @@ def _plugin_paths(herald: Herald) -> dict[str, Any]:
     for _name, items in herald.plugins.each("herald_openapi_paths", context=herald.context):
         paths.update(items or {})
     return paths
-
-
-_LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in · Herald</title></head>
-<body><main>
-<h1>Sign in to Herald</h1>
-{error}
-<form method="post" action="/ui/login">
-  <input type="hidden" name="csrf" value="{csrf}">
-  <input type="hidden" name="next" value="{next}">
-  <label for="token">Admin token</label>
-  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-  <button type="submit">Sign in</button>
-</form>
-</main></body></html>"""
-
-
-def _login_routes(herald: Herald) -> Blueprint:
-    """``/ui/login``: a browser trades the admin token for a session cookie once (see ``UiGuard``)."""
-    import html
-
-    bp = Blueprint("login", __name__)
-    guard = ui_guard(herald.context)
-    bp.after_request(guard.set_cookies)
-
-    def page(target: str | None, error: str = "", status: int = 200) -> Response:
-        body = _LOGIN_PAGE.format(csrf=guard.csrf_token(), next=html.escape(safe_next(target)),
-                                  error=f'<p role="alert">{html.escape(error)}</p>' if error else "")
-        return Response(body, status=status, content_type="text/html; charset=utf-8")
-
-    @bp.get("/ui/login")
-    async def login_form() -> Response:
-        if not herald.config.admin_token:
-            return redirect(safe_next(request.args.get("next")), 303)
-        return page(request.args.get("next"))
-
-    @bp.post("/ui/login")
-    async def login() -> Response:
-        form = await request.form
-        if not guard.csrf_ok(form.get("csrf")):
-            return page(form.get("next"), "The form expired: please sign in again.", 403)
-        if not guard.check_token(form.get("token", "")):
-            return page(form.get("next"), "That is not the admin token.", 401)
-        return guard.sign_in_cookie(redirect(safe_next(form.get("next")), 303))
-
-    @bp.post("/ui/logout")
-    async def logout() -> Response:
-        form = await request.form
-        if not guard.csrf_ok(form.get("csrf")):
-            return page(None, "The form expired.", 403)
-        response = redirect("/ui/login", 303)
-        response.delete_cookie(guard.SESSION, path="/ui")
-        return response
-
-    return bp
 
 
 def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
@@ -486,7 +430,8 @@ def create_app(herald: Herald) -> IngestApp:
     app = QuartTrio("herald")
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
     app.register_blueprint(_core_routes(herald, herald.part("web.inbox", NotifyInbox)))
-    app.register_blueprint(_login_routes(herald))
+    for blueprint in console_blueprints(herald):  # the web pages' shell, sign-in, the operator console at /ui
+        app.register_blueprint(blueprint)
     app.register_blueprint(_admin_routes(herald))
     app.register_blueprint(_docs_routes(app, herald))
     for name, blueprints in herald.plugins.each("herald_routes", context=herald.context):

@@ -297,7 +297,7 @@ class Journal:
         return row[0]
 
     def outbox_rows(self, status: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[OutboxRow]:
-        sql = "SELECT id, key, kind, body, status, attempts, created, next_at, updated, error FROM outbox WHERE id > ?"
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id > ?"
         args: list[Any] = [after_id]
         if status:
             sql += " AND status = ?"
@@ -305,6 +305,70 @@ class Journal:
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         return [OutboxRow(*row) for row in self._db().execute(sql, args).fetchall()]
+
+    # -- narrow reads for the operator console ---------------------------------------------
+
+    def events_of(self, key: str, limit: int = 20) -> list[tuple[int, Event]]:
+        """The newest journaled events of the actor ``key`` (at most ``limit``, newest first), as
+        ``(seq, event)``; bulk loads are not listed. The journal holds the events since the last snapshot.
+
+        There is no index by key: the record batches holding the key as JSON text are found
+        by a byte search (``instr``, newest first), and only those are decoded."""
+        needle = b"," + orjson.dumps(key) + b","
+        fromts = datetime.fromtimestamp
+        found: list[tuple[int, Event]] = []
+        cursor = self._db().execute(
+            "SELECT body FROM event_batches WHERE instr(body, ?) > 0 ORDER BY last_seq DESC", (needle,))
+        for (body,) in cursor:
+            for seq, id_, key_, type_, ts, received, _arrival, data in reversed(orjson.loads(body)):
+                if key_ == key and type_ != LOAD_TYPE:
+                    found.append((seq, Event(id_, type_, key_, fromts(ts, _UTC), data, fromts(received, _UTC))))
+                    if len(found) >= limit:
+                        break
+            if len(found) >= limit:
+                break
+        cursor.close()
+        return found
+
+    def effects_naming(self, key: str, limit: int = 20) -> list[OutboxRow]:
+        """The newest outbox rows (at most ``limit``) whose effect has a string value equal to ``key``
+        anywhere (a notification's ``user_id``, say): the effects an actor caused, as far as the
+        outbox can tell (it does not record their cause). A byte search first, then a check."""
+        found: list[OutboxRow] = []
+        cursor = self._db().execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE instr(body, ?) > 0 ORDER BY id DESC",
+                                    (orjson.dumps(key),))
+        for row in cursor:
+            if _names(orjson.loads(row[3]), key):
+                found.append(OutboxRow(*row))
+                if len(found) >= limit:
+                    break
+        cursor.close()
+        return found
+
+    def outbox_page(self, status: str | None = None, receiver: str = "", *, before_id: int | None = None,
+                    limit: int = 50) -> list[OutboxRow]:
+        """Outbox rows, newest first, below ``before_id``: of one ``status`` (``retrying``: pending after a
+        failed attempt) and whose receiver (a notification's URL, or the effect's kind) contains ``receiver``."""
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id < ?"
+        args: list[Any] = [2**63 - 1 if before_id is None else before_id]
+        if status == "retrying":
+            sql += " AND status = 'pending' AND attempts > 0"
+        elif status:
+            sql += " AND status = ?"
+            args.append(status)
+        if receiver:
+            sql += " AND (instr(kind, ?) > 0 OR instr(coalesce(json_extract(CAST(body AS TEXT), '$.url'), ''), ?) > 0)"
+            args += [receiver, receiver]
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [OutboxRow(*row) for row in self._db().execute(sql, args).fetchall()]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox rows by status, and ``retrying``: the pending ones that failed at least once."""
+        db = self._db()
+        counts = dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
+        retrying = db.execute("SELECT count(*) FROM outbox WHERE status = 'pending' AND attempts > 0").fetchone()[0]
+        return {**{s: counts.get(s, 0) for s in ("pending", "delivered", "dead")}, "retrying": retrying}
 
     def stats(self) -> dict[str, Any]:
         db = self._db()
@@ -569,6 +633,20 @@ class Journal:
             (keep_snapshots,),
         )
         conn.execute("DELETE FROM outbox WHERE status = 'delivered' AND updated < ?", (delivered_before,))
+
+
+_OUTBOX_COLUMNS = "id, key, kind, body, status, attempts, created, next_at, updated, error"
+
+
+def _names(value: Any, key: str) -> bool:
+    """Whether a decoded JSON value holds the string ``key`` anywhere (as a value, not a member name)."""
+    if isinstance(value, str):
+        return value == key
+    if isinstance(value, dict):
+        return any(_names(v, key) for v in value.values())
+    if isinstance(value, list):
+        return any(_names(v, key) for v in value)
+    return False
 
 
 def snapshot_writer(seq: int, body: bytes, created: float) -> Callable[[sqlite3.Connection], None]:

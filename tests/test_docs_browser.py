@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import shutil
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
 
+from tests.chromium import local_page
 from tests.conftest import herald_process
 
 pytestmark = [
@@ -23,8 +23,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (apt-get install chromium)"),
 ]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 TIMEOUT_MS = 30_000
 #: What Swagger UI shows when it cannot read a document (4.x on 3.1: the version pragma).
@@ -44,48 +42,30 @@ def operations(document: dict[str, Any]) -> tuple[set[tuple[str, str]], int]:
 
 def render_docs(base_url: str, expected_blocks: int) -> dict[str, Any]:
     """Open ``base_url/docs`` in Chromium; wait until Swagger UI has drawn the operations; report."""
-    from playwright.sync_api import sync_playwright
-
-    local = urlsplit(base_url).netloc
-    offsite: list[str] = []
     page_errors: list[str] = []
     console_errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-
-            def only_local(route: Any) -> None:
-                if urlsplit(route.request.url).netloc == local or route.request.url.startswith("data:"):
-                    route.continue_()
-                else:
-                    offsite.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", only_local)
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(base_url + "/docs", wait_until="load", timeout=TIMEOUT_MS)
-            # Rendered (the title of the document), or failed (the version pragma / error box):
-            page.wait_for_selector(".swagger-ui .info .title, .swagger-ui .version-pragma, .swagger-ui .errors-wrapper",
-                                   timeout=TIMEOUT_MS)
-            if page.locator(".swagger-ui .info .title").count():
-                page.wait_for_function("n => document.querySelectorAll('.swagger-ui .opblock').length >= n",
-                                       arg=expected_blocks, timeout=TIMEOUT_MS)
-            blocks = page.eval_on_selector_all(".swagger-ui .opblock", """els => els.map(el => [
-                el.querySelector('.opblock-summary-method')?.textContent.trim(),
-                el.querySelector('.opblock-summary-path')?.getAttribute('data-path')])""")
-            return {
-                "title": page.locator(".swagger-ui .info .title").first.inner_text() if blocks else "",
-                "blocks": [tuple(b) for b in blocks],
-                "text": page.locator("body").inner_text(),
-                "error_boxes": page.locator(".swagger-ui .errors-wrapper, .swagger-ui .version-pragma").count(),
-                "offsite": offsite,
-                "page_errors": page_errors,
-                "console_errors": console_errors,
-            }
-        finally:
-            browser.close()
+    with local_page(base_url) as (page, offsite):
+        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+        page.goto(base_url + "/docs", wait_until="load", timeout=TIMEOUT_MS)
+        # Rendered (the title of the document), or failed (the version pragma / error box):
+        page.wait_for_selector(".swagger-ui .info .title, .swagger-ui .version-pragma, .swagger-ui .errors-wrapper",
+                               timeout=TIMEOUT_MS)
+        if page.locator(".swagger-ui .info .title").count():
+            page.wait_for_function("n => document.querySelectorAll('.swagger-ui .opblock').length >= n",
+                                   arg=expected_blocks, timeout=TIMEOUT_MS)
+        blocks = page.eval_on_selector_all(".swagger-ui .opblock", """els => els.map(el => [
+            el.querySelector('.opblock-summary-method')?.textContent.trim(),
+            el.querySelector('.opblock-summary-path')?.getAttribute('data-path')])""")
+        return {
+            "title": page.locator(".swagger-ui .info .title").first.inner_text() if blocks else "",
+            "blocks": [tuple(b) for b in blocks],
+            "text": page.locator("body").inner_text(),
+            "error_boxes": page.locator(".swagger-ui .errors-wrapper, .swagger-ui .version-pragma").count(),
+            "offsite": offsite,
+            "page_errors": page_errors,
+            "console_errors": console_errors,
+        }
 
 
 async def assert_docs_render(base_url: str, title: str) -> None:

@@ -6,11 +6,14 @@ what plugins share with it. A plugin's routes import from here only::
 
     from web import admin_guard, json_response, operation, read_json
 
-The route hooks themselves are declared in :mod:`web.hookspecs`.
+A plugin's web pages come from :func:`ui_pages` (sign-in, CSRF tokens, the
+shared layout and navigation of the operator console). The route hooks
+themselves are declared in :mod:`web.hookspecs`.
 """
 
 from ._auth import ADMIN_SCHEME, UiGuard, admin_guard, admin_only, bearer_ok, safe_next, ui_guard
 from ._ingest import respond_json
+from ._pages import LAYOUT, ui_pages
 from ._openapi import ERROR_SCHEMA, build_document, error_response, explorer, json_body, operation
 from ._views import (BadParameter, UnsupportedMediaType, error_body, int_param, json_media_type, json_response,
                      read_json)
@@ -19,6 +22,7 @@ __all__ = [
     "ADMIN_SCHEME",
     "BadParameter",
     "ERROR_SCHEMA",
+    "LAYOUT",
     "UiGuard",
     "UnsupportedMediaType",
     "admin_guard",
@@ -37,4 +41,5 @@ __all__ = [
     "respond_json",
     "safe_next",
     "ui_guard",
+    "ui_pages",
 ]

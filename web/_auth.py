@@ -156,6 +156,6 @@ def safe_next(target: str | None) -> str:
     # Browsers read "/\\evil.example" as "//evil.example": no backslash, no control character.
     if (not target or not target.startswith("/") or target[1:2] in ("/", "\\")
             or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)):
-        return "/ui/customers"
+        return "/ui"
     parts = urlsplit(target)
-    return target if not parts.scheme and not parts.netloc else "/ui/customers"
+    return target if not parts.scheme and not parts.netloc else "/ui"

@@ -17,6 +17,7 @@ import trio
 
 from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json
 
+from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,6 +170,8 @@ class IngestApp:
         self.max_batch = herald.config.max_batch_bytes
         self.max_load = herald.config.max_load_bytes
         self.admin_token = herald.config.admin_token
+        #: What the console's live tail shows: every event accepted or rejected here.
+        self.tail = EventTail.of(herald)
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
         self.raw: dict[str, Callable] = {}
         for name, routes in herald.plugins.each("herald_asgi_routes", context=herald.context):
@@ -246,11 +249,15 @@ class IngestApp:
     async def _single(self, scope: dict, body: bytes) -> tuple[int, Any]:
         if not json_media_type(_content_type(scope)):
             return _unsupported("application/json")
+        raw = None
         try:
-            event = self.engine.parse(decode_json(body))
+            raw = decode_json(body)
+            event = self.engine.parse(raw)
         except InvalidEvent as exc:
+            self.tail.rejected(raw, exc)
             return 400, {"error": exc.to_dict()}
         [duplicate] = await self.herald.accept([event])
+        self.tail.add(event, duplicate)
         return 202, ({"id": event.id, "duplicate": True} if duplicate else {"id": event.id})
 
     async def _load(self, scope: dict, body: bytes) -> tuple[int, Any]:
@@ -278,6 +285,7 @@ class IngestApp:
                 try:
                     items.append((number, decode_json(line)))
                 except InvalidEvent as exc:
+                    self.tail.rejected(None, exc)
                     rejected.append({"line": number, "error": exc.to_dict()})
         elif not json_media_type(media):
             return _unsupported("a JSON array (application/json) or NDJSON (application/x-ndjson)")
@@ -298,8 +306,10 @@ class IngestApp:
             try:
                 events.append(engine.parse(raw))
             except InvalidEvent as exc:
+                self.tail.rejected(raw, exc)
                 rejected.append({"line": number, "error": exc.to_dict()})
         duplicates = await self.herald.accept(events) if events else []
+        self.tail.accepted(events, duplicates)
         rejected.sort(key=lambda r: r["line"])
         result = {
             "accepted": len(events),

@@ -1,6 +1,7 @@
 """The web UI at ``/ui/customers``: list, show and edit customers.
 
-Server-rendered pages (Jinja2 through Quart) and plain HTML forms, no
+Server-rendered pages (Jinja2 through Quart) in Herald's shared layout
+(:func:`web.ui_pages`, beside the operator console), plain HTML forms, no
 JavaScript and nothing fetched from elsewhere. Edits go through the same
 :class:`~.api.Writes` as the REST API and only send the attributes that
 changed, so two people editing different attributes do not undo each other
@@ -17,7 +18,7 @@ import attrs
 from quart import Blueprint, redirect, render_template, request, url_for
 
 from engine import Context, JournalError
-from web import BadParameter, ui_guard
+from web import BadParameter, ui_pages
 
 from .api import CustomerError, Writes
 from .directory import Directory
@@ -123,17 +124,11 @@ def _attribute_order(item: tuple[str, str]) -> tuple[int, str]:
 
 
 def ui_blueprint(context: Context) -> Blueprint:
-    bp = Blueprint("customers_ui", __name__, url_prefix="/ui/customers", template_folder="templates",
-                   static_folder="static", static_url_path="/static")
+    # Sign-in when an admin token is set, CSRF tokens on every form, Herald's shared layout and navigation.
+    bp = ui_pages(context, "customers_ui", __name__, url_prefix="/ui/customers", label="Customers",
+                  template_folder="templates")
     directory = Directory.of(context)
     writes = Writes(context)
-    guard = ui_guard(context)  # sign-in when an admin token is set; CSRF tokens on every form
-    bp.before_request(guard.before_request)
-    bp.after_request(guard.set_cookies)
-
-    @bp.context_processor
-    def forms() -> dict[str, Any]:
-        return {"csrf_token": guard.csrf_token}
 
     class _Missing(Exception):
         pass
