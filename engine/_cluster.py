@@ -666,7 +666,7 @@ class Cluster:
             error = message.error()
             if error is not None:
                 if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
-                    self.fail(f"partition {message.partition()}: {error.str()}")
+                    self.fail(f"partition {message.partition()}: {error.str()}: the broker lost data")
                     return
                 if error.code() != kafka.KafkaError._PARTITION_EOF:
                     log.warning("consumer: %s", error)
@@ -735,8 +735,16 @@ class Cluster:
         return offsets
 
     async def _restore(self, reader: Any, p: int, offsets: dict[int, int]) -> None:
+        if self.failure is not None:
+            return
         shard = Shard(self, p)
         doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+        known = self.replica_shards.get(p)
+        seen = max(known.offset if known is not None else 0, doc["offset"] if doc is not None else 0)
+        if end < seen:  # e.g. a restarted in-memory broker: the topic was made again, empty
+            self.fail(f"partition {p} of {self.events_topic} ends at offset {end}, but this node read it up to "
+                      f"{seen}: the broker lost data")
+            return
         if doc is not None:
             for effect in shard.restore(doc):
                 shard._emit(effect)
@@ -1005,7 +1013,7 @@ class Cluster:
                     error = message.error()
                     if error is not None:
                         if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
-                            self.fail(f"replica of partition {message.partition()}: {error.str()}")
+                            self.fail(f"replica of partition {message.partition()}: {error.str()}: the broker lost data")
                         elif error.code() != kafka.KafkaError._PARTITION_EOF:
                             log.warning("replica consumer: %s", error)
                         continue
@@ -1083,7 +1091,8 @@ class Cluster:
                 strikes += 1  # twice in a row: a leader election can hide a topic for a moment
                 if strikes >= 2:
                     found = 0 if topic is None or topic.error is not None else len(topic.partitions)
-                    self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}")
+                    self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}: "
+                              "the broker lost data (or the topic was changed)")
             else:
                 strikes = 0
 

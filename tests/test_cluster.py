@@ -385,9 +385,9 @@ async def test_a_broker_that_lost_its_data_stops_the_node_loudly(tmp_path):
                 return health.status_code == 503 and health.json()["status"] == "cluster_failed"
 
             await wait_until(failed, 30, "the node to report the loss", [node])
-            assert "partitions" in (await client.get(node.url + "/healthz")).json()["cluster"]["failure"]
+            assert "the broker lost data" in (await client.get(node.url + "/healthz")).json()["cluster"]["failure"]
             refused = await client.post(node.url + "/v1/events", json=events[:1])
-            assert refused.status_code == 503 and "partitions" in refused.json()["error"]["message"]
+            assert refused.status_code == 503 and "the broker lost data" in refused.json()["error"]["message"]
             # What it held is still readable.
             assert (await client.get(node.url + "/v1/actors/u1")).status_code == 200
     finally:
