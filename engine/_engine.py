@@ -289,7 +289,7 @@ class Engine:
                 event = parse_event(raw, received_at=received_at) if route.parse is None else route.parse(raw, received_at)
                 if route.validate is not None:
                     event = route.validate(event)
-            if event.timestamp.timestamp() > now + self.max_skew:
+            if event.at > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
                     "in_future",
@@ -327,7 +327,7 @@ class Engine:
         if route is None and event.type == LOAD_TYPE:
             self._load(event, wall)
             return wall
-        instant = event.timestamp.timestamp()
+        instant = event.at
         stream = self.stream
         base = stream.base
         if base is None:
@@ -428,11 +428,13 @@ class Engine:
         for effect in effects:
             kind = type(effect)
             if kind is SetTimer:
+                due = effect.at
+                if due.__class__ is not float:
+                    due = due.timestamp()
                 offset = actor.offset
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
                     wall = self.wall()
-                    offset = actor.offset = (self.stream.now(wall) or effect.at.timestamp()) - wall
-                due = effect.at.timestamp()
+                    offset = actor.offset = (self.stream.now(wall) or due) - wall
                 deadline = self.timers.set(actor, plugin, effect.name, due, effect.data, offset).deadline
                 if due < self._min_due:
                     self._min_due = due

@@ -73,7 +73,8 @@ def _with(
     finished: float | None = None,
     notified: bool = False,
 ) -> FitnessState:
-    """A changed copy of ``s`` (what ``attrs.evolve`` does, at a third of its cost)."""
+    """A changed copy of ``s`` (what ``attrs.evolve`` does, at a third of its cost; the
+    handlers of the frequent types build theirs directly: one state per event)."""
     return FitnessState(
         s.running if running is None else running,
         s.last_launch_at if last_launch_at is None else last_launch_at,
@@ -84,6 +85,10 @@ def _with(
     )
 
 
+#: A start's one effect: the same frozen value every time.
+_CANCEL_NUDGE: Effects = (CancelTimer(NUDGE_TIMER),)
+
+
 @attrs.frozen
 class FitnessRules:
     """The rules, bound to their settings (where to notify, the thresholds)."""
@@ -91,17 +96,31 @@ class FitnessRules:
     notify_url: str
     congratulate_after: timedelta = timedelta(minutes=30)
     nudge_after: timedelta = timedelta(minutes=10)
+    #: ``nudge_after`` in seconds: a nudge is set at ``event.at + _nudge_seconds`` (floats, no datetime).
+    _nudge_seconds: float = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_nudge_seconds", self.nudge_after.total_seconds())
 
     def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
-        due = event.timestamp + self.nudge_after
-        state = _with(state, last_launch_at=event.timestamp, device_id=_device(state, event))
-        return state, (SetTimer(NUDGE_TIMER, due),)
+        device = event.data.get("device_id")
+        state = FitnessState(state.running, event.timestamp, device if device.__class__ is str else state.device_id,
+                             state.programs_finished, state.minutes_trained, state.notifications_sent)
+        return state, (SetTimer(NUDGE_TIMER, event.at + self._nudge_seconds),)
 
     def program_started(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
-        program_id = event.data["training_program_id"]
-        run = Run(program_id, event.data.get("training_program_title"), event.timestamp)
-        running = tuple(r for r in state.running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
-        return _with(state, running=running, device_id=_device(state, event)), (CancelTimer(NUDGE_TIMER),)
+        data = event.data
+        program_id = data["training_program_id"]
+        run = Run(program_id, data.get("training_program_title"), event.timestamp)
+        running = state.running
+        if running:
+            running = tuple(r for r in running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
+        else:
+            running = (run,)
+        device = data.get("device_id")
+        state = FitnessState(running, state.last_launch_at, device if device.__class__ is str else state.device_id,
+                             state.programs_finished, state.minutes_trained, state.notifications_sent)
+        return state, _CANCEL_NUDGE
 
     def program_cancelled(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
@@ -115,17 +134,20 @@ class FitnessRules:
             return state, ()
         trained = event.timestamp - run.started_at
         minutes = trained.total_seconds() / 60
+        congratulate = trained > self.congratulate_after
         state = _with(
             state,
             running=tuple(r for r in state.running if r is not run),
             device_id=_device(state, event),
             finished=max(minutes, 0.0),
+            notified=congratulate,
         )
-        if trained <= self.congratulate_after:
+        if not congratulate:
             return state, ()
         whole = math.floor(minutes)
         title = event.data.get("training_program_title") or run.title
         program = f" ({title})" if title else ""
+        finished_at = event.timestamp.isoformat()
         payload = {
             "type": "congratulate",
             "user_id": event.key,
@@ -139,10 +161,9 @@ class FitnessRules:
             "training_program_id": program_id,
             "training_program_title": title,
             "started_at": run.started_at.isoformat(),
-            "finished_at": event.timestamp.isoformat(),
+            "finished_at": finished_at,
         }
-        key = f"fitness:congratulate:{event.key}:{program_id}:{event.timestamp.isoformat()}"
-        state = _with(state, notified=True)
+        key = f"fitness:congratulate:{event.key}:{program_id}:{finished_at}"
         return state, (Notify(self.notify_url, payload, key),)
 
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
