@@ -23,7 +23,7 @@ import trio
 from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, StreamClock
 from ._effects import CancelTimer, Effect, SetTimer, Timer
-from ._event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
+from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
 from ._timers import PendingTimer, TimerQueue, timers_of
@@ -193,6 +193,7 @@ class Engine:
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
         self._accepted = self.metrics.hot.accepted
+        self._timers_fired = self.metrics.hot.timers_fired
         self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
         self._sample = LATENCY_SAMPLE
         m = self.metrics
@@ -282,13 +283,18 @@ class Engine:
                 else type_.__class__ is str and type_.startswith(RESERVED_PREFIX)
             ):
                 raise _reserved(type_, route)
-            if route is None:
-                event = parse_event(raw, received_at=received_at)
+            if route is not None and route.parse is not None:
+                event = route.parse(raw, received_at)
+            elif type_.__class__ is str:  # so ``raw`` is a dict
+                try:  # what ``parse_event`` does, one call shorter
+                    event = _parse_fast(raw, received_at)
+                except _Slow:
+                    event = _parse_checked(raw, received_at=received_at)
             else:
-                # A parsed event's type is the raw "type" string: ``route`` is already its route.
-                event = parse_event(raw, received_at=received_at) if route.parse is None else route.parse(raw, received_at)
-                if route.validate is not None:
-                    event = route.validate(event)
+                event = _parse_checked(raw, received_at=received_at)
+            # A parsed event's type is the raw "type" string: ``route`` is already its route.
+            if route is not None and route.validate is not None:
+                event = route.validate(event)
             if event.at > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
@@ -355,13 +361,19 @@ class Engine:
             if offset is None:
                 actor.offset = instant - wall
             elif instant > wall + offset:
-                if actor.timers is not None:
+                held = actor.timers
+                if held is not None:
                     # Its clock jumps to the event: its timers due before the event fire first.
                     timers = self.timers
-                    for timer in timers.due_before(actor, instant):
-                        if timers.is_pending(timer):  # firing one may have cancelled the next
-                            timers.take(timer)
-                            self._fire(timer)
+                    if held.__class__ is PendingTimer:  # the usual case: one timer, held as is
+                        if held.due < instant:
+                            timers.take(held)
+                            self._fire(held)
+                    else:
+                        for timer in timers.due_before(actor, instant):
+                            if timers.is_pending(timer):  # firing one may have cancelled the next
+                                timers.take(timer)
+                                self._fire(timer)
                     jumped = True
                 actor.offset = instant - wall
         if route is None:
@@ -477,7 +489,7 @@ class Engine:
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
-        self.metrics.hot.timers_fired[plugin] += 1
+        self._timers_fired[plugin] += 1
         self.handling_at = fired.due
         try:
             state, effects = handler(state, fired)
@@ -485,7 +497,11 @@ class Engine:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
         else:
-            self._store(actor, plugin, state)
+            states = actor.states
+            if state is not REMOVED and plugin in states:
+                states[plugin] = state  # what ``_store`` does in the usual case
+            else:
+                self._store(actor, plugin, state)
             if effects and state is not REMOVED:
                 self._effects(actor, plugin, effects)
         finally:

@@ -223,12 +223,16 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
     type_ = get("type")
     if type_.__class__ is not str or not type_ or len(type_) > _MAX_TYPE:
         raise _Slow
-    for name in _KEY_FIELDS:
-        key = get(name, _MISSING)
-        if key is not _MISSING:
-            break
-    else:
-        raise _Slow
+    key = get("key", _MISSING)
+    if key is _MISSING:
+        key = get("user_id", _MISSING)  # the usual one, without a loop
+        if key is _MISSING:
+            for name in _KEY_FIELDS:
+                key = get(name, _MISSING)
+                if key is not _MISSING:
+                    break
+            else:
+                raise _Slow
     if key.__class__ is not str or not key or len(key) > _MAX_KEY:
         raise _Slow
     stamp = get("timestamp", _MISSING)

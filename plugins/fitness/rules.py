@@ -85,6 +85,13 @@ def _with(
     )
 
 
+def _without(running: tuple[Run, ...], program_id: str) -> tuple[Run, ...]:
+    """``running`` less the runs of ``program_id`` (usually it held that one run alone)."""
+    if len(running) == 1:
+        return () if running[0].program_id == program_id else running
+    return tuple(r for r in running if r.program_id != program_id)
+
+
 #: A start's one effect: the same frozen value every time.
 _CANCEL_NUDGE: Effects = (CancelTimer(NUDGE_TIMER),)
 
@@ -99,8 +106,11 @@ class FitnessRules:
     #: ``nudge_after`` in seconds: a nudge is set at ``event.at + _nudge_seconds`` (floats, no datetime).
     _nudge_seconds: float = attrs.field(init=False, eq=False, repr=False)
 
+    _nudge_text: str = attrs.field(init=False, eq=False, repr=False)
+
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_nudge_seconds", self.nudge_after.total_seconds())
+        object.__setattr__(self, "_nudge_text", _nudge_message(self.nudge_after))
 
     def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         device = event.data.get("device_id")
@@ -113,10 +123,7 @@ class FitnessRules:
         program_id = data["training_program_id"]
         run = Run(program_id, data.get("training_program_title"), event.timestamp)
         running = state.running
-        if running:
-            running = tuple(r for r in running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
-        else:
-            running = (run,)
+        running = _without(running, program_id)[-(MAX_RUNNING - 1):] + (run,) if running else (run,)
         device = data.get("device_id")
         state = FitnessState(running, state.last_launch_at, device if device.__class__ is str else state.device_id,
                              state.programs_finished, state.minutes_trained, state.notifications_sent)
@@ -124,23 +131,29 @@ class FitnessRules:
 
     def program_cancelled(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
-        running = tuple(r for r in state.running if r.program_id != program_id)
+        running = _without(state.running, program_id)
         return _with(state, running=running, device_id=_device(state, event)), ()
 
     def program_finished(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
-        run = next((r for r in state.running if r.program_id == program_id), None)
-        if run is None:  # a finish without its start: nothing to measure
+        for run in state.running:
+            if run.program_id == program_id:
+                break
+        else:  # a finish without its start: nothing to measure
             return state, ()
         trained = event.timestamp - run.started_at
-        minutes = trained.total_seconds() / 60
+        seconds = trained.total_seconds()
+        minutes = seconds / 60
         congratulate = trained > self.congratulate_after
-        state = _with(
-            state,
-            running=tuple(r for r in state.running if r is not run),
-            device_id=_device(state, event),
-            finished=max(minutes, 0.0),
-            notified=congratulate,
+        device = event.data.get("device_id")
+        running = state.running
+        state = FitnessState(
+            () if len(running) == 1 else tuple(r for r in running if r is not run),
+            state.last_launch_at,
+            device if device.__class__ is str else state.device_id,
+            state.programs_finished + 1,
+            state.minutes_trained + max(minutes, 0.0),
+            state.notifications_sent + congratulate,
         )
         if not congratulate:
             return state, ()
@@ -157,7 +170,7 @@ class FitnessRules:
                 "That's your daily training dose."
             ),
             "minutes": round(minutes, 1),
-            "seconds": trained.total_seconds(),
+            "seconds": seconds,
             "training_program_id": program_id,
             "training_program_title": title,
             "started_at": run.started_at.isoformat(),
@@ -174,10 +187,11 @@ class FitnessRules:
             "type": "nudge",
             "user_id": timer.key,
             "device_id": state.device_id,
-            "message": _nudge_message(self.nudge_after),
+            "message": self._nudge_text,
             "launched_at": launched_at,
             "due_at": timer.due.isoformat(),
         }
         key = f"fitness:nudge:{timer.key}:{launched_at}"
-        state = _with(state, notified=True)
+        state = FitnessState(state.running, state.last_launch_at, state.device_id, state.programs_finished,
+                             state.minutes_trained, state.notifications_sent + 1)
         return state, (Notify(self.notify_url, payload, key),)
