@@ -348,7 +348,7 @@ class Journal:
             self._batch.bodies.append((seq, data["body"]))
             data = {k: v for k, v in data.items() if k != "body"}
         self._batch.events.append(
-            (seq, event.id, event.key, event.type, event.timestamp.timestamp(),
+            (seq, event.id, event.key, event.type, event.at,
              event.received_at.timestamp(), arrival, data)
         )
         self._wake()
