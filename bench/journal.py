@@ -83,8 +83,7 @@ async def _replay_and_snapshot(raws: list[dict], tmp: Path) -> tuple[float, floa
         await herald.wait_ready()
         events = [herald.engine.parse(raw) for raw in raws]
         for i in range(0, len(events), 2000):
-            herald.apply(events[i : i + 2000])
-            await herald.journal.commit()
+            await herald.accept(events[i : i + 2000])  # applied, then durable
         crashed.mkdir()
         with sqlite3.connect(live_dir / DB_NAME) as a, sqlite3.connect(crashed / DB_NAME) as b:
             a.backup(b)  # what the disk holds if the process died now
