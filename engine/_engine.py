@@ -196,6 +196,7 @@ class Engine:
         self._timers_fired = self.metrics.hot.timers_fired
         self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
         self._sample = LATENCY_SAMPLE
+        self._observers: dict[str, Callable[[float], None]] = {}
         m = self.metrics
         m.timers_pending.set_function(lambda: len(self.timers))
         m.actors.set_function(lambda: len(self.actors))
@@ -406,11 +407,13 @@ class Engine:
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
         self._accepted[route.name] += 1  # aliases count under the type's own name
-        self._sample -= 1
-        timed = self._sample == 0
+        sample = self._sample - 1
+        timed = sample == 0
         if timed:
             self._sample = LATENCY_SAMPLE
             started = time.perf_counter()
+        else:
+            self._sample = sample
         try:
             state, effects = route.handler(state, event)
         except Exception:
@@ -418,7 +421,10 @@ class Engine:
             log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
             return
         if timed:
-            self.metrics.handler_seconds.labels(route.name).observe(time.perf_counter() - started)
+            observe = self._observers.get(route.name)
+            if observe is None:  # ``labels`` takes a lock and builds a tuple: once per type, not per sample
+                observe = self._observers[route.name] = self.metrics.handler_seconds.labels(route.name).observe
+            observe(time.perf_counter() - started)
         if state is REMOVED:
             self._store(actor, plugin, state)
             return
