@@ -39,12 +39,12 @@ class SetTimer(Effect):
     """Set (or reset, if the name is taken) a timer on the current actor.
 
     ``at`` is an instant of the engine clock: an aware ``datetime``, or POSIX
-    seconds as a ``float`` (cheaper: e.g. ``event.at + 600.0``); ``data`` comes
+    seconds as a number (cheaper: e.g. ``event.at + 600.0``); ``data`` comes
     back with the firing.
     """
 
     name: str
-    at: datetime | float
+    at: datetime | float | int
     data: Any = None
 
 

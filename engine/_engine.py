@@ -447,8 +447,8 @@ class Engine:
             kind = type(effect)
             if kind is SetTimer:
                 due = effect.at
-                if due.__class__ is not float:
-                    due = due.timestamp()
+                if due.__class__ is not float:  # a datetime (or an int of POSIX seconds)
+                    due = due.timestamp() if isinstance(due, datetime) else float(due)
                 offset = actor.offset
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
                     wall = self.wall()
