@@ -8,7 +8,8 @@ ingestion without it, replaying a journal, and writing a snapshot.
    ``batch`` in the same run (target: batch >= 0.8x memory).
 2. Replay: a journal of ``--events`` events over ``--users`` users is written,
    copied as a crash would leave it, and a fresh Herald recovers from it
-   (target: 1M events <= 10 s).
+   (target: 1M events <= 8 s, and faster than live ingestion, durable in
+   batches of 500, in the same run).
 3. Snapshot: the recovered Herald (``--users`` actors) writes a snapshot
    (target: 100k actors <= 2 s).
 """
@@ -33,7 +34,7 @@ from plugins.fitness import hooks as fitness_hooks
 
 from ._common import generate_events, print_table, verdict
 
-RATIO_TARGET, REPLAY_TARGET, SNAPSHOT_TARGET = 0.8, 10.0, 2.0
+RATIO_TARGET, REPLAY_TARGET, SNAPSHOT_TARGET = 0.8, 8.0, 2.0
 TASKS = 32
 
 
@@ -62,8 +63,9 @@ async def _ingest(herald: Herald, raws: list[dict], per_call: int) -> float:
     return len(events) / (time.perf_counter() - started)
 
 
-async def _ingestion(raws: list[dict], tmp: Path) -> list[tuple]:
-    rows = []
+async def _ingestion(raws: list[dict], tmp: Path) -> tuple[list[tuple], dict[tuple[int, str], float]]:
+    """The table's rows, and each rate by (events per call, durability)."""
+    rows, measured = [], {}
     for per_call, label in ((1, "single events"), (500, "batches of 500")):
         rates = {}
         for durability in ("memory", "batch"):
@@ -71,9 +73,10 @@ async def _ingestion(raws: list[dict], tmp: Path) -> list[tuple]:
             async with herald.running():
                 await herald.wait_ready()
                 rates[durability] = await _ingest(herald, [dict(r, id=f"{per_call}-{i}") for i, r in enumerate(raws)], per_call)
+        measured.update({(per_call, d): rate for d, rate in rates.items()})
         ratio = rates["batch"] / rates["memory"]
         rows.append((label, f"{rates['memory']:,.0f}", f"{rates['batch']:,.0f}", f"{ratio:.2f}", verdict(ratio, RATIO_TARGET)))
-    return rows
+    return rows, measured
 
 
 async def _replay_and_snapshot(raws: list[dict], tmp: Path) -> tuple[float, float, dict, int]:
@@ -83,8 +86,7 @@ async def _replay_and_snapshot(raws: list[dict], tmp: Path) -> tuple[float, floa
         await herald.wait_ready()
         events = [herald.engine.parse(raw) for raw in raws]
         for i in range(0, len(events), 2000):
-            herald.apply(events[i : i + 2000])
-            await herald.journal.commit()
+            await herald.accept(events[i : i + 2000])  # applied, then durable
         crashed.mkdir()
         with sqlite3.connect(live_dir / DB_NAME) as a, sqlite3.connect(crashed / DB_NAME) as b:
             a.backup(b)  # what the disk holds if the process died now
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     raws = generate_events(args.events, args.users)
     with tempfile.TemporaryDirectory(prefix="herald-journal-bench-") as tmp:
         tmp_path = Path(tmp)
-        rows = trio.run(_ingestion, raws[: args.ingest], tmp_path)
+        rows, measured = trio.run(_ingestion, raws[: args.ingest], tmp_path)
         print()
         print_table(("ingestion (in process, 32 callers)", "memory ev/s", "batch ev/s", "ratio", f"target >= {RATIO_TARGET}"), rows)
         replay, snap_seconds, snap, replayed = trio.run(_replay_and_snapshot, raws, tmp_path)
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
             ("then compacting the journal behind it", f"{snap['compact_seconds']:.2f} s", "-", "-"),
         ],
     )
+    live = measured[(500, "batch")]
+    print(f"replay / live durable ingestion (batches of 500) in this run: {replayed / replay / live:.2f}x "
+          f"(target > 1: {verdict(replayed / replay / live, 1.0 + 1e-9)})")
 
 
 if __name__ == "__main__":

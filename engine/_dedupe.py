@@ -36,8 +36,14 @@ class IdWindow:
 
     def restore(self, pairs: Iterable[tuple[float, str]], now: float) -> None:
         """Remember ``(accepted at, id)`` pairs again (from a snapshot and a replay), then forget the expired."""
+        # ``add`` inline: a recovery restores up to a million of them.
+        ids, order, limit, retention = self._ids, self._order, self.limit, self.retention
+        append = order.append
         for at, event_id in pairs:
-            self.add(event_id, at)
+            ids[event_id] = at
+            append((at, event_id))
+            if len(order) > limit or order[0][0] < at - retention:
+                self._prune(at)
         self._prune(now)
 
     def _prune(self, now: float) -> None:

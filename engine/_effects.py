@@ -38,11 +38,13 @@ class Notify(Effect):
 class SetTimer(Effect):
     """Set (or reset, if the name is taken) a timer on the current actor.
 
-    ``at`` is an instant of the engine clock; ``data`` comes back with the firing.
+    ``at`` is an instant of the engine clock: an aware ``datetime``, or POSIX
+    seconds as a number (cheaper: e.g. ``event.at + 600.0``); ``data`` comes
+    back with the firing.
     """
 
     name: str
-    at: datetime
+    at: datetime | float | int
     data: Any = None
 
 

@@ -23,7 +23,7 @@ import trio
 from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, StreamClock
 from ._effects import CancelTimer, Effect, SetTimer, Timer
-from ._event import LOAD_TYPE, Event, InvalidEvent, converter, parse_event
+from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
 from ._timers import PendingTimer, TimerQueue, timers_of
@@ -193,8 +193,10 @@ class Engine:
         #: Event-time instant of the event or timer being handled (None between them).
         self.handling_at: datetime | None = None
         self._accepted = self.metrics.hot.accepted
+        self._timers_fired = self.metrics.hot.timers_fired
         self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
         self._sample = LATENCY_SAMPLE
+        self._observers: dict[str, Callable[[float], None]] = {}
         m = self.metrics
         m.timers_pending.set_function(lambda: len(self.timers))
         m.actors.set_function(lambda: len(self.actors))
@@ -282,14 +284,19 @@ class Engine:
                 else type_.__class__ is str and type_.startswith(RESERVED_PREFIX)
             ):
                 raise _reserved(type_, route)
-            if route is None:
-                event = parse_event(raw, received_at=received_at)
+            if route is not None and route.parse is not None:
+                event = route.parse(raw, received_at)
+            elif type_.__class__ is str:  # so ``raw`` is a dict
+                try:  # what ``parse_event`` does, one call shorter
+                    event = _parse_fast(raw, received_at)
+                except _Slow:
+                    event = _parse_checked(raw, received_at=received_at)
             else:
-                # A parsed event's type is the raw "type" string: ``route`` is already its route.
-                event = parse_event(raw, received_at=received_at) if route.parse is None else route.parse(raw, received_at)
-                if route.validate is not None:
-                    event = route.validate(event)
-            if event.timestamp.timestamp() > now + self.max_skew:
+                event = _parse_checked(raw, received_at=received_at)
+            # A parsed event's type is the raw "type" string: ``route`` is already its route.
+            if route is not None and route.validate is not None:
+                event = route.validate(event)
+            if event.at > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",
                     "in_future",
@@ -327,7 +334,7 @@ class Engine:
         if route is None and event.type == LOAD_TYPE:
             self._load(event, wall)
             return wall
-        instant = event.timestamp.timestamp()
+        instant = event.at
         stream = self.stream
         base = stream.base
         if base is None:
@@ -355,13 +362,19 @@ class Engine:
             if offset is None:
                 actor.offset = instant - wall
             elif instant > wall + offset:
-                if actor.timers is not None:
+                held = actor.timers
+                if held is not None:
                     # Its clock jumps to the event: its timers due before the event fire first.
                     timers = self.timers
-                    for timer in timers.due_before(actor, instant):
-                        if timers.is_pending(timer):  # firing one may have cancelled the next
-                            timers.take(timer)
-                            self._fire(timer)
+                    if held.__class__ is PendingTimer:  # the usual case: one timer, held as is
+                        if held.due < instant:
+                            timers.take(held)
+                            self._fire(held)
+                    else:
+                        for timer in timers.due_before(actor, instant):
+                            if timers.is_pending(timer):  # firing one may have cancelled the next
+                                timers.take(timer)
+                                self._fire(timer)
                     jumped = True
                 actor.offset = instant - wall
         if route is None:
@@ -394,11 +407,13 @@ class Engine:
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
         self._accepted[route.name] += 1  # aliases count under the type's own name
-        self._sample -= 1
-        timed = self._sample == 0
+        sample = self._sample - 1
+        timed = sample == 0
         if timed:
             self._sample = LATENCY_SAMPLE
             started = time.perf_counter()
+        else:
+            self._sample = sample
         try:
             state, effects = route.handler(state, event)
         except Exception:
@@ -406,7 +421,10 @@ class Engine:
             log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
             return
         if timed:
-            self.metrics.handler_seconds.labels(route.name).observe(time.perf_counter() - started)
+            observe = self._observers.get(route.name)
+            if observe is None:  # ``labels`` takes a lock and builds a tuple: once per type, not per sample
+                observe = self._observers[route.name] = self.metrics.handler_seconds.labels(route.name).observe
+            observe(time.perf_counter() - started)
         if state is REMOVED:
             self._store(actor, plugin, state)
             return
@@ -428,11 +446,13 @@ class Engine:
         for effect in effects:
             kind = type(effect)
             if kind is SetTimer:
+                due = effect.at
+                if due.__class__ is not float:  # a datetime (or an int of POSIX seconds)
+                    due = due.timestamp() if isinstance(due, datetime) else float(due)
                 offset = actor.offset
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
                     wall = self.wall()
-                    offset = actor.offset = (self.stream.now(wall) or effect.at.timestamp()) - wall
-                due = effect.at.timestamp()
+                    offset = actor.offset = (self.stream.now(wall) or due) - wall
                 deadline = self.timers.set(actor, plugin, effect.name, due, effect.data, offset).deadline
                 if due < self._min_due:
                     self._min_due = due
@@ -475,7 +495,7 @@ class Engine:
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
         fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
-        self.metrics.hot.timers_fired[plugin] += 1
+        self._timers_fired[plugin] += 1
         self.handling_at = fired.due
         try:
             state, effects = handler(state, fired)
@@ -483,7 +503,11 @@ class Engine:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
         else:
-            self._store(actor, plugin, state)
+            states = actor.states
+            if state is not REMOVED and plugin in states:
+                states[plugin] = state  # what ``_store`` does in the usual case
+            else:
+                self._store(actor, plugin, state)
             if effects and state is not REMOVED:
                 self._effects(actor, plugin, effects)
         finally:

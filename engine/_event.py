@@ -106,7 +106,10 @@ class Event:
 
     ``id`` is the client's idempotency key (or generated); ``key`` names the
     actor (usually the user); ``timestamp`` is when it happened (aware UTC),
-    ``received_at`` when Herald took it in.
+    ``received_at`` when Herald took it in. ``at`` is ``timestamp`` as POSIX
+    seconds, computed once when the event is made (not an argument: it always
+    follows ``timestamp``, through ``attrs.evolve`` too): the engine and any
+    plugin that needs a number read it instead of calling ``.timestamp()``.
     """
 
     id: str
@@ -115,6 +118,13 @@ class Event:
     timestamp: datetime
     data: dict[str, Any] = attrs.field(factory=dict)
     received_at: datetime = attrs.field(factory=_utcnow)
+    at: float = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        _set_at(self, self.timestamp.timestamp())
+
+
+_set_at = Event.at.__set__  # type: ignore[attr-defined]  # the slot's own setter: bypasses the frozen __setattr__
 
 
 @attrs.frozen(slots=True)
@@ -213,12 +223,16 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
     type_ = get("type")
     if type_.__class__ is not str or not type_ or len(type_) > _MAX_TYPE:
         raise _Slow
-    for name in _KEY_FIELDS:
-        key = get(name, _MISSING)
-        if key is not _MISSING:
-            break
-    else:
-        raise _Slow
+    key = get("key", _MISSING)
+    if key is _MISSING:
+        key = get("user_id", _MISSING)  # the usual one, without a loop
+        if key is _MISSING:
+            for name in _KEY_FIELDS:
+                key = get(name, _MISSING)
+                if key is not _MISSING:
+                    break
+            else:
+                raise _Slow
     if key.__class__ is not str or not key or len(key) > _MAX_KEY:
         raise _Slow
     stamp = get("timestamp", _MISSING)
@@ -232,7 +246,11 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
         raise _Slow from None
     tz = timestamp.tzinfo
     if tz is None:
-        timestamp = timestamp.replace(tzinfo=UTC)
+        # Parsing again with the offset is ~10x cheaper than ``replace(tzinfo=UTC)``;
+        # it must give UTC (a date alone takes no offset: those go the slow way).
+        timestamp = _fromisoformat(stamp + "+00:00")
+        if timestamp.tzinfo is not UTC:
+            raise _Slow
     elif tz is not UTC:
         try:
             timestamp = timestamp.astimezone(UTC)

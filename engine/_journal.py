@@ -279,12 +279,15 @@ class Journal:
         cursor = self._db().execute(
             "SELECT body FROM event_batches WHERE last_seq > ? ORDER BY last_seq", (after,)
         )
+        last_received, received_at = None, None
         for (body,) in cursor:
             for seq, id_, key, type_, ts, received, arrival, data in loads(body):
                 if seq > after:
                     if type_ == LOAD_TYPE and "body" not in data:
                         data["body"] = self._load_body(seq)
-                    out.append((seq, Event(id_, type_, key, fromts(ts, _UTC), data, fromts(received, _UTC)), arrival, ts, received))
+                    if received != last_received:  # neighbours were mostly received in the same millisecond
+                        last_received, received_at = received, fromts(received, _UTC)
+                    out.append((seq, Event(id_, type_, key, fromts(ts, _UTC), data, received_at), arrival, ts, received))
             if len(out) >= limit:
                 break
         cursor.close()
@@ -412,7 +415,7 @@ class Journal:
             self._batch.bodies.append((seq, data["body"]))
             data = {k: v for k, v in data.items() if k != "body"}
         self._batch.events.append(
-            (seq, event.id, event.key, event.type, event.timestamp.timestamp(),
+            (seq, event.id, event.key, event.type, event.at,
              event.received_at.timestamp(), arrival, data)
         )
         self._wake()

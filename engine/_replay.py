@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import gc
+
 import attrs
 import trio
 
@@ -21,7 +23,7 @@ from ._journal import Journal
 
 __all__ = ["Replayed", "replay"]
 
-CHUNK = 5_000
+CHUNK = 20_000
 
 
 @attrs.define
@@ -52,22 +54,30 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
                 await send.send(rows)
 
     ids = result.ids
-    with engine.replaying(record=record):
-        if doc is not None:
-            result.snapshot_seq, wall = snapshots.restore(engine, doc)
-            engine.replayed_up_to(wall)  # the wall goes on from here at least, even with no event after it
-            ids.extend(doc.get("ids", ()))
-        result.last_seq = result.snapshot_seq
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_ahead, result.snapshot_seq)
-            async for rows in receive:
-                apply = engine.apply
-                for _seq, event, arrival, _ts, received in rows:
-                    apply(event, arrival)
-                    ids.append((received, event.id))
-                result.last_seq = rows[-1][0]
-                result.events += len(rows)
-                if on_chunk is not None:
-                    on_chunk(len(rows), result.last_seq)
-                await trio.sleep(0)  # let /healthz answer with the progress
+    collecting = gc.isenabled()
+    # Replaying builds a heap of long-lived objects (actors, states, timers) and no garbage
+    # cycles: the collector would only walk them again and again. It runs again after.
+    gc.disable()
+    try:
+        with engine.replaying(record=record):
+            if doc is not None:
+                result.snapshot_seq, wall = snapshots.restore(engine, doc)
+                engine.replayed_up_to(wall)  # the wall goes on from here at least, even with no event after it
+                ids.extend(doc.get("ids", ()))
+            result.last_seq = result.snapshot_seq
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_ahead, result.snapshot_seq)
+                async for rows in receive:
+                    apply = engine.apply
+                    for _seq, event, arrival, _ts, received in rows:
+                        apply(event, arrival)
+                        ids.append((received, event.id))
+                    result.last_seq = rows[-1][0]
+                    result.events += len(rows)
+                    if on_chunk is not None:
+                        on_chunk(len(rows), result.last_seq)
+                    await trio.sleep(0)  # let /healthz answer with the progress
+    finally:
+        if collecting:
+            gc.enable()
     return result

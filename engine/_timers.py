@@ -114,13 +114,23 @@ class TimerQueue:
     def set(self, actor: Actor, plugin: str, name: str, due: float, data: Any, offset: float) -> PendingTimer:
         """Set (or reset) ``actor``'s timer ``name`` of ``plugin``; ``offset`` is the actor's clock offset."""
         live = self._live
-        old = _lookup(actor, plugin, name)
+        held = actor.timers
+        # The usual cases inline: no timer yet, or this one (reset). Else the general helpers.
+        if held is None:
+            old = None
+        elif held.__class__ is PendingTimer and held.name == name and held.plugin == plugin:
+            old = held
+        else:
+            old = _lookup(actor, plugin, name)
         if old is not None:
             del live[old.seq]
         seq = next(self._seq)
         deadline = due - offset
         timer = PendingTimer(due, actor, plugin, name, data, deadline, seq)
-        _store(actor, timer)
+        if held is None or held is old:
+            actor.timers = timer
+        else:
+            _store(actor, timer)
         live[seq] = timer
         by_wall = self._by_wall
         heappush(by_wall, (int(deadline * 1_000_000) << _SEQ_BITS) | seq)  # _entry(), inline: this runs per timer

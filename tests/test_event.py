@@ -19,6 +19,19 @@ def test_envelope_shape():
     assert event.received_at.tzinfo is not None
 
 
+def test_at_is_the_timestamp_in_posix_seconds_and_follows_it():
+    import attrs
+
+    event = parse_event({"type": "t", "key": "k", "time_stamp": "2021-02-28 16:23:25"})
+    assert event.timestamp == datetime(2021, 2, 28, 16, 23, 25, tzinfo=UTC) and event.timestamp.tzinfo is UTC
+    assert event.at == event.timestamp.timestamp()
+    later = attrs.evolve(event, timestamp=datetime(2022, 1, 1, tzinfo=UTC))
+    assert later.at == datetime(2022, 1, 1, tzinfo=UTC).timestamp()
+    again = loads(dumps(event), Event)
+    assert again == event and again.at == event.at
+    assert Event("e", "t", "k", event.timestamp).at == event.at
+
+
 def test_seed_original_shape_keeps_extra_fields_as_data():
     event = parse_event(
         {"user_id": "foo1", "device_id": "bar1", "type": "training_program_started",
@@ -113,5 +126,6 @@ def test_the_fast_parse_agrees_with_the_checked_one(raw):
     except _Slow:
         return
     checked = _parse_checked(raw)
-    assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data) == (
-        checked.id, checked.type, checked.key, checked.timestamp, checked.data)
+    assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data, fast.at) == (
+        checked.id, checked.type, checked.key, checked.timestamp, checked.data, checked.at)
+    assert fast.timestamp.tzinfo is UTC

@@ -162,3 +162,22 @@ async def test_a_wake_up_brought_forward_and_then_passed_by_events_fires_nothing
         assert [name for _, name, _ in fired(sim)] == ["soon", "now"]
         await sim.advance(3600)
         assert [name for _, name, _ in fired(sim)] == ["soon", "now", "hour"]
+
+
+async def test_a_timer_set_in_posix_seconds_fires_where_its_datetime_would(autojump_clock):
+    class Seconds(AlarmPlugin):
+        @hookimpl
+        def herald_event_types(self):
+            def arm(state, event):
+                return state, (SetTimer("a", event.at + event.data["seconds"], event.data.get("tag")),)
+
+            return [EventType("arm", arm)]
+
+    logs = []
+    for plugin in (AlarmPlugin(), Seconds()):
+        async with Simulation([plugin]) as sim:
+            sim.apply(ev("arm", 0, seconds=60, tag="x"))
+            sim.apply(ev("arm", 0, key="v", seconds=30.5, tag="y"))
+            await sim.advance(120)
+            logs.append(fired(sim))
+    assert logs[0] == logs[1] == [(T0 + timedelta(seconds=30.5), "a", "y"), (T0 + timedelta(seconds=60), "a", "x")]

@@ -41,7 +41,7 @@ def client_json(client: Client) -> dict[str, Any]:
 
 def on_created(state: Session, event: Event) -> tuple[Session, tuple]:
     data = event.data
-    client = Client(data["name"], data["token_hash"], event.timestamp.timestamp())
+    client = Client(data["name"], data["token_hash"], event.at)
     return attrs.evolve(state, clients={**(state.clients or {}), client.name: client}), ()
 
 
@@ -49,7 +49,7 @@ def on_revoked(state: Session, event: Event) -> tuple[Session, tuple]:
     client = (state.clients or {}).get(event.data["name"])
     if client is None or not client.active:
         return state, ()
-    revoked = attrs.evolve(client, revoked_at=event.timestamp.timestamp())
+    revoked = attrs.evolve(client, revoked_at=event.at)
     return attrs.evolve(state, clients={**(state.clients or {}), client.name: revoked}), ()
 
 

@@ -13,7 +13,7 @@ CREATE, UPDATE, DELETE = "customers.create", "customers.update", "customers.dele
 
 
 def _seconds(event: Event) -> int:
-    return int(event.timestamp.timestamp())
+    return int(event.at)
 
 
 def on_attributes(state: Customer, event: Event) -> tuple[Customer, tuple]:

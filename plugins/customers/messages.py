@@ -123,7 +123,7 @@ def _check_line(message: Any) -> tuple[str, str, Any, int]:
     if type_ not in ("attributes", "event"):
         raise InvalidEvent("type", "invalid_value", 'must be "attributes" or "event"')
     event = parse_message(message, None)
-    seconds = int(event.timestamp.timestamp())
+    seconds = int(event.at)
     if type_ == "event":
         return event.key, type_, (event.id, event.data["name"]), seconds
     return event.key, type_, event.data["attributes"], seconds

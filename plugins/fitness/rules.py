@@ -73,7 +73,8 @@ def _with(
     finished: float | None = None,
     notified: bool = False,
 ) -> FitnessState:
-    """A changed copy of ``s`` (what ``attrs.evolve`` does, at a third of its cost)."""
+    """A changed copy of ``s`` (what ``attrs.evolve`` does, at a third of its cost; the
+    handlers of the frequent types build theirs directly: one state per event)."""
     return FitnessState(
         s.running if running is None else running,
         s.last_launch_at if last_launch_at is None else last_launch_at,
@@ -84,6 +85,17 @@ def _with(
     )
 
 
+def _without(running: tuple[Run, ...], program_id: str) -> tuple[Run, ...]:
+    """``running`` less the runs of ``program_id`` (usually it held that one run alone)."""
+    if len(running) == 1:
+        return () if running[0].program_id == program_id else running
+    return tuple(r for r in running if r.program_id != program_id)
+
+
+#: A start's one effect: the same frozen value every time.
+_CANCEL_NUDGE: Effects = (CancelTimer(NUDGE_TIMER),)
+
+
 @attrs.frozen
 class FitnessRules:
     """The rules, bound to their settings (where to notify, the thresholds)."""
@@ -91,41 +103,64 @@ class FitnessRules:
     notify_url: str
     congratulate_after: timedelta = timedelta(minutes=30)
     nudge_after: timedelta = timedelta(minutes=10)
+    #: ``nudge_after`` in seconds: a nudge is set at ``event.at + _nudge_seconds`` (floats, no datetime).
+    _nudge_seconds: float = attrs.field(init=False, eq=False, repr=False)
+
+    _nudge_text: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_nudge_seconds", self.nudge_after.total_seconds())
+        object.__setattr__(self, "_nudge_text", _nudge_message(self.nudge_after))
 
     def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
-        due = event.timestamp + self.nudge_after
-        state = _with(state, last_launch_at=event.timestamp, device_id=_device(state, event))
-        return state, (SetTimer(NUDGE_TIMER, due),)
+        device = event.data.get("device_id")
+        state = FitnessState(state.running, event.timestamp, device if device.__class__ is str else state.device_id,
+                             state.programs_finished, state.minutes_trained, state.notifications_sent)
+        return state, (SetTimer(NUDGE_TIMER, event.at + self._nudge_seconds),)
 
     def program_started(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
-        program_id = event.data["training_program_id"]
-        run = Run(program_id, event.data.get("training_program_title"), event.timestamp)
-        running = tuple(r for r in state.running if r.program_id != program_id)[-(MAX_RUNNING - 1):] + (run,)
-        return _with(state, running=running, device_id=_device(state, event)), (CancelTimer(NUDGE_TIMER),)
+        data = event.data
+        program_id = data["training_program_id"]
+        run = Run(program_id, data.get("training_program_title"), event.timestamp)
+        running = state.running
+        running = _without(running, program_id)[-(MAX_RUNNING - 1):] + (run,) if running else (run,)
+        device = data.get("device_id")
+        state = FitnessState(running, state.last_launch_at, device if device.__class__ is str else state.device_id,
+                             state.programs_finished, state.minutes_trained, state.notifications_sent)
+        return state, _CANCEL_NUDGE
 
     def program_cancelled(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
-        running = tuple(r for r in state.running if r.program_id != program_id)
+        running = _without(state.running, program_id)
         return _with(state, running=running, device_id=_device(state, event)), ()
 
     def program_finished(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         program_id = event.data["training_program_id"]
-        run = next((r for r in state.running if r.program_id == program_id), None)
-        if run is None:  # a finish without its start: nothing to measure
+        for run in state.running:
+            if run.program_id == program_id:
+                break
+        else:  # a finish without its start: nothing to measure
             return state, ()
         trained = event.timestamp - run.started_at
-        minutes = trained.total_seconds() / 60
-        state = _with(
-            state,
-            running=tuple(r for r in state.running if r is not run),
-            device_id=_device(state, event),
-            finished=max(minutes, 0.0),
+        seconds = trained.total_seconds()
+        minutes = seconds / 60
+        congratulate = trained > self.congratulate_after
+        device = event.data.get("device_id")
+        running = state.running
+        state = FitnessState(
+            () if len(running) == 1 else tuple(r for r in running if r is not run),
+            state.last_launch_at,
+            device if device.__class__ is str else state.device_id,
+            state.programs_finished + 1,
+            state.minutes_trained + max(minutes, 0.0),
+            state.notifications_sent + congratulate,
         )
-        if trained <= self.congratulate_after:
+        if not congratulate:
             return state, ()
         whole = math.floor(minutes)
         title = event.data.get("training_program_title") or run.title
         program = f" ({title})" if title else ""
+        finished_at = event.timestamp.isoformat()
         payload = {
             "type": "congratulate",
             "user_id": event.key,
@@ -135,14 +170,13 @@ class FitnessRules:
                 "That's your daily training dose."
             ),
             "minutes": round(minutes, 1),
-            "seconds": trained.total_seconds(),
+            "seconds": seconds,
             "training_program_id": program_id,
             "training_program_title": title,
             "started_at": run.started_at.isoformat(),
-            "finished_at": event.timestamp.isoformat(),
+            "finished_at": finished_at,
         }
-        key = f"fitness:congratulate:{event.key}:{program_id}:{event.timestamp.isoformat()}"
-        state = _with(state, notified=True)
+        key = f"fitness:congratulate:{event.key}:{program_id}:{finished_at}"
         return state, (Notify(self.notify_url, payload, key),)
 
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
@@ -153,10 +187,11 @@ class FitnessRules:
             "type": "nudge",
             "user_id": timer.key,
             "device_id": state.device_id,
-            "message": _nudge_message(self.nudge_after),
+            "message": self._nudge_text,
             "launched_at": launched_at,
             "due_at": timer.due.isoformat(),
         }
         key = f"fitness:nudge:{timer.key}:{launched_at}"
-        state = _with(state, notified=True)
+        state = FitnessState(state.running, state.last_launch_at, state.device_id, state.programs_finished,
+                             state.minutes_trained, state.notifications_sent + 1)
         return state, (Notify(self.notify_url, payload, key),)

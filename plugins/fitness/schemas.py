@@ -30,6 +30,14 @@ def _first(data: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, An
 def validate_program_event(event: Event) -> Event:
     """Require a program id; normalise id and title to their canonical names."""
     data = event.data
+    program_id = data.get("training_program_id")
+    if program_id.__class__ is str and program_id:  # the usual shape, already canonical: checked inline
+        title = data.get("training_program_title")
+        if title is None:
+            if "programTitle" not in data and "program_title" not in data:
+                return event
+        elif title.__class__ is str:
+            return event
     id_name, program_id = _first(data, _ID_ALIASES)
     if id_name is None:
         raise InvalidEvent("training_program_id", "missing", "is required for training program events")

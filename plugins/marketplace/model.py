@@ -53,7 +53,7 @@ def seen_data(values: PlanValues) -> dict[str, Any]:
 
 def on_seen(state: Plan, event: Event) -> tuple[Plan, tuple]:
     d = event.data
-    at = event.timestamp.timestamp()
+    at = event.at
     return Plan(
         d["base_id"], d["plan_id"], d["title"], d["sell_mode"], d["start"], d["end"], d["min_price"], d["max_price"],
         d["sold_out"], state.ever_online or d["sell_mode"] == "online", state.first_seen or at, at,
