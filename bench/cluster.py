@@ -8,7 +8,8 @@ settings, a receiver for notifications, wrk for load.
    7 s later; a checkpoint passes; the owner of half the partitions is
    SIGKILLed. Measured from the kill: the first event applied by the new
    owner (a probe event for a key of a lost partition is posted every 20 ms
-   and asked for until it is there), and the first nudge of a lost partition
+   and asked for until the new owner answers it as its owner: every node's
+   replica has it sooner), and the first nudge of a lost partition
    delivered (those fell due while nobody owned it: overdue timers).
 2. **Restore rate.** One node holding ``--restore-users`` actors (each with a
    pending timer) leaves gracefully (it checkpoints); a new node restores
@@ -147,14 +148,13 @@ def _post(url: str, events: list[dict[str, Any]]) -> int:
         return exc.code
 
 
-def _status(url: str) -> int:
+def _owner_has(url: str) -> bool:
+    """Whether the node at ``url`` answers this actor as its owner (not from its replica)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+            return response.status == 200 and response.headers.get("herald-replica-lag") is None
     except OSError:
-        return 0
+        return False
 
 
 def takeover(bootstrap: str, tmp: Path, users: int) -> dict[str, float]:
@@ -177,7 +177,8 @@ def takeover(bootstrap: str, tmp: Path, users: int) -> dict[str, float]:
         applied_at = None
         for i, key in enumerate(probes):
             _post(b.url, [{"id": key, "type": "app_launch", "user_id": key, "timestamp": now}])
-            if any(_status(f"{b.url}/v1/actors/{p}") == 200 for p in probes[max(0, i - 3):i + 1]):
+            # Applied by the new owner: answered by b as the owner (a replica would say its lag).
+            if any(_owner_has(f"{b.url}/v1/actors/{p}") for p in probes[max(0, i - 3):i + 1]):
                 applied_at = time.monotonic()
                 break
             time.sleep(0.02)

@@ -83,7 +83,7 @@ def topics_of(name: str) -> tuple[str, str, str]:
 def encode_event(event: Event) -> bytes:
     """An event as the events topic holds it (what the journal keeps of it, as one JSON array)."""
     try:
-        return orjson.dumps([event.id, event.type, event.key, event.timestamp.timestamp(), event.data,
+        return orjson.dumps([event.id, event.type, event.key, event.at, event.data,
                              event.received_at.timestamp()])
     except orjson.JSONEncodeError as exc:
         raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
