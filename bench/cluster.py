@@ -5,7 +5,7 @@ Everything runs on this machine: one Tansu broker (in memory), ``herald serve
 settings, a receiver for notifications, wrk for load.
 
 1. **Takeover.** Two nodes; ``--users`` app launches whose nudges fall due
-   7 s later; a checkpoint passes; the owner of half the partitions is
+   5 s later; a checkpoint passes; the owner of half the partitions is
    SIGKILLed. Measured from the kill: the first event applied by the new
    owner (a probe event for a key of a lost partition is posted every 20 ms
    and asked for until the new owner answers it as its owner: every node's
@@ -160,7 +160,7 @@ def _owner_has(url: str) -> bool:
 def takeover(bootstrap: str, tmp: Path, users: int) -> dict[str, float]:
     receiver = _Receiver()
     env = {"HERALD_CLUSTER": bootstrap, "HERALD_CLUSTER_NAME": "takeover", "HERALD_NOTIFY_URL": receiver.url,
-           "HERALD_FITNESS_NUDGE_MINUTES": str(7 / 60)}
+           "HERALD_FITNESS_NUDGE_MINUTES": str(5 / 60)}
     with _nodes(tmp, ["a", "b"], env) as (a, b):
         _settled([a, b])
         lost = set(a.health()["cluster"]["ready"])
@@ -194,7 +194,7 @@ def takeover(bootstrap: str, tmp: Path, users: int) -> dict[str, float]:
         restore = b.health()["cluster"]["restore"]
     receiver.server.shutdown()
     return {"event": (applied_at or float("nan")) - killed, "timer": (first_overdue or float("nan")) - killed,
-            "restored": restore["actors"], "due_after_kill": posted + 7 - killed}
+            "restored": restore["actors"], "due_after_kill": posted + 5 - killed}
 
 
 def restore_rate(bootstrap: str, tmp: Path, users: int) -> dict[str, float]:

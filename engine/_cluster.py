@@ -724,7 +724,14 @@ class Cluster:
                     await self._restore(reader, p, offsets)
                 except Exception as exc:  # a checkpoint this node cannot read: stop, loudly, rather than crash
                     log.exception("restoring partition %d failed", p)
-                    self.fail(f"restoring partition {p} failed: {type(exc).__name__}: {exc}")
+                    kafka = _kafka()
+                    code = exc.args[0].code() if isinstance(exc, kafka.KafkaException) and exc.args else None
+                    if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
+                                kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
+                        self.fail(f"partition {p} of {self.events_topic} is unknown to the broker: the broker lost "
+                                  "data (or the topic was changed)")
+                    else:
+                        self.fail(f"restoring partition {p} failed: {type(exc).__name__}: {exc}")
                     break
         finally:
             if reader is not None:

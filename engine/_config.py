@@ -219,7 +219,7 @@ class Config:
     cluster: str | None = None
     cluster_name: str = "herald"
     cluster_partitions: int = 6
-    cluster_session_timeout: float = 2.5
+    cluster_session_timeout: float = 2.0
     cluster_checkpoint: float = 2.0
     cluster_tick: float = 1.0
     cluster_announce: float = 1.0
