@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import subprocess
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -116,6 +117,18 @@ def build_engine(emit: Callable[[Any], None]) -> engine.Engine:
     engine.tune_gc()  # as `herald serve` does
     host = engine.PluginHost.from_objects(engine.Config(), [fitness_hooks])
     return engine.Engine(host, emit=emit, wall=time.monotonic)
+
+
+def stop_process(proc: Any, grace: float = 10.0) -> None:
+    """SIGTERM a server the bench started, SIGKILL it if it is not gone within ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def verdict(value: float, target: float) -> str:

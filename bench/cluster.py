@@ -50,7 +50,7 @@ import orjson
 from engine._cluster import partition_of
 from engine._kafka import dev_broker
 
-from ._common import generate_events, print_table
+from ._common import generate_events, print_table, stop_process
 from .http import _free_port, _wrk
 
 PARTITIONS = 6
@@ -102,13 +102,7 @@ class _Node:
             return None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from ._common import generate_events, print_table, verdict
+from ._common import generate_events, print_table, stop_process, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("post_event.lua")
@@ -71,12 +71,7 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:

@@ -89,6 +89,12 @@ def encode_event(event: Event) -> bytes:
         raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
 
 
+def _piece_of(message: Any, ckpt: bytes) -> bool:
+    """Whether a changelog message is a piece of checkpoint ``ckpt``."""
+    headers = dict(message.headers() or ())
+    return headers.get("herald") == b"chunk" and headers.get("ckpt") == ckpt
+
+
 def decode_event(value: bytes) -> Event:
     id_, type_, key, ts, data, received = orjson.loads(value)
     return Event(id_, type_, key, datetime.fromtimestamp(ts, UTC), data, datetime.fromtimestamp(received, UTC))
@@ -921,7 +927,7 @@ class Cluster:
         info = orjson.loads(marker.value())
         ckpt = info["ckpt"].encode()
         pieces = [m.value() for m in self._read(reader, partition, info["first"], marker_at)
-                  if dict(m.headers() or ()).get("ckpt") == ckpt and dict(m.headers() or ()).get("herald") == b"chunk"]
+                  if _piece_of(m, ckpt)]
         if len(pieces) != info["pieces"]:
             raise RuntimeError(f"checkpoint {info['ckpt']} of partition {partition} is incomplete")
         self._last_end[partition] = marker_at
@@ -1138,6 +1144,7 @@ class Cluster:
 
     def settled(self, effect: Effect) -> None:
         """The outbox delivered an effect (or gave up on it): it no longer goes into checkpoints."""
-        shard = self.pending_of.pop(effect_key(effect), None)
+        key = effect_key(effect)
+        shard = self.pending_of.pop(key, None)
         if shard is not None:
-            shard.settled(effect_key(effect))
+            shard.settled(key)

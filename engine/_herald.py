@@ -80,7 +80,8 @@ class Herald:
             workers=config.effect_workers,
             timeout=config.effect_timeout,
             capacity=config.effect_queue,
-            on_settled=lambda effect: self.cluster.settled(effect) if self.cluster is not None else None,
+            # Only a cluster node follows deliveries (to stop checkpointing them): no call per delivery otherwise.
+            on_settled=(lambda effect: self.cluster.settled(effect)) if config.cluster else None,
         )
         self._deliver = emit or self.outbox.emit
         self.engine = Engine(
