@@ -1,7 +1,7 @@
 """Durability costs, in process (no HTTP): ingestion with the journal against
 ingestion without it, replaying a journal, and writing a snapshot.
 
-    python -m bench.journal [--events 1000000] [--users 100000] [--ingest 200000]
+    python -m bench.journal [--events 1000000] [--users 100000] [--ingest 200000] [--skip-replay]
 
 1. Ingestion: ``Herald.accept`` from 32 concurrent tasks (like 32 connections),
    in single events and in batches of 500, with ``--durability memory`` and
@@ -12,6 +12,8 @@ ingestion without it, replaying a journal, and writing a snapshot.
    batches of 500, in the same run).
 3. Snapshot: the recovered Herald (``--users`` actors) writes a snapshot
    (target: 100k actors <= 2 s).
+
+``--skip-replay`` measures the ingestion only (1.), e.g. while working on the write path.
 """
 
 import sys
@@ -106,17 +108,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the replayed journal")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--ingest", type=int, default=200_000, help="events per ingestion measurement")
+    parser.add_argument("--skip-replay", action="store_true", help="measure the ingestion only (no replay, no snapshot)")
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)  # unknown types and undeliverable effects are part of the set-up
     tune_gc()  # as `herald serve` does
 
     print(f"generating {args.events:,} events over {args.users:,} users ...", flush=True)
-    raws = generate_events(args.events, args.users)
+    raws = generate_events(args.ingest if args.skip_replay else args.events, args.users)
     with tempfile.TemporaryDirectory(prefix="herald-journal-bench-") as tmp:
         tmp_path = Path(tmp)
         rows, measured = trio.run(_ingestion, raws[: args.ingest], tmp_path)
         print()
         print_table(("ingestion (in process, 32 callers)", "memory ev/s", "batch ev/s", "ratio", f"target >= {RATIO_TARGET}"), rows)
+        if args.skip_replay:
+            return
         replay, snap_seconds, snap, replayed = trio.run(_replay_and_snapshot, raws, tmp_path)
     print()
     print_table(

@@ -84,6 +84,7 @@ class Herald:
             on_settled=(lambda effect: self.cluster.settled(effect)) if config.cluster else None,
         )
         self._deliver = emit or self.outbox.emit
+        self._add_event = self.journal.add_event
         self.engine = Engine(
             self.plugins,
             emit=self._emit,
@@ -183,9 +184,9 @@ class Herald:
     # -- accepting events ------------------------------------------------------------
 
     def _record(self, event: Event, arrival: float | None) -> None:
+        # (The engine records only when there is a journal.)
         self.seq += 1
-        if self.journal.enabled:
-            self.journal.add_event(self.seq, event, arrival, self._data)
+        self._add_event(self.seq, event, arrival, self._data)
 
     def _refuse_if_not_writable(self) -> None:
         """Nothing is applied that the journal could not keep: a 503 then means *not applied*."""
@@ -202,15 +203,21 @@ class Herald:
         cannot be stored.
         """
         self._refuse_if_not_writable()
-        encoded: list[Any] = [None] * len(events)
         if self.journal.enabled:
             # Encode each event's data once, here, before anything is applied: what the journal
             # cannot store is refused up front, and the writer embeds these bytes as they are.
-            for i, event in enumerate(events):
-                try:
-                    encoded[i] = orjson.Fragment(orjson.dumps(event.data))
-                except orjson.JSONEncodeError as exc:
-                    raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
+            fragment, dumps = orjson.Fragment, orjson.dumps
+            try:
+                encoded: Sequence[Any] = [fragment(dumps(event.data)) for event in events]
+            except orjson.JSONEncodeError:
+                for event in events:
+                    try:
+                        dumps(event.data)
+                    except orjson.JSONEncodeError as exc:
+                        raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
+                raise
+        else:
+            encoded = [None] * len(events)
         seen = self.ids
         now = self.utcnow()
         duplicates = []
