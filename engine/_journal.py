@@ -1,11 +1,12 @@
 """The journal: events, the outbox and snapshots in one SQLite database (WAL mode).
 
-The trio thread queues writes; one writer thread of the journal's own writes
-each group of them as a single transaction (group commit: whatever arrived
-while the previous commit was running goes into the next one, handed over the
-moment that one is done, so the trio thread applies the next group while the
-writer commits this one). ``await journal.commit()`` returns once everything
-queued before the call is durable, which is what a 202 waits for.
+The trio thread queues writes; a writer task takes each group of them once
+the tasks that were ready have queued theirs, and writes it as a single
+transaction (group commit: whatever arrives while a commit runs goes into the
+next one). A small group is written right there, in the trio thread (cheaper
+than two thread hand-offs); a large one goes to the journal's writer thread,
+and the trio thread goes on meanwhile. ``await journal.commit()`` returns once
+everything queued before the call is durable, which is what a 202 waits for.
 
 Durability modes (``--durability``):
 
@@ -45,12 +46,9 @@ log = logging.getLogger("herald.journal")
 
 _UTC = timezone.utc
 #: A group costing at most this (an event 1, an outbox row or mark 8) is written by the writer task
-#: in the trio thread: handing it to the writer thread and back (two wake-ups) costs more than
-#: writing it (~50 us for 32 events).
-INLINE_COST = int(os.environ.get("HJ_INLINE", "256"))
-#: A group of this many events goes to the writer thread at the commit that makes it this large,
-#: so that the trio thread applies the next callers' events while it is written.
-EAGER_EVENTS = int(os.environ.get("HJ_EAGER", "2000"))
+#: in the trio thread: handing it to the writer thread and back (two wake-ups, and the trio thread
+#: idle meanwhile when every caller waits) costs more than writing it (~50 us for 32 events).
+INLINE_COST = 256
 DB_NAME = "herald.db"
 #: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
 SCHEMA_VERSION = 3
@@ -463,10 +461,7 @@ class Journal:
         batch = self._batch
         if batch:
             inflight = self._inflight
-            if inflight is None:
-                if len(batch.events) >= EAGER_EVENTS:
-                    self._submit()  # a large group goes now; the next callers' events pile up behind it
-            elif inflight.finished:
+            if inflight is not None and inflight.finished:
                 self._written(inflight)  # (and this group goes now) without waiting for the wake-up
         else:
             batch = self._inflight
