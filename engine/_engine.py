@@ -61,6 +61,7 @@ REMOVED: Any = _Removed()
 
 
 _ABSENT: Any = object()
+_new_tuple = tuple.__new__
 
 _PUBLIC = Origin.PUBLIC
 
@@ -190,8 +191,9 @@ class Engine:
         self._due_at = math.inf
         self._min_due = math.inf
         self._late = 0
-        #: Event-time instant of the event or timer being handled (None between them).
-        self.handling_at: datetime | None = None
+        #: Event-time instant of the event (its datetime) or timer (its POSIX seconds) being
+        #: handled, None between them: read through ``handling_at``.
+        self._handling: datetime | float | None = None
         self._accepted = self.metrics.hot.accepted
         self._timers_fired = self.metrics.hot.timers_fired
         self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
@@ -226,6 +228,14 @@ class Engine:
         due = self.timers.min_due()
         self._min_due = math.inf if due is None else due
         self._wake_timers()
+
+    @property
+    def handling_at(self) -> datetime | None:
+        """The event-time instant of the event or timer being handled (None between them)."""
+        handling = self._handling
+        if handling is None or handling.__class__ is datetime:
+            return handling
+        return datetime.fromtimestamp(handling, UTC)
 
     # -- the wall ----------------------------------------------------------------
 
@@ -380,9 +390,9 @@ class Engine:
         if route is None:
             self._unknown(actor, event)
         else:
-            self.handling_at = event.timestamp
+            self._handling = event.timestamp
             self._apply(actor, route, event)
-            self.handling_at = None
+            self._handling = None
         if jumped and actor.timers is not None:
             # The timers the event left in place come earlier on the wall (those it set are right already).
             due_at = self.timers.rekey(actor, actor.offset)
@@ -494,9 +504,9 @@ class Engine:
             state = self._factories[plugin]()
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
-        fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
+        fired = _new_tuple(Timer, (actor.key, timer.name, timer.due, timer.data))
         self._timers_fired[plugin] += 1
-        self.handling_at = fired.due
+        self._handling = timer.due
         try:
             state, effects = handler(state, fired)
         except Exception:
@@ -511,7 +521,7 @@ class Engine:
             if effects and state is not REMOVED:
                 self._effects(actor, plugin, effects)
         finally:
-            self.handling_at = None
+            self._handling = None
 
     def _store(self, actor: Actor, plugin: str, state: Any) -> None:
         """Set (or, with ``REMOVED``, drop) one plugin's state on an actor, keeping ``members`` right."""
@@ -551,7 +561,7 @@ class Engine:
             log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name)
             return LoadReport(skipped={"unknown_loader": 1})
         body = data.get("body", "")
-        self.handling_at = event.timestamp
+        self._handling = event.timestamp
         try:
             report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
                                   int(data.get("first_line", 1)))
@@ -559,7 +569,7 @@ class Engine:
             log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id)
             report = LoadReport(skipped={"loader_failed": 1})
         finally:
-            self.handling_at = None
+            self._handling = None
         self._accepted[LOAD_TYPE] += report.applied
         return report
 

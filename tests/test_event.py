@@ -129,3 +129,28 @@ def test_the_fast_parse_agrees_with_the_checked_one(raw):
     assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data, fast.at) == (
         checked.id, checked.type, checked.key, checked.timestamp, checked.data, checked.at)
     assert fast.timestamp.tzinfo is UTC
+
+
+from datetime import timedelta
+
+from engine import Timer, iso_utc
+
+_instants = st.one_of(
+    st.floats(min_value=-6e10, max_value=2.5e11, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-2**33, max_value=2**35).map(float),
+    st.integers(min_value=0, max_value=2**31 * 1000).map(lambda ms: ms / 1000),  # millisecond stamps
+    st.integers(min_value=0, max_value=2**31 * 10**6).map(lambda us: us / 1e6 + 5e-7),  # half-microsecond ties
+)
+
+
+@given(_instants, st.one_of(st.just(0), st.just(600_000_000), st.integers(min_value=-10**12, max_value=10**12)))
+@settings(max_examples=3000)
+def test_iso_utc_is_the_datetime_arithmetic_it_replaces(instant, less_micros):
+    expected = (datetime.fromtimestamp(instant, timezone.utc) - timedelta(microseconds=less_micros)).isoformat()
+    assert iso_utc(instant, less_micros) == expected
+
+
+def test_a_fired_timer_reads_its_due_instant_as_a_datetime_too():
+    timer = Timer("user-1", "nudge", 1614529372.25, {"tag": 1})
+    assert timer.due == datetime(2021, 2, 28, 16, 22, 52, 250000, tzinfo=timezone.utc)
+    assert timer.at == 1614529372.25 and timer.data == {"tag": 1}

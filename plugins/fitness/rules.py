@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from engine import CancelTimer, Event, Notify, SetTimer, Timer
+from engine import CancelTimer, Event, Notify, SetTimer, Timer, iso_utc
 
 __all__ = ["FitnessRules", "FitnessState", "Run", "NUDGE_TIMER"]
 
@@ -107,10 +107,13 @@ class FitnessRules:
     _nudge_seconds: float = attrs.field(init=False, eq=False, repr=False)
 
     _nudge_text: str = attrs.field(init=False, eq=False, repr=False)
+    #: ``nudge_after`` in whole microseconds: the launch instant is the due one less this.
+    _nudge_micros: int = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_nudge_seconds", self.nudge_after.total_seconds())
         object.__setattr__(self, "_nudge_text", _nudge_message(self.nudge_after))
+        object.__setattr__(self, "_nudge_micros", self.nudge_after // timedelta(microseconds=1))
 
     def app_launch(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         device = event.data.get("device_id")
@@ -160,7 +163,7 @@ class FitnessRules:
         whole = math.floor(minutes)
         title = event.data.get("training_program_title") or run.title
         program = f" ({title})" if title else ""
-        finished_at = event.timestamp.isoformat()
+        finished_at = iso_utc(event.at)  # event.timestamp.isoformat(), cheaper
         payload = {
             "type": "congratulate",
             "user_id": event.key,
@@ -173,7 +176,7 @@ class FitnessRules:
             "seconds": seconds,
             "training_program_id": program_id,
             "training_program_title": title,
-            "started_at": run.started_at.isoformat(),
+            "started_at": iso_utc(run.started_at.timestamp()),
             "finished_at": finished_at,
         }
         key = f"fitness:congratulate:{event.key}:{program_id}:{finished_at}"
@@ -182,14 +185,15 @@ class FitnessRules:
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
         if timer.name != NUDGE_TIMER:
             return state, ()
-        launched_at = (timer.due - self.nudge_after).isoformat()
+        # (timer.due - self.nudge_after).isoformat() and timer.due.isoformat(), without datetimes
+        launched_at = iso_utc(timer.at, self._nudge_micros)
         payload = {
             "type": "nudge",
             "user_id": timer.key,
             "device_id": state.device_id,
             "message": self._nudge_text,
             "launched_at": launched_at,
-            "due_at": timer.due.isoformat(),
+            "due_at": iso_utc(timer.at),
         }
         key = f"fitness:nudge:{timer.key}:{launched_at}"
         state = FitnessState(state.running, state.last_launch_at, state.device_id, state.programs_finished,
