@@ -154,3 +154,15 @@ def test_a_fired_timer_reads_its_due_instant_as_a_datetime_too():
     timer = Timer("user-1", "nudge", 1614529372.25, {"tag": 1})
     assert timer.due == datetime(2021, 2, 28, 16, 22, 52, 250000, tzinfo=timezone.utc)
     assert timer.at == 1614529372.25 and timer.data == {"tag": 1}
+
+
+def test_make_event_is_the_frozen_constructor_with_at_given():
+    from engine._event import make_event
+
+    stamp = datetime(2021, 2, 28, 16, 22, 52, 704000, tzinfo=timezone.utc)
+    received = datetime(2021, 2, 28, 16, 23, tzinfo=timezone.utc)
+    made = make_event("e-1", "app_launch", "user-1", stamp, {"device_id": "d"}, received, stamp.timestamp())
+    built = Event("e-1", "app_launch", "user-1", stamp, {"device_id": "d"}, received)
+    assert made == built and made.at == built.at and repr(made) == repr(built)
+    with pytest.raises(AttributeError):
+        made.key = "user-2"  # still frozen
