@@ -244,6 +244,7 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
     if type_.__class__ is not str or not type_ or len(type_) > _MAX_TYPE:
         raise _Slow
     key = get("key", _MISSING)
+    keyed = key is not _MISSING  # "key" is an envelope field; user_id and the others stay in data
     if key is _MISSING:
         key = get("user_id", _MISSING)  # the usual one, without a loop
         if key is _MISSING:
@@ -256,7 +257,8 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
     if key.__class__ is not str or not key or len(key) > _MAX_KEY:
         raise _Slow
     stamp = get("timestamp", _MISSING)
-    if stamp is _MISSING:
+    stamped = stamp is not _MISSING
+    if not stamped:
         stamp = get("time_stamp", _MISSING)
     if stamp.__class__ is not str:
         raise _Slow
@@ -281,8 +283,20 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
         event_id = new_event_id()
     elif event_id.__class__ is not str or not event_id or len(event_id) > _MAX_ID:
         raise _Slow
-    data = {k: v for k, v in raw.items() if k not in _ENVELOPE}
-    details, nested = get("details"), get("data")
+    # The fields other than the envelope's, in their order: a copy less the envelope fields
+    # present (cheaper than filtering every field through _ENVELOPE).
+    data = raw.copy()
+    pop = data.pop
+    del data["type"]
+    if keyed:
+        del data["key"]
+    if stamped:
+        del data["timestamp"]
+        pop("time_stamp", None)
+    else:
+        del data["time_stamp"]
+    pop("id", None)
+    details, nested = pop("details", None), pop("data", None)
     if details is not None:
         if details.__class__ is not dict:
             raise _Slow

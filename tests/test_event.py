@@ -128,6 +128,7 @@ def test_the_fast_parse_agrees_with_the_checked_one(raw):
     checked = _parse_checked(raw)
     assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data, fast.at) == (
         checked.id, checked.type, checked.key, checked.timestamp, checked.data, checked.at)
+    assert list(fast.data) == list(checked.data)  # the same fields in the same order
     assert fast.timestamp.tzinfo is UTC
 
 
