@@ -123,7 +123,7 @@ class StateTable:
 
     def get(self, key: str) -> Any:
         actor = self._engine.actors.get(key)
-        return None if actor is None else actor.states.get(self._plugin)
+        return None if actor is None else actor.get(self._plugin)
 
     def put(self, key: str, state: Any) -> None:
         engine = self._engine
@@ -411,11 +411,14 @@ class Engine:
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
-        state = actor.states.get(plugin, _ABSENT)
-        if state is _ABSENT:
-            state = route.state_factory()
-            self.members[plugin].add(actor.key)
-            self.member_versions[plugin] += 1
+        if actor.plugin == plugin:  # the usual case: the actor holds this plugin's state alone
+            state = actor.state
+        else:
+            state = actor.get(plugin, _ABSENT)
+            if state is _ABSENT:
+                state = route.state_factory()
+                self.members[plugin].add(actor.key)
+                self.member_versions[plugin] += 1
         self._accepted[route.name] += 1  # aliases count under the type's own name
         sample = self._sample - 1
         timed = sample == 0
@@ -438,7 +441,10 @@ class Engine:
         if state is REMOVED:
             self._store(actor, plugin, state)
             return
-        actor.states[plugin] = state
+        if actor.plugin == plugin:
+            actor.state = state
+        else:
+            actor.put(plugin, state)
         if effects:
             self._effects(actor, plugin, effects)
 
@@ -499,7 +505,7 @@ class Engine:
             log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name)
             return
         actor = timer.actor
-        state = actor.states.get(plugin, _ABSENT)
+        state = actor.state if actor.plugin == plugin else actor.get(plugin, _ABSENT)
         if state is _ABSENT:
             state = self._factories[plugin]()
             self.members[plugin].add(actor.key)
@@ -513,9 +519,8 @@ class Engine:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
         else:
-            states = actor.states
-            if state is not REMOVED and plugin in states:
-                states[plugin] = state  # what ``_store`` does in the usual case
+            if state is not REMOVED and actor.plugin == plugin:
+                actor.state = state  # what ``_store`` does in the usual case
             else:
                 self._store(actor, plugin, state)
             if effects and state is not REMOVED:
@@ -525,17 +530,16 @@ class Engine:
 
     def _store(self, actor: Actor, plugin: str, state: Any) -> None:
         """Set (or, with ``REMOVED``, drop) one plugin's state on an actor, keeping ``members`` right."""
-        states = actor.states
         if state is REMOVED:
-            if states.pop(plugin, _ABSENT) is not _ABSENT:
+            if actor.drop(plugin):
                 self.members[plugin].discard(actor.key)
                 self.member_versions[plugin] += 1
             self.timers.cancel_plugin(actor, plugin)
             return
-        if plugin not in states:
+        if not actor.has(plugin):
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
-        states[plugin] = state
+        actor.put(plugin, state)
 
     # -- bulk loads ----------------------------------------------------------
 
