@@ -167,3 +167,13 @@ def test_make_event_is_the_frozen_constructor_with_at_given():
     assert made == built and made.at == built.at and repr(made) == repr(built)
     with pytest.raises(AttributeError):
         made.key = "user-2"  # still frozen
+
+
+def test_made_up_ids_are_the_prefix_then_twelve_hex_digits_of_a_counter(monkeypatch):
+    import itertools
+
+    from engine import _event
+
+    for start in (0, 0xABCDEF, (1 << 48) - 1, 1 << 48):
+        monkeypatch.setattr(_event, "_id_counter", itertools.count(start))
+        assert _event.new_event_id() == f"{_event._ID_PREFIX}{start:012x}"
