@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 __all__ = ["Actor", "MANY"]
 
@@ -20,6 +21,9 @@ class _Many:
 MANY: Any = _Many()
 
 
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
 class Actor:
     """The state Herald holds for one key (usually a user).
 
@@ -27,7 +31,7 @@ class Actor:
     on the actor as is (``plugin`` names the plugin, ``state`` is the state), a pointer hop
     and a dict (~180 bytes) less per actor than a dict of one entry; with several plugins,
     ``plugin`` is :data:`MANY` and ``state`` a dict by plugin name. Read them through
-    :meth:`get` and ``states`` (a copy), change them through :meth:`put` and :meth:`drop`
+    :meth:`get` and ``states`` (read-only), change them through :meth:`put` and :meth:`drop`
     (the engine's hot paths read the slots directly). ``timers`` holds the pending timers
     (managed by :class:`engine._timers.TimerQueue`: one timer as is, several in a dict);
     ``unknown`` counts events of types no plugin handles. Both stay ``None`` until used,
@@ -46,14 +50,15 @@ class Actor:
         self.offset: float | None = None
 
     @property
-    def states(self) -> dict[str, Any]:
-        """Every plugin's state on this actor, by plugin name (a new dict: changing it changes nothing)."""
+    def states(self) -> Mapping[str, Any]:
+        """Every plugin's state on this actor, by plugin name: a read-only mapping (an
+        assignment to it raises, rather than being lost; change states with :meth:`put`)."""
         held = self.plugin
         if held is None:
-            return {}
+            return _NONE
         if held is MANY:
-            return dict(self.state)
-        return {held: self.state}
+            return MappingProxyType(self.state)
+        return MappingProxyType({held: self.state})
 
     def get(self, plugin: str, default: Any = None) -> Any:
         """``plugin``'s state on this actor, or ``default``."""

@@ -180,7 +180,8 @@ def test_an_actor_holds_one_plugins_state_inline_and_several_in_a_dict():
     actor.put("a", 2)
     actor.put("b", 3)
     assert actor.plugin is MANY and actor.states == {"a": 2, "b": 3} and actor.get("b") == 3
-    actor.states["c"] = 4  # a copy: changes nothing
+    with pytest.raises(TypeError):
+        actor.states["c"] = 4  # read-only: states change through put
     assert not actor.has("c") and actor.get("c", "none") == "none"
     assert actor.drop("a") and (actor.plugin, actor.state) == ("b", 3)
     assert actor.drop("b") and actor.states == {} and actor.plugin is None
