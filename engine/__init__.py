@@ -9,6 +9,7 @@ returns), ``Engine.apply`` / ``Simulation.apply`` (in memory), and bulk
 """
 
 # For plugins: declaring what they handle, and the values they handle.
+from ._clock import iso_utc
 from ._context import ActorView, Context, TimerView
 from ._effects import CancelTimer, Notify, SetTimer, Timer
 from ._engine import REMOVED, LoadReport, StateTable
@@ -58,6 +59,7 @@ __all__ = [
     "kafka_event_id",
     "hookimpl",
     "hookspec",
+    "iso_utc",
     "new_event_id",
     "non_negative",
     "parse_timestamp",

@@ -24,8 +24,9 @@ reading (see :meth:`engine.Engine.wall`), continuous across restarts.
 from __future__ import annotations
 
 import math
+from datetime import date, timedelta
 
-__all__ = ["StreamClock", "DEFAULT_LATENESS"]
+__all__ = ["StreamClock", "DEFAULT_LATENESS", "iso_utc"]
 
 #: Seconds by which the watermark trails the newest timestamp seen (``HERALD_ALLOWED_LATENESS``):
 #: an app that was offline for up to an hour and then syncs is not nudged early.
@@ -68,3 +69,40 @@ class StreamClock:
 
     def restore(self, base: float | None, wall_base: float) -> None:
         self.base, self.wall_base = base, wall_base
+
+
+_EPOCH = date(1970, 1, 1)
+_modf = math.modf
+#: ``"YYYY-MM-DDT"`` by day number since the epoch (a day's prefix is made once).
+_DAYS: dict[int, str] = {}
+#: ``"HH:MM:"`` by minute of the day.
+_HMS = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
+#: ``"SS+00:00"`` by second of the minute.
+_S_UTC = tuple(f"{s:02d}+00:00" for s in range(60))
+
+
+def iso_utc(instant: float, less_micros: int = 0) -> str:
+    """``(datetime.fromtimestamp(instant, UTC) - timedelta(microseconds=less_micros)).isoformat()``,
+    without the datetime: an aware ``isoformat`` alone costs ~0.7 µs, and payloads carry one
+    or two per effect.
+
+    Rounds to the microsecond as ``fromtimestamp`` does (half to even), then subtracts in
+    whole microseconds, exactly like the ``datetime`` arithmetic it replaces (a test checks).
+    """
+    whole = int(instant)
+    if whole == instant and not less_micros % 1_000_000:  # whole seconds: the usual case
+        micros = 0
+        seconds = whole - less_micros // 1_000_000
+    else:
+        frac, whole_f = _modf(instant)
+        total = int(whole_f) * 1_000_000 + round(frac * 1e6) - less_micros  # round: half to even
+        seconds, micros = divmod(total, 1_000_000)
+    day, second = divmod(seconds, 86400)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        prefix = _DAYS[day] = (_EPOCH + timedelta(days=day)).isoformat() + "T"
+    if micros:
+        return f"{prefix}{_HMS[second // 60]}{second % 60:02d}.{micros:06d}+00:00"
+    return prefix + _HMS[second // 60] + _S_UTC[second % 60]

@@ -148,7 +148,7 @@ class Context:
         """``plugin``'s state on the actor ``key`` (None if it has none): an immutable value."""
         engine = self._herald.engine_for(key)
         actor = None if engine is None else engine.actors.get(key)
-        return None if actor is None else actor.states.get(plugin)
+        return None if actor is None else actor.get(plugin)
 
     def states(self, keys: Iterable[str], plugin: str) -> Iterable[tuple[str, Any]]:
         """``(key, state)`` of ``plugin`` for each of ``keys`` that has one, in their order."""
@@ -157,14 +157,14 @@ class Context:
             actors = herald.engine.actors
             for key in keys:
                 actor = actors.get(key)
-                if actor is not None and plugin in actor.states:
-                    yield key, actor.states[plugin]
+                if actor is not None and actor.has(plugin):
+                    yield key, actor.get(plugin)
             return
         for key in keys:
             engine = herald.engine_for(key)
             actor = None if engine is None else engine.actors.get(key)
-            if actor is not None and plugin in actor.states:
-                yield key, actor.states[plugin]
+            if actor is not None and actor.has(plugin):
+                yield key, actor.get(plugin)
 
     def keys(self, plugin: str) -> AbstractSet[str]:
         """The keys of the actors holding a state of ``plugin`` (a live view: do not change it)."""

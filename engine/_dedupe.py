@@ -35,15 +35,15 @@ class IdWindow:
         return list(self._order)
 
     def restore(self, pairs: Iterable[tuple[float, str]], now: float) -> None:
-        """Remember ``(accepted at, id)`` pairs again (from a snapshot and a replay), then forget the expired."""
-        # ``add`` inline: a recovery restores up to a million of them.
-        ids, order, limit, retention = self._ids, self._order, self.limit, self.retention
-        append = order.append
-        for at, event_id in pairs:
-            ids[event_id] = at
-            append((at, event_id))
-            if len(order) > limit or order[0][0] < at - retention:
-                self._prune(at)
+        """Remember ``(accepted at, id)`` pairs again (from a snapshot and a replay), then forget the expired.
+
+        In bulk: a recovery restores up to a million of them. Adding them all and pruning once
+        leaves what adding them one by one (pruning as ``add`` does) leaves: pruning only ever
+        drops the oldest entries, by age or beyond the limit, and an entry old or surplus
+        midway is so at the end too."""
+        pairs = pairs if isinstance(pairs, list) else list(pairs)
+        self._ids.update({event_id: at for at, event_id in pairs})
+        self._order.extend(pairs)
         self._prune(now)
 
     def _prune(self, now: float) -> None:

@@ -61,6 +61,7 @@ REMOVED: Any = _Removed()
 
 
 _ABSENT: Any = object()
+_new_tuple = tuple.__new__
 
 _PUBLIC = Origin.PUBLIC
 
@@ -122,7 +123,7 @@ class StateTable:
 
     def get(self, key: str) -> Any:
         actor = self._engine.actors.get(key)
-        return None if actor is None else actor.states.get(self._plugin)
+        return None if actor is None else actor.get(self._plugin)
 
     def put(self, key: str, state: Any) -> None:
         engine = self._engine
@@ -190,8 +191,9 @@ class Engine:
         self._due_at = math.inf
         self._min_due = math.inf
         self._late = 0
-        #: Event-time instant of the event or timer being handled (None between them).
-        self.handling_at: datetime | None = None
+        #: Event-time instant of the event (its datetime) or timer (its POSIX seconds) being
+        #: handled, None between them: read through ``handling_at``.
+        self._handling: datetime | float | None = None
         self._accepted = self.metrics.hot.accepted
         self._timers_fired = self.metrics.hot.timers_fired
         self._received: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0, UTC))
@@ -226,6 +228,14 @@ class Engine:
         due = self.timers.min_due()
         self._min_due = math.inf if due is None else due
         self._wake_timers()
+
+    @property
+    def handling_at(self) -> datetime | None:
+        """The event-time instant of the event or timer being handled (None between them)."""
+        handling = self._handling
+        if handling is None or handling.__class__ is datetime:
+            return handling
+        return datetime.fromtimestamp(handling, UTC)
 
     # -- the wall ----------------------------------------------------------------
 
@@ -380,9 +390,9 @@ class Engine:
         if route is None:
             self._unknown(actor, event)
         else:
-            self.handling_at = event.timestamp
+            self._handling = event.timestamp
             self._apply(actor, route, event)
-            self.handling_at = None
+            self._handling = None
         if jumped and actor.timers is not None:
             # The timers the event left in place come earlier on the wall (those it set are right already).
             due_at = self.timers.rekey(actor, actor.offset)
@@ -401,11 +411,14 @@ class Engine:
 
     def _apply(self, actor: Actor, route: Route, event: Event) -> None:
         plugin = route.plugin
-        state = actor.states.get(plugin, _ABSENT)
-        if state is _ABSENT:
-            state = route.state_factory()
-            self.members[plugin].add(actor.key)
-            self.member_versions[plugin] += 1
+        if actor.plugin == plugin:  # the usual case: the actor holds this plugin's state alone
+            state = actor.state
+        else:
+            state = actor.get(plugin, _ABSENT)
+            if state is _ABSENT:
+                state = route.state_factory()
+                self.members[plugin].add(actor.key)
+                self.member_versions[plugin] += 1
         self._accepted[route.name] += 1  # aliases count under the type's own name
         sample = self._sample - 1
         timed = sample == 0
@@ -428,7 +441,10 @@ class Engine:
         if state is REMOVED:
             self._store(actor, plugin, state)
             return
-        actor.states[plugin] = state
+        if actor.plugin == plugin:
+            actor.state = state
+        else:
+            actor.put(plugin, state)
         if effects:
             self._effects(actor, plugin, effects)
 
@@ -489,43 +505,41 @@ class Engine:
             log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name)
             return
         actor = timer.actor
-        state = actor.states.get(plugin, _ABSENT)
+        state = actor.state if actor.plugin == plugin else actor.get(plugin, _ABSENT)
         if state is _ABSENT:
             state = self._factories[plugin]()
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
-        fired = Timer(actor.key, timer.name, datetime.fromtimestamp(timer.due, UTC), timer.data)
+        fired = _new_tuple(Timer, (actor.key, timer.name, timer.due, timer.data))
         self._timers_fired[plugin] += 1
-        self.handling_at = fired.due
+        self._handling = timer.due
         try:
             state, effects = handler(state, fired)
         except Exception:
             log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
             return
         else:
-            states = actor.states
-            if state is not REMOVED and plugin in states:
-                states[plugin] = state  # what ``_store`` does in the usual case
+            if state is not REMOVED and actor.plugin == plugin:
+                actor.state = state  # what ``_store`` does in the usual case
             else:
                 self._store(actor, plugin, state)
             if effects and state is not REMOVED:
                 self._effects(actor, plugin, effects)
         finally:
-            self.handling_at = None
+            self._handling = None
 
     def _store(self, actor: Actor, plugin: str, state: Any) -> None:
         """Set (or, with ``REMOVED``, drop) one plugin's state on an actor, keeping ``members`` right."""
-        states = actor.states
         if state is REMOVED:
-            if states.pop(plugin, _ABSENT) is not _ABSENT:
+            if actor.drop(plugin):
                 self.members[plugin].discard(actor.key)
                 self.member_versions[plugin] += 1
             self.timers.cancel_plugin(actor, plugin)
             return
-        if plugin not in states:
+        if not actor.has(plugin):
             self.members[plugin].add(actor.key)
             self.member_versions[plugin] += 1
-        states[plugin] = state
+        actor.put(plugin, state)
 
     # -- bulk loads ----------------------------------------------------------
 
@@ -551,7 +565,7 @@ class Engine:
             log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name)
             return LoadReport(skipped={"unknown_loader": 1})
         body = data.get("body", "")
-        self.handling_at = event.timestamp
+        self._handling = event.timestamp
         try:
             report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
                                   int(data.get("first_line", 1)))
@@ -559,7 +573,7 @@ class Engine:
             log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id)
             report = LoadReport(skipped={"loader_failed": 1})
         finally:
-            self.handling_at = None
+            self._handling = None
         self._accepted[LOAD_TYPE] += report.applied
         return report
 

@@ -36,7 +36,7 @@ import attrs
 import orjson
 import trio
 
-from ._event import LOAD_TYPE, Event
+from ._event import LOAD_TYPE, Event, make_event
 from ._repair import NeedsOperator, Recovery, check_and_recover, check_history
 from ._redact import redact_url
 
@@ -298,7 +298,9 @@ class Journal:
                         data["body"] = self._load_body(seq)
                     if received != last_received:  # neighbours were mostly received in the same millisecond
                         last_received, received_at = received, fromts(received, _UTC)
-                    out.append((seq, Event(id_, type_, key, fromts(ts, _UTC), data, received_at), arrival, ts, received))
+                    # ts is the event's ``at``: fromts(ts).timestamp() gives it back exactly
+                    out.append((seq, make_event(id_, type_, key, fromts(ts, _UTC), data, received_at, ts),
+                                arrival, ts, received))
             if len(out) >= limit:
                 break
         cursor.close()

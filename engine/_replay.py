@@ -69,9 +69,9 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
                 nursery.start_soon(read_ahead, result.snapshot_seq)
                 async for rows in receive:
                     apply = engine.apply
-                    for _seq, event, arrival, _ts, received in rows:
+                    for _seq, event, arrival, _ts, _received in rows:
                         apply(event, arrival)
-                        ids.append((received, event.id))
+                    ids.extend([(row[4], row[1].id) for row in rows])  # (received, id): the dedupe window's pairs
                     result.last_seq = rows[-1][0]
                     result.events += len(rows)
                     if on_chunk is not None:

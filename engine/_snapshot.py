@@ -88,7 +88,7 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
             if plugin not in enabled:  # a plugin no longer enabled: its state is dropped
                 continue
             state_type = types.get(plugin)
-            actor.states[plugin] = structure(data, state_type) if state_type is not None else data
+            actor.put(plugin, structure(data, state_type) if state_type is not None else data)
             engine.members[plugin].add(key)
         for plugin, name, due, data in timers or ():
             if plugin in enabled:

@@ -100,7 +100,8 @@ def herald_timer_handler(config: Config) -> Callable[[Any, Timer], tuple[Any, It
 
     Signature ``(state, timer) -> (state, effects)``, like an event handler;
     ``timer`` is an :class:`engine.Timer` with the actor key, name, due instant
-    and the data given to :class:`engine.SetTimer`.
+    (``at``, POSIX seconds; ``due``, the same as a datetime) and the data given
+    to :class:`engine.SetTimer`.
     """
 
 

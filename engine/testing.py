@@ -167,7 +167,7 @@ class Simulation:
 
     def state(self, key: str, plugin: str) -> Any:
         actor = self.engine.actor(key)
-        return None if actor is None else actor.states.get(plugin)
+        return None if actor is None else actor.get(plugin)
 
     def actor_view(self, key: str) -> dict[str, Any] | None:
         return self.engine.actor_view(key)

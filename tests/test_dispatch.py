@@ -168,3 +168,20 @@ async def test_a_crashing_source_is_restarted_with_backoff(autojump_clock):
         await trio.sleep(30)
     gaps = [round(b - a) for a, b in zip(runs, runs[1:])]
     assert gaps == [1, 2, 4]
+
+
+def test_an_actor_holds_one_plugins_state_inline_and_several_in_a_dict():
+    from engine._actor import MANY, Actor
+
+    actor = Actor("k")
+    assert actor.states == {} and actor.get("a") is None and not actor.has("a") and not actor.drop("a")
+    actor.put("a", 1)
+    assert (actor.plugin, actor.state) == ("a", 1) and actor.states == {"a": 1} and actor.has("a")
+    actor.put("a", 2)
+    actor.put("b", 3)
+    assert actor.plugin is MANY and actor.states == {"a": 2, "b": 3} and actor.get("b") == 3
+    with pytest.raises(TypeError):
+        actor.states["c"] = 4  # read-only: states change through put
+    assert not actor.has("c") and actor.get("c", "none") == "none"
+    assert actor.drop("a") and (actor.plugin, actor.state) == ("b", 3)
+    assert actor.drop("b") and actor.states == {} and actor.plugin is None

@@ -128,4 +128,52 @@ def test_the_fast_parse_agrees_with_the_checked_one(raw):
     checked = _parse_checked(raw)
     assert (fast.id, fast.type, fast.key, fast.timestamp, fast.data, fast.at) == (
         checked.id, checked.type, checked.key, checked.timestamp, checked.data, checked.at)
+    assert list(fast.data) == list(checked.data)  # the same fields in the same order
     assert fast.timestamp.tzinfo is UTC
+
+
+from datetime import timedelta
+
+from engine import Timer, iso_utc
+
+_instants = st.one_of(
+    st.floats(min_value=-6e10, max_value=2.5e11, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-2**33, max_value=2**35).map(float),
+    st.integers(min_value=0, max_value=2**31 * 1000).map(lambda ms: ms / 1000),  # millisecond stamps
+    st.integers(min_value=0, max_value=2**31 * 10**6).map(lambda us: us / 1e6 + 5e-7),  # half-microsecond ties
+)
+
+
+@given(_instants, st.one_of(st.just(0), st.just(600_000_000), st.integers(min_value=-10**12, max_value=10**12)))
+@settings(max_examples=3000)
+def test_iso_utc_is_the_datetime_arithmetic_it_replaces(instant, less_micros):
+    expected = (datetime.fromtimestamp(instant, timezone.utc) - timedelta(microseconds=less_micros)).isoformat()
+    assert iso_utc(instant, less_micros) == expected
+
+
+def test_a_fired_timer_reads_its_due_instant_as_a_datetime_too():
+    timer = Timer("user-1", "nudge", 1614529372.25, {"tag": 1})
+    assert timer.due == datetime(2021, 2, 28, 16, 22, 52, 250000, tzinfo=timezone.utc)
+    assert timer.at == 1614529372.25 and timer.data == {"tag": 1}
+
+
+def test_make_event_is_the_frozen_constructor_with_at_given():
+    from engine._event import make_event
+
+    stamp = datetime(2021, 2, 28, 16, 22, 52, 704000, tzinfo=timezone.utc)
+    received = datetime(2021, 2, 28, 16, 23, tzinfo=timezone.utc)
+    made = make_event("e-1", "app_launch", "user-1", stamp, {"device_id": "d"}, received, stamp.timestamp())
+    built = Event("e-1", "app_launch", "user-1", stamp, {"device_id": "d"}, received)
+    assert made == built and made.at == built.at and repr(made) == repr(built)
+    with pytest.raises(AttributeError):
+        made.key = "user-2"  # still frozen
+
+
+def test_made_up_ids_are_the_prefix_then_twelve_hex_digits_of_a_counter(monkeypatch):
+    import itertools
+
+    from engine import _event
+
+    for start in (0, 0xABCDEF, (1 << 48) - 1, 1 << 48):
+        monkeypatch.setattr(_event, "_id_counter", itertools.count(start))
+        assert _event.new_event_id() == f"{_event._ID_PREFIX}{start:012x}"

@@ -185,3 +185,17 @@ async def test_thresholds_are_configurable(autojump_clock):
         assert kinds(sim) == [("nudge", "u"), ("congratulate", "u")]
         assert "1 minute ago" in sim.notifications[0].payload["message"]
         assert sim.notifications[0].url == "http://127.0.0.1:9/hook"
+
+
+def test_the_handlers_fast_state_builder_makes_the_same_frozen_state():
+    import attrs
+    import pytest
+
+    from plugins.fitness.rules import FitnessState, Run, _state
+
+    run = Run("p-1", None, datetime(2021, 2, 28, tzinfo=timezone.utc))
+    made = _state((run,), None, "d", 2, 31.5, 1)
+    assert made == FitnessState((run,), None, "d", 2, 31.5, 1)
+    assert repr(made) == repr(FitnessState((run,), None, "d", 2, 31.5, 1))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.device_id = "e"
