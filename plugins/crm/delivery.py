@@ -31,7 +31,10 @@ from engine import Context, redact_text, redact_url
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
 
-__all__ = ["Delivery", "CrmRefused"]
+__all__ = ["Delivery", "CrmRefused", "CONCURRENCY"]
+
+#: Users whose effects are delivered at a time (``HERALD_CRM_CONCURRENCY``).
+CONCURRENCY = 16
 
 log = logging.getLogger("herald.crm")
 
@@ -43,7 +46,7 @@ class CrmRefused(Exception):
 class Delivery:
     def __init__(self, context: Context, crm_url: str, keys: KeyStore, producer: Any | None, *,
                  headers: dict[str, str] | None = None,
-                 concurrency: int = 16, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
+                 concurrency: int = CONCURRENCY, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
         self.crm_url = crm_url.rstrip("/")
         self.headers = dict(headers or {})  # sent with every CRM call (e.g. the token of Herald's own mock CRM)
         self.keys, self.producer = keys, producer
