@@ -11,7 +11,9 @@ replay after a crash, which sends a user's latest effects again, changes nothing
 
 Public messages are produced through an idempotent producer keyed by user id
 (order per user holds on the partition); personal fields are sealed with the
-user's key from the :class:`KeyStore` at send time.
+user's key from the :class:`KeyStore` at send time. librdkafka batches and
+sends them from its own thread; its delivery reports are served every
+:data:`PRODUCER_POLL` seconds rather than after each message.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = ["Delivery", "CrmRefused", "CONCURRENCY"]
 
 #: Users whose effects are delivered at a time (``HERALD_CRM_CONCURRENCY``).
 CONCURRENCY = 16
+#: Seconds between two servings of the public producer's delivery reports.
+PRODUCER_POLL = 0.05
 
 log = logging.getLogger("herald.crm")
 
@@ -56,7 +60,7 @@ class Delivery:
         self._known: set[tuple[str, str]] = set()
         self._active: set[str] = set()
         self._ready_send, self._ready_receive = trio.open_memory_channel[str](math.inf)
-        self._limiter = trio.CapacityLimiter(concurrency)
+        self.concurrency = concurrency
         self.pending = 0
         self._drained = trio.Event()
         self._drained.set()
@@ -89,19 +93,24 @@ class Delivery:
     # -- delivering -------------------------------------------------------------------
 
     async def run(self) -> None:
+        # ``concurrency`` long-lived workers, each draining one user's queue at a time (a user is handed
+        # to one worker only while it is active: their effects stay in order); one pooled keep-alive
+        # connection per worker, so no call waits for a connection or opens one.
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as http, \
+            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits) as http, \
                     trio.open_nursery() as nursery:
                 self._http = http
-                async for owner in self._ready_receive:
-                    await self._limiter.acquire_on_behalf_of(owner)
-                    nursery.start_soon(self._drain, owner)
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._worker)
+                if self.producer is not None:
+                    nursery.start_soon(self._serve_producer)
         finally:
             if self.producer is not None:  # Herald is stopping: it flushed what it could already
                 self.producer.close()
 
-    async def _drain(self, owner: str) -> None:
-        try:
+    async def _worker(self) -> None:
+        async for owner in self._ready_receive:
             queue = self._queues[owner]
             while queue:
                 await self._deliver(queue[0])
@@ -109,8 +118,12 @@ class Delivery:
                 self._done()
             del self._queues[owner]
             self._active.discard(owner)
-        finally:
-            self._limiter.release_on_behalf_of(owner)
+
+    async def _serve_producer(self) -> None:
+        """Serve the producer's delivery reports now and then, instead of after every message."""
+        while True:
+            await trio.sleep(PRODUCER_POLL)
+            self.producer.poll()
 
     def _done(self) -> None:
         self.pending -= 1
@@ -181,7 +194,7 @@ class Delivery:
             value = {k: v for k, v in value.items() if k not in message.personal}
             value["personal"] = seal(key, message.user_id, personal)
         self.producer.produce(message.topic, message.user_id.encode(),
-                              None if value is None else orjson.dumps(value))
+                              None if value is None else orjson.dumps(value), poll=False)
 
 
 def _describe(effect: CrmCall | Publish) -> str:
