@@ -22,7 +22,7 @@ import orjson
 from quart import Blueprint, Response, request
 
 from engine import InvalidEvent
-from engine import decode_json
+from engine import decode_json, tune_gc
 from web import json_media_type
 from web import error_response, json_body, operation
 from web import admin_guard, json_response
@@ -378,9 +378,13 @@ def _run(args: Any) -> int:
     config.bind = [f"{args.host}:{args.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    app = standalone_app(CrmStore(record=args.record))
+    # As `herald serve` does: the process imported Herald's whole web stack; without this each request's
+    # garbage would make the collector walk all of it again and again (a bare app has far less to walk).
+    tune_gc()
     print(f"mock CRM on http://{args.host}:{args.port} (API explorer: /docs)", flush=True)
     try:
-        trio.run(hypercorn.trio.serve, standalone_app(CrmStore(record=args.record)), config)
+        trio.run(hypercorn.trio.serve, app, config)
     except KeyboardInterrupt:
         pass
     return 0
