@@ -18,6 +18,7 @@ sends them from its own thread; its delivery reports are served every
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -94,26 +95,28 @@ class Delivery:
 
     async def run(self) -> None:
         # ``concurrency`` long-lived workers, each draining one user's queue at a time (a user is handed
-        # to one worker only while it is active: their effects stay in order); one pooled keep-alive
-        # connection per worker, so no call waits for a connection or opens one.
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        # to one worker only while it is active: their effects stay in order). Each worker has its own
+        # client holding one keep-alive connection: no call waits for a connection or opens one, and no
+        # call pays for a pool that looks over every other worker's connection (a fifth of Herald's time
+        # when the 16 shared one pool).
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits) as http, \
-                    trio.open_nursery() as nursery:
-                self._http = http
+            async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
                 for _ in range(self.concurrency):
-                    nursery.start_soon(self._worker)
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits))
+                    nursery.start_soon(self._worker, http)
                 if self.producer is not None:
                     nursery.start_soon(self._serve_producer)
         finally:
             if self.producer is not None:  # Herald is stopping: it flushed what it could already
                 self.producer.close()
 
-    async def _worker(self) -> None:
+    async def _worker(self, http: httpx.AsyncClient) -> None:
         async for owner in self._ready_receive:
             queue = self._queues[owner]
             while queue:
-                await self._deliver(queue[0])
+                await self._deliver(queue[0], http)
                 queue.popleft()
                 self._done()
             del self._queues[owner]
@@ -132,14 +135,14 @@ class Delivery:
         if self.pending == 0:
             self._drained.set()
 
-    async def _deliver(self, effect: CrmCall | Publish) -> None:
+    async def _deliver(self, effect: CrmCall | Publish, http: httpx.AsyncClient) -> None:
         attempt = 0
         while True:
             try:
                 if type(effect) is Publish:
                     self._publish(effect)
                 else:
-                    await self._call(effect)
+                    await self._call(effect, http)
                 return
             except CrmRefused as exc:
                 self.refused += 1
@@ -155,8 +158,8 @@ class Delivery:
                     log.warning("%s failed (%s); retry %d in %.1f s", _describe(effect), exc, attempt, delay)
                 await trio.sleep(delay)
 
-    async def _call(self, call: CrmCall) -> None:
-        http, base = self._http, self.crm_url
+    async def _call(self, call: CrmCall, http: httpx.AsyncClient) -> None:
+        base = self.crm_url
         collection = "users" if call.kind in ("user", "delete_user") else "trips"
         if call.kind == "delete_user":
             for trip_id in (call.body or {}).get("trips", ()):
