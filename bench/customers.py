@@ -1,14 +1,19 @@
-"""Customers: loading a seed-shaped file (target <= 3 s on one core) and listing 10k customers (<= 200 ms).
+"""Customers: loading a seed-shaped file (target <= 2.5 s, journaled) and listing 10k customers (<= 200 ms).
 
 In the same run, the baseline: decoding every line with ``orjson.loads`` and
-nothing else (the floor of any Python loader). Then:
+nothing else (the floor of any Python loader). Then (1 and 2 alternate with
+the baseline ``--repeat`` times; medians, and the ratio to the baseline per run):
 
 1. the loader alone, in process, no journal (``--durability memory``);
 2. ``herald load --data-dir`` path in process: loader + journal (batch durability);
 3. ``herald load --url`` into a running ``herald serve`` (HTTP, 32 MiB chunks);
 4. ``GET /customers?per_page=10000`` against that server (median of 20).
 
-    python -m bench.customers [--file messages.2.data]   # default: generate one with bench.gen_customers
+    python -m bench.customers [--file messages.2.data] [--repeat 3]   # default: generate one (bench.gen_customers)
+
+The target is absolute and the machine may be shared: judge it on a quiet
+run, where the baseline is near its quiet figure (about 0.6 s), and read the
+ratio to the baseline on the others.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from engine._bulk import iter_chunks, load_file
 
 from ._common import print_table, verdict
 
-LOAD_TARGET, LIST_TARGET = 3.0, 0.200
+LOAD_TARGET, LIST_TARGET = 2.5, 0.200
 
 
 def _baseline(path: str) -> float:
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", help="a messages file (default: generate the second dataset's shape)")
     parser.add_argument("--port", type=int, default=8731)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of baseline, memory and journaled loads")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="herald-bench-customers-"))
     try:
@@ -84,9 +90,19 @@ def main(argv: list[str] | None = None) -> None:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 24), b""))
         print(f"file: {lines:,} lines, {size / 1e6:.1f} MB")
 
-        baseline = _baseline(path)
-        memory, applied = trio.run(_load_in_process, path, str(work / "memory"), "memory")
-        batch, _ = trio.run(_load_in_process, path, str(work / "batch"), "batch")
+        rounds = []
+        for index in range(args.repeat):
+            round_baseline = _baseline(path)
+            round_memory, applied = trio.run(_load_in_process, path, str(work / f"memory{index}"), "memory")
+            round_batch, _ = trio.run(_load_in_process, path, str(work / f"batch{index}"), "batch")
+            rounds.append((round_baseline, round_memory, round_batch))
+            shutil.rmtree(work / f"memory{index}", ignore_errors=True)
+            shutil.rmtree(work / f"batch{index}", ignore_errors=True)
+            print(f"  round {index + 1}: baseline {round_baseline:.2f} s, memory {round_memory:.2f} s "
+                  f"({round_memory / round_baseline:.2f}x), journaled {round_batch:.2f} s "
+                  f"({round_batch / round_baseline:.2f}x)", flush=True)
+        baseline, memory, batch = (statistics.median(r[i] for r in rounds) for i in range(3))
+        ratio = statistics.median(r[2] / r[0] for r in rounds)
 
         env = {**os.environ, "HERALD_PORT": str(args.port), "HERALD_DATA_DIR": str(work / "served"),
                "HERALD_LOG_LEVEL": "WARNING", "HERALD_PLUGINS": "customers"}
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(
             ("step", "seconds", "lines/s"),
             [
-                ("orjson.loads of every line (baseline)", f"{baseline:.2f}", f"{lines / baseline:,.0f}"),
+                ("orjson.loads of every line (baseline)", f"{baseline:.2f}", f"{lines / baseline:,.0f}"),  # medians
                 ("loader, in process, --durability memory", f"{memory:.2f}", f"{lines / memory:,.0f}"),
                 ("loader + journal, in process, batch", f"{batch:.2f}", f"{lines / batch:,.0f}"),
                 ("herald load --url into herald serve", f"{http_load:.2f}", f"{lines / http_load:,.0f}"),
@@ -128,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(f"GET /customers?per_page=10000: {count:,} customers, {size_out / 1e6:.1f} MB, "
               f"median {listing * 1000:.1f} ms of 20")
+        print(f"journaled load / baseline: {ratio:.2f}x (median of {len(rounds)} rounds; "
+              f"{', '.join(f'{r[2] / r[0]:.2f}' for r in rounds)})")
         print(f"load target <= {LOAD_TARGET:g} s (journaled, in process): {verdict(LOAD_TARGET, batch)} "
-              f"({batch:.2f} s); over HTTP {http_load:.2f} s")
+              f"({batch:.2f} s, median; quickest {min(r[2] for r in rounds):.2f} s); over HTTP {http_load:.2f} s")
         print(f"list target <= {LIST_TARGET * 1000:g} ms: {verdict(LIST_TARGET, listing)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

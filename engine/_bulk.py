@@ -55,13 +55,17 @@ async def load_file(
     """Load a whole file in-process through ``herald``; durable on return.
 
     Chunk N is written to the journal while chunk N+1 is applied; ``progress``
-    gets the bytes of each chunk applied.
+    gets the bytes of each chunk applied. No snapshot is taken between chunks
+    (one would be stale at once, and encoding every actor in a thread holds the
+    GIL the folding needs): if one is due, it starts once the file is in.
     """
     total = LoadReport()
     source = Path(path).name
     for first_line, chunk in iter_chunks(path, chunk_bytes):
-        total.merge(await herald.load(loader, chunk, first_line=first_line, source=source, durable=False))
+        total.merge(await herald.load(loader, chunk, first_line=first_line, source=source, durable=False,
+                                      snapshot=False))
         if progress is not None:
             progress(len(chunk))
     await herald.journal.commit()
+    herald._maybe_snapshot()
     return total

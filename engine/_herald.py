@@ -252,9 +252,10 @@ class Herald:
         return duplicates
 
     async def load(self, loader: str, body: bytes, *, first_line: int = 1, source: str | None = None,
-                   durable: bool = True) -> LoadReport:
+                   durable: bool = True, snapshot: bool = True) -> LoadReport:
         """Apply a chunk of lines through a plugin's bulk loader; durable on return
-        (unless ``durable`` is False: then the caller awaits ``journal.commit()``).
+        (unless ``durable`` is False: then the caller awaits ``journal.commit()``). With
+        ``snapshot=False`` no snapshot is started here (a file's loader starts one after its last chunk).
 
         The chunk is journaled as one event (its lines verbatim), so a replay
         rebuilds exactly the same states.
@@ -276,7 +277,8 @@ class Herald:
         self.ids.add(event.id, now)
         report = self.engine.load(event)
         self._loaded_lines += report.lines
-        self._maybe_snapshot()
+        if snapshot:
+            self._maybe_snapshot()
         if durable:
             await self.journal.commit()
         else:

@@ -120,12 +120,22 @@ class KafkaProducer:
                 self._recover()
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue a message (non-blocking); :meth:`drained` waits for every queued one."""
+                headers: Sequence[tuple[str, bytes]] | None = None, *, poll: bool = True) -> None:
+        """Queue a message (non-blocking); :meth:`drained` waits for every queued one.
+
+        With ``poll=False`` delivery reports wait for the next :meth:`poll` (a caller producing
+        many messages serves them now and then, not after each one)."""
         if self._fatal or self._failed:
             self._recover()
         self._send(topic, key, value, headers)
+        if poll:
+            self._producer.poll(0)
+
+    def poll(self) -> None:
+        """Serve the delivery reports that arrived (non-blocking); a failed message is produced again."""
         self._producer.poll(0)
+        if self._fatal or self._failed:
+            self._recover()
 
     def drained_blocking(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

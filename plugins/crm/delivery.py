@@ -11,11 +11,14 @@ replay after a crash, which sends a user's latest effects again, changes nothing
 
 Public messages are produced through an idempotent producer keyed by user id
 (order per user holds on the partition); personal fields are sealed with the
-user's key from the :class:`KeyStore` at send time.
+user's key from the :class:`KeyStore` at send time. librdkafka batches and
+sends them from its own thread; its delivery reports are served every
+:data:`PRODUCER_POLL` seconds rather than after each message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -31,7 +34,12 @@ from engine import Context, redact_text, redact_url
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
 
-__all__ = ["Delivery", "CrmRefused"]
+__all__ = ["Delivery", "CrmRefused", "CONCURRENCY"]
+
+#: Users whose effects are delivered at a time (``HERALD_CRM_CONCURRENCY``).
+CONCURRENCY = 16
+#: Seconds between two servings of the public producer's delivery reports.
+PRODUCER_POLL = 0.05
 
 log = logging.getLogger("herald.crm")
 
@@ -43,7 +51,7 @@ class CrmRefused(Exception):
 class Delivery:
     def __init__(self, context: Context, crm_url: str, keys: KeyStore, producer: Any | None, *,
                  headers: dict[str, str] | None = None,
-                 concurrency: int = 16, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
+                 concurrency: int = CONCURRENCY, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
         self.crm_url = crm_url.rstrip("/")
         self.headers = dict(headers or {})  # sent with every CRM call (e.g. the token of Herald's own mock CRM)
         self.keys, self.producer = keys, producer
@@ -53,7 +61,7 @@ class Delivery:
         self._known: set[tuple[str, str]] = set()
         self._active: set[str] = set()
         self._ready_send, self._ready_receive = trio.open_memory_channel[str](math.inf)
-        self._limiter = trio.CapacityLimiter(concurrency)
+        self.concurrency = concurrency
         self.pending = 0
         self._drained = trio.Event()
         self._drained.set()
@@ -86,28 +94,39 @@ class Delivery:
     # -- delivering -------------------------------------------------------------------
 
     async def run(self) -> None:
+        # ``concurrency`` long-lived workers, each draining one user's queue at a time (a user is handed
+        # to one worker only while it is active: their effects stay in order). Each worker has its own
+        # client holding one keep-alive connection: no call waits for a connection or opens one, and no
+        # call pays for a pool that looks over every other worker's connection (a fifth of Herald's time
+        # when the 16 shared one pool).
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as http, \
-                    trio.open_nursery() as nursery:
-                self._http = http
-                async for owner in self._ready_receive:
-                    await self._limiter.acquire_on_behalf_of(owner)
-                    nursery.start_soon(self._drain, owner)
+            async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+                for _ in range(self.concurrency):
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits))
+                    nursery.start_soon(self._worker, http)
+                if self.producer is not None:
+                    nursery.start_soon(self._serve_producer)
         finally:
             if self.producer is not None:  # Herald is stopping: it flushed what it could already
                 self.producer.close()
 
-    async def _drain(self, owner: str) -> None:
-        try:
+    async def _worker(self, http: httpx.AsyncClient) -> None:
+        async for owner in self._ready_receive:
             queue = self._queues[owner]
             while queue:
-                await self._deliver(queue[0])
+                await self._deliver(queue[0], http)
                 queue.popleft()
                 self._done()
             del self._queues[owner]
             self._active.discard(owner)
-        finally:
-            self._limiter.release_on_behalf_of(owner)
+
+    async def _serve_producer(self) -> None:
+        """Serve the producer's delivery reports now and then, instead of after every message."""
+        while True:
+            await trio.sleep(PRODUCER_POLL)
+            self.producer.poll()
 
     def _done(self) -> None:
         self.pending -= 1
@@ -116,14 +135,14 @@ class Delivery:
         if self.pending == 0:
             self._drained.set()
 
-    async def _deliver(self, effect: CrmCall | Publish) -> None:
+    async def _deliver(self, effect: CrmCall | Publish, http: httpx.AsyncClient) -> None:
         attempt = 0
         while True:
             try:
                 if type(effect) is Publish:
                     self._publish(effect)
                 else:
-                    await self._call(effect)
+                    await self._call(effect, http)
                 return
             except CrmRefused as exc:
                 self.refused += 1
@@ -139,8 +158,8 @@ class Delivery:
                     log.warning("%s failed (%s); retry %d in %.1f s", _describe(effect), exc, attempt, delay)
                 await trio.sleep(delay)
 
-    async def _call(self, call: CrmCall) -> None:
-        http, base = self._http, self.crm_url
+    async def _call(self, call: CrmCall, http: httpx.AsyncClient) -> None:
+        base = self.crm_url
         collection = "users" if call.kind in ("user", "delete_user") else "trips"
         if call.kind == "delete_user":
             for trip_id in (call.body or {}).get("trips", ()):
@@ -178,7 +197,7 @@ class Delivery:
             value = {k: v for k, v in value.items() if k not in message.personal}
             value["personal"] = seal(key, message.user_id, personal)
         self.producer.produce(message.topic, message.user_id.encode(),
-                              None if value is None else orjson.dumps(value))
+                              None if value is None else orjson.dumps(value), poll=False)
 
 
 def _describe(effect: CrmCall | Publish) -> str:

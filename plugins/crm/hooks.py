@@ -8,7 +8,7 @@ from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
-from .delivery import Delivery
+from .delivery import CONCURRENCY, Delivery
 from .keystore import KeyStore
 from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
@@ -47,7 +47,8 @@ def _make_parts(context: Context) -> dict[str, Any]:
         if config.admin_token:
             headers["authorization"] = f"Bearer {config.admin_token}"
     return {"keys": keys, "store": CrmStore(), "producer": producer, "bootstrap": bootstrap,
-            "delivery": Delivery(context, crm_url, keys, producer, headers=headers)}
+            "delivery": Delivery(context, crm_url, keys, producer, headers=headers,
+                                 concurrency=config.plugin_setting(PLUGIN, "concurrency", CONCURRENCY, int))}
 
 
 @hookimpl

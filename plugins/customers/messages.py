@@ -155,12 +155,14 @@ def fold_lines(table: StateTable, body: bytes, first_line: int) -> LoadReport:
         try:
             key = message["user_id"]
             seconds = message["timestamp"]
-            if (seconds.__class__ is not int or key.__class__ is not str or not key.isdigit() or not key.isascii()
-                    or key[0] == "0" or len(key) > MAX_ID_DIGITS):
-                raise LookupError
             draft = drafts.get(key)
-            if draft is None:
+            if draft is None:  # a key seen in this chunk was checked already: only new ones are
+                if (key.__class__ is not str or not key.isdigit() or not key.isascii() or key[0] == "0"
+                        or len(key) > MAX_ID_DIGITS):
+                    raise LookupError
                 draft = drafts[key] = CustomerDraft(table.get(key))
+            if seconds.__class__ is not int:
+                raise LookupError
             type_ = message["type"]
             if type_ == "event":
                 message_id, name = message["id"], message["name"]

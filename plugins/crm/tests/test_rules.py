@@ -186,3 +186,66 @@ async def test_internal_messages_reach_the_mock_crm_and_never_enter_through_the_
         assert batch.status_code == 400 and [r["error"]["code"] for r in batch.json()["rejected"]] == ["reserved"] * 2
         assert await herald.flush_sinks(10)
         assert store.data["users"][U]["FirstName"] == "A" and store.calls["create_user"] == 1
+
+
+async def test_the_standalone_mock_answers_like_the_mounted_one():
+    """``herald mock-crm`` answers the API through a bare ASGI front: the same calls get the same
+    answers as the Quart blueprint inside Herald (errors included); other paths still reach Quart."""
+    import httpx
+
+    trip = {"Id": "t1", "UserId": U, "From": None, "To": None, "Price": 1.5,
+            "StartDate": "2023-06-01T09:00:00+03:00", "EndDate": None, "Type": "Rental"}
+    person = {"Id": U, "LastName": "Doe", "FirstName": None, "Email": "d@trafi.com", "LastTripType": None,
+              "LastTripId": None, "LastTripDate": None}
+    script = [
+        ("GET", f"/users/{U}", None, None), ("POST", f"/users/{U}", person, None), ("POST", "/users", person, None),
+        ("POST", "/users", person, None), ("POST", "/users", {**person, "Id": "x", "LastName": None}, None),
+        ("POST", "/users", {**person, "Id": ""}, None), ("POST", "/users", b"not json", None),
+        ("POST", f"/users/{U}", {**person, "Id": "ignored", "FirstName": "Jo"}, None),
+        ("POST", "/trips", trip, None), ("POST", "/trips", {**trip, "Id": "t2", "Price": "1"}, None),
+        ("POST", "/trips", {**trip, "Id": "t3", "StartDate": "yesterday"}, None),
+        ("POST", "/trips", {**trip, "Id": "t4"}, "text/plain"), ("GET", "/trips", None, None),
+        ("GET", "/trips/t1", None, None), ("DELETE", "/trips/t1", None, None), ("DELETE", "/trips/t1", None, None),
+        ("POST", "/_outage", {"down": True}, None), ("GET", "/users", None, None),
+        ("POST", "/_outage", {"down": "yes"}, None), ("POST", "/_outage", {"down": False}, None),
+        ("GET", "/users", None, None), ("GET", "/_calls", None, None),
+    ]
+
+    async def answers(client, prefix: str) -> list:
+        found = []
+        for method, path, body, content_type in script:
+            content = body if isinstance(body, bytes) else None if body is None else orjson.dumps(body)
+            response = await client.request(method, prefix + path, content=content,
+                                            headers={"content-type": content_type or "application/json"})
+            json = response.headers.get("content-type", "").startswith("application/json")
+            found.append((method, path, response.status_code, response.json() if json else response.content))
+        return found
+
+    async with app_client([("crm", hooks)]) as (_, client):
+        mounted = await answers(client, "/mock-crm")
+    store = CrmStore()
+    async with serving(standalone_app(store)) as url, httpx.AsyncClient(base_url=url) as client:
+        alone = await answers(client, "")
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == "Mock CRM"  # Quart, behind the front
+        assert (await client.get("/users/")).status_code == 404
+        assert (await client.put("/users", json=person)).status_code == 405
+    assert alone == mounted
+    assert [status for *_, status, _ in alone][:4] == [404, 404, 201, 409]
+    assert store.data["users"][U]["FirstName"] == "Jo" and store.data["users"][U]["Id"] == U
+    assert store.calls == {"get_user": 1, "create_user": 1, "replace_user": 1, "create_trip": 1, "list_trips": 1,
+                           "get_trip": 1, "delete_trip": 1, "list_users": 1}
+
+
+async def test_a_recording_mock_lists_the_write_calls_in_order():
+    import httpx
+
+    store = CrmStore(record=True)
+    person = {"Id": U, "LastName": "Doe", "FirstName": None, "Email": "d@trafi.com"}
+    async with serving(standalone_app(store)) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.post("/users", json=person)
+        await client.post(f"/users/{U}", json={**person, "FirstName": "Jo"})
+        await client.get("/users")
+        await client.delete(f"/users/{U}")
+        recorded = (await client.get("/_calls")).json()
+    assert [(m, p) for m, p, _ in recorded] == [("POST", "/users"), ("POST", f"/users/{U}"), ("DELETE", f"/users/{U}")]
+    assert orjson.loads(recorded[1][2])["FirstName"] == "Jo"
