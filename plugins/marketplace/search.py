@@ -17,7 +17,7 @@ import os
 import re
 from bisect import bisect_left
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -58,6 +58,9 @@ class SearchIndex:
         self._ends: list[str] = []
         self._views: list[dict[str, Any]] = []
         self._encoded: list[bytes] = []  # each view as JSON, so an answer is a join, not an encode
+        #: Whole answers by query string, for this version (see :meth:`answer`), oldest first.
+        self._answers: dict[bytes, bytes] = {}
+        self._answers_size = 0
         self._epoch = os.urandom(4).hex()  # ETags of another process (or a restart) never match
         self.etag = b""
         #: Seconds a client or proxy may reuse an answer (the provider poll interval).
@@ -73,6 +76,7 @@ class SearchIndex:
         self._ends = [p.end for p in plans]
         self._views = [_view(p) for p in plans]
         self._encoded = [orjson.dumps(v) for v in self._views]
+        self._answers, self._answers_size = {}, 0
         self._built = self.version
         self.etag = f'"{self._epoch}-{self.version}"'.encode()
 
@@ -85,11 +89,41 @@ class SearchIndex:
         """Plans within [starts_at, ends_at] (naive local ISO date-times; None is unbounded)."""
         return [self._views[i] for i in self._positions(starts_at, ends_at)]
 
-    def search_json(self, starts_at: str | None, ends_at: str | None) -> bytes:
-        """The same, as the JSON array of the answer (pre-encoded plans joined)."""
+    def search_json(self, starts_at: str | None, ends_at: str | None, head: bytes = b"", tail: bytes = b"") -> bytes:
+        """The same, as the JSON array of the answer between ``head`` and ``tail``: the pre-encoded
+        plans joined, copied once (a whole feed's answer is megabytes)."""
         positions = self._positions(starts_at, ends_at)
         encoded = self._encoded
-        return b"[" + b",".join([encoded[i] for i in positions]) + b"]"
+        parts = encoded[positions.start:positions.stop] if isinstance(positions, range) else [
+            encoded[i] for i in positions]
+        if not parts:
+            return head + b"[]" + tail
+        # The brackets and the head and tail ride on the first and last plans: one join, one copy.
+        parts[0] = head + b"[" + parts[0]
+        parts[-1] = parts[-1] + b"]" + tail
+        return b",".join(parts)
+
+    def answer(self, query: bytes, build: Callable[[], bytes]) -> bytes:
+        """The answer to ``query`` (a raw query string): ``build()``, kept until the plans change.
+
+        Clients ask the same windows again and again (the ETag says the answer is the same until
+        the plans change): then an answer is a lookup, and the same bytes are sent again instead
+        of a fresh copy each time (a whole feed's answer is megabytes, and 32 fresh copies in
+        flight do not stay in the CPU's caches). At most :data:`ANSWERS_BYTES` are kept, the
+        oldest answers dropped first.
+        """
+        if self._built != self.version:
+            self._rebuild()
+        body = self._answers.get(query)
+        if body is None:
+            body = build()
+            if len(body) <= ANSWERS_BYTES:
+                answers = self._answers
+                while answers and self._answers_size + len(body) > ANSWERS_BYTES:
+                    self._answers_size -= len(answers.pop(next(iter(answers))))
+                answers[query] = body
+                self._answers_size += len(body)
+        return body
 
     def _positions(self, starts_at: str | None, ends_at: str | None) -> range | list[int]:
         if self._built != self.version:
@@ -124,6 +158,9 @@ class SearchIndex:
                 raise SearchError("invalid_parameter", f"{name} is out of range") from None
         return moment.isoformat(timespec="seconds")
 
+
+#: Bytes of answers a :class:`SearchIndex` keeps for the windows asked again.
+ANSWERS_BYTES = 16 * 2**20
 
 #: What ``starts_at`` and ``ends_at`` take: an RFC 3339 date-time, or one without an offset
 #: (the provider's local time), ``T`` or a space between date and time.
@@ -172,15 +209,20 @@ def _answer(index: SearchIndex, scope: dict, ready: bool) -> tuple[int, dict[str
         return 405, _error("method_not_allowed", "use GET"), [(b"allow", b"GET")]
     if not ready:
         return 503, _error("not_ready", "Herald is starting; retry in a moment"), [(b"retry-after", b"1")]
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query_string = scope.get("query_string", b"")
     try:
-        starts_at = index.local(query.get("starts_at"), "starts_at")
-        ends_at = index.local(query.get("ends_at"), "ends_at")
-        if starts_at and ends_at and ends_at < starts_at:
-            raise SearchError("invalid_range", "ends_at must not be before starts_at")
+        return 200, index.answer(query_string, lambda: _search(index, query_string)), None
     except SearchError as exc:
         return 400, _error(exc.code, exc.message), None
-    return 200, b'{"data":{"events":' + index.search_json(starts_at, ends_at) + b'},"error":null}', None
+
+
+def _search(index: SearchIndex, query_string: bytes) -> bytes:
+    query = dict(parse_qsl(query_string.decode("latin-1")))
+    starts_at = index.local(query.get("starts_at"), "starts_at")
+    ends_at = index.local(query.get("ends_at"), "ends_at")
+    if starts_at and ends_at and ends_at < starts_at:
+        raise SearchError("invalid_range", "ends_at must not be before starts_at")
+    return index.search_json(starts_at, ends_at, b'{"data":{"events":', b'},"error":null}')
 
 
 def zone_of(name: str) -> tzinfo:

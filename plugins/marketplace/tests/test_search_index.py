@@ -1,0 +1,65 @@
+"""SearchIndex's JSON answer is exactly the encoding of its search, for every window size."""
+
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from plugins.marketplace.search import SearchIndex
+
+
+class _Context:
+    def __init__(self, plans):
+        self.plans = plans
+
+    def keys(self, plugin):
+        return list(range(len(self.plans)))
+
+    def states(self, keys, plugin):
+        return [(k, self.plans[k]) for k in keys]
+
+
+def _plan(n: int, online: bool = True):
+    day = 1 + n % 28
+    return SimpleNamespace(uuid=f"u{n}", title=f"Plan {n}", start=f"2021-06-{day:02d}T10:00:00",
+                           end=f"2021-06-{day:02d}T12:00:00", min_price=1.5, max_price=None, ever_online=online)
+
+
+@pytest.mark.parametrize("window", [(None, None), ("2021-06-03T00:00:00", None), (None, "2021-06-02T23:00:00"),
+                                    ("2021-06-05T00:00:00", "2021-06-05T23:00:00"),
+                                    ("2021-06-05T00:00:00", "2021-06-05T11:00:00"),
+                                    ("2021-07-01T00:00:00", None)])
+def test_the_json_answer_is_the_search_encoded(window):
+    index = SearchIndex(_Context([_plan(n, online=n % 7 != 3) for n in range(60)]), ZoneInfo("UTC"))
+    head, tail = b'{"data":{"events":', b'},"error":null}'
+    found = index.search(*window)
+    assert orjson.loads(index.search_json(*window, head, tail)) == {"data": {"events": found}, "error": None}
+    assert orjson.loads(index.search_json(*window)) == found
+
+
+def test_answers_are_kept_until_the_plans_change_within_a_bound(monkeypatch):
+    from plugins.marketplace import search
+
+    plans = [_plan(n) for n in range(10)]
+    index = SearchIndex(_Context(plans), ZoneInfo("UTC"))
+    built = []
+
+    def build(tag: bytes):
+        def make() -> bytes:
+            built.append(tag)
+            return tag + b"x" * 10
+        return make
+
+    first = index.answer(b"q=1", build(b"a"))
+    assert index.answer(b"q=1", build(b"b")) is first and built == [b"a"]  # asked again: kept
+    plans.append(_plan(11))
+    index.changed()  # the plans changed: built anew
+    assert index.answer(b"q=1", build(b"c")) == b"c" + b"x" * 10 and built == [b"a", b"c"]
+    monkeypatch.setattr(search, "ANSWERS_BYTES", 15)
+    index.answer(b"q=2", build(b"d"))  # both would be 22 bytes: the oldest (q=1) goes
+    assert index.answer(b"q=2", build(b"e")) == b"d" + b"x" * 10
+    index.answer(b"q=1", build(b"f"))
+    assert built == [b"a", b"c", b"d", b"f"]
+    index.answer(b"big", lambda: b"y" * 16)  # larger than the bound: never kept
+    assert index.answer(b"big", lambda: b"z") == b"z"
