@@ -67,7 +67,10 @@ class _Watched:
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+        # Hypercorn writes each response's end as an empty write (h11 has nothing to send for it
+        # with a Content-Length): that costs a trip through the scheduler and sends nothing.
+        if data:
+            await self.stream.send_all(data)
         self.answered = _now()
 
     async def send_eof(self) -> None:
