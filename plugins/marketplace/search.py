@@ -109,20 +109,24 @@ class SearchIndex:
         Clients ask the same windows again and again (the ETag says the answer is the same until
         the plans change): then an answer is a lookup, and the same bytes are sent again instead
         of a fresh copy each time (a whole feed's answer is megabytes, and 32 fresh copies in
-        flight do not stay in the CPU's caches). At most :data:`ANSWERS_BYTES` are kept, the
-        oldest answers dropped first.
+        flight do not stay in the CPU's caches). At most :data:`ANSWERS_BYTES` are kept, keys and
+        answers and a per-entry overhead counted (a long query string for an empty answer counts
+        as what it holds), the oldest answers dropped first. A ``build()`` that raises (a bad
+        query) keeps nothing.
         """
         if self._built != self.version:
             self._rebuild()
         body = self._answers.get(query)
         if body is None:
             body = build()
-            if len(body) <= ANSWERS_BYTES:
+            cost = _entry_bytes(query, body)
+            if cost <= ANSWERS_BYTES:
                 answers = self._answers
-                while answers and self._answers_size + len(body) > ANSWERS_BYTES:
-                    self._answers_size -= len(answers.pop(next(iter(answers))))
+                while answers and self._answers_size + cost > ANSWERS_BYTES:
+                    oldest = next(iter(answers))
+                    self._answers_size -= _entry_bytes(oldest, answers.pop(oldest))
                 answers[query] = body
-                self._answers_size += len(body)
+                self._answers_size += cost
         return body
 
     def _positions(self, starts_at: str | None, ends_at: str | None) -> range | list[int]:
@@ -161,6 +165,13 @@ class SearchIndex:
 
 #: Bytes of answers a :class:`SearchIndex` keeps for the windows asked again.
 ANSWERS_BYTES = 16 * 2**20
+#: What one kept answer costs beyond its key's and body's bytes: two bytes objects' headers
+#: (33 bytes each) and a dict slot, rounded up.
+ENTRY_OVERHEAD = 128
+
+
+def _entry_bytes(query: bytes, body: bytes) -> int:
+    return len(query) + len(body) + ENTRY_OVERHEAD
 
 #: What ``starts_at`` and ``ends_at`` take: an RFC 3339 date-time, or one without an offset
 #: (the provider's local time), ``T`` or a space between date and time.

@@ -56,10 +56,36 @@ def test_answers_are_kept_until_the_plans_change_within_a_bound(monkeypatch):
     plans.append(_plan(11))
     index.changed()  # the plans changed: built anew
     assert index.answer(b"q=1", build(b"c")) == b"c" + b"x" * 10 and built == [b"a", b"c"]
-    monkeypatch.setattr(search, "ANSWERS_BYTES", 15)
-    index.answer(b"q=2", build(b"d"))  # both would be 22 bytes: the oldest (q=1) goes
+    monkeypatch.setattr(search, "ENTRY_OVERHEAD", 0)
+    monkeypatch.setattr(search, "ANSWERS_BYTES", 25)
+    index.answer(b"q=2", build(b"d"))  # both would be 28 bytes (keys and answers): the oldest (q=1) goes
     assert index.answer(b"q=2", build(b"e")) == b"d" + b"x" * 10
     index.answer(b"q=1", build(b"f"))
     assert built == [b"a", b"c", b"d", b"f"]
-    index.answer(b"big", lambda: b"y" * 16)  # larger than the bound: never kept
+    index.answer(b"big", lambda: b"y" * 23)  # 26 bytes with its key, larger than the bound: never kept
     assert index.answer(b"big", lambda: b"z") == b"z"
+
+
+def test_the_bound_counts_keys_and_entries_not_only_answers(monkeypatch):
+    """Long query strings for tiny answers (any client can send them) do not grow the store past its bound."""
+    from plugins.marketplace import search
+
+    monkeypatch.setattr(search, "ANSWERS_BYTES", 20_000)
+    index = SearchIndex(_Context([_plan(n) for n in range(3)]), ZoneInfo("UTC"))
+    for n in range(1_000):
+        index.answer(b"q=%d&pad=" % n + b"p" * 500, lambda: b"[]")
+        kept = index._answers
+        assert index._answers_size == sum(search._entry_bytes(k, v) for k, v in kept.items()) <= 20_000
+    assert 0 < len(kept) < 1_000 and b"q=999&pad=" + b"p" * 500 in kept  # the newest are kept
+
+
+def test_a_failing_build_keeps_nothing():
+    index = SearchIndex(_Context([_plan(n) for n in range(3)]), ZoneInfo("UTC"))
+
+    def bad() -> bytes:
+        raise ValueError("bad query")
+
+    with pytest.raises(ValueError):
+        index.answer(b"starts_at=yesterday", bad)
+    assert index._answers == {} and index._answers_size == 0
+    assert index.answer(b"starts_at=yesterday", lambda: b"ok") == b"ok"
