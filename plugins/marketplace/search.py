@@ -4,8 +4,9 @@ A plan matches when it lies **within** the range: it starts at or after
 ``starts_at`` and ends at or before ``ends_at`` (the OpenAPI's "events that
 start after / finish before"; the seed's example, 2021-02-01 to 2022-07-03 ->
 291, 322, 1591, agrees). Either bound may be left out. Plans are kept sorted by
-start; a search bisects to the first start in range and walks until starts
-pass ``ends_at``: O(log n + k). The provider is never involved.
+start; a search is bisects (the first start in range, the last plan ending in
+it) and a check of the few plans straddling ``ends_at`` (see
+``SearchIndex._positions``). The provider is never involved.
 
 Served as a raw ASGI route (no framework in the way): the answer costs about
 what a bare ASGI app costs.
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from datetime import datetime, tzinfo
 from typing import Any, Callable
 from urllib.parse import parse_qsl
@@ -56,6 +58,7 @@ class SearchIndex:
         self._built = -1
         self._starts: list[str] = []
         self._ends: list[str] = []
+        self._reach: list[str] = []
         self._views: list[dict[str, Any]] = []
         self._encoded: list[bytes] = []  # each view as JSON, so an answer is a join, not an encode
         #: Whole answers by query string, for this version (see :meth:`answer`), oldest first.
@@ -74,6 +77,7 @@ class SearchIndex:
         plans = sorted((p for p in plans if p.ever_online), key=lambda p: (p.start, p.end, p.uuid))
         self._starts = [p.start for p in plans]
         self._ends = [p.end for p in plans]
+        self._reach = list(accumulate(self._ends, max))  # the latest end so far: sorted
         self._views = [_view(p) for p in plans]
         self._encoded = [orjson.dumps(v) for v in self._views]
         self._answers, self._answers_size = {}, 0
@@ -87,15 +91,18 @@ class SearchIndex:
 
     def search(self, starts_at: str | None, ends_at: str | None) -> list[dict[str, Any]]:
         """Plans within [starts_at, ends_at] (naive local ISO date-times; None is unbounded)."""
-        return [self._views[i] for i in self._positions(starts_at, ends_at)]
+        first, stop, tail = self._positions(starts_at, ends_at)
+        views = self._views
+        return views[first:stop] + [views[i] for i in tail]
 
     def search_json(self, starts_at: str | None, ends_at: str | None, head: bytes = b"", tail: bytes = b"") -> bytes:
         """The same, as the JSON array of the answer between ``head`` and ``tail``: the pre-encoded
         plans joined, copied once (a whole feed's answer is megabytes)."""
-        positions = self._positions(starts_at, ends_at)
+        first, stop, more = self._positions(starts_at, ends_at)
         encoded = self._encoded
-        parts = encoded[positions.start:positions.stop] if isinstance(positions, range) else [
-            encoded[i] for i in positions]
+        parts = encoded[first:stop]
+        if more:
+            parts += [encoded[i] for i in more]
         if not parts:
             return head + b"[]" + tail
         # The brackets and the head and tail ride on the first and last plans: one join, one copy.
@@ -129,20 +136,24 @@ class SearchIndex:
                 self._answers_size += cost
         return body
 
-    def _positions(self, starts_at: str | None, ends_at: str | None) -> range | list[int]:
+    def _positions(self, starts_at: str | None, ends_at: str | None) -> tuple[int, int, list[int]]:
+        """(first, stop, tail): plans ``first:stop`` match, and those of ``tail`` after them.
+
+        Two bisects: from the first start in range to the last plan whose end, and every earlier
+        plan's, is within the range (``_reach`` is the running maximum of the ends, so it is
+        sorted); only the plans after that and starting in range are checked one by one (those
+        few whose hours straddle ``ends_at``, with any longer plan starting before them).
+        """
         if self._built != self.version:
             self._rebuild()
-        starts, ends = self._starts, self._ends
+        starts = self._starts
         first = bisect_left(starts, starts_at) if starts_at else 0
         if ends_at is None:
-            return range(first, len(starts))
-        found = []
-        for i in range(first, len(starts)):
-            if starts[i] > ends_at:
-                break
-            if ends[i] <= ends_at:
-                found.append(i)
-        return found
+            return first, len(starts), []
+        last = bisect_right(starts, ends_at)  # plans from here on start after the range
+        stop = max(first, min(bisect_right(self._reach, ends_at), last))
+        ends = self._ends
+        return first, stop, [i for i in range(stop, last) if ends[i] <= ends_at]
 
     def local(self, raw: str | None, name: str) -> str | None:
         """A query bound as the provider's naive local time (an offset is converted to the provider's zone)."""

@@ -89,3 +89,32 @@ def test_a_failing_build_keeps_nothing():
         index.answer(b"starts_at=yesterday", bad)
     assert index._answers == {} and index._answers_size == 0
     assert index.answer(b"starts_at=yesterday", lambda: b"ok") == b"ok"
+
+
+def test_the_search_is_exactly_containment_whatever_the_durations():
+    """Against the definition, plan by plan: random plans of an hour to a month (a long one's end
+    is later than many later plans' ends), random windows, bounds on and between the instants."""
+    import random
+
+    rng = random.Random(7)
+    plans = []
+    for n in range(300):
+        start = rng.randrange(0, 2_000)
+        end = start + rng.choice((1, 2, 3, 5, 40, 700))
+        plans.append(SimpleNamespace(uuid=f"u{n}", title=f"Plan {n}", start=_instant(start), end=_instant(end),
+                                     min_price=None, max_price=None, ever_online=n % 9 != 4))
+    index = SearchIndex(_Context(plans), ZoneInfo("UTC"))
+    online = sorted((p for p in plans if p.ever_online), key=lambda p: (p.start, p.end, p.uuid))
+    for _ in range(500):
+        lo, hi = sorted(rng.randrange(-10, 2_800) for _ in range(2))
+        window = (rng.choice((_instant(lo), None)), rng.choice((_instant(hi), None)))
+        expected = [p.uuid for p in online if (window[0] is None or p.start >= window[0])
+                    and (window[1] is None or p.end <= window[1])]
+        assert [v["id"] for v in index.search(*window)] == expected, window
+        assert [v["id"] for v in orjson.loads(index.search_json(*window))] == expected
+
+
+def _instant(hours: int) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime(2021, 1, 1) + timedelta(hours=hours)).isoformat()
