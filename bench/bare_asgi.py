@@ -46,14 +46,48 @@ async def app(scope: dict, receive, send) -> None:
     await send(_RESPONSE)
 
 
+def _rotate(path: str) -> None:
+    """Answer 200 with the lines of ``path`` in turn (equal lines share one object, as a store would)."""
+    global app
+    shared: dict[bytes, tuple[dict, dict]] = {}
+    for line in open(path, "rb").read().splitlines():
+        if line and line not in shared:
+            shared[line] = ({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(line)).encode())]},
+                {"type": "http.response.body", "body": line})
+    answers = [shared[line] for line in open(path, "rb").read().splitlines() if line]
+    served = [0]
+
+    async def rotating(scope: dict, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            more = message.get("more_body", False)
+        start, body = answers[served[0] % len(answers)]
+        served[0] += 1
+        await send(start)
+        await send(body)
+
+    app = rotating
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--body-bytes", type=int, default=0,
                         help="answer a JSON body of about this size (to compare with a read endpoint's answers)")
+    parser.add_argument("--bodies", help="answer the lines of this file in rotation (the same bytes as a read "
+                                          "endpoint's answers to a rotation of requests)")
     args = parser.parse_args(argv)
-    if args.body_bytes > len(_BODY):
+    if args.bodies:
+        _rotate(args.bodies)
+    elif args.body_bytes > len(_BODY):
         global _START, _RESPONSE
         body = b'{"id":"x","pad":"' + b"x" * (args.body_bytes - 19) + b'"}'
         _START = {**_START, "headers": [(b"content-type", b"application/json"),

@@ -238,3 +238,23 @@ async def test_at_the_cap_the_silent_go_first_then_the_longest_idle_and_requests
     conn(7)
     assert len(limit) == 3 and not limit._make_room()  # all in a request: the new one is refused
     assert (limit.evicted, limit.refused) == (3, 1)
+
+
+async def test_the_limit_passes_writes_through_and_skips_empty_ones():
+    from web._connlimit import ConnectionLimit, _Watched
+
+    class Stream:
+        socket = None
+
+        def __init__(self):
+            self.sent = []
+
+        async def send_all(self, data):
+            self.sent.append(bytes(data))
+
+    stream = Stream()
+    conn = _Watched(stream, ConnectionLimit(3))  # type: ignore[arg-type]
+    await conn.send_all(b"HTTP/1.1 202 Accepted\r\n\r\n")
+    first = conn.answered
+    await conn.send_all(b"")  # the end of a response with a Content-Length: nothing to write
+    assert stream.sent == [b"HTTP/1.1 202 Accepted\r\n\r\n"] and conn.answered >= first > float("-inf")

@@ -41,6 +41,7 @@ __all__ = ["ConnectionLimit", "install", "ensure_open_files"]
 log = logging.getLogger("herald.server")
 
 _TCPServer = hypercorn.trio.run.TCPServer
+_now = trio.current_time
 
 
 class _Watched:
@@ -53,17 +54,24 @@ class _Watched:
         self.limit = limit
         self.scope = trio.CancelScope()
         self.heard = self.answered = -math.inf
+        #: Not a byte received yet (then the limit holds it among the silent ones).
+        self.unheard = True
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self.stream.receive_some(max_bytes)
         if data:
-            self.heard = trio.current_time()
-            self.limit.heard_from(self)
+            self.heard = _now()
+            if self.unheard:
+                self.unheard = False
+                self.limit.heard_from(self)
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
-        self.answered = trio.current_time()
+        # Hypercorn writes each response's end as an empty write (h11 has nothing to send for it
+        # with a Content-Length): that costs a trip through the scheduler and sends nothing.
+        if data:
+            await self.stream.send_all(data)
+        self.answered = _now()
 
     async def send_eof(self) -> None:
         await self.stream.send_eof()

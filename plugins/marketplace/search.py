@@ -4,8 +4,9 @@ A plan matches when it lies **within** the range: it starts at or after
 ``starts_at`` and ends at or before ``ends_at`` (the OpenAPI's "events that
 start after / finish before"; the seed's example, 2021-02-01 to 2022-07-03 ->
 291, 322, 1591, agrees). Either bound may be left out. Plans are kept sorted by
-start; a search bisects to the first start in range and walks until starts
-pass ``ends_at``: O(log n + k). The provider is never involved.
+start; a search is bisects (the first start in range, the last plan ending in
+it) and a check of the few plans straddling ``ends_at`` (see
+``SearchIndex._positions``). The provider is never involved.
 
 Served as a raw ASGI route (no framework in the way): the answer costs about
 what a bare ASGI app costs.
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -56,8 +58,14 @@ class SearchIndex:
         self._built = -1
         self._starts: list[str] = []
         self._ends: list[str] = []
+        self._reach: list[str] = []
         self._views: list[dict[str, Any]] = []
         self._encoded: list[bytes] = []  # each view as JSON, so an answer is a join, not an encode
+        self._joined = memoryview(b"")
+        self._offsets: list[int] = [0]
+        #: Whole answers by query string, for this version (see :meth:`answer`), oldest first.
+        self._answers: dict[bytes, bytes] = {}
+        self._answers_size = 0
         self._epoch = os.urandom(4).hex()  # ETags of another process (or a restart) never match
         self.etag = b""
         #: Seconds a client or proxy may reuse an answer (the provider poll interval).
@@ -71,8 +79,13 @@ class SearchIndex:
         plans = sorted((p for p in plans if p.ever_online), key=lambda p: (p.start, p.end, p.uuid))
         self._starts = [p.start for p in plans]
         self._ends = [p.end for p in plans]
+        self._reach = list(accumulate(self._ends, max))  # the latest end so far: sorted
         self._views = [_view(p) for p in plans]
         self._encoded = [orjson.dumps(v) for v in self._views]
+        # All of them joined, and where each begins: a run of plans is one contiguous copy.
+        self._joined = memoryview(b",".join(self._encoded))
+        self._offsets = [0, *accumulate(len(e) + 1 for e in self._encoded)]
+        self._answers, self._answers_size = {}, 0
         self._built = self.version
         self.etag = f'"{self._epoch}-{self.version}"'.encode()
 
@@ -83,28 +96,70 @@ class SearchIndex:
 
     def search(self, starts_at: str | None, ends_at: str | None) -> list[dict[str, Any]]:
         """Plans within [starts_at, ends_at] (naive local ISO date-times; None is unbounded)."""
-        return [self._views[i] for i in self._positions(starts_at, ends_at)]
+        first, stop, tail = self._positions(starts_at, ends_at)
+        views = self._views
+        return views[first:stop] + [views[i] for i in tail]
 
-    def search_json(self, starts_at: str | None, ends_at: str | None) -> bytes:
-        """The same, as the JSON array of the answer (pre-encoded plans joined)."""
-        positions = self._positions(starts_at, ends_at)
+    def search_json(self, starts_at: str | None, ends_at: str | None, head: bytes = b"", tail: bytes = b"") -> bytes:
+        """The same, as the JSON array of the answer between ``head`` and ``tail``: the pre-encoded
+        plans, copied once and mostly as one contiguous slice (a whole feed's answer is megabytes)."""
+        first, stop, more = self._positions(starts_at, ends_at)
         encoded = self._encoded
-        return b"[" + b",".join([encoded[i] for i in positions]) + b"]"
+        if stop > first:  # the run first:stop is one slice of the joined plans: one contiguous copy
+            offsets = self._offsets
+            parts = [head + b"[", self._joined[offsets[first]:offsets[stop] - 1]]
+            if more:
+                parts.append(b"," + b",".join([encoded[i] for i in more]))
+            parts.append(b"]" + tail)
+            return b"".join(parts)
+        if more:
+            return head + b"[" + b",".join([encoded[i] for i in more]) + b"]" + tail
+        return head + b"[]" + tail
 
-    def _positions(self, starts_at: str | None, ends_at: str | None) -> range | list[int]:
+    def answer(self, query: bytes, build: Callable[[], bytes]) -> bytes:
+        """The answer to ``query`` (a raw query string): ``build()``, kept until the plans change.
+
+        Clients ask the same windows again and again (the ETag says the answer is the same until
+        the plans change): then an answer is a lookup, and the same bytes are sent again instead
+        of a fresh copy each time (a whole feed's answer is megabytes, and 32 fresh copies in
+        flight do not stay in the CPU's caches). At most :data:`ANSWERS_BYTES` are kept, keys and
+        answers and a per-entry overhead counted (a long query string for an empty answer counts
+        as what it holds), the oldest answers dropped first. A ``build()`` that raises (a bad
+        query) keeps nothing.
+        """
         if self._built != self.version:
             self._rebuild()
-        starts, ends = self._starts, self._ends
+        body = self._answers.get(query)
+        if body is None:
+            body = build()
+            cost = _entry_bytes(query, body)
+            if cost <= ANSWERS_BYTES:
+                answers = self._answers
+                while answers and self._answers_size + cost > ANSWERS_BYTES:
+                    oldest = next(iter(answers))
+                    self._answers_size -= _entry_bytes(oldest, answers.pop(oldest))
+                answers[query] = body
+                self._answers_size += cost
+        return body
+
+    def _positions(self, starts_at: str | None, ends_at: str | None) -> tuple[int, int, list[int]]:
+        """(first, stop, tail): plans ``first:stop`` match, and those of ``tail`` after them.
+
+        Two bisects: from the first start in range to the last plan whose end, and every earlier
+        plan's, is within the range (``_reach`` is the running maximum of the ends, so it is
+        sorted); only the plans after that and starting in range are checked one by one (those
+        few whose hours straddle ``ends_at``, with any longer plan starting before them).
+        """
+        if self._built != self.version:
+            self._rebuild()
+        starts = self._starts
         first = bisect_left(starts, starts_at) if starts_at else 0
         if ends_at is None:
-            return range(first, len(starts))
-        found = []
-        for i in range(first, len(starts)):
-            if starts[i] > ends_at:
-                break
-            if ends[i] <= ends_at:
-                found.append(i)
-        return found
+            return first, len(starts), []
+        last = bisect_right(starts, ends_at)  # plans from here on start after the range
+        stop = max(first, min(bisect_right(self._reach, ends_at), last))
+        ends = self._ends
+        return first, stop, [i for i in range(stop, last) if ends[i] <= ends_at]
 
     def local(self, raw: str | None, name: str) -> str | None:
         """A query bound as the provider's naive local time (an offset is converted to the provider's zone)."""
@@ -124,6 +179,16 @@ class SearchIndex:
                 raise SearchError("invalid_parameter", f"{name} is out of range") from None
         return moment.isoformat(timespec="seconds")
 
+
+#: Bytes of answers a :class:`SearchIndex` keeps for the windows asked again.
+ANSWERS_BYTES = 16 * 2**20
+#: What one kept answer costs beyond its key's and body's bytes: two bytes objects' headers
+#: (33 bytes each) and a dict slot, rounded up.
+ENTRY_OVERHEAD = 128
+
+
+def _entry_bytes(query: bytes, body: bytes) -> int:
+    return len(query) + len(body) + ENTRY_OVERHEAD
 
 #: What ``starts_at`` and ``ends_at`` take: an RFC 3339 date-time, or one without an offset
 #: (the provider's local time), ``T`` or a space between date and time.
@@ -172,15 +237,20 @@ def _answer(index: SearchIndex, scope: dict, ready: bool) -> tuple[int, dict[str
         return 405, _error("method_not_allowed", "use GET"), [(b"allow", b"GET")]
     if not ready:
         return 503, _error("not_ready", "Herald is starting; retry in a moment"), [(b"retry-after", b"1")]
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query_string = scope.get("query_string", b"")
     try:
-        starts_at = index.local(query.get("starts_at"), "starts_at")
-        ends_at = index.local(query.get("ends_at"), "ends_at")
-        if starts_at and ends_at and ends_at < starts_at:
-            raise SearchError("invalid_range", "ends_at must not be before starts_at")
+        return 200, index.answer(query_string, lambda: _search(index, query_string)), None
     except SearchError as exc:
         return 400, _error(exc.code, exc.message), None
-    return 200, b'{"data":{"events":' + index.search_json(starts_at, ends_at) + b'},"error":null}', None
+
+
+def _search(index: SearchIndex, query_string: bytes) -> bytes:
+    query = dict(parse_qsl(query_string.decode("latin-1")))
+    starts_at = index.local(query.get("starts_at"), "starts_at")
+    ends_at = index.local(query.get("ends_at"), "ends_at")
+    if starts_at and ends_at and ends_at < starts_at:
+        raise SearchError("invalid_range", "ends_at must not be before starts_at")
+    return index.search_json(starts_at, ends_at, b'{"data":{"events":', b'},"error":null}')
 
 
 def zone_of(name: str) -> tzinfo:

@@ -89,6 +89,47 @@ async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_
             assert view["end"] == "2021-07-31T21:20:00" and view["ever_online"] is True
 
 
+async def test_a_poll_that_changes_a_plan_replaces_the_kept_answers(tmp_path):
+    with MockProvider(feeds(tmp_path, "response_1.xml", "response_2.xml"), once=True).running() as provider:
+        async with market(provider.url) as (herald, client):
+            await first_poll(herald)
+            query = {"starts_at": "2021-07-31T00:00:00"}
+            before = await client.get("/search", params=query)
+            assert (await client.get("/search", params=query)).content == before.content  # kept, asked again
+            assert (await poll(herald))["changed"] == 1  # Los Morancos changed
+            after = await client.get("/search", params=query)
+            assert after.headers["etag"] != before.headers["etag"] and after.content != before.content
+            [morancos] = after.json()["data"]["events"]
+            assert (morancos["end_time"], morancos["min_price"], morancos["max_price"]) == ("21:20:00", 65.0, 75.0)
+
+
+async def test_query_strings_meaning_the_same_window_get_the_same_answer(tmp_path):
+    with MockProvider(feeds(tmp_path, "response_1.xml", "response_2.xml"), once=True).running() as provider:
+        async with market(provider.url) as (herald, client):
+            await first_poll(herald)
+            await poll(herald)
+            variants = ["starts_at=2021-02-01T00:00:00Z&ends_at=2022-07-03T00:00:00Z",
+                        "ends_at=2022-07-03T00:00:00Z&starts_at=2021-02-01T00:00:00Z",
+                        "starts_at=2021-02-01T00%3A00%3A00Z&ends_at=2022-07-03T00%3A00%3A00Z",
+                        "starts_at=2021-02-01T00:00:00.000Z&ends_at=2022-07-03T00:00:00.000Z",
+                        "starts_at=2021-02-01T01:00:00%2B01:00&ends_at=2022-07-03T00:00:00Z",
+                        "starts_at=2021-02-01T00:00:00Z&ends_at=2022-07-03T00:00:00Z&other=1"]
+            answers = set()
+            for _ in range(2):  # built, then kept
+                for variant in variants:
+                    response = await client.get(f"/search?{variant}")
+                    assert response.status_code == 200, (variant, response.text)
+                    answers.add(response.content)
+            [answer] = answers
+            assert [e["title"] for e in httpx.Response(200, content=answer).json()["data"]["events"]] == [
+                "Pantomima Full", "Camela en concierto", "Los Morancos"]
+            # A bad variant is still an error each time, and does not disturb the kept answers.
+            for _ in range(2):
+                bad = await client.get("/search?starts_at=2021-02-01T00:00:00Z&ends_at=2020-07-03T00:00:00Z")
+                assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_range"
+            assert (await client.get(f"/search?{variants[0]}")).content == answer
+
+
 async def test_an_offline_plan_is_never_searchable_even_when_well_formed(tmp_path):
     offline = replace(CAMELA, base_id="900", plan_id="901", title="Offline but valid", sell_mode="offline")
     directory = write_feeds(tmp_path / "feeds", document(CAMELA, offline))
