@@ -149,8 +149,8 @@ WINDOWS = 400
 
 def _windows(span: timedelta | None, count: int, seed: int) -> list[tuple[str, str]]:
     """``count`` windows of ``span`` as (prefix, suffix) of a path around a counter that wrk fills
-    in: the counter is a fraction of a second on ``starts_at``, which Herald truncates (the same
-    window, a query string never seen before: the answer store is bypassed). The whole feed is
+    in: the counter is a fraction of a second on ``starts_at``, which Herald rounds up to the next second (a
+    window one second shorter, a query string never seen before: the answer store is bypassed). The whole feed is
     asked from before its first plan, without ``ends_at``."""
     if span is None:
         return [("/search?starts_at=2020-12-01T00:00:00.", "Z")]

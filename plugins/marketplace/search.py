@@ -18,7 +18,7 @@ import os
 import re
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
@@ -176,6 +176,13 @@ class SearchIndex:
             try:
                 moment = moment.astimezone(self.zone).replace(tzinfo=None)
             except OverflowError:  # at the ends of the calendar
+                raise SearchError("invalid_parameter", f"{name} is out of range") from None
+        if moment.microsecond and name == "starts_at":
+            # Plans' times are whole seconds: one starts at or after 12:00:00.5 iff at or after 12:00:01
+            # (``ends_at`` rounds down, which the truncation below does).
+            try:
+                moment += timedelta(seconds=1)
+            except OverflowError:
                 raise SearchError("invalid_parameter", f"{name} is out of range") from None
         return moment.isoformat(timespec="seconds")
 

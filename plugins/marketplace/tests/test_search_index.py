@@ -118,3 +118,14 @@ def _instant(hours: int) -> str:
     from datetime import datetime, timedelta
 
     return (datetime(2021, 1, 1) + timedelta(hours=hours)).isoformat()
+
+
+def test_a_fraction_of_a_second_bounds_the_window_exactly():
+    """Plans' times are whole seconds: a plan starting at 10:00:00 does not start at or after
+    10:00:00.5, and one ending at 12:00:00 ends at or before 12:00:00.5."""
+    index = SearchIndex(_Context([_plan(4)]), ZoneInfo("UTC"))  # 2021-06-05 10:00 to 12:00
+    assert index.local("2021-06-05T10:00:00.5Z", "starts_at") == "2021-06-05T10:00:01"
+    assert index.local("2021-06-05T12:00:00.5Z", "ends_at") == "2021-06-05T12:00:00"
+    assert index.search(index.local("2021-06-05T10:00:00.5Z", "starts_at"), None) == []
+    assert len(index.search(index.local("2021-06-05T10:00:00Z", "starts_at"),
+                            index.local("2021-06-05T12:00:00.5Z", "ends_at"))) == 1
