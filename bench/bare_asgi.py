@@ -31,17 +31,24 @@ _START = {
 _RESPONSE = {"type": "http.response.body", "body": _BODY}
 
 
+async def _read_body(receive) -> bool:
+    """Read the request's body to its end; False if the client went away first."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        more = message.get("more_body", False)
+    return True
+
+
 async def app(scope: dict, receive, send) -> None:
     """Answer every HTTP request with 202 once its body is in; accept the lifespan protocol."""
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
         return
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        more = message.get("more_body", False)
+    if not await _read_body(receive):
+        return
     await send(_START)
     await send(_RESPONSE)
 
@@ -62,12 +69,8 @@ def _rotate(path: str) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
             return
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            more = message.get("more_body", False)
+        if not await _read_body(receive):
+            return
         start, body = answers[served[0] % len(answers)]
         served[0] += 1
         await send(start)
