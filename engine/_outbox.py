@@ -150,7 +150,7 @@ class NotifyExecutor:
 def effect_key(effect: Effect) -> str:
     """An effect's idempotency key: its own, or a digest of its content."""
     key = getattr(effect, "idempotency_key", None)
-    if isinstance(key, str) and key:
+    if key.__class__ is str and key:
         return key
     digest = hashlib.sha256(orjson.dumps(converter.unstructure(effect), option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"{type(effect).__name__}:{digest[:32]}"
@@ -166,24 +166,15 @@ def _effect_body(effect: Effect) -> bytes:
 
 
 def _fields_of(effect: Effect) -> dict[str, Any]:
-    """An effect's fields as a dict, not recursing (``attrs.asdict(recurse=False)``, by a function
-    made once per class: asdict's generality costs more than the encoding)."""
-    cls = type(effect)
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = _FIELDS[cls] = _fields_function(cls)
-    return fields(effect)
+    """An effect's fields as a dict, not recursing (``attrs.asdict(recurse=False)`` over the field
+    names found once per class: asdict's generality costs more than the encoding)."""
+    names = _FIELDS.get(type(effect))
+    if names is None:
+        names = _FIELDS[type(effect)] = tuple(field.name for field in attrs.fields(type(effect)))
+    return {name: getattr(effect, name) for name in names}
 
 
-def _fields_function(cls: type) -> Callable[[Any], dict[str, Any]]:
-    names = [field.name for field in attrs.fields(cls)]
-    if not all(name.isidentifier() for name in names):
-        return lambda effect: attrs.asdict(effect, recurse=False)
-    body = ", ".join(f"{name!r}: e.{name}" for name in names)
-    return eval(f"lambda e: {{{body}}}")  # noqa: S307 (field names of an attrs class, checked above)
-
-
-_FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 @attrs.define(slots=True)
@@ -251,9 +242,7 @@ class Outbox:
             return
         now = time.time()
         if self.journal.enabled:
-            key = getattr(effect, "idempotency_key", None)
-            self.journal.add_effect(key if key.__class__ is str and key else effect_key(effect), cls.__name__,
-                                    _effect_body(effect), now, effect)
+            self.journal.add_effect(effect_key(effect), cls.__name__, _effect_body(effect), now, effect)
         else:
             self._ids += 1
             self._push(_Item(self._ids, effect, 0, now, now))
