@@ -422,6 +422,11 @@ async def test_the_eye_works_across_nodes_tokens_events_and_errors(kafka_bootstr
         made = await client.post(nodes[0].url + "/v1/admin/tokens", json={"name": "web"})
         assert made.status_code in (200, 201), made.text
         auth = {"authorization": f"Token {made.json()['token']}"}
+        # The token is an actor of the node that made it; the other node knows it once its replica
+        # has caught up (eventually consistent, docs/cluster.md): wait for that, then use it there.
+        with trio.fail_after(30):
+            while (await client.get(nodes[1].url + "/api/events?limit=1", headers=auth)).status_code == 401:
+                await trio.sleep(0.1)
         now = datetime.now(timezone.utc).isoformat()
         for i in range(20):
             event = {"session_id": f"s{i % 4}", "category": "page interaction", "name": "pageview",
