@@ -48,7 +48,7 @@ import trio
 
 from . import _snapshot as snapshots
 from ._config import ConfigError
-from ._dedupe import IdWindow
+from ._dedupe import IdWindow, Recent
 from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
@@ -179,11 +179,10 @@ class Shard:
             except Exception as exc:  # never written by Herald: skip it, loudly, and go on
                 log.error("partition %d offset %d: not an event (%s); skipped", self.number, message.offset(), exc)
             else:
-                if event.id in self.ids:
+                if not self.ids.remember(event.key, event.id, wall):  # a repeat of (key, id)
                     self.duplicates += 1
                     self.cluster.herald.metrics.duplicates.inc()
                 else:
-                    self.ids.add(event.id, wall)
                     engine.apply(event, wall)
                     self.applied += 1
                     self.dirty = True
@@ -212,7 +211,7 @@ class Shard:
         self.wall = float(doc["wall"])
         self.offset = int(doc["offset"])
         self.checkpointed_offset = self.offset
-        self.ids.restore((tuple(pair) for pair in doc["snapshot"].get("ids", ())), self.wall)
+        self.ids.restore(Recent.of_snapshot(doc["snapshot"]), self.wall)
         kinds = self.cluster.herald.outbox.kinds
         effects = []
         for kind, data in doc.get("pending", ()):

@@ -196,7 +196,7 @@ class Herald:
             raise JournalError("the journal is being replayed (starting or recovering); try again shortly")
 
     def _apply(self, events: Sequence[Event]) -> list[bool]:
-        """Apply events whose ids are new, in memory; return which were duplicates.
+        """Apply events whose (key, id) is new, in memory; return which were duplicates.
 
         Raises :class:`JournalError` (nothing applied) while the journal cannot be
         written, and :class:`InvalidEvent` (nothing applied) if an event's data
@@ -218,16 +218,15 @@ class Herald:
                 raise
         else:
             encoded = [None] * len(events)
-        seen = self.ids
+        remember = self.ids.remember
         now = self.utcnow()
         duplicates = []
         try:
             for event, data in zip(events, encoded):
-                if event.id in seen:
+                if not remember(event.key, event.id, now):  # a repeat of (key, id)
                     self.metrics.duplicates.inc()
                     duplicates.append(True)
                     continue
-                seen.add(event.id, now)
                 self._data = data
                 self.engine.apply(event)
                 duplicates.append(False)
@@ -238,7 +237,7 @@ class Herald:
 
     async def accept(self, events: Sequence[Event | dict[str, Any]], *, applied: bool = False) -> list[bool]:
         """Apply events and wait until they are durable (what a 202 means); return which were
-        repeats of an id already accepted. Raw JSON objects are parsed first, as a trusted
+        repeats of a (key, id) already accepted. Raw JSON objects are parsed first, as a trusted
         source's (internal types allowed: the public routes parse with their own rule).
 
         In a cluster, durable means acknowledged by the broker, and the events are applied by
@@ -274,7 +273,7 @@ class Herald:
         if source:
             data["source"] = source
         event = Event(new_event_id(), LOAD_TYPE, loader, stamp, data, stamp)
-        self.ids.add(event.id, now)
+        self.ids.remember(event.key, event.id, now)
         report = self.engine.load(event)
         self._loaded_lines += report.lines
         if snapshot:

@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from . import _snapshot as snapshots
+from ._dedupe import Recent
 from ._engine import Engine
 from ._journal import Journal
 
@@ -29,12 +30,13 @@ CHUNK = 20_000
 @attrs.define
 class Replayed:
     """What a replay restored: the snapshot's position, the last event's, and the event ids
-    still to be recognised as repeats (``(accepted at, id)``, oldest first)."""
+    still to be recognised as repeats (the snapshot's, then each replayed event's ``(key, id)``
+    at its receipt: events journaled before ids were scoped by key have their key in the journal too)."""
 
     snapshot_seq: int = 0
     last_seq: int = 0
     events: int = 0
-    ids: list[tuple[float, str]] = attrs.field(factory=list)
+    ids: Recent = attrs.field(factory=Recent)
 
 
 async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, record: bool = False,
@@ -53,7 +55,7 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
                 position = rows[-1][0]
                 await send.send(rows)
 
-    ids = result.ids
+    ids_at, ids = result.ids.at, result.ids.pairs
     collecting = gc.isenabled()
     # Replaying builds a heap of long-lived objects (actors, states, timers) and no garbage
     # cycles: the collector would only walk them again and again. It runs again after.
@@ -63,7 +65,8 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
             if doc is not None:
                 result.snapshot_seq, wall = snapshots.restore(engine, doc)
                 engine.replayed_up_to(wall)  # the wall goes on from here at least, even with no event after it
-                ids.extend(doc.get("ids", ()))
+                result.ids = Recent.of_snapshot(doc)
+                ids_at, ids = result.ids.at, result.ids.pairs
             result.last_seq = result.snapshot_seq
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_ahead, result.snapshot_seq)
@@ -71,7 +74,9 @@ async def replay(source: Journal, engine: Engine, *, snapshot: bool = True, reco
                     apply = engine.apply
                     for _seq, event, arrival, _ts, _received in rows:
                         apply(event, arrival)
-                    ids.extend([(row[4], row[1].id) for row in rows])  # (received, id): the dedupe window's pairs
+                    # The dedupe window's entries: each event's (key, id), at its receipt.
+                    ids_at.extend([row[4] for row in rows])
+                    ids.extend([(row[1].key, row[1].id) for row in rows])
                     result.last_seq = rows[-1][0]
                     result.events += len(rows)
                     if on_chunk is not None:

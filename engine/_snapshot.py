@@ -16,6 +16,7 @@ import attrs
 import orjson
 
 from ._actor import Actor
+from ._dedupe import Recent
 from ._engine import Engine
 from ._event import converter
 from ._timers import timers_of
@@ -23,6 +24,9 @@ from ._timers import timers_of
 __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 
 #: 2: a clock per actor (its offset) and the stream clock, instead of one engine clock.
+#: Within 2, ``keyed_ids`` was added (the dedupe window's ``(key, id)`` pairs): a snapshot
+#: without it (older) has only ``ids``, ids without their key, which count for every key
+#: (:class:`engine._dedupe.Recent`). Additive: the format and the meaning of ``ids`` stay.
 FORMAT = 2
 
 
@@ -34,10 +38,10 @@ class Capture:
     stream: tuple[float | None, float]
     real: float
     actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None, float | None]]
-    ids: list[tuple[str, float]] = attrs.field(factory=list)
+    ids: Recent = attrs.field(factory=Recent)
 
 
-def capture(engine: Engine, seq: int, ids: list[tuple[str, float]] | None = None, real: float | None = None) -> Capture:
+def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | None = None) -> Capture:
     """A consistent copy of the engine at journal position ``seq`` (with the event
     ids still to be recognised as repeats, which outlive the compacted journal)."""
     actors = [
@@ -52,7 +56,7 @@ def capture(engine: Engine, seq: int, ids: list[tuple[str, float]] | None = None
         for actor in engine.actors.values()
     ]
     return Capture(seq, engine.wall(), engine.stream.state(), time.time() if real is None else real, actors,
-                   list(ids or ()))
+                   ids if ids is not None else Recent())
 
 
 def encode(snap: Capture) -> bytes:
@@ -63,7 +67,7 @@ def encode(snap: Capture) -> bytes:
         actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown, offset))
     return orjson.dumps(
         {"format": FORMAT, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
-         "actors": actors, "ids": snap.ids}
+         "actors": actors, **snap.ids.to_snapshot()}
     )
 
 

@@ -1,31 +1,74 @@
-"""The dedupe window's bulk restore leaves what adding the pairs one by one leaves."""
+"""The dedupe window: scoped by (key, id), and its bulk restore leaves what adding one by one leaves."""
 
 from hypothesis import given, settings, strategies as st
 
-from engine._dedupe import IdWindow
+from engine._dedupe import IdWindow, Recent
 
 
-def _one_by_one(window: IdWindow, pairs, now):
-    # The restore before it was done in bulk: add each pair, pruning as add does.
-    for at, event_id in pairs:
-        window._ids[event_id] = at
-        window._order.append((at, event_id))
-        if len(window._order) > window.limit or window._order[0][0] < at - window.retention:
-            window._prune(at)
+def _one_by_one(window: IdWindow, recent: Recent, now):
+    # The restore before it was done in bulk: add each entry, pruning as remember does.
+    for at, event_id in recent.unkeyed:
+        window._unkeyed[event_id] = at
+        window._unkeyed_order.append((at, event_id))
+        window._prune(at)
+    for at, pair in zip(recent.at, recent.pairs):
+        window._ids[pair] = at
+        window._at.append(at)
+        window._pairs.append(pair)
+        window._prune(at)
     window._prune(now)
 
 
-_pairs = st.lists(st.tuples(st.integers(0, 400).map(float), st.sampled_from("abcdefghij")), max_size=60).map(
-    # a repeated id is repeated at another instant (the journal never holds an id twice in one receipt)
-    lambda pairs: list({(at, i): None for at, i in pairs}))
+def _entries(draw_keys):
+    return st.lists(st.tuples(st.integers(0, 400).map(float), draw_keys, st.sampled_from("abcdefghij")), max_size=60).map(
+        # a repeated entry is repeated at another instant (the journal never holds an id twice in one receipt)
+        lambda entries: sorted({(at, k, i): None for at, k, i in entries}))
 
 
 @settings(max_examples=500, deadline=None)
-@given(_pairs, st.integers(1, 20), st.sampled_from([10.0, 100.0, 1000.0]), st.integers(0, 500).map(float))
-def test_bulk_restore_equals_adding_one_by_one(pairs, limit, retention, later):
+@given(_entries(st.sampled_from("xyz")), _entries(st.none()), st.integers(1, 20), st.sampled_from([10.0, 100.0, 1000.0]),
+       st.integers(0, 500).map(float))
+def test_bulk_restore_equals_adding_one_by_one(keyed, unkeyed, limit, retention, later):
+    # Unkeyed ids come from a snapshot written before the scoping: older than every keyed one.
+    shift = max([at for at, _, _ in unkeyed], default=0.0)
+    keyed = [(at + shift, k, i) for at, k, i in keyed]
+    recent = Recent([at for at, _, _ in keyed], [(k, i) for _, k, i in keyed], [(at, i) for at, _, i in unkeyed])
     bulk, single = IdWindow(retention, limit), IdWindow(retention, limit)
-    now = max([at for at, _ in pairs], default=0.0) + later
-    bulk.restore(pairs, now)
-    _one_by_one(single, pairs, now)
-    assert bulk._ids == single._ids
-    assert [tuple(p) for p in bulk.items()] == [tuple(p) for p in single.items()]
+    now = max([at for at, _, _ in keyed + unkeyed], default=0.0) + later
+    bulk.restore(recent, now)
+    _one_by_one(single, recent, now)
+    assert bulk._ids == single._ids and bulk._unkeyed == single._unkeyed
+    assert bulk.items() == single.items()
+    assert len(bulk) <= limit
+
+
+def test_an_id_is_a_repeat_only_for_the_key_that_used_it():
+    window = IdWindow(100.0, 10)
+    assert window.remember("attacker", "order-1001", 1.0)
+    assert window.remember("victim", "order-1001", 2.0)  # another key's id: new
+    assert not window.remember("victim", "order-1001", 3.0)  # the same (key, id): a repeat
+    assert not window.remember("attacker", "order-1001", 3.0)
+    assert window.seen("victim", "order-1001") and not window.seen("third", "order-1001")
+
+
+def test_ids_from_an_older_snapshot_repeat_for_every_key_until_they_expire():
+    window = IdWindow(100.0, 10)
+    # Main's snapshots hold ``ids`` only: [accepted at, id], no key.
+    window.restore(Recent.of_snapshot({"ids": [[50.0, "old"]]}), 60.0)
+    assert window.seen("anyone", "old")
+    assert not window.remember("anyone", "old", 100.0)
+    assert window.remember("anyone", "new", 149.0)
+    assert window.remember("anyone", "newer", 151.0)  # pruning as it goes: "old" (50 + 100 < 151) expired
+    assert window.remember("anyone", "old", 152.0)
+    assert window.items().unkeyed == []
+
+
+def test_a_snapshot_keeps_pairs_and_unkeyed_ids_apart():
+    window = IdWindow(100.0, 10)
+    window.restore(Recent.of_snapshot({"ids": [[1.0, "old"]]}), 2.0)
+    window.remember("k", "new", 3.0)
+    stored = window.items().to_snapshot()
+    assert stored == {"ids": [(1.0, "old")], "keyed_ids": {"at": [3.0], "ids": [("k", "new")]}}
+    again = IdWindow(100.0, 10)
+    again.restore(Recent.of_snapshot({"ids": [[1.0, "old"]], "keyed_ids": {"at": [3.0], "ids": [["k", "new"]]}}), 4.0)
+    assert again.items() == window.items()
