@@ -81,3 +81,71 @@ def test_serve_refuses_bulk_loads_in_a_cluster(tmp_path):
     args = parser.parse_args(["--cluster", "127.0.0.1:9092", "--load", f"customers={data}"])
     with pytest.raises(ConfigError, match="--load is not supported in a cluster"):
         cli.serve_config(args)
+
+
+class _Message:
+    """What a shard reads of a Kafka message: its value, offset and timestamp (ms)."""
+
+    def __init__(self, value: bytes, offset: int, ms: int) -> None:
+        self._value, self._offset, self._ms = value, offset, ms
+
+    def value(self) -> bytes:
+        return self._value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ms)
+
+
+def _shard(retention: float = 86_400.0):
+    from engine import Herald, PluginHost
+    from engine._cluster import Shard
+
+    config = Config(cluster="127.0.0.1:9", dedupe_retention=retention)
+    return Shard(Herald(config, PluginHost.from_objects(config, [])).cluster, 0)
+
+
+def _feed(shard, *pairs: tuple[str, str], at: float) -> None:
+    """Apply ``(key, id)`` events to the shard as its partition's next messages, ``at`` (POSIX seconds)."""
+    for key, event_id in pairs:
+        stamp = datetime.fromtimestamp(at, UTC)
+        value = encode_event(Event(event_id, "ping", key, stamp, {}, stamp))
+        shard.apply(_Message(value, shard.offset, int(at * 1000)))
+
+
+def test_a_shard_drops_repeats_of_a_key_and_id_only_and_its_checkpoint_keeps_them_apart():
+    import orjson
+
+    from engine._cluster import Shard
+
+    t0 = datetime(2021, 3, 1, 8, tzinfo=UTC).timestamp()
+    shard = _shard()
+    # Keys of one partition: the same id from another key is another event.
+    _feed(shard, ("mallory", "order-1001"), ("alice", "order-1001"), ("mallory", "order-1001"), at=t0)
+    assert (shard.applied, shard.duplicates) == (2, 1)
+    assert shard.engine.actors["alice"].unknown == {"ping": 1}
+    again = _shard()
+    assert again.restore(orjson.loads(Shard.encode(*shard.capture()))) == []
+    _feed(again, ("alice", "order-1001"), ("mallory", "order-1001"), ("bob", "order-1001"), at=t0 + 1)
+    assert (again.applied, again.duplicates) == (1, 2) and again.engine.actors["bob"].unknown == {"ping": 1}
+
+
+def test_a_checkpoint_written_before_the_scoping_restores_its_ids_for_every_key():
+    """Main (60f1492) checkpointed ids without their key (tests/data/make_unkeyed_ids.py): a repeat for
+    every key, as they were when accepted, until they leave the window."""
+    from pathlib import Path
+
+    import orjson
+
+    doc = orjson.loads((Path(__file__).parent / "data" / "unkeyed_ids_checkpoint.json").read_bytes())
+    t0 = float(doc["wall"])
+    shard = _shard(retention=60.0)
+    shard.restore(doc)
+    assert shard.engine.actors["mallory"].unknown == {"ping": 1}
+    _feed(shard, ("mallory", "order-1001"), ("alice", "order-1001"), ("alice", "order-7"), at=t0 + 1)
+    assert (shard.applied, shard.duplicates) == (1, 2)
+    # The old id expired; ids accepted since are scoped by key.
+    _feed(shard, ("alice", "order-8"), ("alice", "order-1001"), ("bob", "order-7"), ("alice", "order-7"), at=t0 + 61)
+    assert (shard.applied, shard.duplicates) == (4, 3)

@@ -1,8 +1,14 @@
 """The dedupe window: scoped by (key, id), and its bulk restore leaves what adding one by one leaves."""
 
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
 from hypothesis import given, settings, strategies as st
 
+from engine import Config, Herald, PluginHost
 from engine._dedupe import IdWindow, Recent
+from engine._journal import DB_NAME
 
 
 def _one_by_one(window: IdWindow, recent: Recent, now):
@@ -72,3 +78,43 @@ def test_a_snapshot_keeps_pairs_and_unkeyed_ids_apart():
     again = IdWindow(100.0, 10)
     again.restore(Recent.of_snapshot({"ids": [[1.0, "old"]], "keyed_ids": {"at": [3.0], "ids": [["k", "new"]]}}), 4.0)
     assert again.items() == window.items()
+
+
+# Data written before ids were scoped by key (by main at 60f1492; see tests/data/make_unkeyed_ids.py):
+# mallory's order-1001 is in a snapshot without its key, order-2002 in the journal after it.
+DATA = Path(__file__).parent / "data"
+FIXTURE_NOW = datetime(2021, 3, 1, 8, 0, tzinfo=timezone.utc).timestamp() + 60
+
+
+def _herald(data_dir: Path, retention: float = 86_400.0) -> Herald:
+    config = Config(data_dir=str(data_dir), durability="batch", dedupe_retention=retention)
+    return Herald(config, PluginHost.from_objects(config, []), utcnow=lambda: FIXTURE_NOW)
+
+
+def _ping(herald: Herald, key: str, event_id: str):
+    return herald.engine.parse({"id": event_id, "key": key, "type": "ping", "timestamp": "2021-03-01T08:00:30Z"})
+
+
+async def test_a_data_dir_written_before_the_scoping_opens_with_its_ids(tmp_path):
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.executescript((DATA / "unkeyed_ids.sql").read_text())
+    herald = _herald(tmp_path)
+    async with herald.running():
+        await herald.wait_ready()
+        assert herald.progress["replayed"] == 1 and herald.engine.actor("mallory").unknown == {"ping": 2}
+        # The journal's rows have their key: order-2002 is mallory's alone.
+        assert await herald.accept([_ping(herald, "mallory", "order-2002")]) == [True]
+        assert await herald.accept([_ping(herald, "alice", "order-2002")]) == [False]
+        # The old snapshot's id has none: a repeat for every key (never applied twice) until it expires.
+        assert await herald.accept([_ping(herald, "mallory", "order-1001"), _ping(herald, "alice", "order-1001")]) == [True, True]
+        await herald.snapshot()  # written the new way, the unkeyed id kept as it was
+    herald = _herald(tmp_path)
+    async with herald.running():
+        await herald.wait_ready()
+        assert await herald.accept([_ping(herald, "bob", "order-1001"), _ping(herald, "bob", "order-2002"),
+                                    _ping(herald, "alice", "order-2002")]) == [True, False, True]
+    # Once the retention is past (the window was restored 60 s after order-1001), the unkeyed id is gone.
+    herald = _herald(tmp_path, retention=30.0)
+    async with herald.running():
+        await herald.wait_ready()
+        assert await herald.accept([_ping(herald, "bob", "order-1001")]) == [False]

@@ -329,3 +329,53 @@ def test_sign_in_redirects_stay_on_this_server():
                    "/ok\x00", "ui/customers", "", None):
         assert safe_next(target) == "/ui", target
     assert safe_next("/ui/customers/7?saved=1") == "/ui/customers/7?saved=1"
+
+
+def _order(key: str, event_id: str = "order-1001") -> dict:
+    return {"id": event_id, "key": key, "type": "ping", "timestamp": "2021-02-28T16:00:00Z"}
+
+
+async def test_an_event_id_used_for_one_key_does_not_suppress_another_keys_event():
+    """Issue 23, item 8: ids are idempotency keys per actor key, so whoever posts an id first
+    neither drops another key's event with that id nor learns that the id was used."""
+    async with app_client() as (herald, client):
+        first = await client.post("/v1/event", json=_order("mallory"))
+        assert first.status_code == 202 and "duplicate" not in first.json()
+        victim = await client.post("/v1/event", json=_order("alice"))
+        assert victim.status_code == 202 and victim.json() == {"id": "order-1001"}  # not "duplicate": applied
+        assert herald.engine.actor("alice").unknown == {"ping": 1}
+        batch = await client.post("/v1/events", json=[_order("bob"), _order("mallory"), _order("alice", "order-7")])
+        assert batch.status_code == 202 and batch.json()["duplicates"] == ["order-1001"]  # mallory's own repeat only
+        assert herald.engine.actor("bob").unknown == {"ping": 1}
+        again = await client.post("/v1/event", json=_order("alice"))  # a retry of the same (key, id)
+        assert again.status_code == 202 and again.json() == {"id": "order-1001", "duplicate": True}
+        assert herald.engine.actor("alice").unknown == {"ping": 2}  # order-1001 once, order-7 once
+        assert herald.engine.actor("mallory").unknown == {"ping": 1}
+
+
+async def test_ids_stay_scoped_by_key_after_a_restart_from_a_snapshot_and_from_the_journal(tmp_path):
+    import sqlite3
+
+    from engine._journal import DB_NAME
+
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    async with app_client(durability="batch", data_dir=str(live)) as (herald, client):
+        for key in ("mallory", "alice"):
+            assert (await client.post("/v1/event", json=_order(key))).json() == {"id": "order-1001"}
+        await herald.snapshot()
+        for key in ("mallory", "alice"):  # after the snapshot: in the journal only, until the stop
+            assert (await client.post("/v1/event", json=_order(key, "order-2002"))).json() == {"id": "order-2002"}
+        await herald.journal.commit()
+        crashed.mkdir()
+        with sqlite3.connect(live / DB_NAME) as a, sqlite3.connect(crashed / DB_NAME) as b:
+            a.backup(b)  # what a crash leaves: order-2002 is replayed from the journal's rows
+    for data_dir, replayed in ((live, 0), (crashed, 2)):  # the stop wrote a last snapshot: nothing to replay
+        async with app_client(durability="batch", data_dir=str(data_dir)) as (herald, client):
+            assert herald.progress["replayed"] == replayed
+            for event_id in ("order-1001", "order-2002"):
+                for key in ("mallory", "alice"):
+                    repeat = await client.post("/v1/event", json=_order(key, event_id))
+                    assert repeat.json() == {"id": event_id, "duplicate": True}, (data_dir, key, event_id)
+                fresh = await client.post("/v1/event", json=_order("bob", event_id))
+                assert fresh.json() == {"id": event_id}, (data_dir, event_id)
+            assert herald.engine.actor("bob").unknown == {"ping": 2}
