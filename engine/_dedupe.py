@@ -91,7 +91,7 @@ class IdWindow:
         """Remember a snapshot's (and a replay's) ids again, then forget the expired.
 
         In bulk: a recovery restores up to a million of them. Adding them all and pruning once
-        leaves what adding them one by one (pruning as ``add`` does) leaves: pruning only ever
+        leaves what adding them one by one (pruning as ``remember`` does) leaves: pruning only ever
         drops the oldest entries, by age or beyond the limit, and an entry old or surplus
         midway is so at the end too. A repeated entry may appear twice; the later one is kept."""
         self._unkeyed.update({event_id: at for at, event_id in recent.unkeyed})
