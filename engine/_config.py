@@ -56,6 +56,13 @@ def _durability(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("auto", "text", "rich", "json"):
+        raise ValueError("must be auto, text, rich or json")
+    return value
+
+
 def _delays(value: str) -> tuple[float, ...]:
     delays = tuple(float(part) for part in value.split(",") if part.strip())
     if not delays or any(d < 0 for d in delays):
@@ -135,6 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("effect_workers", "HERALD_EFFECT_WORKERS", _positive(int), "concurrent effect deliveries"),
     Setting("effect_timeout", "HERALD_EFFECT_TIMEOUT", _positive(float), "seconds per delivery attempt"),
     Setting("log_level", "HERALD_LOG_LEVEL", str.upper, "logging level"),
+    Setting("log_format", "HERALD_LOG_FORMAT", _log_format,
+            "auto (rich on a terminal, else text), text (one line per record), rich or json (one object per line)"),
     Setting("durability", "HERALD_DURABILITY", _durability, "fsync, batch or memory (see README: Guarantees)"),
     Setting("sync_interval", "HERALD_SYNC_INTERVAL", _positive(float), "batch durability: seconds between WAL fsyncs"),
     Setting("snapshot_every", "HERALD_SNAPSHOT_EVERY", _positive(int), "events between snapshots"),
@@ -198,6 +207,7 @@ class Config:
     effect_workers: int = 16
     effect_timeout: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "auto"
     durability: str = "batch"
     sync_interval: float = 0.1
     snapshot_every: int = 100_000

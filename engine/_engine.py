@@ -431,7 +431,8 @@ class Engine:
             state, effects = route.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(route.name).inc()
-            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
+            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id,
+                          extra={"plugin": plugin, "event_id": event.id})
             return
         if timed:
             observe = self._observers.get(route.name)
@@ -518,7 +519,8 @@ class Engine:
         try:
             state, effects = handler(state, fired)
         except Exception:
-            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
+            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key,
+                          extra={"plugin": plugin, "timer": timer.name})
             return
         else:
             if state is not REMOVED and actor.plugin == plugin:
@@ -572,7 +574,8 @@ class Engine:
             report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
                                   int(data.get("first_line", 1)))
         except Exception:
-            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id)
+            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id,
+                          extra={"event_id": event.id})
             report = LoadReport(skipped={"loader_failed": 1})
         finally:
             self._handling = None

@@ -470,7 +470,7 @@ class Herald:
                 try:
                     await _maybe_await(result)
                 except Exception:
-                    log.exception("shutdown hook of plugin %s failed", name)
+                    log.exception("shutdown hook of plugin %s failed", name, extra={"plugin": name})
             await self.quiesce()
             try:
                 drained = await self.flush_sinks(self.config.drain_timeout)
@@ -514,9 +514,10 @@ class Herald:
             try:
                 await source()
             except Exception:
-                log.exception("source %r of plugin %s crashed; restarting it in %g s", source, plugin, delay)
+                log.exception("source %r of plugin %s crashed; restarting it in %g s", source, plugin, delay,
+                              extra={"plugin": plugin})
             else:
-                log.warning("source %r of plugin %s returned", source, plugin)
+                log.warning("source %r of plugin %s returned", source, plugin, extra={"plugin": plugin})
                 return
             if trio.current_time() - started > 60:
                 delay = 1.0  # it ran well for a while: this is a new failure, not the same one again

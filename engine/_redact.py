@@ -50,14 +50,24 @@ def redact_text(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter: the message (and traceback) of every record with its URLs redacted."""
+    """A handler filter: the message, the traceback and the text ``extra=`` fields of every record
+    with their URLs redacted. The traceback is kept apart (redacted, in ``exc_text``), so that
+    a formatter may place it (a JSON field, an escaped tail) while the default one appends it."""
 
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
         if record.exc_info:
-            message = f"{message}\n{self._formatter.formatException(record.exc_info)}"
-            record.exc_info = record.exc_text = None
-        record.msg, record.args = redact_text(message), ()
+            record.exc_text = self._formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and value.__class__ is str:
+                record.__dict__[key] = redact_text(value)
         return True
+
+
+#: The attributes every LogRecord has (anything else came from ``extra=``).
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
