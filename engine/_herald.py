@@ -23,7 +23,7 @@ import orjson
 import trio
 
 from . import _snapshot as snapshots
-from ._config import Config
+from ._config import Config, ConfigError
 from ._engine import LOAD_TYPE, Engine, LoadReport
 from ._dedupe import IdWindow
 from ._effects import Effect, Notify
@@ -348,6 +348,9 @@ class Herald:
                     nursery.start_soon(self._run_source, name, source)
             if self.journal.enabled:
                 nursery.start_soon(self._snapshot_loop)
+        except ConfigError:  # a setting that cannot work (e.g. a CA the broker's certificate does not match):
+            self.status = "failed"  # the command says it in one line
+            raise
         except Exception:
             self.status = "failed"
             log.exception("Herald failed to start")

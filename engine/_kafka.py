@@ -65,15 +65,28 @@ def kafka_settings(config: Config | None, role: str, herald: dict[str, Any]) -> 
     return {**(properties.for_role(role) if properties is not None else {}), **herald}
 
 
-def _unreachable(bootstrap: str, errors: list[Any], exc: BaseException) -> Exception:
-    """A failure to reach the broker as one line: a TLS or SASL refusal is a ConfigError (retrying
-    cannot help: the supervisor should not loop on it), anything else stays what it was."""
+#: librdkafka's own log lines of the topic-making admin client: its failures are reported by
+#: :func:`ensure_topics` in one line instead of one line per reconnection.
+_admin_log = logging.getLogger("herald.kafka.admin")
+_admin_log.setLevel(logging.CRITICAL)
+
+
+def _topics_of(admin: Any, bootstrap: str, timeout: float, errors: list[Any]) -> set[str]:
+    """The broker's topics; a TLS or SASL refusal raises :class:`ConfigError` at once, in one line
+    (retrying cannot help, and a supervisor should hear it rather than loop)."""
     kafka = _kafka()
-    for error in reversed(errors):
-        if error.code() in (kafka.KafkaError._SSL, kafka.KafkaError._AUTHENTICATION):
-            reason = error.str().split(" (after ")[0]
-            return ConfigError(f"cannot connect to Kafka at {bootstrap}: {reason}")
-    return exc
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return set(admin.list_topics(timeout=min(0.5, max(0.01, deadline - time.monotonic()))).topics)
+        except kafka.KafkaException:
+            admin.poll(0)  # serves error_cb: what the connection attempts met
+            for error in errors:
+                if error.code() in (kafka.KafkaError._SSL, kafka.KafkaError._AUTHENTICATION):
+                    reason = error.str().split(" (after ")[0]
+                    raise ConfigError(f"cannot connect to Kafka at {bootstrap}: {reason}") from None
+            if time.monotonic() >= deadline:
+                raise
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[str, str]]], timeout: float = 15,
@@ -86,13 +99,10 @@ def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[st
 
     settings = _settings_of(config)
     errors: list[Any] = []
-    admin = admin_mod.AdminClient(kafka_settings(settings, "admin", {"bootstrap.servers": bootstrap,
-                                                                     "error_cb": errors.append}))
+    admin = admin_mod.AdminClient(kafka_settings(settings, "admin", {
+        "bootstrap.servers": bootstrap, "error_cb": errors.append, "logger": _admin_log}))
     specs = [t if isinstance(t, tuple) else (t, 1, {}) for t in topics]
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except _kafka().KafkaException as exc:
-        raise _unreachable(bootstrap, errors, exc) from None
+    existing = _topics_of(admin, bootstrap, timeout, errors)
     insync = {} if settings.kafka_min_insync is None else {"min.insync.replicas": str(settings.kafka_min_insync)}
     wanted = [admin_mod.NewTopic(name, partitions, settings.kafka_replication, config={**insync, **config})
               for name, partitions, config in specs if name not in existing]
