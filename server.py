@@ -567,7 +567,7 @@ def _add_serve(commands: Any) -> None:
 
 def _serve(args: Any) -> int:
     config = cli.serve_config(args)
-    cli.setup_logging(config.log_level)
+    cli.setup_logging(config.log_level, config.log_format)
     cli.insecure_warning(config)
     if args.salvage and config.durability != "memory":
         code = cli.salvage_dir(config.data_path, sys.stderr)

@@ -9,7 +9,7 @@ returns), ``Engine.apply`` / ``Simulation.apply`` (in memory), and bulk
 """
 
 # For plugins: declaring what they handle, and the values they handle.
-from ._clock import iso_utc
+from ._clock import iso_utc, utc_datetime
 from ._context import ActorView, Context, TimerView
 from ._effects import CancelTimer, Notify, SetTimer, Timer
 from ._engine import REMOVED, LoadReport, StateTable
@@ -66,6 +66,7 @@ __all__ = [
     "positive",
     "redact_text",
     "redact_url",
+    "utc_datetime",
     # hosts
     "Engine",
     "Herald",

@@ -24,9 +24,9 @@ reading (see :meth:`engine.Engine.wall`), continuous across restarts.
 from __future__ import annotations
 
 import math
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-__all__ = ["StreamClock", "DEFAULT_LATENESS", "iso_utc"]
+__all__ = ["StreamClock", "DEFAULT_LATENESS", "iso_utc", "utc_datetime"]
 
 #: Seconds by which the watermark trails the newest timestamp seen (``HERALD_ALLOWED_LATENESS``):
 #: an app that was offline for up to an hour and then syncs is not nudged early.
@@ -71,7 +71,29 @@ class StreamClock:
         self.base, self.wall_base = base, wall_base
 
 
+#: The first and last instants a ``datetime`` holds: event time may reach them (a year-1 event, a
+#: timer set far ahead), and what is derived from it (the watermark an hour before, a due instant
+#: after) is clamped to them rather than raising.
+DATETIME_MIN = datetime.min.replace(tzinfo=UTC)
+DATETIME_MAX = datetime.max.replace(tzinfo=UTC)
+#: The same as POSIX seconds (a timer set beyond them, or at NaN, is set at the nearest end).
+FIRST_INSTANT, LAST_INSTANT = DATETIME_MIN.timestamp(), DATETIME_MAX.timestamp()
+
+
+def utc_datetime(instant: float) -> datetime:
+    """``datetime.fromtimestamp(instant, UTC)``, clamped to ``datetime.min`` / ``datetime.max``
+    (the watermark of a year-1 event is an hour before year 1: it reads as year 1)."""
+    try:
+        return datetime.fromtimestamp(instant, UTC)
+    except (ValueError, OverflowError, OSError):
+        if instant != instant:  # NaN: no instant at all
+            raise ValueError("not an instant: nan") from None
+        return DATETIME_MIN if instant < 0 else DATETIME_MAX
+
+
 _EPOCH = date(1970, 1, 1)
+#: Day numbers (since the epoch) ``date`` can name.
+_FIRST_DAY, _LAST_DAY = (date.min - _EPOCH).days, (date.max - _EPOCH).days
 _modf = math.modf
 #: ``"YYYY-MM-DDT"`` by day number since the epoch (a day's prefix is made once).
 _DAYS: dict[int, str] = {}
@@ -88,8 +110,12 @@ def iso_utc(instant: float, less_micros: int = 0) -> str:
 
     Rounds to the microsecond as ``fromtimestamp`` does (half to even), then subtracts in
     whole microseconds, exactly like the ``datetime`` arithmetic it replaces (a test checks).
+    Beyond ``datetime``'s range it gives the nearest end (as :func:`utc_datetime` does).
     """
-    whole = int(instant)
+    try:
+        whole = int(instant)
+    except OverflowError:  # ±inf: the nearest end
+        return utc_datetime(instant).isoformat()
     if whole == instant and not less_micros % 1_000_000:  # whole seconds: the usual case
         micros = 0
         seconds = whole - less_micros // 1_000_000
@@ -100,6 +126,8 @@ def iso_utc(instant: float, less_micros: int = 0) -> str:
     day, second = divmod(seconds, 86400)
     prefix = _DAYS.get(day)
     if prefix is None:
+        if not _FIRST_DAY <= day <= _LAST_DAY:
+            return (DATETIME_MIN if day < 0 else DATETIME_MAX).isoformat()
         if len(_DAYS) > 4096:
             _DAYS.clear()
         prefix = _DAYS[day] = (_EPOCH + timedelta(days=day)).isoformat() + "T"

@@ -53,7 +53,7 @@ from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
 from ._journal import JournalError
-from ._kafka import _kafka, ensure_topics
+from ._kafka import _kafka, ensure_topics, kafka_settings
 from ._metrics import Metrics
 from ._outbox import effect_key
 
@@ -493,7 +493,7 @@ class Cluster:
             (self.events_topic, self.partitions, {}),
             (self.changelog_topic, self.partitions, {"cleanup.policy": "compact"}),
             (self.nodes_topic, 1, {}),
-        ])
+        ], 15, config)
         await trio.to_thread.run_sync(self._check_partitions)
         token = self._token
 
@@ -501,17 +501,17 @@ class Cluster:
             if error.fatal():
                 token.run_sync_soon(self.fail, f"the cluster producer failed fatally: {error.str()}")
 
-        self._producer = kafka.Producer({
+        self._producer = kafka.Producer(kafka_settings(config, "producer", {
             "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
             "error_cb": producer_error,
-        })
+        }))
         # Checkpoints have a producer of their own: flushing one then waits for that checkpoint only, never
         # for the stream of accepted events (and those never queue behind a large checkpoint).
-        self._changelog = kafka.Producer({
+        self._changelog = kafka.Producer(kafka_settings(config, "producer", {
             "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
             "message.timeout.ms": 30_000, "reconnect.backoff.max.ms": 1000,
-        })
+        }))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._poll_producer)
             nursery.start_soon(self._listen)
@@ -537,7 +537,7 @@ class Cluster:
         _kafka()
         import confluent_kafka.admin as admin_mod
 
-        admin = admin_mod.AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = admin_mod.AdminClient(kafka_settings(self.herald.config, "admin", {"bootstrap.servers": self.bootstrap}))
         topic = admin.list_topics(self.events_topic, timeout=10).topics.get(self.events_topic)
         found = len(topic.partitions) if topic is not None else 0
         if found != self.partitions:
@@ -578,7 +578,7 @@ class Cluster:
     def _consumer_config(self) -> dict[str, Any]:
         config = self.herald.config
         session_ms = int(config.cluster_session_timeout * 1000)
-        return {
+        return kafka_settings(config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": self.name, "enable.auto.commit": False,
             # Every assignment names its offset (the checkpoint's, or 0): a partition that no longer has it
             # lost data, which must stop this node rather than quietly start it over.
@@ -587,7 +587,7 @@ class Cluster:
             "partition.assignment.strategy": "cooperative-sticky", "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 5000, "enable.partition.eof": False,
             "client.id": f"herald-{self.node}",
-        }
+        })
 
     async def _consume(self) -> None:
         kafka = _kafka()
@@ -898,11 +898,11 @@ class Cluster:
 
     def _reader(self) -> Any:
         """A consumer outside the group, for reading partitions by offset (blocking to make and close)."""
-        return _kafka().Consumer({
+        return _kafka().Consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.restore", "enable.auto.commit": False,
             "enable.partition.eof": True, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
             "auto.offset.reset": "earliest",
-        })
+        }))
 
     def _read_checkpoint(self, reader: Any, partition: int) -> tuple[dict[str, Any] | None, int]:
         """The latest complete checkpoint of a partition (None if there is none) and the end offset of
@@ -1005,11 +1005,11 @@ class Cluster:
                 offsets.append(kafka.TopicPartition(self.events_topic, p, shard.offset))
         finally:
             await trio.to_thread.run_sync(reader.close)
-        consumer = kafka.Consumer({
+        consumer = kafka.Consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.replica.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
             "auto.offset.reset": "error",
-        })
+        }))
         consumer.assign(offsets)
         last = 0.0
 
@@ -1120,10 +1120,10 @@ class Cluster:
     async def _listen(self) -> None:
         """Follow the nodes topic (from shortly before its end) to know who serves what."""
         kafka = _kafka()
-        reader = kafka.Consumer({
+        reader = kafka.Consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.directory.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50, "session.timeout.ms": 6000,
-        })
+        }))
         try:
             tp = kafka.TopicPartition(self.nodes_topic, 0)
             low, high = await trio.to_thread.run_sync(lambda: reader.get_watermark_offsets(tp, timeout=10, cached=False))

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
+from ._kafka_props import ClientProperties
 from ._redact import redact_url
 
 __all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_load_spec", "parse_plugin_list", "positive"]
@@ -54,6 +55,19 @@ def _durability(value: str) -> str:
     if value not in ("fsync", "batch", "memory"):
         raise ValueError("must be fsync, batch or memory")
     return value
+
+
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("auto", "text", "rich", "json"):
+        raise ValueError("must be auto, text, rich or json")
+    return value
+
+
+def _kafka_properties(value: str | ClientProperties | None) -> ClientProperties | None:
+    if value is None or isinstance(value, ClientProperties):
+        return value
+    return ClientProperties.read(value)
 
 
 def _delays(value: str) -> tuple[float, ...]:
@@ -135,6 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("effect_workers", "HERALD_EFFECT_WORKERS", _positive(int), "concurrent effect deliveries"),
     Setting("effect_timeout", "HERALD_EFFECT_TIMEOUT", _positive(float), "seconds per delivery attempt"),
     Setting("log_level", "HERALD_LOG_LEVEL", str.upper, "logging level"),
+    Setting("log_format", "HERALD_LOG_FORMAT", _log_format,
+            "auto (rich on a terminal, else text), text (one line per record), rich or json (one object per line)"),
     Setting("durability", "HERALD_DURABILITY", _durability, "fsync, batch or memory (see README: Guarantees)"),
     Setting("sync_interval", "HERALD_SYNC_INTERVAL", _positive(float), "batch durability: seconds between WAL fsyncs"),
     Setting("snapshot_every", "HERALD_SNAPSHOT_EVERY", _positive(int), "events between snapshots"),
@@ -176,6 +192,12 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a node leaving a partition waits for its deliveries in flight before it hands it over"),
     Setting("cluster_replicas", "HERALD_CLUSTER_REPLICAS", _flag,
             "keep a read replica of every partition on every node (plugins' queries then see every actor)"),
+    Setting("kafka_config", "HERALD_KAFKA_CONFIG", _kafka_properties,
+            "a client.properties file of librdkafka settings (TLS, SASL, tuning) for every Kafka client Herald makes"),
+    Setting("kafka_replication", "HERALD_KAFKA_REPLICATION", _positive(int),
+            "replication factor of the Kafka topics Herald creates"),
+    Setting("kafka_min_insync", "HERALD_KAFKA_MIN_INSYNC", _positive(int),
+            "min.insync.replicas of the Kafka topics Herald creates (default: the broker's)"),
     Setting("node_id", "HERALD_NODE_ID", _name, "this node's name in the cluster (default host:port:pid)"),
     Setting("node_url", "HERALD_NODE_URL", str,
             "the URL other nodes send queries for this node's actors to (default http://HOST:PORT)"),
@@ -198,6 +220,7 @@ class Config:
     effect_workers: int = 16
     effect_timeout: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "auto"
     durability: str = "batch"
     sync_interval: float = 0.1
     snapshot_every: int = 100_000
@@ -228,6 +251,9 @@ class Config:
     cluster_replicas: bool = True
     node_id: str | None = None
     node_url: str | None = None
+    kafka_config: ClientProperties | None = attrs.field(default=None, converter=_kafka_properties)
+    kafka_replication: int = 1
+    kafka_min_insync: int | None = None
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod

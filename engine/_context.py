@@ -10,11 +10,12 @@ reachable through it, so a plugin cannot come to depend on internals.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, AbstractSet, Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
+from ._clock import utc_datetime
 from ._config import Config
 from ._event import Event
 from ._plugins import EventType
@@ -24,8 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
 __all__ = ["ActorView", "Context", "TimerView"]
-
-_UTC = timezone.utc
 
 
 @attrs.frozen
@@ -140,7 +139,7 @@ class Context:
         actor = None if engine is None else engine.actors.get(key)
         if actor is None:
             return None
-        timers = tuple(TimerView(t.plugin, t.name, datetime.fromtimestamp(t.due, _UTC))
+        timers = tuple(TimerView(t.plugin, t.name, utc_datetime(t.due))
                        for t in sorted(timers_of(actor), key=lambda t: (t.due, t.seq)))
         return ActorView(actor.key, dict(actor.states), engine.actor_now(actor), timers, dict(actor.unknown or {}))
 

@@ -7,10 +7,12 @@ keeps handlers deterministic and simulations exact.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import attrs
+
+from ._clock import utc_datetime
 
 __all__ = ["Effect", "Notify", "SetTimer", "CancelTimer", "Timer"]
 
@@ -71,4 +73,4 @@ class Timer(NamedTuple):
 
     @property
     def due(self) -> datetime:
-        return datetime.fromtimestamp(self.at, timezone.utc)
+        return utc_datetime(self.at)

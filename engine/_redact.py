@@ -14,7 +14,7 @@ import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["MASK", "RedactingFilter", "redact_text", "redact_url"]
+__all__ = ["MASK", "RedactingFilter", "add_secret", "redact_text", "redact_url"]
 
 MASK = "***"
 _URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
@@ -37,8 +37,23 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
+#: Literal secret values the process was given (e.g. ``sasl.password`` from HERALD_KAFKA_CONFIG):
+#: wherever they appear in text that leaves the process, they are masked.
+_SECRETS: list[str] = []
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` wherever :func:`redact_text` (so every log record and ``/healthz``) meets it."""
+    if len(value) >= 4 and value not in _SECRETS:  # a shorter one would mask ordinary text
+        _SECRETS.append(value)
+        _SECRETS.sort(key=len, reverse=True)
+
+
 def redact_text(text: str) -> str:
-    """``text`` with every URL in it redacted (see :func:`redact_url`)."""
+    """``text`` with every URL in it redacted (see :func:`redact_url`), and every registered secret."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, MASK)
     if "://" not in text:
         return text
     def one(match: re.Match[str]) -> str:
@@ -50,14 +65,24 @@ def redact_text(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter: the message (and traceback) of every record with its URLs redacted."""
+    """A handler filter: the message, the traceback and the text ``extra=`` fields of every record
+    with their URLs redacted. The traceback is kept apart (redacted, in ``exc_text``), so that
+    a formatter may place it (a JSON field, an escaped tail) while the default one appends it."""
 
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
         if record.exc_info:
-            message = f"{message}\n{self._formatter.formatException(record.exc_info)}"
-            record.exc_info = record.exc_text = None
-        record.msg, record.args = redact_text(message), ()
+            record.exc_text = self._formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and value.__class__ is str:
+                record.__dict__[key] = redact_text(value)
         return True
+
+
+#: The attributes every LogRecord has (anything else came from ``extra=``).
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}

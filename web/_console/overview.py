@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, render_template
 
-from engine import redact_text
+from engine import redact_text, utc_datetime
 
 from .._charts import line_chart
 from .._pages import instant
@@ -83,7 +83,7 @@ class Overview:
             "status": herald.status,
             "actors": f"{sum(len(e.actors) for e in engines):,}",
             "timers": f"{sum(len(e.timers) for e in engines):,}",
-            "next_due": instant(datetime.fromtimestamp(min(dues), _UTC)) if dues else "none pending",
+            "next_due": instant(utc_datetime(min(dues))) if dues else "none pending",
             "clock": instant(max(clocks)) if clocks else "no event yet",
             "watermark": instant(min(watermarks)) if watermarks else "no event yet",
             "lateness": duration(herald.config.allowed_lateness),
