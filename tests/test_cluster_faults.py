@@ -10,11 +10,14 @@ one body, the faulted node answers 503 while it cannot accept and 200 soon after
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import trio
 
@@ -143,3 +146,184 @@ async def test_a_fatal_client_error_heals_the_node_and_loses_nothing(kafka_boots
     messages = [r.getMessage() for r in caplog.records if r.name == "herald.cluster"]
     assert sum(m.startswith("healing: ") for m in messages) == 1, messages
     assert sum(m.startswith("healed in ") for m in messages) == 1, messages
+
+
+# -- real processes: a stopped node, a paused broker, a cut link ------------------------------------------
+
+FAULT_SECONDS = 20.0
+
+
+async def paced_post(client: httpx.AsyncClient, nodes: list[Any], batches: list[list[dict]], progress: dict,
+                     pace: float) -> None:
+    """Post batches in order, one every ``pace`` seconds, round-robin over the nodes; a batch refused
+    (503) or unanswered (a stopped node) goes again, same ids, to the next node, as a client retrying."""
+    turn = 0
+    for batch in batches:
+        while True:
+            node = nodes[turn % len(nodes)]
+            turn += 1
+            try:
+                response = await client.post(node.url + "/v1/events", json=batch, timeout=3)
+            except httpx.TransportError:
+                progress["retries"] += 1
+                continue
+            if response.status_code == 202:
+                break
+            assert response.status_code == 503, response.text
+            progress["retries"] += 1
+            await trio.sleep(0.1)
+        progress["posted"] += len(batch)
+        await trio.sleep(pace)
+
+
+async def first_accepted(client: httpx.AsyncClient, url: str, tag: str, since: float, limit: float = 30) -> float:
+    """Post a probe event to ``url`` until it answers 202; seconds from ``since`` to that answer."""
+    with trio.fail_after(limit):
+        for i in range(10**6):
+            try:
+                answer = await client.post(url + "/v1/event", timeout=3, json={
+                    "id": f"{tag}-{i}", "type": "app_launch", "user_id": f"probe-{tag}",
+                    "timestamp": "2021-03-01T08:00:00Z"})
+                if answer.status_code == 202:
+                    return time.monotonic() - since
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+async def ready_again(client: httpx.AsyncClient, url: str, since: float, limit: float = 10) -> float:
+    """Seconds from ``since`` until ``url``'s /healthz answers 200 (fails after ``limit`` seconds)."""
+    with trio.fail_after(limit):
+        while True:
+            try:
+                if (await client.get(url + "/healthz", timeout=2)).status_code == 200:
+                    return time.monotonic() - since
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)
+
+
+async def refusing(client: httpx.AsyncClient, url: str, limit: float = 10) -> dict[str, Any]:
+    """Wait until ``url``'s /healthz answers 503; its body."""
+    with trio.fail_after(limit):
+        while True:
+            try:
+                answer = await client.get(url + "/healthz", timeout=2)
+                if answer.status_code == 503:
+                    return answer.json()
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.1)
+
+
+async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory: Any = None) -> None:
+    """Three nodes take events (600 users, posted in order per user by three clients over ~30 s) while
+    ``fault(client, nodes)`` runs; then everything acknowledged must be there exactly once, each
+    notification key delivered with one body."""
+    from engine.testing import Receiver
+    from tests.test_cluster import Node, settled, wait_until
+
+    rng = random.Random(2025)
+    users = [f"user{u}" for u in range(600)]
+    per_user = [user_events(u, rng) for u in range(600)]
+    streams: list[list[list[dict]]] = []
+    for s in range(3):
+        mine = per_user[s::3]
+        ordered = [e for step in range(10) for events in mine for e in events[step:step + 1]]
+        streams.append([ordered[i:i + 20] for i in range(0, len(ordered), 20)])
+    expected, expected_keys = await expected_run([e for events in per_user for e in events], users)
+
+    async with Receiver.running() as receiver:
+        env = {"HERALD_NOTIFY_URL": receiver.url + "/notify", **SETTINGS}
+        make = node_factory or (lambda name: Node(tmp_path, name, bootstrap, **env))
+        nodes = [make(f"n{i}") if i == 2 and node_factory else Node(tmp_path, f"n{i}", bootstrap, **env)
+                 for i in range(3)]
+        try:
+            for node in nodes:
+                node.start()
+            async with httpx.AsyncClient() as client:
+                await wait_until(lambda: settled(client, nodes), 90, "three nodes sharing the partitions", nodes)
+                progress = {"posted": 0, "retries": 0}
+                async with trio.open_nursery() as nursery:
+                    for batches in streams:
+                        nursery.start_soon(paced_post, client, nodes, batches, progress, 0.25)
+                    with trio.fail_after(30):
+                        while progress["posted"] < 1000:
+                            await trio.sleep(0.05)
+                    with trio.fail_after(FAULT_SECONDS + 60):
+                        await fault(client, nodes)
+                await wait_until(lambda: settled(client, nodes), 90, "the cluster to settle", nodes)
+                mismatched = []
+                for i, key in enumerate(users):
+                    answer = await client.get(f"{nodes[i % 3].url}/v1/actors/{key}")
+                    assert answer.status_code == 200, (key, answer.text)
+                    if comparable(answer.json()) != comparable(expected[key]):
+                        mismatched.append(key)
+                assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:3]}"
+                with trio.move_on_after(60):
+                    while set(receiver.keys) < expected_keys:
+                        await trio.sleep(0.1)
+                assert set(receiver.keys) == expected_keys, len(expected_keys - set(receiver.keys))
+                bodies: dict[str, set[bytes]] = {}
+                for request in receiver.delivered:
+                    bodies.setdefault(request["headers"]["idempotency-key"], set()).add(
+                        orjson.dumps(request["json"], option=orjson.OPT_SORT_KEYS))
+                assert all(len(b) == 1 for b in bodies.values()), [k for k, b in bodies.items() if len(b) > 1][:3]
+        finally:
+            for node in nodes:
+                if node.proc is not None and node.proc.poll() is None:
+                    node.kill()
+
+
+async def test_a_node_stopped_for_20_s_heals_and_loses_nothing(kafka_bootstrap, tmp_path):
+    async def stop_node(client: httpx.AsyncClient, nodes: list[Any]) -> None:
+        victim = nodes[2]
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        answers: list[tuple[int, str]] = []
+
+        async def ask() -> None:  # sent while it is stopped (on a new connection): answered as it wakes
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(victim.url + "/healthz", timeout=FAULT_SECONDS + 10)
+            answers.append((answer.status_code, answer.json()["status"]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            await trio.sleep(FAULT_SECONDS)  # the fault itself: a process stopped this long
+            os.kill(victim.proc.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+        assert answers and answers[0][0] == 503 and answers[0][1] in ("healing", "restoring"), answers
+        ready = await ready_again(client, victim.url, resumed)
+        accepted = await first_accepted(client, victim.url, "stopped", resumed)
+        print(f"\nSIGSTOP {FAULT_SECONDS:.0f} s: /healthz 200 {ready:.2f} s after SIGCONT, "
+              f"first event accepted {accepted:.2f} s after SIGCONT")
+        assert "healed in" in victim.logs() and "healing: this process was stopped" in victim.logs()
+
+    await under_fault(tmp_path, kafka_bootstrap, stop_node)
+
+
+async def test_a_broker_paused_for_20_s_makes_every_node_refuse_then_accept(tmp_path):
+    from engine._kafka import DevBroker
+
+    broker = DevBroker()
+    broker.start()
+
+    async def pause_broker(client: httpx.AsyncClient, nodes: list[Any]) -> None:
+        os.kill(broker.pid, signal.SIGSTOP)
+        paused = time.monotonic()
+        try:
+            bodies = [await refusing(client, node.url) for node in nodes]
+            assert {b["status"] for b in bodies} <= {"broker_unreachable", "healing", "restoring"}, bodies
+            await trio.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - paused)))
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        ready = [await ready_again(client, node.url, resumed) for node in nodes]
+        accepted = [await first_accepted(client, node.url, f"paused-{node.name}", resumed) for node in nodes]
+        print(f"\nbroker SIGSTOP {FAULT_SECONDS:.0f} s: /healthz 200 after {', '.join(f'{r:.2f}' for r in ready)} s, "
+              f"first event accepted after {', '.join(f'{a:.2f}' for a in accepted)} s (per node, from SIGCONT)")
+
+    try:
+        await under_fault(tmp_path, broker.bootstrap, pause_broker)
+    finally:
+        broker.stop()
