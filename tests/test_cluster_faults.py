@@ -178,6 +178,16 @@ async def paced_post(client: httpx.AsyncClient, nodes: list[Any], batches: list[
 
 async def first_accepted(client: httpx.AsyncClient, url: str, tag: str, since: float, limit: float = 30) -> float:
     """Post a probe event to ``url`` until it answers 202; seconds from ``since`` to that answer."""
+    seen: list[str] = []
+    try:
+        return await _first_accepted(client, url, tag, since, limit, seen)
+    finally:
+        if seen:
+            print(f"\n{url} before accepting:", *seen[:5], sep="\n  ")
+
+
+async def _first_accepted(client: httpx.AsyncClient, url: str, tag: str, since: float, limit: float,
+                          seen: list[str]) -> float:
     with trio.fail_after(limit):
         for i in range(10**6):
             try:
@@ -186,8 +196,9 @@ async def first_accepted(client: httpx.AsyncClient, url: str, tag: str, since: f
                     "timestamp": "2021-03-01T08:00:00Z"})
                 if answer.status_code == 202:
                     return time.monotonic() - since
-            except httpx.TransportError:
-                pass
+                seen.append(f"{time.monotonic() - since:.2f}: {answer.status_code} {answer.text[:300]}")
+            except httpx.TransportError as exc:
+                seen.append(f"{time.monotonic() - since:.2f}: {exc!r}")
             await trio.sleep(0.05)
     raise AssertionError("unreachable")
 
@@ -318,8 +329,24 @@ async def test_a_broker_paused_for_20_s_makes_every_node_refuse_then_accept(tmp_
         finally:
             os.kill(broker.pid, signal.SIGCONT)
         resumed = time.monotonic()
-        ready = [await ready_again(client, node.url, resumed) for node in nodes]
-        accepted = [await first_accepted(client, node.url, f"paused-{node.name}", resumed) for node in nodes]
+        ready: dict[str, float] = {}
+        accepted: dict[str, float] = {}
+
+        async def measure(node: Any) -> None:
+            async with trio.open_nursery() as both:  # each node at once, from the moment the broker resumed
+                async def healthy() -> None:
+                    ready[node.name] = await ready_again(client, node.url, resumed)
+
+                async def accepting() -> None:
+                    accepted[node.name] = await first_accepted(client, node.url, f"paused-{node.name}", resumed)
+
+                both.start_soon(healthy)
+                both.start_soon(accepting)
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(measure, node)
+        ready, accepted = [ready[n.name] for n in nodes], [accepted[n.name] for n in nodes]
         print(f"\nbroker SIGSTOP {FAULT_SECONDS:.0f} s: /healthz 200 after {', '.join(f'{r:.2f}' for r in ready)} s, "
               f"first event accepted after {', '.join(f'{a:.2f}' for a in accepted)} s (per node, from SIGCONT)")
 
