@@ -72,7 +72,8 @@ CHUNK_BYTES = 900_000
 BATCH = 500
 #: A partition is checkpointed once this many messages followed its last checkpoint, whatever they were.
 TAIL = 10_000
-#: The broker is taken for unreachable (events refused) once it has not answered for this long (seconds).
+#: The broker is taken for unreachable (events refused) once no announcement was delivered for this long
+#: (seconds; at least 2.5 announcement intervals).
 UNREACHABLE_AFTER = 3.0
 #: A heal that ends within this many seconds of the previous one counts as the same fault again.
 HEAL_WINDOW = 30.0
@@ -455,7 +456,7 @@ class Cluster:
         if self._producer is None:
             return Refusal("joining", "not accepted: the cluster producer is not connected yet")
         silent = time.monotonic() - self._broker_seen
-        if silent > UNREACHABLE_AFTER:
+        if silent > max(UNREACHABLE_AFTER, 2.5 * self.herald.config.cluster_announce):
             return Refusal("broker_unreachable", f"not accepted: the broker has not answered for {silent:.0f} s")
         return None
 
@@ -1406,10 +1407,25 @@ class Cluster:
         doc = {"node": self.node, "url": self.url, "at": time.time(),
                "partitions": sorted(p for p, s in serving if s.ready)}
         self.directory.heard(doc)
+        token, epoch = self._token, self._epoch
+
+        def pulse(error: Any, message: Any) -> None:  # in the poll thread
+            token.run_sync_soon(self._pulse, error, epoch)
+
         try:
-            self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+            self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), pulse)
         except _kafka().KafkaException as exc:  # the next interval announces again
             log.warning("announcement: %s", exc)
+
+    def _pulse(self, error: Any, epoch: int) -> None:
+        """An announcement's delivery report: the broker's pulse. Only a produce that succeeds proves the
+        node can accept (metadata may answer while the producer is fenced), so only that clears
+        ``broker_unreachable``; a fatal report heals."""
+        if error is None:
+            if epoch == self._epoch:
+                self._broker_seen = time.monotonic()
+        elif is_fatal(error):
+            self._fault(f"the producer failed: {error.str()}", epoch)
 
     async def _watch_topics(self) -> None:
         """A broker that lost its data (an in-memory one restarted) has no topics, or new ones with other
@@ -1421,13 +1437,11 @@ class Cluster:
             if producer is None:
                 continue
             try:
-                # (Also the broker's pulse: a broker that stops answering makes the node refuse events.)
                 metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=2),
                                                          abandon_on_cancel=True)
             except Exception as exc:  # the broker is unreachable: not a loss of data (yet)
                 log.debug("metadata: %s", exc)
                 continue
-            self._broker_seen = time.monotonic()
             topic = metadata.topics.get(self.events_topic)
             if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
                 strikes += 1  # four times in a row (2 s): a leader election can hide a topic for a moment

@@ -9,10 +9,15 @@ one body, the faulted node answers 503 while it cannot accept and 200 soon after
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import random
+import shutil
 import signal
+import socket
+import subprocess
+import threading
 import time
 from typing import Any
 
@@ -228,7 +233,8 @@ async def refusing(client: httpx.AsyncClient, url: str, limit: float = 10) -> di
             await trio.sleep(0.1)
 
 
-async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory: Any = None) -> None:
+async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory: Any = None,
+                      receiver_port: int = 0) -> None:
     """Three nodes take events (600 users, posted in order per user by three clients over ~30 s) while
     ``fault(client, nodes)`` runs; then everything acknowledged must be there exactly once, each
     notification key delivered with one body."""
@@ -245,11 +251,10 @@ async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory
         streams.append([ordered[i:i + 20] for i in range(0, len(ordered), 20)])
     expected, expected_keys = await expected_run([e for events in per_user for e in events], users)
 
-    async with Receiver.running() as receiver:
+    async with Receiver.running(port=receiver_port) as receiver:
         env = {"HERALD_NOTIFY_URL": receiver.url + "/notify", **SETTINGS}
-        make = node_factory or (lambda name: Node(tmp_path, name, bootstrap, **env))
-        nodes = [make(f"n{i}") if i == 2 and node_factory else Node(tmp_path, f"n{i}", bootstrap, **env)
-                 for i in range(3)]
+        nodes = [Node(tmp_path, f"n{i}", bootstrap, **env) for i in range(2)]
+        nodes.append(node_factory("n2", env) if node_factory else Node(tmp_path, "n2", bootstrap, **env))
         try:
             for node in nodes:
                 node.start()
@@ -354,3 +359,176 @@ async def test_a_broker_paused_for_20_s_makes_every_node_refuse_then_accept(tmp_
         await under_fault(tmp_path, broker.bootstrap, pause_broker)
     finally:
         broker.stop()
+
+
+# -- a node in a network namespace of its own, its link cut -----------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def _socket_in(netns: str | None, make: Any) -> socket.socket:
+    """A socket made by ``make()`` inside network namespace ``netns`` (None: this process's own): a thread
+    of its own enters the namespace (setns), and the socket stays in it for good."""
+    found: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            if netns is not None:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns({netns})")
+                finally:
+                    os.close(fd)
+            found["socket"] = make()
+        except BaseException as exc:  # handed to the caller
+            found["error"] = exc
+
+    thread = threading.Thread(target=run)  # never a pooled thread: it stays in the namespace it entered
+    thread.start()
+    thread.join()
+    if "error" in found:
+        raise found["error"]
+    return found["socket"]
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(64)
+    return sock
+
+
+async def forward(listen: tuple[str | None, str, int], to: tuple[str | None, str, int], *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Accept TCP connections at ``(netns, host, port)`` and relay each to ``to`` (another namespace's)."""
+    ns, host, port = listen
+    listener = trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(_socket_in, ns, lambda: _listener(host, port)))
+
+    async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await sink.aclose()
+
+    async def relay(inbound: trio.SocketStream) -> None:
+        to_ns, to_host, to_port = to
+        raw = await trio.to_thread.run_sync(_socket_in, to_ns, socket.socket)
+        outbound = trio.socket.from_stdlib_socket(raw)
+        try:
+            with trio.fail_after(5):
+                await outbound.connect((to_host, to_port))
+        except (OSError, trio.TooSlowError):
+            outbound.close()
+            await inbound.aclose()
+            return
+        out = trio.SocketStream(outbound)
+        async with trio.open_nursery() as both:
+            both.start_soon(pump, inbound, out)
+            both.start_soon(pump, out, inbound)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        with listener:
+            while True:
+                sock, _ = await listener.accept()
+                nursery.start_soon(relay, trio.SocketStream(sock))
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+async def test_a_node_whose_link_is_cut_for_20_s_refuses_then_heals_and_loses_nothing(kafka_bootstrap, tmp_path):
+    """n2 runs in a network namespace of its own, joined to a second namespace by a veth pair
+    (10.213.0.2/30 and 10.213.0.1/30, addresses that exist in those namespaces only). Its broker and
+    notification traffic crosses that link (relayed on to loopback); the link goes down for 20 s."""
+    from engine.testing import free_port, herald_command
+    from tests.test_cluster import Node
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it makes network namespaces and a veth pair")
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2's `ip` to make network namespaces")
+    tag = f"{os.getpid() % 100000}"
+    node_ns, far_ns, node_if, far_if = f"hzn{tag}", f"hza{tag}", f"hzn{tag}", f"hza{tag}"
+    try:
+        _ip("netns", "add", node_ns)
+        _ip("netns", "add", far_ns)
+        _ip("link", "add", node_if, "netns", node_ns, "type", "veth", "peer", "name", far_if, "netns", far_ns)
+        for ns, dev, address in ((node_ns, node_if, "10.213.0.2/30"), (far_ns, far_if, "10.213.0.1/30")):
+            _ip("-n", ns, "addr", "add", address, "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        for ns in (node_ns, far_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        pytest.skip(f"cannot make network namespaces here: {getattr(exc, 'stderr', b'') or exc}")
+
+    broker_port = int(kafka_bootstrap.rsplit(":", 1)[1])
+    receiver_port = free_port()
+
+    class NamespacedNode(Node):
+        """A node started inside ``node_ns``: it reaches the broker and the receiver at 127.0.0.1 of its
+        namespace (relayed across the veth), and is reached from here at 127.0.0.1:port (relayed in)."""
+
+        def start(self) -> None:
+            self.starts += 1
+            log = open(self.dir / f"herald-{self.starts}.log", "wb")
+            self.proc = subprocess.Popen(["ip", "netns", "exec", node_ns, *herald_command(), "serve"],
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+
+    try:
+        async with trio.open_nursery() as relays:
+            for port in (broker_port, receiver_port):  # node's loopback -> across the veth -> this loopback
+                await relays.start(forward, (node_ns, "127.0.0.1", port), (node_ns, "10.213.0.1", port))
+                await relays.start(forward, (far_ns, "10.213.0.1", port), (None, "127.0.0.1", port))
+            made: list[Any] = []
+
+            def namespaced(name: str, env: dict[str, str]) -> Any:
+                node = NamespacedNode(tmp_path, name, kafka_bootstrap, **env)
+                made.append(node)
+                return node
+
+            async def cut_link(client: httpx.AsyncClient, nodes: list[Any]) -> None:
+                victim = nodes[2]
+                _ip("-n", node_ns, "link", "set", node_if, "down")
+                cut = time.monotonic()
+                try:
+                    body = await refusing(client, victim.url)  # its /healthz is relayed in, not across the veth
+                    assert body["status"] in ("broker_unreachable", "healing", "restoring"), body
+                    print(f"\nlink cut: n2's /healthz 503 ({body['status']}) {time.monotonic() - cut:.2f} s after the cut")
+                    await trio.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - cut)))
+                    assert (await client.get(victim.url + "/healthz", timeout=5)).status_code == 503
+                finally:
+                    _ip("-n", node_ns, "link", "set", node_if, "up")
+                restored = time.monotonic()
+                ready: dict[str, float] = {}
+
+                async def healthy() -> None:
+                    ready["at"] = await ready_again(client, victim.url, restored)
+
+                async with trio.open_nursery() as both:
+                    both.start_soon(healthy)
+                    accepted = await first_accepted(client, victim.url, "cut", restored)
+                print(f"link cut {FAULT_SECONDS:.0f} s: n2's /healthz 200 {ready['at']:.2f} s after the link came "
+                      f"back, first event accepted {accepted:.2f} s after")
+
+            # The node listens on its namespace's loopback; here, the same port on ours relays to it.
+            def factory(name: str, env: dict[str, str]) -> Any:
+                node = namespaced(name, env)
+                relays.start_soon(forward, (None, "127.0.0.1", node.port), (node_ns, "127.0.0.1", node.port))
+                return node
+
+            await under_fault(tmp_path, kafka_bootstrap, cut_link, node_factory=factory, receiver_port=receiver_port)
+            relays.cancel_scope.cancel()
+    finally:
+        for ns in (node_ns, far_ns):  # deleting a namespace deletes its end of the veth pair
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
