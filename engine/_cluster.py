@@ -376,6 +376,8 @@ class Cluster:
         self._stalled_for: float | None = None
         self._stall_after = config.cluster_session_timeout
         self._nursery: trio.Nursery | None = None
+        #: The producers of failed generations, to be dropped by the heal.
+        self._retired: list[Any] = []
         self._sources_scope: trio.CancelScope | None = None
         self.singletons = trio.Event()  # set while this node runs the cluster's singletons
         self._singleton_changed = trio.Event()
@@ -826,9 +828,9 @@ class Cluster:
         if self._healing is None and now - self._healed_at > HEAL_WINDOW:
             self._faults_in_row = 0
         self._faults_in_row += 1
-        self._epoch += 1  # whatever the failed clients do from here on is ignored
         limit = self.herald.config.cluster_heal_attempts
         if self._faults_in_row > limit:
+            self._epoch += 1
             line = (f"the cluster's Kafka clients failed {self._faults_in_row} times in a row, the last time: "
                     f"{reason}; exiting for a restart")
             log.critical("%s", line)
@@ -836,7 +838,12 @@ class Cluster:
             self.give_up(line)
             return
         owned = sorted(self.shards)
-        self._give_up_partitions()
+        self._give_up_partitions()  # (its last announcement goes out on the failing producer, if it can)
+        self._epoch += 1  # whatever the failed clients do from here on is ignored
+        # Nothing is produced on the failed producers any more (an event, a tick, an announcement made
+        # meanwhile would fail again, and count as a new fault): they are dropped by the heal.
+        self._retired += [self._producer, self._changelog]
+        self._producer = self._changelog = None
         if self._healing is None:
             self._healing = _Healing(reason)
             log.warning("healing: %s; gave up partitions %s, making new Kafka clients and rejoining the group",
@@ -872,7 +879,7 @@ class Cluster:
         delay = 0.2
         while not self._stopping and self.failure is None:
             epoch = self._epoch
-            old, self._producer, self._changelog = (self._producer, self._changelog), None, None
+            old, self._retired = tuple(self._retired), []
             assert self._nursery is not None
             self._nursery.start_soon(self._discard, old)
             self._make_producers()

@@ -97,18 +97,21 @@ async def test_a_fatal_error_gives_up_every_partition_at_once_and_refuses_with_t
     shards[3].pending["k1"] = effect
     cluster.pending_of["k1"] = shards[3]
     assert cluster.claims(effect) and cluster.refusal() is None
+    producer = cluster._producer
     cluster._fault("the producer failed: PRODUCER_FENCED", cluster._epoch)
 
     assert cluster.shards == {} and not cluster.singletons.is_set()
     assert not cluster.claims(effect)  # the outbox drops it: the new owner delivers it
     refusal = herald.refusal()
     assert refusal.code == "healing" and "PRODUCER_FENCED" in refusal.reason
-    announced = orjson.loads([v for t, v in cluster._producer.sent if t == cluster.nodes_topic][-1])
+    announced = orjson.loads([v for t, v in producer.sent if t == cluster.nodes_topic][-1])
     assert announced["partitions"] == []
+    # The failed producer is retired: nothing more is produced on it (the heal drops it).
+    assert cluster._producer is None and producer in cluster._retired
     # A checkpoint of a partition given up writes nothing; a message of it is not applied.
-    sent = len(cluster._changelog.sent)
+    sent = len(producer.sent)
     await cluster.checkpoint(shards[0])
-    assert len(cluster._changelog.sent) == sent and shards[0].dirty
+    assert len(producer.sent) == sent and shards[0].dirty
     cluster._apply([_Message(0, 0, None)])
     assert shards[0].offset == 0
     # What the failed clients say afterwards changes nothing (an older generation's last words).
@@ -119,13 +122,14 @@ async def test_a_fatal_error_gives_up_every_partition_at_once_and_refuses_with_t
 async def test_a_node_woken_from_a_stall_applies_nothing_and_heals():
     herald, cluster, ended = node()
     shards = owning(cluster, 1)
+    producer = cluster._producer
     cluster._alive_at = time.monotonic() - 5 * cluster._stall_after  # the stall watch has not run since
     assert herald.refusal().code == "healing"
     cluster._apply([_Message(1, 0, None)])  # what the consumer fetched before the stall
     assert shards[1].offset == 0 and cluster.shards == {}
     assert "stopped for" in cluster._healing.reason
     cluster._tick(shards[1])
-    assert not [t for t, _ in cluster._producer.sent if t == cluster.events_topic]  # no tick either
+    assert not [t for t, _ in producer.sent if t == cluster.events_topic]  # no tick either
 
 
 async def test_faults_in_a_row_end_the_process_with_one_line():
