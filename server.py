@@ -269,9 +269,11 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
     async def healthz() -> Response:
         now, watermark = engine.now(), engine.watermark()
         journal = herald.journal
+        refusal = herald.refusal()  # the same answer ingestion gives: 503 exactly when it refuses
         body = {
-            "status": herald.status,
-            "ready": herald.ready,
+            "status": refusal.code if refusal is not None else "ready",
+            "ready": refusal is None,
+            "refusal": refusal.to_json() if refusal is not None else None,
             "plugins": herald.plugins.names,
             "actors": sum(len(e.actors) for e in herald.engines()),
             "timers_pending": sum(len(e.timers) for e in herald.engines()),
@@ -294,7 +296,7 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
             body["cluster"] = herald.cluster.health()
         # Sources report URLs and errors that may quote them: no credentials leave the process.
         encoded = redact_text(orjson.dumps(body).decode())
-        return Response(encoded, status=200 if herald.ready else 503, content_type="application/json")
+        return Response(encoded, status=200 if refusal is None else 503, content_type="application/json")
 
     @bp.get("/metrics")
     @operation("Prometheus metrics", tags=["ops"], responses={200: {"description": "text exposition format"}})

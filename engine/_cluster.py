@@ -37,16 +37,19 @@ import logging
 import math
 import os
 import socket
+import sys
+import threading
 import time
 import uuid
 import zlib
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 import trio
 
 from . import _snapshot as snapshots
+from ._clients import KafkaClients
 from ._config import ConfigError
 from ._dedupe import IdWindow, Recent
 from ._effects import Effect
@@ -56,6 +59,7 @@ from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, kafka_settings
 from ._metrics import Metrics
 from ._outbox import effect_key
+from ._refusal import Refusal
 
 __all__ = ["Cluster", "Shard", "partition_of", "topics_of"]
 
@@ -68,6 +72,50 @@ CHUNK_BYTES = 900_000
 BATCH = 500
 #: A partition is checkpointed once this many messages followed its last checkpoint, whatever they were.
 TAIL = 10_000
+#: The broker is taken for unreachable (events refused) once no announcement was delivered for this long
+#: (seconds; at least 2.5 announcement intervals).
+UNREACHABLE_AFTER = 3.0
+#: A heal that ends within this many seconds of the previous one counts as the same fault again.
+HEAL_WINDOW = 30.0
+#: Once healed, a node that was not given a partition within this many seconds accepts anyway.
+REJOIN_WAIT = 5.0
+
+#: Errors after which a Kafka client cannot go on (librdkafka's fatal ones and their kin): the node
+#: heals, with new clients.
+_FATAL_NAMES = ("_FATAL", "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "UNKNOWN_PRODUCER_ID",
+                "OUT_OF_ORDER_SEQUENCE_NUMBER", "INVALID_PRODUCER_ID_MAPPING", "_MAX_POLL_EXCEEDED",
+                "FENCED_INSTANCE_ID", "_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED",
+                "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED")
+
+
+def is_fatal(error: Any) -> bool:
+    """Whether a Kafka error means the client that met it cannot go on (see :data:`_FATAL_NAMES`)."""
+    if error is None:
+        return False
+    if error.fatal():
+        return True
+    kafka = _kafka()
+    return error.code() in {getattr(kafka.KafkaError, n) for n in _FATAL_NAMES if hasattr(kafka.KafkaError, n)}
+
+
+def exit_process(line: str) -> None:
+    """The default end of a node whose Kafka clients cannot be healed: one line, exit status 70, so that
+    its supervisor restarts it (threads stuck in librdkafka cannot hold the exit back)."""
+    logging.shutdown()
+    sys.stderr.write(f"herald: {line}\n")
+    sys.stderr.flush()
+    os._exit(70)
+
+
+class _Healing:
+    """A heal under way: why, since when, in which phase (healing: new clients; restoring: rejoined)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.started = time.monotonic()
+        self.phase = "healing"
+        #: When the new consumer subscribed (monotonic), for the wait for an assignment.
+        self.subscribed: float | None = None
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -263,9 +311,14 @@ class _Directory:
 class Cluster:
     """This node's part in a cluster: the producer, the consumer group, its shards, its announcements."""
 
-    def __init__(self, herald: Any) -> None:
+    def __init__(self, herald: Any, clients: KafkaClients | None = None, *,
+                 give_up: Callable[[str], None] | None = None) -> None:
         #: The :class:`engine.Herald` this node runs (its plugins, outbox, sinks, metrics and config).
         self.herald = herald
+        #: Makes this node's producers and consumers (a test's may fail on purpose).
+        self.clients = clients or KafkaClients()
+        #: Ends the process when the clients cannot be healed (a test's records it instead).
+        self.give_up = give_up or exit_process
         config = herald.config
         self.bootstrap = config.cluster
         self.name = config.cluster_name
@@ -306,6 +359,24 @@ class Cluster:
         self._changelog: Any = None
         self._consumer: Any = None
         self._stopping = False
+        #: Counts the generations of this node's clients: a fatal error starts the next one, and whatever
+        #: an older generation's clients report (or ask for) afterwards is ignored.
+        self._epoch = 0
+        #: The heal under way (None: none), how many faults came one after another, when the last heal ended.
+        self._healing: _Healing | None = None
+        self._faults_in_row = 0
+        self._healed_at = -math.inf
+        self.heals = 0
+        #: When the broker last answered (monotonic): a broker that stays silent makes the node refuse.
+        self._broker_seen = time.monotonic()
+        #: Stall detection: a thread notes the time every 0.1 s; a gap longer than the session timeout means
+        #: the whole process was stopped (SIGSTOP, a VM stall) and the group has moved on without it.
+        self._alive_at = time.monotonic()
+        self._stalled_for: float | None = None
+        self._stall_after = config.cluster_session_timeout
+        self._nursery: trio.Nursery | None = None
+        #: The producers of failed generations, to be dropped by the heal.
+        self._retired: list[Any] = []
         self._sources_scope: trio.CancelScope | None = None
         self.singletons = trio.Event()  # set while this node runs the cluster's singletons
         self._singleton_changed = trio.Event()
@@ -372,7 +443,36 @@ class Cluster:
         """``(node, url)`` of the node serving ``key``'s partition (None while nobody does)."""
         return self.directory.owner(partition_of(key, self.partitions), time.time())
 
+    def refusal(self) -> Refusal | None:
+        """Why this node refuses events now (None: it accepts); :meth:`Herald.refusal` asks here."""
+        if self.failure is not None:
+            return Refusal("cluster_failed", f"not accepted: {self.failure}")
+        if self._healing is not None:
+            what = ("rejoined the group; restoring its partitions" if self._healing.phase == "restoring"
+                    else "making new Kafka clients and rejoining the group")
+            return Refusal(self._healing.phase, f"not accepted: this node is healing from \"{self._healing.reason}\" "
+                                                f"since {time.monotonic() - self._healing.started:.1f} s: {what}")
+        if self._stale():
+            return Refusal("healing", "not accepted: this node was stalled; it gives up its partitions and heals")
+        if self._producer is None:
+            return Refusal("joining", "not accepted: the cluster producer is not connected yet")
+        silent = time.monotonic() - self._broker_seen
+        if silent > max(UNREACHABLE_AFTER, 2.5 * self.herald.config.cluster_announce):
+            return Refusal("broker_unreachable", f"not accepted: the broker has not answered for {silent:.0f} s")
+        return None
+
+    def claims(self, effect: Effect) -> bool:
+        """Whether this node may (still) deliver an effect: it owns the partition that emitted it, in this
+        generation of its clients, and it was not stalled meanwhile (the outbox asks before each attempt)."""
+        shard = self.pending_of.get(effect_key(effect))
+        return shard is not None and self.shards.get(shard.number) is shard and not self._stale()
+
+    def _stale(self) -> bool:
+        """Whether the process was stopped for longer than the session timeout (and has not healed since)."""
+        return self._stalled_for is not None or time.monotonic() - self._alive_at > self._stall_after
+
     def health(self) -> dict[str, Any]:
+        healing = self._healing
         return {
             "node": self.node,
             "url": self.url,
@@ -391,6 +491,10 @@ class Cluster:
                          "lag": {str(p): n for p, n in sorted(self.replica_lag.items())}},
             "singletons": self.singletons.is_set(),
             "failure": self.failure,
+            "healing": None if healing is None else {
+                "reason": healing.reason, "phase": healing.phase,
+                "seconds": round(time.monotonic() - healing.started, 3)},
+            "heals": self.heals,
             "nodes": self.directory.live(time.time()),
         }
 
@@ -403,15 +507,15 @@ class Cluster:
         reads, reads its own writes, as in a single process."""
         if not events:
             return []
-        if self.failure is not None:
-            raise JournalError(f"not accepted: {self.failure}")
-        if self._producer is None:
-            raise JournalError("the cluster producer is not connected yet")
+        refusal = self.refusal()
+        if refusal is not None:
+            raise JournalError(refusal.reason)
         encoded = [(e.key, encode_event(e)) for e in events]
         done = trio.Event()
         state: dict[str, Any] = {"left": len(encoded), "error": None}
         offsets: dict[int, int] = {}
         token = self._token
+        epoch = self._epoch
 
         def delivered(error: Any, message: Any) -> None:  # in the poll thread
             token.run_sync_soon(settle, error, message.partition(), message.offset())
@@ -420,6 +524,8 @@ class Cluster:
             if error is not None:
                 if state["error"] is None:
                     state["error"] = error
+                if is_fatal(error):
+                    self._fault(f"the producer failed: {error.str()}", epoch)
             elif offset > offsets.get(partition, -1):
                 offsets[partition] = offset
             state["left"] -= 1
@@ -438,6 +544,8 @@ class Cluster:
                 if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
                             kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
                     self.fail(f"the topic {self.events_topic} lost partitions: {exc.args[0].str()}")
+                elif is_fatal(exc.args[0]):
+                    self._fault(f"the producer failed: {exc.args[0].str()}", epoch)
                 state["left"] -= len(encoded) - i  # those were never queued
                 if state["error"] is None:
                     state["error"] = exc.args[0].str()
@@ -447,6 +555,7 @@ class Cluster:
         await done.wait()
         if state["error"] is not None:
             raise JournalError(f"the broker did not take the event(s): {state['error']}")
+        self._broker_seen = time.monotonic()
         if applied:
             await self._applied_here(offsets)
         return [False] * len(encoded)
@@ -486,8 +595,6 @@ class Cluster:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        kafka = _kafka()
-        config = self.herald.config
         self._token = trio.lowlevel.current_trio_token()
         await trio.to_thread.run_sync(ensure_topics, self.bootstrap, [
             (self.events_topic, self.partitions, {}),
@@ -495,30 +602,17 @@ class Cluster:
             (self.nodes_topic, 1, {}),
         ], 15, config)
         await trio.to_thread.run_sync(self._check_partitions)
-        token = self._token
-
-        def producer_error(error: Any) -> None:  # in a librdkafka thread
-            if error.fatal():
-                token.run_sync_soon(self.fail, f"the cluster producer failed fatally: {error.str()}")
-
-        self._producer = kafka.Producer(kafka_settings(config, "producer", {
-            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
-            "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
-            "error_cb": producer_error,
-        }))
-        # Checkpoints have a producer of their own: flushing one then waits for that checkpoint only, never
-        # for the stream of accepted events (and those never queue behind a large checkpoint).
-        self._changelog = kafka.Producer(kafka_settings(config, "producer", {
-            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
-            "message.timeout.ms": 30_000, "reconnect.backoff.max.ms": 1000,
-        }))
+        self._make_producers()
+        threading.Thread(target=self._note_time, name="herald-stall-watch", daemon=True).start()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._poll_producer)
             nursery.start_soon(self._listen)
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self._checkpoint_loop)
             nursery.start_soon(self._watch_topics)
+            nursery.start_soon(self._watch_stalls)
             if self.replicas:
                 nursery.start_soon(self._replicate)
             if self.replicas:
@@ -529,9 +623,36 @@ class Cluster:
             task_status.started()
             self.started.set()
             try:
-                await self._consume()
+                while True:
+                    await self._consume()
+                    if self._stopping or self.failure is not None:
+                        break
+                    await self._heal()  # a fatal error ended that consumer: new clients, then rejoin
             finally:
+                self._stopping = True  # (also ends the stall watch)
                 nursery.cancel_scope.cancel()
+
+    def _make_producers(self) -> None:
+        """This generation's producers: one for accepted events (and ticks, announcements), one for
+        checkpoints. A fatal error either reports starts the next generation (see :meth:`_fault`)."""
+        config = self.herald.config
+        token, epoch = self._token, self._epoch
+
+        def producer_error(error: Any) -> None:  # in a librdkafka thread
+            if is_fatal(error):
+                token.run_sync_soon(self._fault, f"the producer failed: {error.str()}", epoch)
+
+        self._producer = self.clients.producer(kafka_settings(config, "producer", {
+            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
+            "message.timeout.ms": int(config.cluster_produce_timeout * 1000), "reconnect.backoff.max.ms": 1000,
+            "error_cb": producer_error,
+        }))
+        # Checkpoints have a producer of their own: flushing one then waits for that checkpoint only, never
+        # for the stream of accepted events (and those never queue behind a large checkpoint).
+        self._changelog = self.clients.producer(kafka_settings(config, "producer", {
+            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
+            "message.timeout.ms": 30_000, "reconnect.backoff.max.ms": 1000, "error_cb": producer_error,
+        }))
 
     def _check_partitions(self) -> None:
         _kafka()
@@ -546,10 +667,14 @@ class Cluster:
                 f"{self.partitions} (HERALD_CLUSTER_PARTITIONS): every node of a cluster must agree")
 
     async def _poll_producer(self) -> None:
-        """Serve the producer's delivery reports (they resolve the 202s) in a worker thread."""
-        producer = self._producer
+        """Serve the producer's delivery reports (they resolve the 202s) in a worker thread (the producer
+        of the day: a heal replaces it)."""
         while True:
-            await trio.to_thread.run_sync(producer.poll, 0.05)
+            producer = self._producer
+            if producer is None:
+                await trio.sleep(0.05)
+            else:
+                await trio.to_thread.run_sync(producer.poll, 0.05)
 
     async def stop(self) -> None:
         """Leave gracefully: checkpoint and hand over every partition, then say goodbye."""
@@ -590,22 +715,37 @@ class Cluster:
         })
 
     async def _consume(self) -> None:
+        """Be a member of the group (this generation's consumer) until the node stops, fails or heals."""
         kafka = _kafka()
-        consumer = self._consumer = kafka.Consumer(self._consumer_config())
+        token, epoch = self._token, self._epoch
+        self._closed = trio.Event()
 
+        def consumer_error(error: Any) -> None:  # in a librdkafka thread
+            if is_fatal(error):
+                token.run_sync_soon(self._fault, f"the consumer failed: {error.str()}", epoch)
+
+        consumer = self._consumer = self.clients.consumer({**self._consumer_config(), "error_cb": consumer_error})
+
+        # An older generation's consumer (closing after a fault) changes nothing here any more.
         def assigned(c: Any, partitions: list) -> None:  # in the consume thread
-            offsets = trio.from_thread.run(self._assigned, [tp.partition for tp in partitions])
+            if epoch != self._epoch:
+                return
+            offsets = trio.from_thread.run(self._assigned, [tp.partition for tp in partitions], epoch)
             c.incremental_assign([kafka.TopicPartition(self.events_topic, p, offsets[p]) for p in offsets])
 
         def revoked(c: Any, partitions: list) -> None:
-            trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], True)
+            if epoch == self._epoch:
+                trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], True)
             c.incremental_unassign(partitions)
 
         def lost(c: Any, partitions: list) -> None:
-            trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], False)
+            if epoch == self._epoch:
+                trio.from_thread.run(self._revoked, [tp.partition for tp in partitions], False)
             c.incremental_unassign(partitions)
 
         consumer.subscribe([self.events_topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+        if self._healing is not None:
+            self._healing.subscribed = time.monotonic()
 
         def step(measure: bool, commits: dict[int, int]) -> tuple[list, dict[int, int] | None]:
             """One turn of the consume thread: commit what checkpoints covered, consume, read the high
@@ -620,18 +760,24 @@ class Cluster:
             return messages, self._highs(consumer, list(self.shards)) if measure else None
 
         try:
-            await self._consume_loop(consumer, step)
+            await self._consume_loop(consumer, step, epoch)
         finally:
             with trio.CancelScope(shield=True):
                 started = time.monotonic()
-                await trio.to_thread.run_sync(consumer.close)  # revokes (and so checkpoints) what it owns
-                log.info("left the consumer group in %.3f s", time.monotonic() - started)
+                if epoch == self._epoch:
+                    await trio.to_thread.run_sync(consumer.close)  # revokes (and so checkpoints) what it owns
+                    log.info("left the consumer group in %.3f s", time.monotonic() - started)
+                else:
+                    # A faulted generation: its partitions are given up already (nothing is checkpointed on
+                    # the way out); a close that hangs on an unreachable broker is left behind.
+                    with trio.move_on_after(5):
+                        await trio.to_thread.run_sync(consumer.close, abandon_on_cancel=True)
                 self._consumer = None
                 self._closed.set()
 
-    async def _consume_loop(self, consumer: Any, step: Any) -> None:
+    async def _consume_loop(self, consumer: Any, step: Any, epoch: int = 0) -> None:
         last_lag = 0.0
-        while not self._stopping and self.failure is None:
+        while not self._stopping and self.failure is None and epoch == self._epoch:
             limit = max(self.herald.config.effect_queue // 2, self.herald.config.effect_queue - 4 * BATCH)
             while self.herald.outbox.pending > limit and not self._stopping and self.failure is None:
                 await trio.sleep(0.05)  # deliveries are behind: let them catch up before making more
@@ -641,12 +787,18 @@ class Cluster:
                 last_lag = now
             commits, self._commits = self._commits, {}
             messages, highs = await trio.to_thread.run_sync(step, measure, commits)
+            if epoch != self._epoch:
+                break
             if messages:
                 self._apply(messages)
             if highs is not None:
                 self._measure_lag(highs)
             if messages or highs is not None:
                 self._progress()
+            healing = self._healing
+            if (healing is not None and healing.phase == "restoring" and healing.subscribed is not None
+                    and time.monotonic() - healing.subscribed > REJOIN_WAIT):
+                self._healed("no partition was given to it yet")
             await trio.sleep(0)
 
     def fail(self, reason: str) -> None:
@@ -662,8 +814,140 @@ class Cluster:
             # checkpoint of what this node may have wrong), and the nodes topic hears a goodbye.
             self._announce_now()
 
+    # -- healing ------------------------------------------------------------------------------
+
+    def _fault(self, reason: str, epoch: int) -> None:
+        """A client of generation ``epoch`` failed fatally (fenced, unknown producer id, authentication, a
+        stall that expired the session): give up the partitions at once (nothing more is applied,
+        checkpointed or delivered for them), then heal: new clients, rejoin, restore. Too many faults in a
+        row (each within :data:`HEAL_WINDOW` of the last heal) end the process."""
+        if epoch != self._epoch or self.failure is not None or self._stopping:
+            return  # an older generation's last words, or nothing left to heal
+        now = time.monotonic()
+        if self._healing is None and now - self._healed_at > HEAL_WINDOW:
+            self._faults_in_row = 0
+        self._faults_in_row += 1
+        limit = self.herald.config.cluster_heal_attempts
+        if self._faults_in_row > limit:
+            self._epoch += 1
+            line = (f"the cluster's Kafka clients failed {self._faults_in_row} times in a row, the last time: "
+                    f"{reason}; exiting for a restart")
+            log.critical("%s", line)
+            self.fail(line)
+            self.give_up(line)
+            return
+        owned = sorted(self.shards)
+        self._give_up_partitions()  # (its last announcement goes out on the failing producer, if it can)
+        self._epoch += 1  # whatever the failed clients do from here on is ignored
+        # Nothing is produced on the failed producers any more (an event, a tick, an announcement made
+        # meanwhile would fail again, and count as a new fault): they are dropped by the heal.
+        self._retired += [self._producer, self._changelog]
+        self._producer = self._changelog = None
+        if self._healing is None:
+            self._healing = _Healing(reason)
+            log.warning("healing: %s; gave up partitions %s, making new Kafka clients and rejoining the group",
+                        reason, owned)
+        else:
+            self._healing.reason, self._healing.phase = reason, "healing"
+            log.warning("healing again (attempt %d of %d): %s", self._faults_in_row, limit, reason)
+        self._progress()
+
+    def _fault_stalled(self) -> None:
+        gap = self._stalled_for
+        self._fault(f"this process was stopped for {gap or self._stall_after:.1f} s, longer than the session "
+                    "timeout: the group has moved its partitions", self._epoch)
+
+    def _give_up_partitions(self) -> None:
+        """Forget every owned partition without a checkpoint (its next owner restores it from the
+        changelog); their effects not delivered yet stay with that owner."""
+        for shard in self.shards.values():
+            for key in shard.pending:
+                self.pending_of.pop(key, None)
+        self.shards.clear()
+        self.lag.clear()
+        self._commits.clear()
+        self._update_singletons()
+        self._announce_now()  # no partitions: queries go elsewhere
+
+    async def _heal(self) -> None:
+        """New producers (the failed ones are dropped in the background), once the broker answers them;
+        the caller then rejoins the group with a new consumer, and the first assignment restored (or
+        :data:`REJOIN_WAIT` without one) ends the heal."""
+        healing = self._healing
+        assert healing is not None
+        delay = 0.2
+        while not self._stopping and self.failure is None:
+            epoch = self._epoch
+            old, self._retired = tuple(self._retired), []
+            assert self._nursery is not None
+            self._nursery.start_soon(self._discard, old)
+            self._make_producers()
+            producer = self._producer
+            while epoch == self._epoch and not self._stopping and self.failure is None:
+                try:
+                    await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=2),
+                                                  abandon_on_cancel=True)
+                except Exception as exc:  # unreachable: not the clients' fault, wait for it
+                    log.debug("healing: the broker does not answer yet (%s)", exc)
+                    await trio.sleep(0.2)
+                else:
+                    self._broker_seen = time.monotonic()
+                    break
+            if epoch == self._epoch:
+                break
+            await trio.sleep(delay)  # the new clients failed too: again, a little later
+            delay = min(delay * 2, 5.0)
+        self._stalled_for = None
+        healing.phase = "restoring"
+        self._progress()
+
+    def _healed(self, how: str) -> None:
+        healing, self._healing = self._healing, None
+        if healing is None:
+            return
+        self.heals += 1
+        self._healed_at = time.monotonic()
+        log.warning("healed in %.2f s (from: %s): %s; owns partitions %s, accepting again",
+                    self._healed_at - healing.started, healing.reason, how, sorted(self.shards))
+        self._progress()
+
+    async def _discard(self, producers: tuple[Any, ...]) -> None:
+        """Drop a failed generation's producers: what they still hold is not waited for (requests got
+        their 503 or will time out), and a destroy that hangs on an unreachable broker is left behind."""
+        def drop() -> None:
+            for producer in producers:
+                if producer is not None:
+                    try:
+                        producer.purge()
+                        producer.flush(0)
+                    except Exception as exc:
+                        log.debug("dropping a failed producer: %s", exc)
+
+        with trio.move_on_after(10):
+            await trio.to_thread.run_sync(drop, abandon_on_cancel=True)
+
+    def _note_time(self) -> None:
+        """The stall watch (a thread): a gap between two notes longer than the session timeout means the
+        whole process was stopped; the trio side reads it before it applies, checkpoints or delivers."""
+        while not self._stopping:
+            now = time.monotonic()
+            gap = now - self._alive_at
+            if gap > self._stall_after:
+                self._stalled_for = gap  # noted before the new time: a reader never misses the stall
+            self._alive_at = now
+            time.sleep(0.1)
+
+    async def _watch_stalls(self) -> None:
+        while True:
+            await trio.sleep(0.1)
+            if self._stale() and self._healing is None:
+                self._fault_stalled()
+
     def _apply(self, messages: list) -> None:
         if self.failure is not None:
+            return
+        if self._stale():  # woken from a stall: these partitions are someone else's by now
+            self._fault_stalled()
             return
         shards = self.shards
         kafka = _kafka()
@@ -672,6 +956,9 @@ class Cluster:
             if error is not None:
                 if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
                     self.fail(f"partition {message.partition()}: {error.str()}: the broker lost data")
+                    return
+                if is_fatal(error):
+                    self._fault(f"the consumer failed: {error.str()}", self._epoch)
                     return
                 if error.code() != kafka.KafkaError._PARTITION_EOF:
                     log.warning("consumer: %s", error)
@@ -717,14 +1004,17 @@ class Cluster:
                     self._caught_up(shard)
         self.lag = lag
 
-    async def _assigned(self, partitions: list[int]) -> dict[int, int]:
+    async def _assigned(self, partitions: list[int], epoch: int | None = None) -> dict[int, int]:
         """Partitions were given to this node: restore each from the changelog; return where to resume."""
+        epoch = self._epoch if epoch is None else epoch
         self.rebalances += 1
         started = time.monotonic()
         offsets: dict[int, int] = {}
         reader = await trio.to_thread.run_sync(self._reader) if partitions else None
         try:
             for p in partitions:
+                if epoch != self._epoch:
+                    break  # a fault meanwhile: these partitions are given up already
                 try:
                     await self._restore(reader, p, offsets)
                 except Exception as exc:  # a checkpoint this node cannot read: stop, loudly, rather than crash
@@ -743,7 +1033,13 @@ class Cluster:
                 await trio.to_thread.run_sync(reader.close)
         self.restore_seconds += time.monotonic() - started
         log.info("assigned partitions %s (resuming at %s) in %.3f s", partitions, offsets, time.monotonic() - started)
+        if epoch != self._epoch:
+            for p in offsets:
+                self.shards.pop(p, None)
+            return {}
         self._update_singletons()
+        if partitions and self._healing is not None and self._healing.phase == "restoring":
+            self._healed(f"rejoined the group and restored partitions {sorted(offsets)}")
         return offsets
 
     async def _restore(self, reader: Any, p: int, offsets: dict[int, int]) -> None:
@@ -824,21 +1120,33 @@ class Cluster:
                     except Exception:
                         log.exception("checkpoint of partition %d failed; retrying", shard.number)
 
+    def _holds(self, shard: Shard, epoch: int) -> bool:
+        """Whether ``shard`` is still this node's, in client generation ``epoch``, with no stall since (a
+        zombie never checkpoints: asked before each piece of a checkpoint is produced)."""
+        return epoch == self._epoch and self.shards.get(shard.number) is shard and not self._stale()
+
     async def checkpoint(self, shard: Shard) -> None:
         """Write the shard to the changelog and commit the input offset it covers."""
+        epoch = self._epoch
         async with shard.lock:
+            if not self._holds(shard, epoch):
+                return
             herald = self.herald
             if not await self._flush_world_sinks(herald.config.drain_timeout):
                 log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
+                return
+            if not self._holds(shard, epoch):
                 return
             offset, capture, pending, wall = shard.capture()
             shard.dirty = False
             try:
                 body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
-                await trio.to_thread.run_sync(self._write_checkpoint, shard.number, offset, body)
+                await trio.to_thread.run_sync(self._write_checkpoint, shard, offset, body, epoch)
             except BaseException:
                 shard.dirty = True  # the next round tries again
                 raise
+            if not self._holds(shard, epoch):
+                return
             shard.checkpointed_offset = offset
             shard.last_checkpoint = time.monotonic()
             shard.checkpoints += 1
@@ -858,9 +1166,24 @@ class Cluster:
             return True
         return False
 
-    def _write_checkpoint(self, partition: int, offset: int, body: bytes) -> None:
-        """Produce the pieces, then the marker naming them (blocking: run in a thread)."""
+    def _write_checkpoint(self, shard: Shard, offset: int, body: bytes, epoch: int) -> None:
+        """Produce the pieces, then the marker naming them (blocking: run in a thread). Before each piece,
+        the shard must still be this node's (:meth:`_holds`): a node that woke from a stall, or whose
+        clients failed, stops writing at once."""
+        partition = shard.number
         producer = self._changelog
+        token = self._token
+
+        def holds() -> None:
+            if not self._holds(shard, epoch):
+                raise RuntimeError(f"partition {partition} is no longer this node's: its checkpoint is abandoned")
+
+        def check(errors: list) -> None:
+            for error in errors:
+                if is_fatal(error):
+                    token.run_sync_soon(self._fault, f"the changelog producer failed: {error.str()}", epoch)
+                    break
+
         ckpt = uuid.uuid4().hex
         offsets: list[int] = []
         errors: list[Any] = []
@@ -877,15 +1200,19 @@ class Cluster:
         # Every record has a key of its own (a compacted topic refuses records without one); once a newer
         # checkpoint is complete, the older one's keys get tombstones, so compaction can drop it.
         for i, piece in enumerate(pieces):
+            holds()
             self._produce(producer, self.changelog_topic, piece, partition, f"{ckpt}:{i}".encode(), delivered,
                           headers)
         if producer.flush(30) or errors or len(offsets) != len(pieces):
+            check(errors)
             raise RuntimeError(f"the changelog did not take the checkpoint: {errors or 'timed out'}")
         marker = orjson.dumps({"ckpt": ckpt, "first": min(offsets), "pieces": len(pieces), "offset": offset})
         offsets.clear()
+        holds()
         self._produce(producer, self.changelog_topic, marker, partition, f"{ckpt}:end".encode(), delivered,
                       [("herald", b"end"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())])
         if producer.flush(30) or errors or not offsets:
+            check(errors)
             raise RuntimeError(f"the changelog did not take the checkpoint marker: {errors or 'timed out'}")
         self._last_end[partition] = marker_at = offsets[0]
         previous, self._last_keys[partition] = self._last_keys.get(partition), (ckpt, len(pieces))
@@ -898,7 +1225,7 @@ class Cluster:
 
     def _reader(self) -> Any:
         """A consumer outside the group, for reading partitions by offset (blocking to make and close)."""
-        return _kafka().Consumer(kafka_settings(self.herald.config, "consumer", {
+        return self.clients.consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.restore", "enable.auto.commit": False,
             "enable.partition.eof": True, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
             "auto.offset.reset": "earliest",
@@ -1005,7 +1332,7 @@ class Cluster:
                 offsets.append(kafka.TopicPartition(self.events_topic, p, shard.offset))
         finally:
             await trio.to_thread.run_sync(reader.close)
-        consumer = kafka.Consumer(kafka_settings(self.herald.config, "consumer", {
+        consumer = self.clients.consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.replica.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
             "auto.offset.reset": "error",
@@ -1054,7 +1381,7 @@ class Cluster:
     # -- ticks and announcements -----------------------------------------------------------
 
     def _tick(self, shard: Shard) -> None:
-        if self._producer is not None and self.failure is None:
+        if self._producer is not None and self.failure is None and not self._stale():
             try:
                 self._produce(self._producer, self.events_topic, None, shard.number, None, None)
             except _kafka().KafkaException as exc:  # the next interval ticks again
@@ -1081,30 +1408,50 @@ class Cluster:
             except _kafka().KafkaException as exc:
                 log.warning("announcing the leave: %s", exc)
             return
+        # Healing, or woken from a stall: no partitions (they are someone else's by now).
+        serving = () if self._healing is not None or self._stale() else self.shards.items()
         doc = {"node": self.node, "url": self.url, "at": time.time(),
-               "partitions": sorted(p for p, s in self.shards.items() if s.ready)}
+               "partitions": sorted(p for p, s in serving if s.ready)}
         self.directory.heard(doc)
+        token, epoch = self._token, self._epoch
+
+        def pulse(error: Any, message: Any) -> None:  # in the poll thread
+            token.run_sync_soon(self._pulse, error, epoch)
+
         try:
-            self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
+            self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), pulse)
         except _kafka().KafkaException as exc:  # the next interval announces again
             log.warning("announcement: %s", exc)
+
+    def _pulse(self, error: Any, epoch: int) -> None:
+        """An announcement's delivery report: the broker's pulse. Only a produce that succeeds proves the
+        node can accept (metadata may answer while the producer is fenced), so only that clears
+        ``broker_unreachable``; a fatal report heals."""
+        if error is None:
+            if epoch == self._epoch:
+                self._broker_seen = time.monotonic()
+        elif is_fatal(error):
+            self._fault(f"the producer failed: {error.str()}", epoch)
 
     async def _watch_topics(self) -> None:
         """A broker that lost its data (an in-memory one restarted) has no topics, or new ones with other
         partitions: that stops this node, loudly, instead of quietly starting over."""
-        producer = self._producer
         strikes = 0
         while self.failure is None:
-            await trio.sleep(2.0)
+            await trio.sleep(0.5)
+            producer = self._producer
+            if producer is None:
+                continue
             try:
-                metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=5))
+                metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=2),
+                                                         abandon_on_cancel=True)
             except Exception as exc:  # the broker is unreachable: not a loss of data (yet)
                 log.debug("metadata: %s", exc)
                 continue
             topic = metadata.topics.get(self.events_topic)
             if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
-                strikes += 1  # twice in a row: a leader election can hide a topic for a moment
-                if strikes >= 2:
+                strikes += 1  # four times in a row (2 s): a leader election can hide a topic for a moment
+                if strikes >= 4:
                     found = 0 if topic is None or topic.error is not None else len(topic.partitions)
                     self.fail(f"the topic {self.events_topic} has {found} partitions now, not {self.partitions}: "
                               "the broker lost data (or the topic was changed)")
@@ -1120,7 +1467,7 @@ class Cluster:
     async def _listen(self) -> None:
         """Follow the nodes topic (from shortly before its end) to know who serves what."""
         kafka = _kafka()
-        reader = kafka.Consumer(kafka_settings(self.herald.config, "consumer", {
+        reader = self.clients.consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.directory.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50, "session.timeout.ms": 6000,
         }))

@@ -190,6 +190,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds an accepted event may wait for the broker before the request answers 503"),
     Setting("cluster_handover", "HERALD_CLUSTER_HANDOVER", non_negative(float),
             "seconds a node leaving a partition waits for its deliveries in flight before it hands it over"),
+    Setting("cluster_heal_attempts", "HERALD_CLUSTER_HEAL_ATTEMPTS", _positive(int),
+            "fatal Kafka client errors in a row a node heals from (new clients, rejoin) before it exits (status 70)"),
     Setting("cluster_replicas", "HERALD_CLUSTER_REPLICAS", _flag,
             "keep a read replica of every partition on every node (plugins' queries then see every actor)"),
     Setting("kafka_config", "HERALD_KAFKA_CONFIG", _kafka_properties,
@@ -249,6 +251,7 @@ class Config:
     cluster_produce_timeout: float = 10.0
     cluster_handover: float = 2.0
     cluster_replicas: bool = True
+    cluster_heal_attempts: int = 5
     node_id: str | None = None
     node_url: str | None = None
     kafka_config: ClientProperties | None = attrs.field(default=None, converter=_kafka_properties)

@@ -31,9 +31,11 @@ from ._event import Event, InvalidEvent, new_event_id
 from ._journal import Durability, Journal, JournalError, snapshot_writer
 from ._metrics import Metrics
 from ._outbox import NotifyExecutor, Outbox, RetrySchedule, Signer
+from ._clients import KafkaClients
 from ._cluster import Cluster
 from ._context import Context
 from ._plugins import Origin, PluginError, PluginHost
+from ._refusal import Refusal
 from ._replay import replay
 
 __all__ = ["Herald", "tune_gc"]
@@ -49,7 +51,9 @@ class Herald:
     """Everything one server holds. Build it, then ``async with herald.running():``.
 
     ``emit`` replaces the outbox (simulations record effects instead of
-    delivering them). Plugins never see this object: their hooks get its
+    delivering them). In a cluster, ``kafka`` makes the Kafka clients and
+    ``give_up`` ends the process when they cannot be made to work again
+    (by default: one line on stderr, exit status 70). Plugins never see this object: their hooks get its
     :attr:`context`.
     """
 
@@ -60,6 +64,8 @@ class Herald:
         *,
         emit: Callable[[Effect], None] | None = None,
         utcnow: Callable[[], float] = time.time,
+        kafka: KafkaClients | None = None,
+        give_up: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.utcnow = utcnow
@@ -82,6 +88,7 @@ class Herald:
             capacity=config.effect_queue,
             # Only a cluster node follows deliveries (to stop checkpointing them): no call per delivery otherwise.
             on_settled=(lambda effect: self.cluster.settled(effect)) if config.cluster else None,
+            claim=(lambda effect: self.cluster.claims(effect)) if config.cluster else None,
         )
         self._deliver = emit or self.outbox.emit
         self._add_event = self.journal.add_event
@@ -124,7 +131,7 @@ class Herald:
         if config.cluster:
             if config.load:
                 raise PluginError("bulk loads at start (HERALD_LOAD) are not supported in a cluster yet")
-            self.cluster = Cluster(self)
+            self.cluster = Cluster(self, kafka or KafkaClients(), give_up=give_up)
         for name, sinks in self.plugins.each("herald_effect_sinks", context=self.context):
             for effect_type, sink in (sinks or {}).items():
                 if effect_type in self.sinks:
@@ -138,14 +145,26 @@ class Herald:
             found = self._parts[name] = make()
         return found
 
-    def why_not_ready(self) -> str:
-        """What a 503 says while ``ready`` is False."""
-        if self.cluster is not None and self.cluster.failure is not None:
-            return f"not accepted: {self.cluster.failure}"
+    def refusal(self) -> Refusal | None:
+        """Why events are refused now (None: they are accepted). The one truth of readiness: ingestion
+        answers 503 with it, ``/healthz`` answers 503 with it, and 200 exactly when it is None."""
+        status = self.status
+        if status in ("stopping", "failed"):
+            return Refusal(status, "Herald is shutting down" if status == "stopping" else "Herald failed to start")
         if self.journal.failed is not None:
-            return "not accepted: the journal failed; Herald retries it in the background"
-        return "Herald is starting" if self.status in ("starting", "replaying", "joining", "loading") \
-            else f"Herald is {self.status}"
+            return Refusal("journal_failed", f"not accepted: the journal failed ({self.journal.failed}); "
+                                             "Herald retries it in the background")
+        if self.cluster is not None:
+            found = self.cluster.refusal()
+            if found is not None:
+                return found
+        if self._replaying:
+            code = "recovering" if status == "recovering" else "replaying"
+            return Refusal(code, "the journal is being replayed (starting or recovering); try again shortly")
+        if not self.ready:
+            code = status if status in ("starting", "joining", "loading", "recovering") else "starting"
+            return Refusal(code, f"Herald is {status}")
+        return None
 
     # -- where actors live -----------------------------------------------------------------
 

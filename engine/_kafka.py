@@ -362,6 +362,11 @@ class DevBroker:
                     raise RuntimeError("the Tansu broker did not start") from None
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (tests pause it with SIGSTOP)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

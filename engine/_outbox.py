@@ -203,9 +203,13 @@ class Outbox:
         timeout: float = 5.0,
         capacity: int = 10_000,
         on_settled: Callable[[Effect], None] | None = None,
+        claim: Callable[[Effect], bool] | None = None,
     ) -> None:
         #: Told of each effect delivered or given up on (a cluster stops checkpointing it).
         self.on_settled = on_settled
+        #: Asked before each attempt whether this process may still deliver the effect (a cluster node
+        #: delivers only for partitions it still owns); an effect it may not is dropped here.
+        self.claim = claim
         self.executors = dict(executors)
         self.kinds = {cls.__name__: cls for cls in self.executors}
         self.journal = journal
@@ -342,6 +346,11 @@ class Outbox:
     async def _attempt(self, item: _Item) -> None:
         effect = item.effect
         name = type(effect).__name__
+        if self.claim is not None and not self.claim(effect):
+            self.metrics.effects_dropped.labels(name, "not_owned").inc()
+            log.info("effect %s (%s) dropped: its partition is no longer this node's (its owner delivers it)",
+                     item.id, name)
+            return
         item.attempts += 1
         try:
             with trio.fail_after(self.timeout):

@@ -158,7 +158,7 @@ async def test_healthz_reports_replay_progress_and_ingestion_waits(tmp_path):
             first = await client.get("/healthz")
             assert first.status_code == 503 and first.json()["status"] in ("starting", "replaying")
             refused = await client.post("/v1/event", json={"user_id": "x", "type": "ping", "timestamp": T0.isoformat()})
-            assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+            assert refused.status_code == 503 and refused.json()["error"]["code"] in ("starting", "replaying")
             await herald.wait_ready()
             health = (await client.get("/healthz")).json()
             assert health["status"] == "ready" and health["journal"]["replayed"] == 30_000

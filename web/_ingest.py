@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 import trio
 
-from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json
+from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json, redact_text
 
 from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
@@ -236,14 +236,18 @@ class IngestApp:
                 body = await self._body(scope, receive, send, limit, whole_at_length=True)
                 if body is None:
                     return
-                if not self.herald.ready:
-                    await respond_json(send, 503, error_body("not_ready", self.herald.why_not_ready()),
+                refusal = self.herald.refusal()  # the same answer /healthz gives
+                if refusal is not None:
+                    await respond_json(send, 503, error_body(refusal.code, redact_text(refusal.reason)),
                                        [(b"retry-after", b"1")])
                     return
                 try:
                     status, payload = await handle(scope, body)
                 except JournalError as exc:
-                    status, payload = 503, error_body("journal_failed", f"not applied: {exc}")
+                    # What refuses from now on, if the failure is known already (else: the journal's word).
+                    refusal = self.herald.refusal()
+                    code = refusal.code if refusal is not None else "journal_failed"
+                    status, payload = 503, error_body(code, redact_text(f"not applied: {exc}"))
                 except InvalidEvent as exc:  # e.g. data the journal cannot store: refused before it was applied
                     status, payload = 400, {"error": exc.to_dict()}
                 except Exception:  # a bug, never the client's fault: say so, stay up
