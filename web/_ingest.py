@@ -17,6 +17,7 @@ import trio
 
 from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json
 
+from ._headers import NOSNIFF, nosniff_send
 from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
@@ -34,7 +35,7 @@ LOAD_PREFIX = "/v1/load/"
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON_HEADERS = [(b"content-type", b"application/json"), NOSNIFF]
 
 
 class _Disconnected(Exception):
@@ -213,7 +214,7 @@ class IngestApp:
             path = scope["path"]
             raw = self.raw.get(path) if self.raw else None
             if raw is not None:
-                await raw(scope, receive, send)
+                await raw(scope, receive, nosniff_send(send))
                 return
             loading = path.startswith(LOAD_PREFIX)
             if path == EVENT_PATH or path == BATCH_PATH or loading:
