@@ -18,6 +18,7 @@ import trio
 from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json
 
 from ._headers import NOSNIFF, nosniff_send
+from ._proxy import TrustedProxies
 from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
@@ -199,6 +200,8 @@ class IngestApp:
         self.max_batch = herald.config.max_batch_bytes
         self.max_load = herald.config.max_load_bytes
         self.admin_token = herald.config.admin_token
+        #: Behind a reverse proxy: the scope says what the client did (see web._proxy); None without one.
+        self.proxies = TrustedProxies(herald.config.trusted_proxies) if herald.config.trusted_proxies else None
         #: What the console's live tail shows: every event accepted or rejected here.
         self.tail = EventTail.of(herald)
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
@@ -210,6 +213,8 @@ class IngestApp:
                 self.raw[path] = handler
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if self.proxies is not None and scope["type"] != "lifespan":
+            scope = self.proxies.resolve(scope)
         if scope["type"] == "http":
             path = scope["path"]
             raw = self.raw.get(path) if self.raw else None
