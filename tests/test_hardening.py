@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -589,3 +591,53 @@ def test_the_trusted_proxies_setting_is_validated_with_a_clear_error(monkeypatch
     assert main(["serve", "--port", "1"]) == 2  # refused before anything starts, in one line
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("herald: HERALD_TRUSTED_PROXIES='10.0.0.0/33': "), error
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None, reason="needs nginx and openssl")
+async def test_behind_the_documented_nginx_the_cookies_are_secure(tmp_path):
+    """docs/security.md's nginx block, as written but for ports and certificate, ends TLS in front of a
+    real ``herald serve`` that trusts it: the browser's cookies are Secure, and signing in works."""
+    import subprocess
+
+    import httpx
+    import trio
+
+    from .conftest import free_port, herald_process
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    [server] = re.findall(r"```nginx\n(.*?)```", docs, re.S)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    port = free_port()
+    async with herald_process(tmp_path, HERALD_ADMIN_TOKEN=PAGE_TOKEN, HERALD_TRUSTED_PROXIES="127.0.0.1") as url:
+        server = (server.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+                  .replace("/etc/ssl/herald.example.com.crt", str(tmp_path / "cert.pem"))
+                  .replace("/etc/ssl/herald.example.com.key", str(tmp_path / "key.pem"))
+                  .replace("http://127.0.0.1:8000", url))
+        temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (tmp_path / "nginx.conf").write_text(f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.log;\n"
+                                             f"events {{}}\nhttp {{ access_log off; {temp}\n{server}}}\n")
+        nginx = subprocess.Popen(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=False) as browser:
+                with trio.fail_after(10):
+                    while True:
+                        assert nginx.poll() is None, (tmp_path / "nginx.log").read_text()
+                        try:
+                            form = await browser.get("/ui/login")
+                            break
+                        except httpx.TransportError:
+                            await trio.sleep(0.05)
+                assert "Secure" in form.headers["set-cookie"] and form.headers["strict-transport-security"]
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
+                signed = await browser.post("/ui/login", data={"csrf": csrf, "token": PAGE_TOKEN})
+                assert signed.status_code == 303 and "Secure" in signed.headers["set-cookie"]
+                assert (await browser.get("/ui")).status_code == 200  # the Secure session cookie came back over https
+            async with httpx.AsyncClient(base_url=url) as direct:  # Herald itself, over http: no Secure
+                assert "Secure" not in (await direct.get("/ui/login")).headers["set-cookie"]
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)
