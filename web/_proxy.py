@@ -14,16 +14,19 @@ both would let a client forge one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Iterable
 
-import attrs
 from quart import request
 
 __all__ = ["TrustedProxies", "client_address", "request_is_https"]
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an IP address (None if it is not one); kept for the latest addresses, as parsing costs
+    microseconds and a proxy's requests come from the same few clients again and again."""
     try:
         address = ipaddress.ip_address(text.strip())
     except ValueError:
@@ -33,20 +36,29 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return mapped or address
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical(text: str) -> str | None:
+    """``text`` as an address is usually written (``::ffff:10.0.0.1`` -> ``10.0.0.1``); None if it is not one."""
+    address = _address(text)
+    return None if address is None else str(address)
+
+
 def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
     """Every comma-separated value of every ``name`` header, in order."""
     return [part.strip() for key, value in headers if key == name
             for part in value.decode("latin-1").split(",") if part.strip()]
 
 
-@attrs.frozen
 class TrustedProxies:
     """The reverse proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed."""
 
-    #: As ``Config.trusted_proxies`` holds them (``ipaddress`` networks).
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(converter=tuple)
+    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        #: As ``Config.trusted_proxies`` holds them (``ipaddress`` networks).
+        self.networks = tuple(networks)
+        # Every request from a proxy asks about the same few addresses: the latest answers are kept.
+        self.trusts = functools.lru_cache(maxsize=4096)(self._trusts)
 
-    def trusts(self, address: str | None) -> bool:
+    def _trusts(self, address: str | None) -> bool:
         found = _address(address) if address else None
         return found is not None and any(found in network for network in self.networks)
 
@@ -60,10 +72,10 @@ class TrustedProxies:
         headers = scope.get("headers", ())
         client, hops = peer[0], 0
         for hop in reversed(_values(headers, b"x-forwarded-for")):
-            address = _address(hop)
+            address = _canonical(hop)
             if address is None:  # not an address: the last one that was stands
                 break
-            client, hops = str(address), hops + 1
+            client, hops = address, hops + 1
             if not self.trusts(client):
                 break
         protos = _values(headers, b"x-forwarded-proto")
