@@ -33,6 +33,7 @@ from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
                  error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json)
 from web._console import console_blueprints
+from web._headers import add_security_headers
 from web import _connlimit as connlimit
 from web._inbox import NotifyInbox
 from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp
@@ -441,6 +442,9 @@ def create_app(herald: Herald) -> IngestApp:
             continue
         for bp in [blueprints] if isinstance(blueprints, Blueprint) else blueprints:
             app.register_blueprint(bp)
+
+    # One place for the headers of every answer, plugins' pages and APIs included (see web._headers).
+    app.after_request(add_security_headers)
 
     @app.errorhandler(BadParameter)
     async def bad_parameter(exc: BadParameter) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -11,7 +12,8 @@ import attrs
 from ._kafka_props import ClientProperties
 from ._redact import redact_url
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_load_spec", "parse_plugin_list", "positive"]
+__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_load_spec", "parse_networks", "parse_plugin_list",
+           "positive"]
 
 
 class ConfigError(ValueError):
@@ -122,6 +124,32 @@ def parse_load_spec(value: str) -> tuple[tuple[str, str], ...]:
 
 _load_spec = parse_load_spec
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str | Any) -> tuple[Network, ...]:
+    """``10.0.0.5, 192.168.0.0/16, ::1`` (or an iterable of such) -> the networks (an address is a network
+    of one); ValueError naming the first entry that is neither an IP address nor a network in CIDR notation."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    networks = []
+    for part in parts:
+        if isinstance(part, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            networks.append(part)
+            continue
+        text = str(part).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text))
+        except ValueError:
+            try:
+                meant = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is neither an IP address nor a network in CIDR notation "
+                                 "(such as 10.0.0.0/8)") from None
+            raise ValueError(f"{text!r} has host bits set: the network is {meant}") from None
+    return tuple(networks)
+
 
 @attrs.frozen
 class Setting:
@@ -172,6 +200,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a request body may take (at most 30); each 64 KiB received restarts the clock"),
     Setting("max_connections", "HERALD_MAX_CONNECTIONS", _positive(int),
             "open connections at most; at the cap the oldest idle ones are closed"),
+    Setting("trusted_proxies", "HERALD_TRUSTED_PROXIES", parse_networks,
+            "comma-separated addresses or CIDR networks of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed (default: none; see docs/security.md)"),
     Setting("cluster", "HERALD_CLUSTER", str,
             "Kafka bootstrap servers: run as a node of a cluster over Kafka (see docs/cluster.md); "
             "default: one embedded process"),
@@ -241,6 +272,8 @@ class Config:
     load: tuple[tuple[str, str], ...] = ()
     body_timeout: float = 10.0
     max_connections: int = 1000
+    #: Reverse proxies whose forwarded headers are believed (``parse_networks`` takes a string or a list too).
+    trusted_proxies: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
     cluster: str | None = None
     cluster_name: str = "herald"
     cluster_partitions: int = 6

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
 import orjson
 import pytest
 
 from engine import EventType, InvalidEvent, Origin, hookimpl
 from engine._event import MAX_JSON_DEPTH, decode_json
 from plugins.customers import hooks as customers
+from plugins.fitness import hooks as fitness
+from plugins.marketplace import hooks as marketplace
 
 from .conftest import app_client
 
@@ -232,7 +240,6 @@ async def test_herald_delivers_to_its_own_sink_with_the_token_and_to_nobody_else
 
 
 async def test_the_customers_ui_asks_for_the_token_once_and_every_form_needs_its_csrf_token():
-    import re
 
     async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
         await herald.accept([{"type": "attributes", "user_id": "7", "timestamp": 1560073640,
@@ -379,3 +386,258 @@ async def test_ids_stay_scoped_by_key_after_a_restart_from_a_snapshot_and_from_t
                 fresh = await client.post("/v1/event", json=_order("bob", event_id))
                 assert fresh.json() == {"id": event_id}, (data_dir, event_id)
             assert herald.engine.actor("bob").unknown == {"ping": 2}
+
+
+# -- what a browser may do with an answer: security headers ------------------------------------
+
+#: At least 16 characters (the floor a token must meet).
+PAGE_TOKEN = "headers-and-proxies-t0ken"
+PAGE_BEARER = {"Authorization": f"Bearer {PAGE_TOKEN}"}
+#: The plugins with web pages and raw routes (every installed one would start slower).
+PAGE_PLUGINS = [fitness, ("customers", customers), marketplace]
+#: Sample values for the path parameters of every GET route (an actor and a customer that exist).
+SAMPLES = {"key": "runner-1", "raw_id": "7", "filename": "herald.css", "event_id": "e1", "error_id": "1",
+           "user_id": "runner-1", "entity_id": "1", "name": "n"}
+ASSETS = {"/docs/static/<path:filename>": "/docs/static/swagger-ui.css"}
+SECURITY = {"content-security-policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+            "x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+
+
+@asynccontextmanager
+async def served(plugins=None, **settings):
+    """A Herald with ``plugins`` (default: every installed one), in memory: ``(herald, app, connect)``, where
+    ``connect(peer)`` is an httpx client whose requests come from the address ``peer`` (as hypercorn gives it)."""
+    import httpx
+
+    from engine import Config, Herald
+    from engine._plugins import PluginHost
+    from server import create_app
+
+    config = Config(durability="memory", **settings)
+    herald = Herald(config, None if plugins is None else PluginHost.from_objects(config, plugins))
+    app = create_app(herald)
+
+    def connect(peer: str = "127.0.0.1") -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(peer, 50123)),
+                                 base_url="http://herald.test")
+
+    async with herald.running():
+        await herald.wait_ready()
+        yield herald, app, connect
+
+
+def iso_utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _sample_path(rule: str) -> str:
+    return ASSETS.get(rule) or re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: SAMPLES[m[1]], rule)
+
+
+async def test_every_html_page_carries_the_security_headers_and_loads_nothing_inline():
+    """Generated from the app's routes (plugins' pages included): every HTML answer has the strict policy,
+    and no page has an inline script, style or event handler that the policy would block."""
+    async with served(PAGE_PLUGINS, admin_token=PAGE_TOKEN) as (herald, app, connect), connect() as client:
+        await herald.accept([{"type": "attributes", "user_id": "7", "timestamp": 1560073640, "id": "m1",
+                              "data": {"email": "seven@example.com"}},
+                             {"type": "app_launch", "user_id": "runner-1", "timestamp": iso_utc_now(), "id": "m2"}])
+        pages = {}
+        for rule in app.app.url_map.iter_rules():
+            if "GET" in rule.methods and rule.endpoint != "static":
+                answer = await client.get(_sample_path(rule.rule), headers=PAGE_BEARER)
+                assert answer.headers.get("x-content-type-options") == "nosniff", rule.rule
+                if answer.headers.get("content-type", "").startswith("text/html"):
+                    pages[rule.rule] = answer
+        # Signed out: the sign-in page, the redirect to it, a refused form.
+        pages["redirect"] = await client.get("/ui/customers/7")
+        pages["login"] = await client.get("/ui/login")
+        pages["refused"] = await client.post("/ui/login", data={"csrf": "forged", "token": PAGE_TOKEN})
+    assert {"/ui", "/ui/actors", "/ui/actors/<path:key>", "/ui/deliveries", "/ui/events", "/ui/customers",
+            "/ui/customers/<raw_id>", "/ui/customers/<raw_id>/edit", "/docs"} <= set(pages), sorted(pages)
+    assert [pages[p].status_code for p in ("redirect", "login", "refused")] == [303, 200, 403]
+    for name, answer in pages.items():
+        assert {h: answer.headers.get(h) for h in SECURITY} == SECURITY, name
+        if answer.status_code == 200:
+            html = answer.text
+            assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), name  # every script is a file
+            assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html, re.I), name  # no inline style or handler
+    assert "SwaggerUIBundle" not in pages["/docs"].text
+
+
+async def test_json_error_and_raw_answers_carry_nosniff():
+    """Answers of the ingestion fast path, of Quart's routes and errors, and of plugins' raw ASGI routes."""
+    async with served(PAGE_PLUGINS, admin_token=PAGE_TOKEN) as (_, _app, connect), connect() as client:
+        event = {"type": "app_launch", "user_id": "u", "timestamp": iso_utc_now()}
+        answers = {
+            "202": await client.post("/v1/event", json=event),
+            "400 fast": await client.post("/v1/event", content=b"{", headers={"content-type": "application/json"}),
+            "405 fast": await client.get("/v1/events"),
+            "401 load": await client.post("/v1/load/customers", content=b"x"),
+            "404": await client.get("/no/such/page"),
+            "405": await client.delete("/healthz"),
+            "401": await client.get("/v1/outbox"),
+            "415": await client.post("/v1/notify", content=b"{}", headers={"content-type": "text/plain",
+                                                                          **PAGE_BEARER}),
+            "raw route": await client.get("/search"),
+            "metrics": await client.get("/metrics"),
+            "script": await client.get("/docs/explorer.js"),
+        }
+    assert [a.status_code for a in list(answers.values())[:8]] == [202, 400, 405, 401, 404, 405, 401, 415]
+    for name, answer in answers.items():
+        assert answer.headers.get("x-content-type-options") == "nosniff", name
+    assert answers["404"].headers["content-security-policy"] == SECURITY["content-security-policy"]
+    assert answers["script"].headers["content-type"].startswith("text/javascript")
+    assert 'url: "/openapi.json"' in answers["script"].text
+
+
+# -- behind a reverse proxy: the scheme and client address a trusted proxy reports --------------
+
+
+class _WhoAmI:
+    """A plugin's route (Quart) and raw ASGI route that say what Herald makes of the client."""
+
+    name = "whoami"
+
+    @hookimpl
+    def herald_routes(self, context):
+        from quart import Blueprint, request
+
+        from web import client_address, request_is_https
+
+        bp = Blueprint("whoami", __name__)
+
+        @bp.get("/whoami")
+        async def whoami():
+            return {"client": client_address(), "https": request_is_https(), "scheme": request.scheme}
+
+        return bp
+
+    @hookimpl
+    def herald_asgi_routes(self, context):
+        from web import client_address, respond_json
+
+        async def raw(scope, receive, send):
+            await respond_json(send, 200, {"client": client_address(scope), "scheme": scope["scheme"]})
+
+        return {"/whoami-raw": raw}
+
+
+async def test_cookies_are_secure_when_a_trusted_proxy_says_https_and_not_when_an_untrusted_peer_says_it():
+    https = {"X-Forwarded-Proto": "https"}
+    async with served([fitness], admin_token=PAGE_TOKEN, trusted_proxies="10.0.0.0/8, 2001:db8::1") as (_, _app, connect):
+        async with connect("10.1.2.3") as proxied, connect("192.0.2.7") as direct, connect("2001:db8::1") as proxied6:
+            form = await proxied.get("/ui/login", headers=https)
+            assert "herald_csrf=" in form.headers["set-cookie"] and "Secure" in form.headers["set-cookie"]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
+            seed = form.headers["set-cookie"].split(";")[0]  # (httpx keeps a Secure cookie from http:// URLs)
+            signed = await proxied.post("/ui/login", headers={**https, "Cookie": seed},
+                                        data={"csrf": csrf, "token": PAGE_TOKEN})
+            assert signed.status_code == 303 and signed.headers["location"] == "/ui"
+            assert "herald_session=" in signed.headers["set-cookie"] and "Secure" in signed.headers["set-cookie"]
+            assert "Secure" in (await proxied6.get("/ui/login", headers=https)).headers["set-cookie"]
+            # The same proxy over plain HTTP, and anyone else saying https: no Secure (a browser on
+            # http:// would drop a Secure cookie, and the peer's word is worth nothing).
+            for client, headers in ((proxied, {}), (direct, https), (direct, {"X-Forwarded-Proto": "HTTPS"})):
+                client.cookies.clear()
+                cookie = (await client.get("/ui/login", headers=headers)).headers["set-cookie"]
+                assert "herald_csrf=" in cookie and "Secure" not in cookie, (headers, cookie)
+    async with served([fitness], admin_token=PAGE_TOKEN) as (_, _app, connect), connect("10.1.2.3") as client:
+        cookie = (await client.get("/ui/login", headers=https)).headers["set-cookie"]
+        assert "Secure" not in cookie  # no proxy is trusted unless configured
+
+
+async def test_the_client_address_comes_from_x_forwarded_for_only_from_a_trusted_proxy():
+    async def who(connect, peer, headers):
+        async with connect(peer) as client:
+            quart = (await client.get("/whoami", headers=headers)).json()
+            raw = (await client.get("/whoami-raw", headers=headers)).json()
+        assert raw == {"client": quart["client"], "scheme": quart["scheme"]}  # the fast path agrees
+        return quart["client"], quart["scheme"]
+
+    chain = {"X-Forwarded-For": "198.51.100.66, 203.0.113.9, 10.0.0.3", "X-Forwarded-Proto": "https"}
+    plugins = [_WhoAmI()]
+    async with served(plugins, trusted_proxies="10.0.0.0/8") as (_, _app, connect):
+        # One proxy: the address it saw. Two (both trusted): the first untrusted from the right; what
+        # the client itself put first (198.51.100.66) is not believed.
+        assert await who(connect, "10.0.0.2", {"X-Forwarded-For": "203.0.113.9"}) == ("203.0.113.9", "http")
+        assert await who(connect, "10.0.0.2", chain) == ("203.0.113.9", "https")
+        assert await who(connect, "::ffff:10.0.0.2", chain) == ("203.0.113.9", "https")  # a dual-stack socket
+        # Untrusted peers: their headers are ignored.
+        assert await who(connect, "192.0.2.7", chain) == ("192.0.2.7", "http")
+        assert await who(connect, "11.0.0.2", chain) == ("11.0.0.2", "http")
+        # A trusted proxy's nonsense is ignored; Forwarded (RFC 7239) is not read at all.
+        assert await who(connect, "10.0.0.2", {"X-Forwarded-For": "unknown", "X-Forwarded-Proto": "gopher"}) == (
+            "10.0.0.2", "http")
+        assert await who(connect, "10.0.0.2", {"Forwarded": "for=203.0.113.9;proto=https"}) == ("10.0.0.2", "http")
+    async with served(plugins) as (_, _app, connect):  # none trusted by default
+        assert await who(connect, "10.0.0.2", chain) == ("10.0.0.2", "http")
+
+
+def test_the_trusted_proxies_setting_is_validated_with_a_clear_error(monkeypatch, capsys):
+    from engine import Config, ConfigError
+    from server import main
+
+    parsed = Config.from_env({"HERALD_TRUSTED_PROXIES": " 10.0.0.1, 192.168.0.0/16,,::1 "}).trusted_proxies
+    assert [str(n) for n in parsed] == ["10.0.0.1/32", "192.168.0.0/16", "::1/128"]
+    assert Config.from_env({}).trusted_proxies == ()
+    for value, problem in (("10.0.0.0/33", "'10.0.0.0/33' is neither an IP address nor a network in CIDR notation"),
+                           ("10.0.0.1, nginx", "'nginx' is neither an IP address nor a network in CIDR notation"),
+                           ("10.1.2.3/8", "'10.1.2.3/8' has host bits set: the network is 10.0.0.0/8")):
+        with pytest.raises(ConfigError) as refused:
+            Config.from_env({"HERALD_TRUSTED_PROXIES": value})
+        assert str(refused.value).startswith(f"HERALD_TRUSTED_PROXIES={value!r}: {problem}"), refused.value
+    monkeypatch.setenv("HERALD_TRUSTED_PROXIES", "10.0.0.0/33")
+    assert main(["serve", "--port", "1"]) == 2  # refused before anything starts, in one line
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("herald: HERALD_TRUSTED_PROXIES='10.0.0.0/33': "), error
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None, reason="needs nginx and openssl")
+async def test_behind_the_documented_nginx_the_cookies_are_secure(tmp_path):
+    """docs/security.md's nginx block, as written but for ports and certificate, ends TLS in front of a
+    real ``herald serve`` that trusts it: the browser's cookies are Secure, and signing in works."""
+    import subprocess
+
+    import httpx
+    import trio
+
+    from .conftest import free_port, herald_process
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    [server] = re.findall(r"```nginx\n(.*?)```", docs, re.S)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    port = free_port()
+    async with herald_process(tmp_path, HERALD_ADMIN_TOKEN=PAGE_TOKEN, HERALD_TRUSTED_PROXIES="127.0.0.1") as url:
+        server = (server.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+                  .replace("/etc/ssl/herald.example.com.crt", str(tmp_path / "cert.pem"))
+                  .replace("/etc/ssl/herald.example.com.key", str(tmp_path / "key.pem"))
+                  .replace("http://127.0.0.1:8000", url))
+        temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (tmp_path / "nginx.conf").write_text(f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.log;\n"
+                                             f"events {{}}\nhttp {{ access_log off; {temp}\n{server}}}\n")
+        nginx = subprocess.Popen(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=False) as browser:
+                with trio.fail_after(10):
+                    while True:
+                        assert nginx.poll() is None, (tmp_path / "nginx.log").read_text()
+                        try:
+                            form = await browser.get("/ui/login")
+                            break
+                        except httpx.TransportError:
+                            await trio.sleep(0.05)
+                assert "Secure" in form.headers["set-cookie"] and form.headers["strict-transport-security"]
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
+                signed = await browser.post("/ui/login", data={"csrf": csrf, "token": PAGE_TOKEN})
+                assert signed.status_code == 303 and "Secure" in signed.headers["set-cookie"]
+                assert (await browser.get("/ui")).status_code == 200  # the Secure session cookie came back over https
+            async with httpx.AsyncClient(base_url=url) as direct:  # Herald itself, over http: no Secure
+                assert "Secure" not in (await direct.get("/ui/login")).headers["set-cookie"]
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)

@@ -14,6 +14,7 @@ themselves are declared in :mod:`web.hookspecs`.
 from ._auth import ADMIN_SCHEME, UiGuard, admin_guard, admin_only, bearer_ok, safe_next, ui_guard
 from ._ingest import respond_json
 from ._pages import LAYOUT, ui_pages
+from ._proxy import client_address, request_is_https
 from ._openapi import ERROR_SCHEMA, build_document, error_response, explorer, json_body, operation
 from ._views import (BadParameter, UnsupportedMediaType, error_body, int_param, json_media_type, json_response,
                      read_json)
@@ -29,6 +30,7 @@ __all__ = [
     "admin_only",
     "bearer_ok",
     "build_document",
+    "client_address",
     "error_body",
     "error_response",
     "explorer",
@@ -38,6 +40,7 @@ __all__ = [
     "json_response",
     "operation",
     "read_json",
+    "request_is_https",
     "respond_json",
     "safe_next",
     "ui_guard",

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from quart import Response, redirect, request
 
+from ._proxy import request_is_https
 from ._views import error_body, json_response
 
 __all__ = ["ADMIN_SCHEME", "UiGuard", "admin_guard", "admin_only", "bearer_ok", "safe_next", "ui_guard"]
@@ -123,12 +124,12 @@ class UiGuard:
         seed = getattr(request, "_herald_csrf_seed", None)
         if seed and not request.cookies.get(self.CSRF):
             response.set_cookie(self.CSRF, seed, httponly=True, samesite="Strict", path="/ui",
-                                secure=request.scheme == "https")
+                                secure=request_is_https())
         return response
 
     def sign_in_cookie(self, response: Response) -> Response:
         response.set_cookie(self.SESSION, self.session_value(), max_age=self.LIFETIME, httponly=True,
-                            samesite="Strict", path="/ui", secure=request.scheme == "https")
+                            samesite="Strict", path="/ui", secure=request_is_https())
         return response
 
     async def before_request(self) -> Any:

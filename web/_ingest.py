@@ -17,6 +17,8 @@ import trio
 
 from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json, redact_text
 
+from ._headers import NOSNIFF, nosniff_send
+from ._proxy import TrustedProxies
 from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
@@ -34,7 +36,7 @@ LOAD_PREFIX = "/v1/load/"
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON_HEADERS = [(b"content-type", b"application/json"), NOSNIFF]
 
 
 class _Disconnected(Exception):
@@ -198,6 +200,8 @@ class IngestApp:
         self.max_batch = herald.config.max_batch_bytes
         self.max_load = herald.config.max_load_bytes
         self.admin_token = herald.config.admin_token
+        #: Behind a reverse proxy: the scope says what the client did (see web._proxy); None without one.
+        self.proxies = TrustedProxies(herald.config.trusted_proxies) if herald.config.trusted_proxies else None
         #: What the console's live tail shows: every event accepted or rejected here.
         self.tail = EventTail.of(herald)
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
@@ -209,11 +213,13 @@ class IngestApp:
                 self.raw[path] = handler
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if self.proxies is not None and scope["type"] != "lifespan":
+            scope = self.proxies.resolve(scope)
         if scope["type"] == "http":
             path = scope["path"]
             raw = self.raw.get(path) if self.raw else None
             if raw is not None:
-                await raw(scope, receive, send)
+                await raw(scope, receive, nosniff_send(send))
                 return
             loading = path.startswith(LOAD_PREFIX)
             if path == EVENT_PATH or path == BATCH_PATH or loading:
