@@ -596,6 +596,7 @@ class Cluster:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        config = self.herald.config
         await trio.to_thread.run_sync(ensure_topics, self.bootstrap, [
             (self.events_topic, self.partitions, {}),
             (self.changelog_topic, self.partitions, {"cleanup.policy": "compact"}),
