@@ -27,8 +27,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, redact_text, redact_url
+from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, PluginError, redact_text, redact_url
 from engine import cli
+from engine._engine import LOAD_TYPE
 from engine._journal import DB_NAME
 from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
                  error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json)
@@ -37,6 +38,8 @@ from web._headers import add_security_headers
 from web import _connlimit as connlimit
 from web._inbox import NotifyInbox
 from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp
+from web._openapi import WRITES
+from web._writes import check_writes, enforce_writes
 
 __all__ = ["create_app", "ingestion_paths", "main", "serve"]
 
@@ -133,6 +136,7 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
                 "operationId": "post_load",
                 "tags": ["events"],
                 **({"security": [{ADMIN_SCHEME: []}]} if herald.config.admin_token else {}),
+                WRITES: [LOAD_TYPE],
                 "summary": "Bulk-load lines through a plugin's loader",
                 "description": "The body is a chunk of a file in the loader's format (whole lines). It is applied "
                 "and journaled as one event; the answer reports what each line did. `herald load` sends files "
@@ -442,6 +446,9 @@ def create_app(herald: Herald) -> IngestApp:
             continue
         for bp in [blueprints] if isinstance(blueprints, Blueprint) else blueprints:
             app.register_blueprint(bp)
+    # No route behind a token may write what anyone may send without it (docs/security.md).
+    check_writes(app, herald.plugins, {**ingestion_paths(herald), **_plugin_paths(herald)})
+    enforce_writes(app)
 
     # One place for the headers of every answer, plugins' pages and APIs included (see web._headers).
     app.after_request(add_security_headers)
@@ -588,7 +595,8 @@ def _serve(args: Any) -> int:
         if error is not None:
             print(f"herald: {error.strerror}", file=sys.stderr)
             return 2
-        refused = _find(exc, ConfigError)  # e.g. a cluster whose topic has another partition count
+        # e.g. a cluster whose topic has another partition count; a guarded route writing a public type
+        refused = _find(exc, ConfigError) or _find(exc, PluginError)
         if refused is None:
             raise
         print(f"herald: {refused}", file=sys.stderr)

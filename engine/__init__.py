@@ -10,7 +10,7 @@ returns), ``Engine.apply`` / ``Simulation.apply`` (in memory), and bulk
 
 # For plugins: declaring what they handle, and the values they handle.
 from ._clock import iso_utc, utc_datetime
-from ._context import ActorView, Context, TimerView
+from ._context import GUARDED_ROUTE, ActorView, Context, TimerView
 from ._effects import CancelTimer, Notify, SetTimer, Timer
 from ._engine import REMOVED, LoadReport, StateTable
 from ._event import MAX_JSON_DEPTH, Event, InvalidEvent, decode_json, new_event_id, parse_timestamp
@@ -69,6 +69,7 @@ __all__ = [
     "utc_datetime",
     # hosts
     "Engine",
+    "GUARDED_ROUTE",
     "Herald",
     "PluginHost",
     "available_plugins",

@@ -10,6 +10,7 @@ reachable through it, so a plugin cannot come to depend on internals.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AbstractSet, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -18,13 +19,19 @@ import attrs
 from ._clock import utc_datetime
 from ._config import Config
 from ._event import Event
-from ._plugins import EventType
+from ._plugins import EventType, Origin, PluginError
 from ._timers import timers_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-__all__ = ["ActorView", "Context", "TimerView"]
+__all__ = ["ActorView", "Context", "GUARDED_ROUTE", "TimerView"]
+
+#: The route being served, while a request behind a credential check (the admin token, a session, a
+#: client token) is served; set by the web layer for the request's duration, None otherwise. What
+#: :meth:`Context.accept` takes in meanwhile must be of internal types: a public type written behind a
+#: token could be sent without it to ``POST /v1/event(s)`` (see docs/security.md).
+GUARDED_ROUTE: ContextVar[str | None] = ContextVar("herald_guarded_route", default=None)
 
 
 @attrs.frozen
@@ -121,8 +128,25 @@ class Context:
         accepted. Raw JSON objects are parsed as an internal source's (internal types allowed).
         Raises :class:`engine.InvalidEvent` or :class:`engine.JournalError`, then nothing is applied.
         In a cluster: acknowledged by the broker and applied on this node (its own partition or its
-        replica of it), so that what the plugin reads next includes them."""
+        replica of it), so that what the plugin reads next includes them.
+
+        While a request behind a credential check is served (:data:`GUARDED_ROUTE`), an event of a
+        public type is a plugin's bug (the token it guards could be bypassed): :class:`PluginError`,
+        and nothing is applied."""
+        guarded = GUARDED_ROUTE.get()
+        if guarded is not None:
+            self._refuse_public(events, guarded)
         return await self._herald.accept(events, applied=True)
+
+    def _refuse_public(self, events: Sequence[Event | dict[str, Any]], guarded: str) -> None:
+        origin_of = self._herald.plugins.origin_of
+        for event in events:
+            type_ = event.type if isinstance(event, Event) else event.get("type") if isinstance(event, dict) else None
+            if not isinstance(type_, str) or origin_of(type_) is Origin.INTERNAL:
+                continue  # (a type that is no string: the parse refuses it)
+            raise PluginError(
+                f"{guarded} is behind a credential check but wrote {type_!r}, a public event type that anyone "
+                f"may send to POST /v1/event(s) without it: declare it EventType(..., origin=Origin.INTERNAL)")
 
     async def snapshot(self) -> dict[str, Any] | None:
         """Write a snapshot now and compact the journal behind it (None without a journal or before ready)."""

@@ -286,6 +286,14 @@ class PluginHost:
                                       f"{self.loaders[loader.name].plugin!r} and {name!r}")
                 self.loaders[loader.name] = attrs.evolve(loader, plugin=name)
 
+    def origin_of(self, type_name: str) -> Origin:
+        """Where events of a type may come from: a declared type's origin; ``herald.*`` (the engine's
+        own) internal; any other type public (the public routes accept and count it)."""
+        route = self.routes.get(type_name)
+        if route is not None:
+            return route.type.origin
+        return Origin.INTERNAL if type_name.startswith(_RESERVED) else Origin.PUBLIC
+
     def event_types(self, plugin: str) -> list[EventType]:
         seen: dict[str, EventType] = {}
         for route in self.routes.values():

@@ -641,3 +641,139 @@ async def test_behind_the_documented_nginx_the_cookies_are_secure(tmp_path):
         finally:
             nginx.terminate()
             nginx.wait(timeout=10)
+
+
+# -- what a token guards never enters as a public type (issue 23: 1) ---------------------------
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+async def test_customers_cannot_be_deleted_or_stripped_of_their_email_without_the_token():
+    """The exploit: customers.delete / customers.update (email null) through the public ingestion routes."""
+    async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
+        created = await client.post("/customers", json={"customer": {"id": 5555, "attributes": {"email": "a@b.c"}}},
+                                    headers=BEARER)
+        assert created.status_code == 201, created.text
+        delete = {"type": "customers.delete", "key": "5555", "timestamp": _now_iso()}
+        strip = {"type": "customers.update", "key": "5555", "timestamp": _now_iso(),
+                 "data": {"attributes": {"email": None}}}
+        for event in (delete, strip):
+            single = await client.post("/v1/event", json=event)
+            assert single.status_code == 400 and single.json()["error"]["code"] == "reserved", single.text
+        batch = await client.post("/v1/events", json=[delete, strip])
+        assert batch.status_code == 400 and batch.json()["accepted"] == 0
+        assert [r["error"]["code"] for r in batch.json()["rejected"]] == ["reserved", "reserved"]
+        ndjson = await client.post("/v1/events", content=orjson.dumps(strip) + b"\n" + orjson.dumps(delete),
+                                   headers={"content-type": "application/x-ndjson"})
+        assert [r["error"]["code"] for r in ndjson.json()["rejected"]] == ["reserved", "reserved"]
+        shown = await client.get("/customers/5555", headers=BEARER)
+        assert shown.status_code == 200 and shown.json()["customer"]["attributes"]["email"] == "a@b.c"
+        # The API itself still writes them (behind the token).
+        patched = await client.patch("/customers/5555", json={"customer": {"attributes": {"city": "Oslo"}}},
+                                     headers=BEARER)
+        assert patched.status_code == 200 and patched.json()["customer"]["attributes"]["city"] == "Oslo"
+        assert (await client.delete("/customers/5555", headers=BEARER)).status_code == 204
+        assert (await client.get("/customers/5555", headers=BEARER)).status_code == 404
+
+
+async def test_every_type_a_guarded_route_writes_is_refused_on_the_public_routes():
+    """Generated from the OpenAPI document of a Herald with every bundled plugin: each type an operation
+    behind a credential declares it writes (x-herald-writes) is refused by POST /v1/event and /v1/events."""
+    import importlib
+
+    from engine import available_plugins
+
+    plugins = [(name, importlib.import_module(module)) for name, module in available_plugins().items()]
+    async with app_client(plugins, admin_token=TOKEN) as (herald, client):
+        document = (await client.get("/openapi.json")).json()
+        written: dict[str, set[str]] = {}
+        for path, ops in document["paths"].items():
+            for method, op in ops.items():
+                if op.get("security"):
+                    for type_ in op.get("x-herald-writes", ()):
+                        written.setdefault(type_, set()).add(f"{method.upper()} {path}")
+        assert {"customers.create", "customers.update", "customers.delete", "crm.erase", "herald.load",
+                "analytics.client_created", "analytics.client_revoked"} <= set(written), written
+        assert "DELETE /customers/{raw_id}" in written["customers.delete"]
+        events = [{"type": type_, "key": "k", "timestamp": _now_iso(), "data": {"attributes": {"email": "e@x.y"}}}
+                  for type_ in sorted(written)]
+        for event in events:
+            single = await client.post("/v1/event", json=event)
+            assert single.status_code == 400 and single.json()["error"]["code"] == "reserved", (event, single.text)
+        batch = await client.post("/v1/events", json=events)
+        assert batch.status_code == 400, batch.text
+        assert [r["error"]["code"] for r in batch.json()["rejected"]] == ["reserved"] * len(events)
+        assert herald.engine.actor("k") is None
+
+
+class _Leaky:
+    """A plugin whose admin route writes a public type (declared or not)."""
+
+    name = "leaky"
+
+    def __init__(self, declare: tuple[str, ...] = ("leaky.set",)) -> None:
+        self.declare = declare
+
+    @hookimpl
+    def herald_event_types(self, config):
+        return [EventType("leaky.set", lambda state, event: (state, ())),
+                EventType("leaky.kept", lambda state, event: (state, ()), origin=Origin.INTERNAL)]
+
+    @hookimpl
+    def herald_routes(self, context):
+        from datetime import datetime, timezone
+
+        from quart import Blueprint, request
+
+        from engine import Event
+        from web import admin_guard, json_response, operation
+
+        bp = Blueprint("leaky", __name__, url_prefix="/leaky")
+        bp.before_request(admin_guard(context.config.admin_token))
+
+        @bp.post("/<type_>")
+        @operation("Write one event", writes=self.declare)
+        async def write(type_: str):
+            now = datetime.now(timezone.utc)
+            await context.accept([Event(request.args.get("id", "e1"), type_, "k", now, {}, now)])
+            return json_response({}, 202)
+
+        return [bp]
+
+
+@pytest.mark.parametrize(("token", "declared"), [(TOKEN, ("leaky.set",)), (None, ("leaky.kept", "nobody.declares.this"))])
+def test_a_guarded_route_that_declares_a_public_type_is_refused_when_the_app_is_built(token, declared):
+    from engine import Config, Herald, PluginError, PluginHost
+    from server import create_app
+
+    config = Config(durability="memory", admin_token=token)
+    with pytest.raises(PluginError) as refused:
+        create_app(Herald(config, PluginHost.from_objects(config, [_Leaky(declared)])))
+    message = str(refused.value)
+    assert "\n" not in message and "POST /leaky/{type_}" in message and declared[-1] in message, message
+    assert "Origin.INTERNAL" in message
+    create_app(Herald(config, PluginHost.from_objects(config, [_Leaky(("leaky.kept", "herald.load"))])))
+
+
+async def test_a_guarded_request_that_accepts_a_public_type_undeclared_is_refused_and_logged(caplog):
+    import logging
+
+    async with app_client([_Leaky(())], admin_token=TOKEN) as (herald, client):
+        with caplog.at_level(logging.ERROR):
+            refused = await client.post("/leaky/leaky.set", headers=BEARER)
+        assert refused.status_code == 500 and herald.engine.actor("k") is None
+        assert "POST /leaky/<type_> is behind a credential check but wrote 'leaky.set', a public event type" in caplog.text
+        assert (await client.post("/leaky/leaky.kept", headers=BEARER)).status_code == 202
+        assert herald.engine.actor("k") is not None
+        # Outside a guarded request the same context writes public types (a plugin's sources do).
+        from datetime import datetime, timezone
+
+        from engine import Event
+
+        now = datetime.now(timezone.utc)
+        await herald.context.accept([Event("e2", "leaky.set", "k2", now, {}, now)])
+        assert herald.engine.actor("k2") is not None

@@ -19,6 +19,8 @@ __all__ = ["ADMIN_SCHEME", "UiGuard", "admin_guard", "admin_only", "bearer_ok", 
 
 #: The name of the admin bearer scheme in the OpenAPI document (``components.securitySchemes``).
 ADMIN_SCHEME = "HeraldAdmin"
+#: How the web pages' sign-in marks itself (a session cookie for the admin token; not in the document).
+SESSION_GUARD = "HeraldSession"
 
 
 def bearer_ok(header: str | None, token: str) -> bool:
@@ -43,6 +45,8 @@ def admin_guard(token: str | None) -> Callable[[], Awaitable[Response | None]]:
             return _unauthorized()
         return None
 
+    # What the blueprint's routes write must be internal, token or not (see web._writes).
+    authorize.__herald_guard__ = ADMIN_SCHEME  # type: ignore[attr-defined]
     if token:  # the OpenAPI document declares the bearer scheme on the blueprint's operations
         authorize.__openapi_security__ = ADMIN_SCHEME  # type: ignore[attr-defined]
     return authorize
@@ -58,6 +62,7 @@ def admin_only(token: str | None) -> Callable[[Callable], Callable]:
                 return _unauthorized()
             return await view(*args, **kwargs)
 
+        guarded.__herald_guard__ = ADMIN_SCHEME  # type: ignore[attr-defined]
         if token:
             guarded.__openapi_security__ = ADMIN_SCHEME  # type: ignore[attr-defined]
         return guarded
@@ -145,6 +150,9 @@ class UiGuard:
                 return json_response(error_body("csrf_failed", "the form's CSRF token is missing or wrong: "
                                                 "reload the page and submit it again", "csrf"), 403)
         return None
+
+    #: Pages are behind the sign-in (with a token): what they write must be internal (see web._writes).
+    before_request.__herald_guard__ = SESSION_GUARD  # type: ignore[attr-defined]
 
 
 def ui_guard(context: Any) -> UiGuard:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["operation", "build_document", "ERROR_SCHEMA", "SECURITY_SCHEMES", "error_response", "json_body"]
+__all__ = ["operation", "build_document", "ERROR_SCHEMA", "SECURITY_SCHEMES", "WRITES", "error_response", "guard_of",
+           "json_body"]
 
 #: The body of every 4xx/5xx answer: ``{"error": {"code", "message", "field"}}``.
 ERROR_SCHEMA: dict[str, Any] = {
@@ -42,6 +43,9 @@ SECURITY_SCHEMES: dict[str, Any] = {
 
 _JSON_MEDIA = ("application/json",)
 
+#: The operation's extension listing the event types it writes (``operation(writes=...)``).
+WRITES = "x-herald-writes"
+
 
 def json_body(schema: Mapping[str, Any], description: str = "") -> dict[str, Any]:
     """A response or request body object with an ``application/json`` schema."""
@@ -61,6 +65,7 @@ def operation(
     responses: Mapping[int | str, Mapping[str, Any]] | None = None,
     parameters: Iterable[Mapping[str, Any]] = (),
     security: str | None = None,
+    writes: Iterable[str] = (),
 ) -> Callable[[Callable], Callable]:
     """Attach an OpenAPI operation to a view function.
 
@@ -68,8 +73,13 @@ def operation(
     response object (see :func:`json_body`, :func:`error_response`). Path
     parameters are added from the route itself. ``security`` names a scheme of
     :data:`SECURITY_SCHEMES` the view requires (guards mark it themselves, see
-    :func:`build_document`).
+    :func:`build_document`). ``writes`` names the event types the view brings in
+    with ``context.accept`` (shown as ``x-herald-writes``): behind a credential
+    check each must be internal, or the app is not built (see ``web._writes``).
     """
+    written = list(writes)
+    if isinstance(writes, str) or not all(isinstance(w, str) and w for w in written):
+        raise TypeError(f"writes must be event type names, not {writes!r}")
 
     def attach(view: Callable) -> Callable:
         op: dict[str, Any] = {"summary": summary, "responses": {str(k): dict(v) for k, v in (responses or {}).items()}}
@@ -85,6 +95,8 @@ def operation(
             op["responses"] = {"200": {"description": "OK"}}
         if security:
             op["security"] = [{security: []}]
+        if written:
+            op[WRITES] = written
         view.__openapi__ = op  # type: ignore[attr-defined]
         return view
 
@@ -103,17 +115,29 @@ def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     return _RULE_PARAM.sub(lambda m: "{" + m["name"] + "}", rule), params
 
 
-def _security_of(app: Any, endpoint: str, view: Any) -> str | None:
-    """The scheme a view requires: its own mark, or that of a ``before_request`` guard of its blueprint."""
-    scheme = getattr(view, "__openapi_security__", None)
+def _mark_of(app: Any, endpoint: str, view: Any, mark: str) -> str | None:
+    """A view's own ``mark``, or that of a ``before_request`` guard of its blueprint."""
+    scheme = getattr(view, mark, None)
     if scheme:
         return scheme
     blueprint = endpoint.rpartition(".")[0]
     for fn in getattr(app, "before_request_funcs", {}).get(blueprint or None, ()):
-        scheme = getattr(fn, "__openapi_security__", None)
+        scheme = getattr(fn, mark, None)
         if scheme:
             return scheme
     return None
+
+
+def _security_of(app: Any, endpoint: str, view: Any) -> str | None:
+    """The scheme a view requires (as the document shows it: the admin scheme only when a token is set)."""
+    return _mark_of(app, endpoint, view, "__openapi_security__")
+
+
+def guard_of(app: Any, endpoint: str, view: Any) -> str | None:
+    """The credential check a view is behind, whether or not a token is configured: a guard marks
+    itself with ``__herald_guard__`` (``admin_guard``, ``admin_only``, the pages' sign-in) or
+    ``__openapi_security__`` (a plugin's own check, such as The Eye's client tokens)."""
+    return _mark_of(app, endpoint, view, "__herald_guard__") or _security_of(app, endpoint, view)
 
 
 def complete(op: dict[str, Any], *, max_body: int | None = None) -> dict[str, Any]:

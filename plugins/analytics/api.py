@@ -20,7 +20,7 @@ from web import error_body
 from web import error_response, json_body, operation
 from web import BadParameter, admin_guard, int_param, json_response, read_json
 
-from .clients import Registry, client_json
+from .clients import CREATED, REVOKED, Registry, client_json
 from .model import NO_SESSION, RECEIVED
 from .store import BadCursor, Store
 from .validation import MAX_SESSION_ID, SchemaRegistry, parse_timestamp
@@ -121,6 +121,7 @@ def api_blueprints(context: Context, store: Store, registry: SchemaRegistry, cli
             "accepted": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}}}),
             400: error_response("not JSON, or not an object or a non-empty array"),
             401: error_response("no token, an unknown token or a revoked one")},
+        writes=[RECEIVED],
     )
     async def receive() -> Response:
         body = await read_json()
@@ -236,7 +237,8 @@ def api_blueprints(context: Context, store: Store, registry: SchemaRegistry, cli
                        "description": "1 to 100 characters, not only spaces"}}}}}},
                responses={201: json_body({"type": "object", "properties": {"name": {"type": "string"},
                                                                             "token": {"type": "string"}}}),
-                          400: error_response("no usable name"), 409: error_response("an active client has this name")})
+                          400: error_response("no usable name"), 409: error_response("an active client has this name")},
+               writes=[CREATED])
     async def create_client() -> Response:
         body = await read_json()
         name = body.get("name") if isinstance(body, dict) else None
@@ -250,7 +252,8 @@ def api_blueprints(context: Context, store: Store, registry: SchemaRegistry, cli
 
     @admin.delete("/<name>")
     @operation("Revoke a client's token", tags=["analytics", "admin"],
-               responses={200: json_body({"type": "object"}), 404: error_response("no active client by that name")})
+               responses={200: json_body({"type": "object"}), 404: error_response("no active client by that name")},
+               writes=[REVOKED])
     async def revoke_client(name: str) -> Response:
         try:
             client = await clients.revoke(name)

@@ -36,6 +36,7 @@ def subjects_blueprint(context: Context, keys: KeyStore) -> Blueprint:
         f"{USERS_TOPIC} and a subject.erased notice to {TRIPS_TOPIC}, and snapshots so that the journal "
         "behind it, which holds the internal events, is compacted away. Later events for the user are dropped.",
         responses={202: json_body({"type": "object"}), 401: error_response("no admin token")},
+        writes=[ERASE],
     )
     async def erase(user_id: str) -> Response:
         now = datetime.fromtimestamp(time.time(), timezone.utc)

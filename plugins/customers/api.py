@@ -227,6 +227,7 @@ def api_blueprint(context: Context) -> Blueprint:
                                   required=["id", "attributes"]),
         responses={201: json_body(_ONE, "created"), 400: _failure("a missing or invalid id or attribute"),
                    409: _failure("the id exists already"), 415: _failure("the body is not sent as application/json")},
+        writes=[CREATE],
     )
     async def create() -> Response:
         customer = _customer_in(await _json_body())
@@ -242,6 +243,7 @@ def api_blueprint(context: Context) -> Blueprint:
         request=_customer_request({"attributes": _attributes_schema(["string", "null"])}, required=["attributes"]),
         responses={200: json_body(_ONE), 400: _failure("an invalid attribute"), 404: _failure("no such customer"),
                    415: _failure("the body is not sent as application/json")},
+        writes=[UPDATE],
     )
     async def update(raw_id: str) -> Response:
         key = _key_of(raw_id)
@@ -251,7 +253,7 @@ def api_blueprint(context: Context) -> Blueprint:
 
     @bp.delete("/<raw_id>")
     @operation("Delete a customer", tags=["customers"], description="204 No Content on success.",
-               responses={204: {"description": "deleted"}, 404: _failure("no such customer")})
+               responses={204: {"description": "deleted"}, 404: _failure("no such customer")}, writes=[DELETE])
     async def delete(raw_id: str) -> Response:
         await writes.delete(_key_of(raw_id))
         return Response(b"", status=204)

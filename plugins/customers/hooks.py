@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine import REMOVED, Config, Context, Event, EventType, Loader, hookimpl
+from engine import REMOVED, Config, Context, Event, EventType, Loader, Origin, hookimpl
 
 from .messages import attribute_map, customer_key, fold_lines, parse_message
 from .model import Customer, apply_attributes, count_event, merge_attributes
@@ -63,13 +63,16 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
                   description="Sets customer attributes; per attribute the latest timestamp wins."),
         EventType("event", on_event, parse=parse_message, schema=_MESSAGE_SCHEMA,
                   description="A customer event; counted once per message id."),
-        EventType(CREATE, on_change, validate=_validate_change,
+        # Written only behind the admin token (the API and the pages, which check what they write first):
+        # internal, so that POST /v1/event(s) cannot bring them in without it.
+        EventType(CREATE, on_change, validate=_validate_change, origin=Origin.INTERNAL,
                   schema={"type": "object", "properties": {"attributes": attributes_schema}},
                   description="A customer created through the API."),
-        EventType(UPDATE, on_change, validate=_validate_change,
+        EventType(UPDATE, on_change, validate=_validate_change, origin=Origin.INTERNAL,
                   schema={"type": "object", "properties": {"attributes": attributes_schema}},
                   description="Attributes merged through the API; null removes one."),
-        EventType(DELETE, on_delete, validate=_validate_delete, description="A customer deleted through the API."),
+        EventType(DELETE, on_delete, validate=_validate_delete, origin=Origin.INTERNAL,
+                  description="A customer deleted through the API."),
     ]
 
 
