@@ -31,13 +31,13 @@ from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, Plug
 from engine import cli
 from engine._engine import LOAD_TYPE
 from engine._journal import DB_NAME
-from web import (ADMIN_SCHEME, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
+from web import (ADMIN_SCHEME, ERROR_SCHEMA, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
                  error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json)
 from web._console import console_blueprints
 from web._headers import add_security_headers
 from web import _connlimit as connlimit
 from web._inbox import NotifyInbox
-from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, IngestApp
+from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, MAX_LISTED_REJECTIONS, IngestApp
 from web._openapi import WRITES
 from web._writes import check_writes, enforce_writes
 
@@ -82,18 +82,34 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
     too_large = error_response("body too large")
     batch_result = {
         "type": "object",
+        "required": ["accepted", "ids", "duplicates", "rejected", "rejected_count", "rejected_by_code",
+                     "rejected_truncated"],
         "properties": {
-            "accepted": {"type": "integer"},
-            "ids": {"type": "array", "items": {"type": "string"}},
+            "accepted": {"type": "integer", "description": "events accepted (duplicates included)"},
+            "ids": {"type": "array", "items": {"type": "string"}, "description": "their ids, in order"},
+            "duplicates": {"type": "array", "items": {"type": "string"},
+                           "description": "ids of accepted events that repeat one accepted before (not applied again)"},
             "rejected": {
                 "type": "array",
+                "maxItems": MAX_LISTED_REJECTIONS,
+                "description": f"the first {MAX_LISTED_REJECTIONS} rejected lines (by line number), with why",
                 "items": {
                     "type": "object",
-                    "properties": {"line": {"type": "integer"}, "error": {"type": "object"}},
+                    "properties": {"line": {"type": "integer", "description": "1-based"},
+                                   "error": ERROR_SCHEMA["properties"]["error"]},
                 },
             },
+            "rejected_count": {"type": "integer", "description": "every rejected line, listed or not"},
+            "rejected_by_code": {"type": "object", "additionalProperties": {"type": "integer"},
+                                 "description": "rejected lines by error code (all of them)"},
+            "rejected_truncated": {"type": "boolean",
+                                   "description": f"true when more than {MAX_LISTED_REJECTIONS} lines were "
+                                   "rejected: `rejected` lists the first ones only"},
         },
     }
+    # A 400 carries the batch's report when the batch was read (nothing in it valid), else the error alone.
+    no_valid = {"allOf": [{"$ref": "#/components/schemas/Error"},
+                          {"type": "object", "properties": batch_result["properties"]}]}
     return {
         EVENT_PATH: {
             "post": {
@@ -115,7 +131,8 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
                 "tags": ["events"],
                 "summary": "Accept a batch of events",
                 "description": "A JSON array, or NDJSON with Content-Type application/x-ndjson (one event a line). "
-                "Valid events are accepted; invalid ones are reported with their (1-based) line numbers.",
+                "Valid events are accepted; invalid ones are reported with their (1-based) line numbers: the first "
+                f"{MAX_LISTED_REJECTIONS} are listed, and all are counted by error code.",
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -125,7 +142,8 @@ def ingestion_paths(herald: Herald) -> dict[str, Any]:
                 },
                 "responses": {
                     "202": json_body(batch_result, "at least one event accepted"),
-                    "400": error_response("nothing valid in the batch"),
+                    "400": json_body(no_valid, "nothing valid in the batch (the error, and the batch's report); "
+                                     "or a body that is not a JSON array (the error alone)"),
                     "413": too_large,
                     "503": error_response("still starting"),
                 },

@@ -777,3 +777,35 @@ async def test_a_guarded_request_that_accepts_a_public_type_undeclared_is_refuse
         now = datetime.now(timezone.utc)
         await herald.context.accept([Event("e2", "leaky.set", "k2", now, {}, now)])
         assert herald.engine.actor("k2") is not None
+
+
+# -- a batch's answer is bounded (issue 23: 7) --------------------------------------------------
+
+
+async def test_a_big_bad_batch_gets_a_small_answer_that_counts_every_line(client):
+    body = b"x\n" * 30_000  # 60 KB of lines that are not JSON (100k of them answered 14.6 MB)
+    refused = await client.post("/v1/events", content=body, headers={"content-type": "application/x-ndjson"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "no_valid_events"
+    assert len(refused.content) < 16_000, len(refused.content)
+    answer = refused.json()
+    assert (answer["rejected_count"], answer["rejected_by_code"], answer["rejected_truncated"]) == (
+        30_000, {"malformed_json": 30_000}, True)
+    assert [r["line"] for r in answer["rejected"]] == list(range(1, 101))
+    assert "first 100" in answer["error"]["message"]
+
+
+async def test_a_batch_lists_its_first_rejected_lines_whichever_pass_refused_them(client):
+    """Odd lines are not JSON (refused while reading), even lines lack a type (refused by the parse)."""
+    good = orjson.dumps({"user_id": "u", "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"})
+    lines = [b"{" if n % 2 else b'{"user_id": "u", "timestamp": "2021-02-28T16:00:00Z"}' for n in range(1, 301)]
+    accepted = await client.post("/v1/events", content=b"\n".join([*lines, good]),
+                                 headers={"content-type": "application/x-ndjson"})
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
+    answer = accepted.json()
+    assert [r["line"] for r in answer["rejected"]] == list(range(1, 101))
+    assert [r["error"]["code"] for r in answer["rejected"][:2]] == ["malformed_json", "missing"]
+    assert answer["rejected_count"] == 300 and answer["rejected_truncated"] is True
+    assert answer["rejected_by_code"] == {"malformed_json": 150, "missing": 150}
+    few = await client.post("/v1/events", json=[{"type": "t"}, orjson.loads(good)])
+    assert few.json()["rejected_truncated"] is False and few.json()["rejected_count"] == 1
+    assert few.json()["rejected_by_code"] == {"missing": 1}
