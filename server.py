@@ -37,6 +37,7 @@ from web._console import console_blueprints
 from web._headers import add_security_headers
 from web import _connlimit as connlimit
 from web._inbox import NotifyInbox
+from web._keys import ACTOR_KEY, ActorKey
 from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, MAX_LISTED_REJECTIONS, IngestApp
 from web._openapi import WRITES
 from web._writes import check_writes, enforce_writes
@@ -200,7 +201,7 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
     async def index() -> Response:
         return json_response({"name": "herald", "version": VERSION, "docs": "/docs", "openapi": "/openapi.json"})
 
-    @bp.get("/v1/actors/<path:key>")
+    @bp.get(f"/v1/actors/<{ACTOR_KEY}:key>", merge_slashes=False)  # any key, "/" or a leading "/" too
     @operation(
         "One actor's state",
         tags=["actors"],
@@ -453,6 +454,7 @@ async def _forward_to_owner(herald: Herald, key: str) -> Response | None:
 def create_app(herald: Herald) -> IngestApp:
     """The ASGI app for ``herald``: ingestion fast path, core routes, plugin routes."""
     app = QuartTrio("herald")
+    app.url_map.converters[ACTOR_KEY] = ActorKey  # an actor key in a path: one segment, whatever it holds
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
     app.register_blueprint(_core_routes(herald, herald.part("web.inbox", NotifyInbox)))
     for blueprint in console_blueprints(herald):  # the web pages' shell, sign-in, the operator console at /ui

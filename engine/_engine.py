@@ -23,7 +23,7 @@ import trio
 from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, FIRST_INSTANT, LAST_INSTANT, StreamClock, utc_datetime
 from ._effects import CancelTimer, Effect, SetTimer, Timer
-from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, converter
+from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, check_key, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
 from ._timers import PendingTimer, TimerQueue, timers_of
@@ -278,7 +278,9 @@ class Engine:
         ``origin`` is where it came from: the public ingestion routes (the
         default) may not carry internal types (see :class:`Origin`); sources
         and a plugin's own routes pass ``Origin.INTERNAL``. This is the one
-        place where that rule is enforced.
+        place where that rule is enforced, and the one where an actor key is
+        checked (:func:`engine._event.check_key`: no control character, not
+        blank), whichever parse made the event.
         """
         now = self.utcnow()
         if received_at is None:
@@ -306,6 +308,9 @@ class Engine:
             # A parsed event's type is the raw "type" string: ``route`` is already its route.
             if route is not None and route.validate is not None:
                 event = route.validate(event)
+            key = event.key
+            if not key.isprintable() or key.isspace():  # the usual key: two C calls, no function call
+                check_key(key)
             if event.at > now + self.max_skew:
                 raise InvalidEvent(
                     "timestamp",

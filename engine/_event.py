@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -219,6 +220,25 @@ def _string(raw: Mapping[str, Any], field: str, limit: int, *, required: bool, i
     if len(value) > limit:
         raise InvalidEvent(field, "too_long", f"must be at most {limit} characters")
     return value
+
+
+#: What an actor key may not hold: C0 and C1 controls (NUL, line breaks, escapes), the line and paragraph
+#: separators, and the bidirectional controls (U+202E shows "txt.exe" for "exe.txt"): they break logs,
+#: terminals and links, and show a key as another one.
+_KEY_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def check_key(key: str) -> None:
+    """Refuse an actor key with a control character or nothing but whitespace (:class:`InvalidEvent`
+    naming ``key``). Most keys take two C calls: printable and not all whitespace."""
+    if key.isprintable() and not key.isspace():
+        return
+    found = _KEY_FORBIDDEN.search(key)
+    if found is not None:
+        raise InvalidEvent("key", "control_character", f"must not contain control characters "
+                           f"(U+{ord(found[0]):04X} at index {found.start()})")
+    if not key.strip():
+        raise InvalidEvent("key", "blank", "must not be only whitespace")
 
 
 _MISSING: Any = object()

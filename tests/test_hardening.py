@@ -809,3 +809,100 @@ async def test_a_batch_lists_its_first_rejected_lines_whichever_pass_refused_the
     few = await client.post("/v1/events", json=[{"type": "t"}, orjson.loads(good)])
     assert few.json()["rejected_truncated"] is False and few.json()["rejected_count"] == 1
     assert few.json()["rejected_by_code"] == {"missing": 1}
+
+
+# -- keys that come back whole (issue 23: 9) -----------------------------------------------------
+
+#: Keys a link must carry as they are ("/", "?", "#", "%2F", dot segments, a leading "/", RTL letters, NUL).
+ODD_KEYS = ["..", ".", "../../v1/journal", "a/b", "/lead", "trail/", "a//b", "a%2Fb", "%2e%2e", "a?b=1", "a#top",
+            "a&b=c+d", "a\\b", " spaced ", "שלום", "nul\x00x", "rtl\u202eabc"]
+#: What URL parsers take for "." and ".." segments (the WHATWG URL standard: "%2e" too, in any case).
+_DOT_SEGMENTS = {".", "..", "%2e", ".%2e", "%2e.", "%2e%2e"}
+
+
+def _resolve(page_url: str, href: str) -> str:
+    """Where a browser goes from ``page_url`` following ``href`` (urljoin, plus the encoded dot segments)."""
+    import html
+    from urllib.parse import urljoin, urlsplit
+
+    href = html.unescape(href)
+    assert not {s.lower() for s in urlsplit(href).path.split("/")} & _DOT_SEGMENTS, href
+    return urljoin(page_url, href)
+
+
+async def test_every_console_link_to_an_actor_comes_back_to_that_exact_key():
+    """Keys as an old journal may hold them (put in-process: NUL and bidi controls are refused at the
+    door now). Each actor's clock is its own minute: the page a link leads to, and that page's JSON
+    twin, show that actor's. The key search and the events tail link the same way."""
+    import html
+    import re
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import quote
+
+    from engine import Event
+
+    start = datetime(2021, 2, 28, 16, 0, tzinfo=timezone.utc)
+    minute = {key: start + timedelta(minutes=n) for n, key in enumerate(ODD_KEYS)}
+    async with app_client() as (herald, client):
+        await herald.accept([Event(f"odd-{n}", "app_launch", key, minute[key], {}, minute[key])
+                             for n, key in enumerate(ODD_KEYS)])
+        listing_url = "http://herald.test/ui/actors?plugin=fitness&per_page=500"
+        listing = (await client.get(listing_url)).text
+        links = {html.unescape(text): _resolve(listing_url, href)
+                 for href, text in re.findall(r'<li><a href="([^"]+)">(.*?)</a>', listing, re.S)}
+        assert set(links) == set(ODD_KEYS)
+        for key in ODD_KEYS:
+            clock = minute[key].strftime("%Y-%m-%d %H:%M:%S UTC")
+            page = await client.get(links[key])
+            assert page.status_code == 200, (key, links[key], page.text[:300])
+            assert html.unescape(re.search(r"<h1>(.*?)</h1>", page.text, re.S)[1]) == f"Actor {key}", key
+            assert f'data-figure="clock">{clock}<' in page.text, key
+            twin = await client.get(_resolve(links[key], re.search(r'data-live="([^"]+)"', page.text)[1]))
+            assert twin.status_code == 200 and twin.json()["figures"]["clock"] == clock, key  # the live refresh
+            if key.strip() == key:
+                found = await client.get("/ui/actors", params={"key": key})  # the search box
+                assert found.status_code == 303 and _resolve(str(found.url), found.headers["location"]) == links[key]
+            if key not in (".", ".."):  # the API takes the same segment (no client sends these two as one)
+                answer = await client.get("/v1/actors/" + quote(key, safe=""))
+                assert answer.status_code == 200 and answer.json()["key"] == key, key
+        # The tail of ingestion links the keys of its events the same way.
+        typed = [key for key in ODD_KEYS if key.isprintable()]
+        sent = [{"key": key, "type": "app_launch", "timestamp": minute[key].isoformat()} for key in typed]
+        assert (await client.post("/v1/events", json=sent)).status_code == 202
+        tail_url = "http://herald.test/ui/events"
+        rows = re.findall(r'<td class="wrap"><a href="([^"]+)">(.*?)</a>', (await client.get(tail_url)).text, re.S)
+        assert {html.unescape(text): _resolve(tail_url, href) for href, text in rows} == {k: links[k] for k in typed}
+
+
+async def test_keys_with_control_characters_or_nothing_but_whitespace_are_refused_at_every_door():
+    from urllib.parse import quote
+
+    from plugins.fitness import hooks as fitness
+
+    async with app_client([fitness, ("customers", customers)]) as (herald, client):
+        for key in ("a\x00b", "\x00", "line\nbreak", "tab\there", "esc\x1b[31m", "del\x7f", "c1\x85", "rtl\u202eabc",
+                    "iso\u2066x\u2069", "lrm\u200e", "ls\u2028", " ", "   ", "\t\n", "\u3000", "\u00a0"):
+            for shape in ({"key": key, "timestamp": "2021-02-28T16:00:00Z"},  # the fast parse
+                          {"user_id": key, "timestamp": 1614528000}):  # the checked parse (epoch seconds)
+                event = {"type": "app_launch", **shape}
+                single = await client.post("/v1/event", json=event)
+                assert single.status_code == 400, (key, single.text)
+                error = single.json()["error"]
+                assert error["field"] == "key" and error["code"] in ("control_character", "blank"), error
+                batch = await client.post("/v1/events", json=[event])
+                assert batch.status_code == 400 and batch.json()["rejected"][0]["error"]["field"] == "key"
+            assert (await client.get("/v1/actors/" + quote(key, safe=""))).status_code == 404, key
+        # Printable keys stay accepted, spaces and joiners inside them too.
+        for key in (" leading space", "שלום", "family \U0001F468\u200d\U0001F469", "nbsp\u00a0inside", "../x"):
+            sent = {"key": key, "type": "app_launch", "timestamp": "2021-02-28T16:00:00Z"}
+            assert (await client.post("/v1/event", json=sent)).status_code == 202, key
+            assert herald.engine.actor(key) is not None
+        # The customers' loader and message lines take only customer ids (digits): they refuse the same keys.
+        lines = b"\n".join(orjson.dumps({"type": "attributes", "user_id": key, "timestamp": 1560073640, "id": f"m{n}",
+                                         "data": {"email": "x@y.z"}})
+                           for n, key in enumerate(["\x00", " ", "1\u202e2", "7"]))
+        report = (await client.post("/v1/load/customers", content=lines,
+                                    headers={"content-type": "application/x-ndjson"})).json()
+        assert report["applied"] == 1 and [e["line"] for e in report["errors"]] == [1, 2, 3], report
+        single = await client.post("/v1/event", content=lines.split(b"\n")[0], headers={"content-type": "application/json"})
+        assert single.status_code == 400 and single.json()["error"]["field"] in ("key", "user_id")

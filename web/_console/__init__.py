@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, render_template
 
+from .._keys import actor_url
 from .._pages import nav_link, shell_blueprint, ui_pages
 from .._signin import signin_blueprint
 from .._views import BadParameter
@@ -45,6 +46,7 @@ def console_blueprints(herald: "Herald") -> list[Blueprint]:
         return await render_template("console/problem.html", title="Not found", status=404,
                                      message=str(exc), **exc.details), 404
 
+    bp.add_app_template_global(actor_url, "actor_url")  # every page's link to an actor (plugins' too)
     add_overview(bp, Overview(herald))
     add_actors(bp, herald)
     add_deliveries(bp, herald)

@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from quart import Blueprint, redirect, render_template, request, url_for
+from quart import Blueprint, redirect, render_template, request
 
+from .._keys import ACTOR_KEY, actor_url
 from .._pages import instant
 from .._views import json_response
 from .deliveries import receiver_of
@@ -79,7 +80,7 @@ def add_actors(bp: Blueprint, herald: "Herald") -> None:
     async def actors() -> Any:
         key = request.args.get("key")
         if key is not None and key.strip():
-            return redirect(url_for("console.actor", key=key.strip()), 303)
+            return redirect(actor_url(key.strip()), 303)
         plugin = request.args.get("plugin") or (plugins[0] if plugins else "")
         if plugins and plugin not in plugins:
             raise Missing(f"No plugin is called “{plugin}”. Plugins: {', '.join(plugins)}.")
@@ -113,12 +114,21 @@ def add_actors(bp: Blueprint, herald: "Herald") -> None:
             "now": datetime.now(_UTC),
         }
 
-    @bp.get("/actors/<path:key>")
+    # The key is one segment of the link (web._keys): whatever it holds, "/" and "?" included, it comes back whole.
+    @bp.get(f"/actors/<{ACTOR_KEY}:key>", merge_slashes=False)
     async def actor(key: str) -> Any:
         if herald.engine_for(key) is None:  # a cluster node that does not serve this key's partition
             owner = herald.cluster.owner_url(key) if herald.cluster is not None else None
             return await render_template("console/elsewhere.html", key=key, owner=owner), 404 if owner is None else 200
         return await render_template("console/actor.html", **await _actor(key))
+
+    @bp.get("/actor")
+    async def actor_by_query() -> Any:
+        """The same page for the keys "." and "..", which no path segment carries (see web._keys)."""
+        key = request.args.get("key")
+        if not key:
+            raise Missing("Which actor? Give its key.")
+        return await actor(key)
 
     @bp.get("/actor.json")
     async def actor_json() -> Any:
