@@ -205,3 +205,26 @@ async def test_keyboard_alone_reaches_every_control_of_every_page(tmp_path):
             page.wait_for_url("**/ui/actors/kb-1")
 
         await browse(url, scenario)
+
+
+async def test_every_link_to_an_actor_opens_that_actor_whatever_its_key_holds(tmp_path):
+    """Chromium resolves links as every browser does (dot segments, "%2e", "\\", "?", "#"): each key's
+    link in the actors list opens that key's page, and its live refresh keeps to that actor."""
+    keys = ["..", ".", "../../v1/journal", "/lead", "a//b", "a%2Fb", "%2e%2e", "a?b=1", "a#top", "a\\b", "שלום"]
+    async with herald_process(tmp_path) as url:
+        posted = httpx.post(url + "/v1/events", json=[{"type": "app_launch", "key": key, "timestamp": _stamp()}
+                                                      for key in keys])
+        assert posted.status_code == 202 and posted.json()["accepted"] == len(keys)
+
+        def scenario(page: Any) -> None:
+            for key in keys:
+                page.goto("/ui/actors?plugin=fitness&per_page=500")
+                page.get_by_role("link", name=key, exact=True).click()
+                page.wait_for_load_state()
+                assert page.locator("h1").inner_text() == f"Actor {key}", (key, page.url)
+                if key in ("..", "a?b=1", "a#top"):  # the live refresh (every 2 s) asks for the same actor
+                    with page.expect_response(lambda r: "/actor.json" in r.url, timeout=10_000) as refresh:
+                        pass
+                    assert refresh.value.status == 200, (key, refresh.value.url)
+
+        await browse(url, scenario)
