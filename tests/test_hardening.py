@@ -766,7 +766,7 @@ async def test_a_guarded_request_that_accepts_a_public_type_undeclared_is_refuse
         with caplog.at_level(logging.ERROR):
             refused = await client.post("/leaky/leaky.set", headers=BEARER)
         assert refused.status_code == 500 and herald.engine.actor("k") is None
-        assert "POST /leaky/<type_> is behind a credential check but wrote 'leaky.set', a public event type" in caplog.text
+        assert "POST /leaky/{type_} is behind a credential check but wrote 'leaky.set', a public event type" in caplog.text
         assert (await client.post("/leaky/leaky.kept", headers=BEARER)).status_code == 202
         assert herald.engine.actor("k") is not None
         # Outside a guarded request the same context writes public types (a plugin's sources do).

@@ -80,11 +80,12 @@ def enforce_writes(app: Any) -> None:
     """While a guarded route of ``app`` is served, ``engine.GUARDED_ROUTE`` names it (register the
     routes first): what the request accepts through ``Context.accept`` must then be internal."""
     guarded = guarded_endpoints(app)
+    paths = {rule.rule: _path(rule.rule)[0] for rule in app.url_map.iter_rules()}  # as the document names them
 
     @app.before_request
     async def mark_guarded() -> None:
         if request.endpoint in guarded:
-            g.herald_guarded_route = GUARDED_ROUTE.set(f"{request.method} {request.url_rule.rule}")
+            g.herald_guarded_route = GUARDED_ROUTE.set(f"{request.method} {paths[request.url_rule.rule]}")
 
     @app.teardown_request
     async def unmark_guarded(exc: BaseException | None) -> None:
