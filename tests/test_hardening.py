@@ -432,7 +432,7 @@ def iso_utc_now() -> str:
 
 
 def _sample_path(rule: str) -> str:
-    return ASSETS.get(rule) or re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: SAMPLES[m[1]], rule)
+    return ASSETS.get(rule) or re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", lambda m: SAMPLES[m[1]], rule)
 
 
 async def test_every_html_page_carries_the_security_headers_and_loads_nothing_inline():
@@ -453,7 +453,7 @@ async def test_every_html_page_carries_the_security_headers_and_loads_nothing_in
         pages["redirect"] = await client.get("/ui/customers/7")
         pages["login"] = await client.get("/ui/login")
         pages["refused"] = await client.post("/ui/login", data={"csrf": "forged", "token": PAGE_TOKEN})
-    assert {"/ui", "/ui/actors", "/ui/actors/<path:key>", "/ui/deliveries", "/ui/events", "/ui/customers",
+    assert {"/ui", "/ui/actors", "/ui/actors/<actor_key:key>", "/ui/deliveries", "/ui/events", "/ui/customers",
             "/ui/customers/<raw_id>", "/ui/customers/<raw_id>/edit", "/docs"} <= set(pages), sorted(pages)
     assert [pages[p].status_code for p in ("redirect", "login", "refused")] == [303, 200, 403]
     for name, answer in pages.items():
