@@ -35,3 +35,16 @@ def local_page(base_url: str) -> Iterator[tuple[Any, list[str]]]:
             yield page, offsite
         finally:
             browser.close()
+
+
+#: How long an assertion on a page waits: past the slowest live refresh (the overview polls every 5 s),
+#: with room for a busy machine. Playwright's own default (5 s) races that refresh.
+EXPECT_TIMEOUT_MS = 20_000
+
+
+def expect(target: Any) -> Any:
+    """Playwright's ``expect`` with :data:`EXPECT_TIMEOUT_MS`."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    return playwright_expect(target)

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from engine.testing import Receiver
-from tests.chromium import local_page
+from tests.chromium import expect as _expect, local_page
 from tests.conftest import herald_process
 
 pytestmark = [
@@ -34,11 +34,6 @@ FOCUSABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, [tab
 def _stamp(minutes_ago: float = 0) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
 
-
-def _expect(locator: Any) -> Any:
-    from playwright.sync_api import expect
-
-    return expect(locator)
 
 
 def in_chromium(base_url: str, scenario: Callable[[Any], Any]) -> Any:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from tests.chromium import local_page
+from tests.chromium import expect as _expect, local_page
 from tests.conftest import herald_process
 
 pytestmark = [
@@ -36,11 +36,6 @@ LISTEN = """document.addEventListener("securitypolicyviolation", e =>
 def _stamp() -> str:
     return datetime.now(timezone.utc).isoformat()
 
-
-def _expect(locator: Any) -> Any:
-    from playwright.sync_api import expect
-
-    return expect(locator)
 
 
 def _walk(base_url: str) -> dict[str, Any]:
