@@ -172,16 +172,18 @@ def comparable(view: dict[str, Any]) -> dict[str, Any]:
     return orjson.loads(orjson.dumps({"states": view["states"], "timers": view["timers"], "unknown": view["unknown"]}))
 
 
-async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[list[dict]], progress: dict) -> None:
-    """Post batches in order, round-robin over the nodes; a node that fails is skipped and the same
-    batch (same ids) goes to the next one, as a client retrying would."""
+async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[list[dict]], progress: dict,
+                   pace: float = 0.0, timeout: float = 30) -> None:
+    """Post batches in order (one every ``pace`` seconds), round-robin over the nodes; a batch refused
+    (503) or unanswered (a failed or stopped node) goes again, same ids, to the next node, as a client
+    retrying would."""
     turn = 0
     for batch in batches:
         while True:
             node = nodes[turn % len(nodes)]
             turn += 1
             try:
-                response = await client.post(node.url + "/v1/events", json=batch, timeout=30)
+                response = await client.post(node.url + "/v1/events", json=batch, timeout=timeout)
             except httpx.TransportError:
                 progress["retries"] += 1
                 continue
@@ -191,6 +193,8 @@ async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[l
             progress["retries"] += 1
             await trio.sleep(0.1)
         progress["posted"] += len(batch)
+        if pace:
+            await trio.sleep(pace)
 
 
 async def test_three_nodes_a_killed_node_loses_nothing_and_sends_each_notification(kafka_bootstrap, tmp_path):

@@ -29,7 +29,7 @@ import trio
 from engine import Config, Herald, PluginHost
 from engine._clients import KafkaClients
 from plugins.fitness import hooks as fitness
-from tests.test_cluster import SETTINGS, comparable, expected_run, user_events
+from tests.test_cluster import SETTINGS, comparable, expected_run, post_all, user_events
 
 pytestmark = pytest.mark.kafka
 
@@ -158,29 +158,6 @@ async def test_a_fatal_client_error_heals_the_node_and_loses_nothing(kafka_boots
 FAULT_SECONDS = 20.0
 
 
-async def paced_post(client: httpx.AsyncClient, nodes: list[Any], batches: list[list[dict]], progress: dict,
-                     pace: float) -> None:
-    """Post batches in order, one every ``pace`` seconds, round-robin over the nodes; a batch refused
-    (503) or unanswered (a stopped node) goes again, same ids, to the next node, as a client retrying."""
-    turn = 0
-    for batch in batches:
-        while True:
-            node = nodes[turn % len(nodes)]
-            turn += 1
-            try:
-                response = await client.post(node.url + "/v1/events", json=batch, timeout=3)
-            except httpx.TransportError:
-                progress["retries"] += 1
-                continue
-            if response.status_code == 202:
-                break
-            assert response.status_code == 503, response.text
-            progress["retries"] += 1
-            await trio.sleep(0.1)
-        progress["posted"] += len(batch)
-        await trio.sleep(pace)
-
-
 async def first_accepted(client: httpx.AsyncClient, url: str, tag: str, since: float, limit: float = 30) -> float:
     """Post a probe event to ``url`` until it answers 202; seconds from ``since`` to that answer."""
     seen: list[str] = []
@@ -263,7 +240,7 @@ async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory
                 progress = {"posted": 0, "retries": 0}
                 async with trio.open_nursery() as nursery:
                     for batches in streams:
-                        nursery.start_soon(paced_post, client, nodes, batches, progress, 0.25)
+                        nursery.start_soon(post_all, client, nodes, batches, progress, 0.25, 3)
                     with trio.fail_after(30):
                         while progress["posted"] < 1000:
                             await trio.sleep(0.05)
