@@ -971,6 +971,7 @@ async def test_without_a_token_forms_need_the_token_of_their_own_cookie_from_thi
         for headers in ({"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}):
             refused = await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": token}, headers=headers)
             assert refused.status_code == 403, headers
+        assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": "é" * 64})).status_code == 403
         seed = client.cookies["herald_csrf"]
         client.cookies.set("herald_csrf", "0" * 32, domain="herald.test", path="/ui")
         assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": token})).status_code == 403

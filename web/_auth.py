@@ -202,7 +202,8 @@ class UiGuard:
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             return False
         binding = self._binding(create=False)
-        return bool(binding and presented) and hmac.compare_digest(presented, self._sign("csrf", binding))
+        return bool(binding and presented) and hmac.compare_digest(
+            presented.encode(), self._sign("csrf", binding).encode())  # bytes: any text compares, none raises
 
     def set_cookies(self, response: Response) -> Response:
         """``after_request``: give the browser the pre-session cookie its forms' tokens are bound to."""
