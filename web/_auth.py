@@ -39,7 +39,10 @@ GUESSES = "herald.guesses"
 
 def guesses() -> Guesses:
     """The current app's record of failed attempts at the admin token (one per server)."""
-    return current_app.extensions.setdefault(GUESSES, Guesses())
+    record = current_app.extensions.get(GUESSES)
+    if record is None:  # an app not made by server.create_app (which shares the fast path's)
+        record = current_app.extensions[GUESSES] = Guesses()
+    return record
 
 
 def judge(record: Guesses, client: str, attempted: bool, right: Callable[[], bool]) -> float | None:
