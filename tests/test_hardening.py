@@ -1064,6 +1064,24 @@ async def test_guessing_the_token_is_slowed_down(autojump_clock, caplog):
         assert (await client.get("/ui/overview.json")).status_code == 200
 
 
+async def test_failed_attempts_are_counted_per_client_address_behind_a_trusted_proxy_too():
+    wrong = {"Authorization": "Bearer " + "x" * 26}
+    async with served([fitness], admin_token=PAGE_TOKEN, trusted_proxies="10.0.0.0/8") as (_, _app, connect):
+        async with connect("192.0.2.7") as guesser, connect("192.0.2.8") as other, connect("10.0.0.2") as proxy:
+            for _ in range(11):
+                await guesser.post("/v1/load/customers", content=b"", headers=wrong)
+            assert (await guesser.get("/v1/journal", headers=PAGE_BEARER)).status_code == 429
+            assert (await other.get("/v1/journal", headers=PAGE_BEARER)).status_code == 200  # another address
+            # Through the proxy: each client it reports is counted on its own, the proxy itself never.
+            via = {"X-Forwarded-For": "198.51.100.1"}
+            for _ in range(11):
+                await proxy.get("/v1/journal", headers={**wrong, **via})
+            assert (await proxy.get("/v1/journal", headers={**PAGE_BEARER, **via})).status_code == 429
+            for client in ("198.51.100.2", "192.0.2.8"):
+                answer = await proxy.get("/v1/journal", headers={**PAGE_BEARER, "X-Forwarded-For": client})
+                assert answer.status_code == 200, client
+
+
 def test_failed_attempts_are_remembered_for_a_bounded_number_of_addresses():
     from web import Guesses
 
