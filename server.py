@@ -31,8 +31,9 @@ from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, Plug
 from engine import cli
 from engine._engine import LOAD_TYPE
 from engine._journal import DB_NAME
-from web import (ADMIN_SCHEME, ERROR_SCHEMA, BadParameter, UnsupportedMediaType, admin_guard, admin_only, build_document,
-                 error_body, error_response, explorer, int_param, json_body, json_response, operation, read_json)
+from web import (ADMIN_SCHEME, ERROR_SCHEMA, GUESSES, BadParameter, Guesses, UnsupportedMediaType, admin_guard, admin_only,
+                 build_document, error_body, error_response, explorer, int_param, json_body, json_response, operation,
+                 read_json)
 from web._console import console_blueprints
 from web._headers import add_security_headers
 from web import _connlimit as connlimit
@@ -456,6 +457,8 @@ def create_app(herald: Herald) -> IngestApp:
     app = QuartTrio("herald")
     app.url_map.converters[ACTOR_KEY] = ActorKey  # an actor key in a path: one segment, whatever it holds
     app.config["MAX_CONTENT_LENGTH"] = herald.config.max_batch_bytes
+    # One record of failed attempts at the admin token for every route (the ingestion fast path's /v1/load too).
+    app.extensions[GUESSES] = herald.part(GUESSES, Guesses)
     app.register_blueprint(_core_routes(herald, herald.part("web.inbox", NotifyInbox)))
     for blueprint in console_blueprints(herald):  # the web pages' shell, sign-in, the operator console at /ui
         app.register_blueprint(blueprint)

@@ -12,12 +12,23 @@ import attrs
 from ._kafka_props import ClientProperties
 from ._redact import redact_url
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "non_negative", "parse_load_spec", "parse_networks", "parse_plugin_list",
-           "positive"]
+__all__ = ["Config", "ConfigError", "MIN_TOKEN_LENGTH", "SETTINGS", "non_negative", "parse_load_spec", "parse_networks",
+           "parse_plugin_list", "positive"]
 
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
+
+
+#: The shortest admin token Herald accepts (a short one is guessed; see docs/security.md).
+MIN_TOKEN_LENGTH = 16
+
+
+def _token_long_enough(_config: Any, _attribute: Any, token: str | None) -> None:
+    # Never echo the token: say what is wrong with it only.
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"HERALD_ADMIN_TOKEN is too short: it needs at least {MIN_TOKEN_LENGTH} characters "
+                          "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 def parse_plugin_list(value: str | None) -> list[str] | None:
@@ -190,7 +201,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbox_delays", "HERALD_OUTBOX_DELAYS", _delays, "comma-separated seconds between delivery attempts"),
     Setting("outbox_max_age", "HERALD_OUTBOX_MAX_AGE", _positive(float), "seconds after which an undelivered effect is dead"),
     Setting("admin_token", "HERALD_ADMIN_TOKEN", str,
-            "bearer token required by writes and reads of personal data (default: none; loopback only)", secret=True),
+            "bearer token required by writes and reads of personal data, at least 16 characters "
+            "(default: none; loopback only)", secret=True),
+    Setting("ui_session_idle", "HERALD_UI_SESSION_IDLE", _positive(float),
+            "seconds a signed-in web page session lasts without a request"),
+    Setting("ui_session_max", "HERALD_UI_SESSION_MAX", _positive(float),
+            "seconds a signed-in web page session lasts at most, however busy"),
     Setting("drain_timeout", "HERALD_DRAIN_TIMEOUT", _positive(float), "seconds to finish deliveries at shutdown"),
     Setting("journal_retry", "HERALD_JOURNAL_RETRY", _positive(float),
             "seconds before the first retry of a journal that failed a write (doubling, at most 60)"),
@@ -263,7 +279,9 @@ class Config:
     webhook_secret: str | None = None
     outbox_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
     outbox_max_age: float = 86_400.0
-    admin_token: str | None = None
+    admin_token: str | None = attrs.field(default=None, validator=_token_long_enough)
+    ui_session_idle: float = 1800.0
+    ui_session_max: float = 43_200.0
     drain_timeout: float = 5.0
     journal_retry: float = 1.0
     max_event_bytes: int = 32 * 1024

@@ -20,9 +20,9 @@ def retried(herald) -> float:
 
 
 async def test_dead_letters_are_listed_and_replayed_with_the_admin_token(tmp_path):
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": "Bearer s3cret-admin-token-0123"}
     async with Receiver.running(statuses=[400, 200]) as receiver:
-        async with app_client(durability="batch", data_dir=str(tmp_path), admin_token="s3cret",
+        async with app_client(durability="batch", data_dir=str(tmp_path), admin_token="s3cret-admin-token-0123",
                               notify_url=receiver.url + "/n") as (herald, client):
             assert (await client.post("/v1/events", json=finished("u1"))).status_code == 202
             assert (await client.get("/v1/outbox?status=dead")).status_code == 401

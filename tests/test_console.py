@@ -255,9 +255,13 @@ async def test_with_a_token_the_console_asks_for_it_once_and_forms_need_their_cs
         assert page.status_code == 200 and "Sign out" in page.text
         assert (await client.post("/ui/deliveries/replay", data={"csrf": "forged"})).status_code == 403
         assert (await client.post("/ui/deliveries/replay", data={"csrf": _csrf(page)})).status_code == 303
+        saved = client.cookies["herald_session"]
         out = await client.post("/ui/logout", data={"csrf": _csrf(page)})
         assert out.status_code == 303 and out.headers["location"] == "/ui/login"
         assert (await client.get("/ui")).status_code == 303
+        # Signing out ended the session itself: a copy of its cookie kept elsewhere reads nothing.
+        client.cookies.set("herald_session", saved, domain="herald.test", path="/ui")
+        assert (await client.get("/ui/overview.json")).status_code == 303
 
 
 async def test_the_console_and_the_customers_pages_share_one_layout_and_navigation():

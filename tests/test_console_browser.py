@@ -159,6 +159,49 @@ async def test_the_console_asks_for_the_token_once_and_a_form_without_its_csrf_t
         await browse(url, scenario)
 
 
+async def test_a_page_on_another_port_of_the_same_host_cannot_post_a_signed_in_form(tmp_path):
+    """A same-site page (SameSite=Strict lets the session cookie go with its posts) that sets the
+    CSRF cookie of an anonymous visit of its own and posts that visit's token: refused (403)."""
+    import re
+    from urllib.parse import urlsplit
+
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with herald_process(tmp_path, HERALD_ADMIN_TOKEN=TOKEN) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            made = await client.post("/customers", json={"customer": {"id": 77, "attributes": {"email": "a@b.example"}}},
+                                     headers=bearer)
+            assert made.status_code == 201, made.text
+            anonymous = await client.get("/ui/login")  # what the sibling page's own server can fetch
+            pre_token = re.search(r'name="csrf" value="([^"]+)"', anonymous.text)[1]
+            pre_cookie = client.cookies["herald_csrf"]
+        sibling = f"http://{urlsplit(url).hostname}:1"  # another port of the same host: the same site
+        fields = {"rows": "1", "name-0": "email", "value-0": "forged@evil.example", "orig-0": "a@b.example",
+                  "new_rows": "0", "csrf": pre_token}
+        inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in fields.items())
+        evil = (f'<form method="post" action="{url}/ui/customers/77/edit">{inputs}</form>'
+                "<script>document.forms[0].submit()</script>")
+
+        def scenario(page: Any) -> str:
+            page.goto("/ui/login")
+            page.get_by_label("Admin token").fill(TOKEN)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/ui")
+            # The sibling page sets Herald's CSRF cookie (cookies are not scoped by port), then posts the form.
+            page.route(sibling + "/**", lambda route: route.fulfill(
+                status=200, content_type="text/html", body=evil,
+                headers={"Set-Cookie": f"herald_csrf={pre_cookie}; Path=/ui; HttpOnly; SameSite=Strict"}))
+            page.goto(sibling + "/offer.html")
+            page.wait_for_url(lambda at: at.startswith(url))  # the form is posted
+            page.wait_for_load_state("load")
+            return page.content()
+
+        answer = await browse(url, scenario)
+        assert "csrf_failed" in answer, answer
+        async with httpx.AsyncClient(base_url=url) as client:
+            customer = (await client.get("/customers/77", headers=bearer)).json()["customer"]
+        assert customer["attributes"]["email"] == "a@b.example"
+
+
 def _tab_through(page: Any) -> None:
     """Tab from the top of the page: every control is reached, each with a visible focus ring."""
     count = page.evaluate(f"""() => {{

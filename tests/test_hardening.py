@@ -180,7 +180,7 @@ async def test_a_full_disk_is_a_truthful_503_and_herald_recovers_without_a_resta
 
 # -- open doors -------------------------------------------------------------------------------
 
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-tests-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -204,6 +204,8 @@ async def test_with_an_admin_token_personal_data_and_writes_need_it(tmp_path):
                 response = await client.request(method, path, json=body, headers=headers)
                 assert response.status_code == 401, (method, path, headers, response.text)
                 assert response.json()["error"]["code"] == "unauthorized"
+            # A success forgets this address's failures: no lockout (see test_guessing_the_token_is_slowed_down).
+            assert (await client.get("/v1/journal", headers=BEARER)).status_code == 200
         load = await client.post("/v1/load/customers", content=b"", headers={"content-type": "application/x-ndjson"})
         assert load.status_code == 401
         assert herald.engine.actor("8") is None
@@ -906,3 +908,211 @@ async def test_keys_with_control_characters_or_nothing_but_whitespace_are_refuse
         assert report["applied"] == 1 and [e["line"] for e in report["errors"]] == [1, 2, 3], report
         single = await client.post("/v1/event", content=lines.split(b"\n")[0], headers={"content-type": "application/json"})
         assert single.status_code == 400 and single.json()["error"]["field"] in ("key", "user_id")
+
+
+# -- sessions, CSRF tokens bound to them, guessing the token (issue 23: 2, 3, 6) ----------------------------------
+
+CUSTOMER = {"type": "attributes", "user_id": "7", "timestamp": 1560073640, "id": "m1",
+            "data": {"email": "seven@example.com"}}
+EDIT = {"rows": "1", "name-0": "email", "value-0": "new@example.com", "orig-0": "seven@example.com", "new_rows": "0"}
+
+
+def _csrf_of(page) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+
+
+async def _sign_in(client, token: str = TOKEN) -> str:
+    """Sign in through the form; the new session cookie's value."""
+    form = await client.get("/ui/login")
+    signed = await client.post("/ui/login", data={"csrf": _csrf_of(form), "token": token})
+    assert signed.status_code == 303, signed.text
+    return client.cookies["herald_session"]
+
+
+async def test_a_csrf_token_from_an_anonymous_visit_is_refused_in_a_signed_in_session():
+    async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
+        await herald.accept([CUSTOMER])
+        # What a page on a sibling origin can get for itself: an anonymous sign-in form and its cookie.
+        anonymous = await client.get("/ui/login")
+        pre_token, pre_cookie = _csrf_of(anonymous), client.cookies["herald_csrf"]
+        signed = await client.post("/ui/login", data={"csrf": pre_token, "token": TOKEN})  # login CSRF holds
+        assert signed.status_code == 303
+        pre_cookie_gone = "herald_csrf" not in client.cookies
+        # The victim is signed in; the sibling page sets the cookie it knows and posts the edit form.
+        client.cookies.set("herald_csrf", pre_cookie, domain="herald.test", path="/ui")
+        forged = await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": pre_token})
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        assert pre_cookie_gone  # signing in dropped the pre-session cookie: its binding is done with
+        assert herald.engine.actor("7").states["customers"].attributes["email"] == "seven@example.com"
+        # The form's own token is bound to this session: it works here, and in no other session.
+        own = _csrf_of(await client.get("/ui/customers/7/edit"))
+        assert own != pre_token
+        # A browser saying the post comes from another origin of the site is refused even with the right token.
+        sibling = await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": own},
+                                    headers={"Sec-Fetch-Site": "same-site"})
+        assert sibling.status_code == 403
+        first = client.cookies["herald_session"]
+        await _sign_in(client)  # a second session (the first one ends: signing in again replaces it)
+        assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": own})).status_code == 403
+        client.cookies.set("herald_session", first, domain="herald.test", path="/ui")
+        assert (await client.get("/ui/customers/7")).status_code == 303  # replaced on signing in again
+        await _sign_in(client)
+        own = _csrf_of(await client.get("/ui/customers/7/edit"))
+        saved = await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": own},
+                                  headers={"Sec-Fetch-Site": "same-origin"})
+        assert saved.status_code == 303
+        assert herald.engine.actor("7").states["customers"].attributes["email"] == "new@example.com"
+
+
+async def test_without_a_token_forms_need_the_token_of_their_own_cookie_from_this_origin():
+    async with app_client([("customers", customers)]) as (herald, client):
+        await herald.accept([CUSTOMER])
+        token = _csrf_of(await client.get("/ui/customers/7/edit"))
+        for headers in ({"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}):
+            refused = await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": token}, headers=headers)
+            assert refused.status_code == 403, headers
+        assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": "é" * 64})).status_code == 403
+        seed = client.cookies["herald_csrf"]
+        client.cookies.set("herald_csrf", "0" * 32, domain="herald.test", path="/ui")
+        assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": token})).status_code == 403
+        client.cookies.set("herald_csrf", seed, domain="herald.test", path="/ui")
+        assert (await client.post("/ui/customers/7/edit", data={**EDIT, "csrf": token})).status_code == 303
+
+
+async def test_every_sign_in_gets_its_own_session_and_signing_out_ends_it():
+    async with app_client([fitness], admin_token=TOKEN) as (herald, client):
+        first = await _sign_in(client)
+        client.cookies.clear()
+        second = await _sign_in(client)
+        assert first != second and len(second) >= 43  # 256 random bits, whoever signs in whenever
+        overview = await client.get("/ui/overview.json")
+        assert overview.status_code == 200
+        out = await client.post("/ui/logout", data={"csrf": _csrf_of(await client.get("/ui"))})
+        assert out.status_code == 303 and "herald_session" not in client.cookies
+        # A copy of the cookie saved before signing out reads nothing any more; the other session lives on.
+        for saved, status in ((second, 303), (first, 200)):
+            client.cookies.set("herald_session", saved, domain="herald.test", path="/ui")
+            assert (await client.get("/ui/overview.json")).status_code == status
+
+
+async def test_sessions_end_after_their_idle_time_and_their_lifetime(autojump_clock):
+    import trio
+
+    from engine import Config
+    from web import ui_guard
+
+    minute, hour = 60, 3600
+    async with app_client([fitness], admin_token=TOKEN) as (herald, client):
+        await _sign_in(client)
+        for _ in range(2):  # each request restarts the idle time
+            await trio.sleep(25 * minute)
+            assert (await client.get("/ui/overview.json")).status_code == 200
+        await trio.sleep(30 * minute)
+        assert (await client.get("/ui/overview.json")).status_code == 303
+        await _sign_in(client)
+        for _ in range(28):  # busy all along: 11 h 40 min
+            await trio.sleep(25 * minute)
+            assert (await client.get("/ui/overview.json")).status_code == 200
+        await trio.sleep(20 * minute)  # 12 h after signing in
+        answer = await client.get("/ui/overview.json")
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/login?next=/ui/overview.json"
+        sessions = ui_guard(herald.context).sessions
+        assert len(sessions) == 0  # both ended, neither kept
+        assert (sessions.idle, sessions.lifetime) == (30 * minute, 12 * hour)  # the defaults
+    configured = Config.from_env({"HERALD_UI_SESSION_IDLE": "60", "HERALD_UI_SESSION_MAX": "300"})
+    assert (configured.ui_session_idle, configured.ui_session_max) == (60, 300)
+
+
+async def test_a_restart_or_a_new_token_ends_every_session():
+    async with app_client([fitness], admin_token=TOKEN) as (_, client):
+        cookie = await _sign_in(client)
+    async with app_client([fitness], admin_token=TOKEN) as (_, client):  # a new token needs a restart too
+        client.cookies.set("herald_session", cookie, domain="herald.test", path="/ui")
+        assert (await client.get("/ui/overview.json")).status_code == 303
+
+
+async def test_guessing_the_token_is_slowed_down(autojump_clock, caplog):
+    import trio
+
+    async with app_client([("customers", customers)], admin_token=TOKEN) as (herald, client):
+        wrong = {"Authorization": "Bearer " + "x" * 26}
+        # 300 wrong tokens at once (on the ingestion fast path's bearer route: the quickest to ask).
+        statuses = [(await client.post("/v1/load/customers", content=b"", headers=wrong)).status_code
+                    for _ in range(300)]
+        assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}
+        # Locked: the right token is not even checked, on any route of the token, nor on the sign-in form.
+        load = await client.post("/v1/load/customers", content=b"", headers=BEARER)
+        assert load.status_code == 429 and load.headers["retry-after"] == "1"
+        locked = await client.get("/v1/journal", headers=BEARER)
+        assert locked.status_code == 429 and locked.json()["error"]["code"] == "too_many_failures"
+        assert locked.headers["Retry-After"] == "1"
+        assert (await client.get("/customers/7", headers=BEARER)).status_code == 429
+        form = await client.get("/ui/login")
+        page = await client.post("/ui/login", data={"csrf": _csrf_of(form), "token": TOKEN})
+        assert page.status_code == 429 and "Too many failed sign-ins" in page.text and "herald_session" not in client.cookies
+        lockouts = [r.getMessage() for r in caplog.records if "failed attempts" in r.getMessage()]
+        assert lockouts == ["127.0.0.1: 11 failed attempts at the admin token; its attempts are refused (429) for 1 s"]
+        assert not any(TOKEN in r.getMessage() or "x" * 26 in r.getMessage() for r in caplog.records)
+
+        await trio.sleep(1)  # the lockout is over: one more wrong attempt locks again, twice as long
+        assert (await client.post("/ui/login", data={"csrf": _csrf_of(form), "token": "nope"})).status_code == 429
+        assert (await client.get("/v1/journal", headers=BEARER)).headers["Retry-After"] == "2"
+        await trio.sleep(2)
+        assert (await client.get("/v1/journal", headers=BEARER)).status_code == 200  # and the failures are forgotten
+        assert [(await client.get("/v1/journal", headers=wrong)).status_code for _ in range(10)] == [401] * 10
+        await client.post("/ui/login", data={"csrf": _csrf_of(form), "token": TOKEN})
+        assert (await client.get("/ui/overview.json")).status_code == 200
+
+
+async def test_failed_attempts_are_counted_per_client_address_behind_a_trusted_proxy_too():
+    wrong = {"Authorization": "Bearer " + "x" * 26}
+    async with served([fitness], admin_token=PAGE_TOKEN, trusted_proxies="10.0.0.0/8") as (_, _app, connect):
+        async with connect("192.0.2.7") as guesser, connect("192.0.2.8") as other, connect("10.0.0.2") as proxy:
+            for _ in range(11):
+                await guesser.post("/v1/load/customers", content=b"", headers=wrong)
+            assert (await guesser.get("/v1/journal", headers=PAGE_BEARER)).status_code == 429
+            assert (await other.get("/v1/journal", headers=PAGE_BEARER)).status_code == 200  # another address
+            # Through the proxy: each client it reports is counted on its own, the proxy itself never.
+            via = {"X-Forwarded-For": "198.51.100.1"}
+            for _ in range(11):
+                await proxy.get("/v1/journal", headers={**wrong, **via})
+            assert (await proxy.get("/v1/journal", headers={**PAGE_BEARER, **via})).status_code == 429
+            for client in ("198.51.100.2", "192.0.2.8"):
+                answer = await proxy.get("/v1/journal", headers={**PAGE_BEARER, "X-Forwarded-For": client})
+                assert answer.status_code == 200, client
+
+
+def test_failed_attempts_are_remembered_for_a_bounded_number_of_addresses():
+    from web import Guesses
+
+    now = [0.0]
+    record = Guesses(free=2, limit=3, forget=100, clock=lambda: now[0])
+    for address in ("a", "b", "c", "d"):
+        assert [record.failed(address) for _ in range(3)] == [0, 0, 1.0]
+    assert len(record) == 3 and record.wait("a") == 0 and record.wait("d") == 1.0
+    now[0] = 1.0
+    assert record.failed("d") == 2.0 and record.wait("d") == 2.0
+    now[0] = 1000.0  # a quiet while: forgotten
+    assert record.failed("d") == 0 and record.wait("b") == 0
+    record.failed("e")
+    assert len(record) == 2  # the quiet ones were dropped, not kept until the bound
+
+
+def test_a_short_admin_token_is_refused_at_start_in_one_line(monkeypatch, capsys, tmp_path):
+    import socket
+
+    from engine import Config, ConfigError
+    from server import main
+
+    monkeypatch.setenv("HERALD_ADMIN_TOKEN", "fifteen-chars-x")
+    with socket.socket() as busy:  # were the token let through, the run would end at once anyway
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--data-dir", str(tmp_path), "--durability", "memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("herald: HERALD_ADMIN_TOKEN is too short"), err
+    assert "16 characters" in err and "fifteen-chars-x" not in err
+    with pytest.raises(ConfigError, match="16 characters"):
+        Config(admin_token="a")
+    assert Config(admin_token="x" * 16).admin_token == "x" * 16 and Config(admin_token=None).admin_token is None

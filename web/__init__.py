@@ -11,7 +11,7 @@ shared layout and navigation of the operator console). The route hooks
 themselves are declared in :mod:`web.hookspecs`.
 """
 
-from ._auth import ADMIN_SCHEME, UiGuard, admin_guard, admin_only, bearer_ok, safe_next, ui_guard
+from ._auth import ADMIN_SCHEME, GUESSES, Guesses, UiGuard, admin_guard, admin_only, bearer_ok, safe_next, ui_guard
 from ._ingest import respond_json
 from ._pages import LAYOUT, ui_pages
 from ._proxy import client_address, request_is_https
@@ -23,6 +23,8 @@ __all__ = [
     "ADMIN_SCHEME",
     "BadParameter",
     "ERROR_SCHEMA",
+    "GUESSES",
+    "Guesses",
     "LAYOUT",
     "UiGuard",
     "UnsupportedMediaType",

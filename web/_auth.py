@@ -5,17 +5,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import os
-import time
+import math
+import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlsplit
 
-from quart import Response, redirect, request
+from quart import Response, current_app, g, redirect, request
 
-from ._proxy import request_is_https
+from ._guesses import Guesses
+from ._proxy import client_address, request_is_https
+from ._sessions import Sessions
 from ._views import error_body, json_response
 
-__all__ = ["ADMIN_SCHEME", "UiGuard", "admin_guard", "admin_only", "bearer_ok", "safe_next", "ui_guard"]
+__all__ = ["ADMIN_SCHEME", "GUESSES", "Guesses", "UiGuard", "admin_guard", "admin_only", "bearer_ok",
+           "judge", "guesses", "safe_next", "too_many", "ui_guard"]
 
 #: The name of the admin bearer scheme in the OpenAPI document (``components.securitySchemes``).
 ADMIN_SCHEME = "HeraldAdmin"
@@ -30,6 +33,52 @@ def bearer_ok(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
+#: Where a server keeps its :class:`Guesses` (``app.extensions`` and ``Herald.part``).
+GUESSES = "herald.guesses"
+
+
+def guesses() -> Guesses:
+    """The current app's record of failed attempts at the admin token (one per server)."""
+    record = current_app.extensions.get(GUESSES)
+    if record is None:  # an app not made by server.create_app (which shares the fast path's)
+        record = current_app.extensions[GUESSES] = Guesses()
+    return record
+
+
+def judge(record: Guesses, client: str, attempted: bool, right: Callable[[], bool]) -> float | None:
+    """Check an attempt at the admin token, counting failures per ``client``: None when ``right()``;
+    else the seconds the client must wait (0.0: just wrong, a 401; more: locked out, a 429, and
+    ``right`` is not even called). No attempt at all (``attempted`` false) is not counted."""
+    wait = record.wait(client)
+    if wait:
+        return wait
+    if right():
+        record.succeeded(client)
+        return None
+    return record.failed(client) if attempted else 0.0
+
+
+def lockout(wait: float) -> tuple[int, dict[str, Any]]:
+    """A locked-out client's ``Retry-After`` (whole seconds) and error body."""
+    seconds = max(1, math.ceil(wait))
+    return seconds, error_body("too_many_failures", "too many failed attempts at the admin token from this "
+                               f"address: try again in {seconds} s", "Authorization")
+
+
+def too_many(wait: float) -> Response:
+    """The answer to a client locked out after too many failed attempts at the admin token."""
+    seconds, body = lockout(wait)
+    return json_response(body, 429, {"Retry-After": str(seconds)})
+
+
+def _refusal(token: str) -> Response | None:
+    header = request.headers.get("Authorization")
+    wait = judge(guesses(), client_address() or "unknown", header is not None, lambda: bearer_ok(header, token))
+    if wait is None:
+        return None
+    return too_many(wait) if wait else _unauthorized()
+
+
 def _unauthorized() -> Response:
     return json_response(error_body("unauthorized", "a valid admin bearer token is required (Authorization: "
                                     "Bearer <HERALD_ADMIN_TOKEN>)", "Authorization"), 401,
@@ -38,12 +87,11 @@ def _unauthorized() -> Response:
 
 def admin_guard(token: str | None) -> Callable[[], Awaitable[Response | None]]:
     """A ``before_request`` function for admin blueprints: when ``token`` is set,
-    requests must carry ``Authorization: Bearer <token>`` (compared in constant time)."""
+    requests must carry ``Authorization: Bearer <token>`` (compared in constant time; an
+    address that keeps presenting wrong ones is answered 429 for a while, see :class:`Guesses`)."""
 
     async def authorize() -> Response | None:
-        if token and not bearer_ok(request.headers.get("Authorization"), token):
-            return _unauthorized()
-        return None
+        return _refusal(token) if token else None
 
     # What the blueprint's routes write must be internal, token or not (see web._writes).
     authorize.__herald_guard__ = ADMIN_SCHEME  # type: ignore[attr-defined]
@@ -58,9 +106,8 @@ def admin_only(token: str | None) -> Callable[[Callable], Callable]:
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            if token and not bearer_ok(request.headers.get("Authorization"), token):
-                return _unauthorized()
-            return await view(*args, **kwargs)
+            refused = _refusal(token) if token else None
+            return refused if refused is not None else await view(*args, **kwargs)
 
         guarded.__herald_guard__ = ADMIN_SCHEME  # type: ignore[attr-defined]
         if token:
@@ -74,76 +121,112 @@ class UiGuard:
     """Sessions and CSRF tokens for Herald's web pages (server-rendered forms).
 
     With an admin token configured, a browser signs in once at ``/ui/login``
-    with that token and gets an ``HttpOnly``, ``SameSite=Strict`` session
-    cookie (an expiry signed with a key derived from the token: nothing is
-    stored, and changing the token ends every session); a request with the
-    bearer token itself is let through too. Without a token (loopback only)
-    the pages are open. Either way every form carries a CSRF token bound to
-    a cookie of its own (an HMAC of a random value), checked on each POST.
+    with that token and gets an ``HttpOnly``, ``SameSite=Strict`` cookie
+    holding a random session id, kept in this process's memory (see
+    :class:`Sessions`: signing out ends it; a restart ends them all); a
+    request with the bearer token itself is let through too. Without a token
+    (loopback only) the pages are open.
+
+    Every form carries a CSRF token, checked on each POST: an HMAC (under a
+    key made at start) of the session id when there is a session, so a token
+    is worth nothing in any other session; before signing in (the sign-in
+    form itself) and when no token is configured, of a random value in a
+    cookie of its own. A POST whose browser says it came from another origin
+    (``Sec-Fetch-Site``) is refused whatever it carries.
     """
 
     SESSION, CSRF = "herald_session", "herald_csrf"
-    LIFETIME = 12 * 3600
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, *, idle: float = 1800.0, lifetime: float = 43_200.0,
+                 limit: int = 1000) -> None:
         self.token = token
-        secret = hashlib.sha256(b"herald-ui:" + token.encode()).digest() if token else os.urandom(32)
-        self._key = secret
+        self.sessions = Sessions(idle, lifetime, limit=limit)
+        self._key = secrets.token_bytes(32)
 
     def _sign(self, purpose: str, value: str) -> str:
         return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
     # -- sessions ---------------------------------------------------------------------
 
-    def session_value(self, now: float | None = None) -> str:
-        expires = str(int((time.time() if now is None else now) + self.LIFETIME))
-        return f"{expires}.{self._sign('session', expires)}"
+    def session(self) -> str | None:
+        """The id of the request's live session, if it has one (looked up once per request)."""
+        if "herald_sid" not in g:
+            sid = request.cookies.get(self.SESSION) if self.token else None
+            g.herald_sid = sid if self.sessions.touch(sid) else None
+        return g.herald_sid
 
     def signed_in(self) -> bool:
-        if not self.token:
-            return True
-        if bearer_ok(request.headers.get("Authorization"), self.token):
-            return True
-        expires, _, signature = (request.cookies.get(self.SESSION) or "").partition(".")
-        return (expires.isdigit() and int(expires) > time.time()
-                and hmac.compare_digest(signature, self._sign("session", expires)))
+        """Whether the request has a live session (or no token is configured)."""
+        return not self.token or self.session() is not None
 
-    def check_token(self, presented: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(presented.strip().encode(), self.token.encode())
+    def judge_token(self, presented: str) -> float | None:
+        """The sign-in form's token, checked and counted like a bearer header (see :func:`judge`)."""
+        token = self.token or ""
+        return judge(guesses(), client_address() or "unknown", True,
+                     lambda: bool(token) and hmac.compare_digest(presented.strip().encode(), token.encode()))
+
+    def sign_in(self, response: Response) -> Response:
+        """Start a session (ending the request's old one) and give ``response`` its cookie."""
+        self.sessions.end(self.session())
+        sid = self.sessions.start()
+        g.herald_sid = sid
+        response.set_cookie(self.SESSION, sid, max_age=int(self.sessions.lifetime), httponly=True,
+                            samesite="Strict", path="/ui", secure=request_is_https())
+        response.delete_cookie(self.CSRF, path="/ui")  # the pre-session binding is done with
+        return response
+
+    def sign_out(self, response: Response) -> Response:
+        """End the request's session, here and in the browser."""
+        self.sessions.end(self.session())
+        g.herald_sid = None
+        response.delete_cookie(self.SESSION, path="/ui")
+        return response
 
     # -- CSRF -----------------------------------------------------------------------------
 
+    def _binding(self, create: bool) -> str | None:
+        sid = self.session()
+        if sid is not None:
+            return "session:" + sid
+        seed = request.cookies.get(self.CSRF) or g.get("herald_csrf_seed")
+        if not seed and create:
+            seed = g.herald_csrf_seed = secrets.token_hex(16)
+        return "pre:" + seed if seed else None
+
     def csrf_token(self) -> str:
         """The token a form rendered for the current request carries (see :meth:`set_cookies`)."""
-        seed = request.cookies.get(self.CSRF) or getattr(request, "_herald_csrf_seed", None)
-        if not seed:
-            seed = request._herald_csrf_seed = os.urandom(16).hex()  # type: ignore[attr-defined]
-        return self._sign("csrf", seed)
+        binding = self._binding(create=True)
+        assert binding is not None
+        return self._sign("csrf", binding)
 
     def csrf_ok(self, presented: str | None) -> bool:
-        seed = request.cookies.get(self.CSRF)
-        return bool(seed and presented) and hmac.compare_digest(presented, self._sign("csrf", seed))
+        """Whether a POST's form token is the one of this request's session (or pre-session
+        cookie), and the browser does not say the form came from another origin."""
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return False
+        binding = self._binding(create=False)
+        return bool(binding and presented) and hmac.compare_digest(
+            presented.encode(), self._sign("csrf", binding).encode())  # bytes: any text compares, none raises
 
     def set_cookies(self, response: Response) -> Response:
-        """``after_request``: give the browser the CSRF cookie its forms' tokens are bound to."""
-        seed = getattr(request, "_herald_csrf_seed", None)
-        if seed and not request.cookies.get(self.CSRF):
-            response.set_cookie(self.CSRF, seed, httponly=True, samesite="Strict", path="/ui",
-                                secure=request_is_https())
-        return response
-
-    def sign_in_cookie(self, response: Response) -> Response:
-        response.set_cookie(self.SESSION, self.session_value(), max_age=self.LIFETIME, httponly=True,
-                            samesite="Strict", path="/ui", secure=request_is_https())
+        """``after_request``: give the browser the pre-session cookie its forms' tokens are bound to."""
+        seed = g.get("herald_csrf_seed")
+        if seed and not request.cookies.get(self.CSRF) and g.get("herald_sid") is None:
+            response.set_cookie(self.CSRF, seed, httponly=True, samesite="Strict", path="/ui", secure=request_is_https())
         return response
 
     async def before_request(self) -> Any:
         """For UI blueprints: sign-in first (when a token is set), and a valid CSRF token on every POST."""
         if not self.signed_in():
-            if request.method in ("GET", "HEAD"):
+            if "Authorization" in request.headers:  # a client with the bearer token instead of a session
+                refused = _refusal(self.token)  # type: ignore[arg-type]
+                if refused is not None:
+                    return refused
+            elif request.method in ("GET", "HEAD"):
                 target = request.full_path.rstrip("?") if request.query_string else request.path
                 return redirect(f"/ui/login?next={quote(target, safe='/')}", 303)
-            return _unauthorized()
+            else:
+                return _unauthorized()
         if request.method == "POST":
             form = await request.form
             if not self.csrf_ok(form.get("csrf")):
@@ -157,7 +240,9 @@ class UiGuard:
 
 def ui_guard(context: Any) -> UiGuard:
     """The one :class:`UiGuard` of a server (Herald's sign-in page and every plugin's pages share it)."""
-    return context.part("herald.ui_guard", lambda: UiGuard(context.config.admin_token))
+    config = context.config
+    return context.part("herald.ui_guard", lambda: UiGuard(config.admin_token, idle=config.ui_session_idle,
+                                                           lifetime=config.ui_session_max))
 
 
 def safe_next(target: str | None) -> str:

@@ -17,8 +17,9 @@ import trio
 
 from engine import MAX_JSON_DEPTH, InvalidEvent, JournalError, decode_json, redact_text
 
+from ._auth import GUESSES, Guesses, bearer_ok, judge, lockout
 from ._headers import NOSNIFF, nosniff_send
-from ._proxy import TrustedProxies
+from ._proxy import TrustedProxies, client_address
 from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
@@ -150,15 +151,11 @@ async def respond_json(send: Send, status: int, payload: Any, headers: list | No
     await send({"type": "http.response.body", "body": body})
 
 
-def _bearer(scope: dict, token: str) -> bool:
-    """Whether the request carries ``Authorization: Bearer <token>`` (constant-time comparison)."""
-    import hmac
-
+def _authorization(scope: dict) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, presented = value.decode("latin-1").strip().partition(" ")
-            return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
-    return False
+            return value.decode("latin-1")
+    return None
 
 
 def _has_body(scope: dict) -> bool:
@@ -237,6 +234,8 @@ class IngestApp:
         self.admin_token = herald.config.admin_token
         #: Behind a reverse proxy: the scope says what the client did (see web._proxy); None without one.
         self.proxies = TrustedProxies(herald.config.trusted_proxies) if herald.config.trusted_proxies else None
+        #: Failed attempts at the admin token per address, shared with the Quart routes (``app.extensions``).
+        self.guesses = herald.part(GUESSES, Guesses)
         #: What the console's live tail shows: every event accepted or rejected here.
         self.tail = EventTail.of(herald)
         #: Exact path -> raw ASGI handler contributed by plugins (``herald_asgi_routes``).
@@ -246,6 +245,24 @@ class IngestApp:
                 if path in self.raw or path in (EVENT_PATH, BATCH_PATH):
                     raise ValueError(f"plugin {name}: the path {path} is taken")
                 self.raw[path] = handler
+
+    async def _refused(self, scope: dict, send: Send) -> bool:
+        """Whether the request was answered for lack of the admin bearer token (401), or because its
+        address made too many failed attempts at it (429; counted with every other route's, see ``Guesses``)."""
+        header = _authorization(scope)
+        client = client_address(scope) or "unknown"  # behind a trusted proxy, the client it reports
+        token = self.admin_token or ""
+        wait = judge(self.guesses, client, header is not None, lambda: bearer_ok(header, token))
+        if wait is None:
+            return False
+        if wait:
+            seconds, body = lockout(wait)
+            await respond_json(send, 429, body, [(b"retry-after", b"%d" % seconds)])
+        else:
+            await respond_json(send, 401, error_body(
+                "unauthorized", "a valid admin bearer token is required (Authorization: Bearer "
+                "<HERALD_ADMIN_TOKEN>)", "Authorization"), [(b"www-authenticate", b'Bearer realm="herald"')])
+        return True
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if self.proxies is not None and scope["type"] != "lifespan":
@@ -264,10 +281,7 @@ class IngestApp:
                     )
                     return
                 if loading:
-                    if self.admin_token and not _bearer(scope, self.admin_token):
-                        await respond_json(send, 401, error_body(
-                            "unauthorized", "a valid admin bearer token is required (Authorization: Bearer "
-                            "<HERALD_ADMIN_TOKEN>)", "Authorization"), [(b"www-authenticate", b'Bearer realm="herald"')])
+                    if self.admin_token and await self._refused(scope, send):
                         return
                     handle, limit = self._load, self.max_load
                 elif path == EVENT_PATH:

@@ -142,7 +142,7 @@ def guard_of(app: Any, endpoint: str, view: Any) -> str | None:
 
 def complete(op: dict[str, Any], *, max_body: int | None = None) -> dict[str, Any]:
     """Add the answers every route of its kind can give, unless the operation documents them:
-    401 where a credential is required, 400/413/415 for a JSON request body (malformed or
+    401 where a credential is required (and 429 where it is the admin token, see ``Guesses``), 400/413/415 for a JSON request body (malformed or
     too deep, too large, another media type), 404 where the path has parameters."""
     responses = op.setdefault("responses", {})
 
@@ -151,6 +151,9 @@ def complete(op: dict[str, Any], *, max_body: int | None = None) -> dict[str, An
 
     if op.get("security"):
         add("401", "a missing or wrong credential")
+        if any("HeraldAdmin" in requirement for requirement in op["security"]):
+            add("429", "too many failed attempts at the admin token from this address: try again after "
+                "Retry-After seconds")
     content = (op.get("requestBody") or {}).get("content", {})
     if any(media in content for media in _JSON_MEDIA):
         add("400", "the body is not JSON, nests too deep, or is not of the documented shape")

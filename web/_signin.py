@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from quart import Blueprint, Response, redirect, render_template, request
+from quart import Blueprint, redirect, render_template, request
 
 from ._auth import safe_next, ui_guard
 from ._pages import page_context
@@ -29,20 +30,26 @@ def signin_blueprint(context: Any) -> Blueprint:
 
     @bp.post("/ui/login")
     async def login() -> Any:
+        if not context.config.admin_token:
+            return redirect("/ui", 303)
         form = await request.form
         if not guard.csrf_ok(form.get("csrf")):
             return await page(form.get("next"), "The form expired: please sign in again.", 403)
-        if not guard.check_token(form.get("token", "")):
+        wait = guard.judge_token(form.get("token", ""))
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            body, status = await page(form.get("next"), "Too many failed sign-ins from your address: try again "
+                                      f"in {seconds} s.", 429)
+            return body, status, {"Retry-After": str(seconds)}
+        if wait is not None:
             return await page(form.get("next"), "That is not the admin token.", 401)
-        return guard.sign_in_cookie(redirect(safe_next(form.get("next")), 303))
+        return guard.sign_in(redirect(safe_next(form.get("next")), 303))
 
     @bp.post("/ui/logout")
     async def logout() -> Any:
         form = await request.form
-        if not guard.csrf_ok(form.get("csrf")):
+        if guard.session() is not None and not guard.csrf_ok(form.get("csrf")):
             return await page(None, "The form expired.", 403)
-        response: Response = redirect("/ui/login", 303)
-        response.delete_cookie(guard.SESSION, path="/ui")
-        return response
+        return guard.sign_out(redirect("/ui/login", 303))
 
     return bp

@@ -51,10 +51,10 @@ async def test_every_route_needs_an_active_token():
 
 
 async def test_tokens_are_stored_only_as_hashes_and_admin_routes_take_the_admin_token():
-    async with eye(admin_token="s3cret") as (herald, client):
+    async with eye(admin_token="s3cret-admin-token-0123") as (herald, client):
         assert (await client.post("/v1/admin/tokens", json={"name": "web"})).status_code == 401
         response = await client.post("/v1/admin/tokens", json={"name": "web"},
-                                     headers={"Authorization": "Bearer s3cret"})
+                                     headers={"Authorization": "Bearer s3cret-admin-token-0123"})
         token = response.json()["token"]
         state = herald.engine.actor_view("analytics:clients")
         assert token not in json.dumps(state) and state["states"]["analytics"]["clients"]["web"]["token_hash"]
