@@ -37,6 +37,7 @@ import orjson
 import trio
 
 from ._event import LOAD_TYPE, Event, make_event
+from ._formats import JOURNAL_FORMAT, JOURNAL_FORMATS, SNAPSHOT_FORMAT, upgrade_event_rows, upgrade_snapshot
 from ._repair import NeedsOperator, Recovery, check_and_recover, check_history
 from ._redact import redact_url
 
@@ -51,7 +52,8 @@ _UTC = timezone.utc
 INLINE_COST = 256
 DB_NAME = "herald.db"
 #: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
-SCHEMA_VERSION = 3
+#: Older formats are migrated on open (see :mod:`engine._formats`).
+SCHEMA_VERSION = JOURNAL_FORMAT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -179,6 +181,10 @@ class Journal:
         self.enabled = self.durability is not Durability.MEMORY
         self.sync_interval = sync_interval
         self.recovery: Recovery | None = None
+        #: The format of the database as opened (older ones are read through :mod:`engine._formats`).
+        self.format = SCHEMA_VERSION
+        #: What :meth:`open` migrated, in one line (None if nothing was).
+        self.migrated: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._read_lock = trio.Lock()
@@ -224,14 +230,12 @@ class Journal:
         self._conn = connect(self.path, durability=self.durability)
         self._conn.executescript(_SCHEMA)
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        version = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
-        if version != str(SCHEMA_VERSION):
-            raise JournalError(
-                f"{self.path} has journal format {version}; this Herald reads format {SCHEMA_VERSION}: "
-                "start with a fresh --data-dir"
-            )
+        version = _format_of(self._conn, self.path)
+        if version < SCHEMA_VERSION:
+            self.migrated = migrate(self._conn, self.path, version)
         check_history(self._conn, self.path, self.recovery, salvage=salvage)
         self._read = connect(self.path, readonly=True)
+        self.format = SCHEMA_VERSION
 
     def _lock(self) -> None:
         """One writer per data dir: a second Herald on it would interleave sequences."""
@@ -247,8 +251,14 @@ class Journal:
         self._lock_fd = fd
 
     def open_readonly(self) -> None:
-        """Open for reading only (e.g. while a server owns the database)."""
+        """Open for reading only (e.g. while a server owns the database, or ``herald replay``
+        reading another data dir): an older format is read as it is, upgraded as it is read."""
         self._read = connect(self.path, readonly=True)
+        try:
+            self.format = _format_of(self._read, self.path)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         for conn in (self._read, self._conn):
@@ -732,3 +742,113 @@ def snapshot_writer(seq: int, body: bytes, created: float) -> Callable[[sqlite3.
                      "CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)", (str(seq),))
 
     return write
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+def _format_of(conn: sqlite3.Connection, path: Path) -> int:
+    """The journal format recorded in the database; JournalError for one this Herald cannot read."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    try:
+        version = int(row[0]) if row else 0
+    except ValueError:
+        version = 0
+    if version not in JOURNAL_FORMATS:
+        known = ", ".join(map(str, JOURNAL_FORMATS))
+        newer = version > SCHEMA_VERSION
+        raise JournalError(
+            f"{path} has journal format {row[0] if row else 'none'}; this Herald reads formats {known}"
+            + (": a newer Herald wrote it; run that version (or a newer one) on it" if newer else "")
+        )
+    return version
+
+
+def _keep_original(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    """A consistent copy of the whole database (WAL included) beside it, fsynced, before migrating."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        copy = path.with_name(f"{path.name}.format-{version}-{stamp}" + (f".{n}" if n else ""))
+        if not copy.exists():
+            break
+    else:
+        raise JournalError(f"too many copies named {path.name}.format-{version}-{stamp}* in {path.parent}")
+    target = sqlite3.connect(copy)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
+    with open(copy, "rb") as fh:
+        os.fsync(fh.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return copy
+
+
+def migrate(conn: sqlite3.Connection, path: Path, version: int, *, keep: bool = True) -> str:
+    """Rewrite an older journal (format ``version``) in the current format, in one transaction,
+    after keeping a copy of the original beside it (unless not ``keep``: ``path`` is a copy
+    already); log and return one line saying so."""
+    copy = _keep_original(conn, path, version) if keep else None
+    started = time.perf_counter()
+    events = snaps = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 1:
+            # One row per event; ``data`` was JSON text. Grouped into record batches of up to 1000.
+            rows = conn.execute(
+                "SELECT seq, id, key, type, ts, received, arrival, data FROM events ORDER BY seq").fetchall()
+            for i in range(0, len(rows), 1000):
+                group = [[seq, id_, key, type_, ts, received, arrival, orjson.loads(data)]
+                         for seq, id_, key, type_, ts, received, arrival, data in rows[i:i + 1000]]
+                conn.execute("INSERT INTO event_batches VALUES (?,?,?)",
+                             (group[-1][0], group[0][0], orjson.dumps(group)))
+            conn.execute("DROP TABLE events")
+        if version <= 2:
+            floor = float("-inf")
+            for (last_seq,) in conn.execute("SELECT last_seq FROM event_batches ORDER BY last_seq").fetchall():
+                body = conn.execute("SELECT body FROM event_batches WHERE last_seq = ?", (last_seq,)).fetchone()[0]
+                rows, floor = upgrade_event_rows(orjson.loads(body), version, floor)
+                events += len(rows)
+                conn.execute("UPDATE event_batches SET body = ? WHERE last_seq = ?", (orjson.dumps(rows), last_seq))
+        for seq, body in conn.execute("SELECT seq, body FROM snapshots").fetchall():
+            doc = orjson.loads(body)
+            new = upgrade_snapshot(doc)
+            if new is not doc:
+                snaps += 1
+                conn.execute("UPDATE snapshots SET body = ? WHERE seq = ?", (orjson.dumps(new), seq))
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    line = (f"migrated {path} from journal format {version} to {SCHEMA_VERSION} ({events} events, "
+            f"{snaps} snapshot(s) to snapshot format {SNAPSHOT_FORMAT}) in "
+            f"{time.perf_counter() - started:.2f} s" + (f"; the original is kept in {copy}" if copy else ""))
+    if keep:
+        log.warning("%s", line)
+    return line
+
+
+def migrated_copy(source: Path, into: Path) -> str:
+    """Copy the journal database ``source`` (any known format, read-only) into the directory
+    ``into`` and migrate the copy to the current format (``herald replay`` reads an older data
+    dir this way, leaving it as it is); return what was migrated, in one line."""
+    reading = connect(source, readonly=True)
+    try:
+        version = _format_of(reading, source)
+        copy = into / DB_NAME
+        target = sqlite3.connect(copy, isolation_level=None)
+        try:
+            reading.backup(target)
+            target.executescript(_SCHEMA)
+            return migrate(target, copy, version, keep=False)
+        finally:
+            target.close()
+    finally:
+        reading.close()

@@ -19,6 +19,7 @@ from ._actor import Actor
 from ._dedupe import Recent
 from ._engine import Engine
 from ._event import converter
+from ._formats import SNAPSHOT_FORMAT, upgrade_snapshot
 from ._timers import timers_of
 
 __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
@@ -27,7 +28,8 @@ __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 #: Within 2, ``keyed_ids`` was added (the dedupe window's ``(key, id)`` pairs): a snapshot
 #: without it (older) has only ``ids``, ids without their key, which count for every key
 #: (:class:`engine._dedupe.Recent`). Additive: the format and the meaning of ``ids`` stay.
-FORMAT = 2
+#: Older formats are read through :func:`engine._formats.upgrade_snapshot`.
+FORMAT = SNAPSHOT_FORMAT
 
 
 @attrs.frozen
@@ -79,8 +81,7 @@ def decode(body: bytes) -> dict[str, Any]:
 def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
     """Load a decoded snapshot into an empty engine (in the engine's thread); return
     ``(seq, wall)``: the journal position and the engine's wall reading it was taken at."""
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"unknown snapshot format {doc.get('format')!r}")
+    doc = upgrade_snapshot(doc)  # an older format as the current one; ValueError for an unknown one
     structure = converter.structure
     types = engine.plugins.state_types
     enabled = set(engine.plugins.names)

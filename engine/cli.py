@@ -339,7 +339,10 @@ def salvage_dir(path, out) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import trio
 
-    from ._journal import DB_NAME, Journal
+    import tempfile
+    from pathlib import Path
+
+    from ._journal import DB_NAME, SCHEMA_VERSION, Journal, migrated_copy
 
     source = Journal(args.source)
     if not (source.dir / DB_NAME).exists():
@@ -354,13 +357,22 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     setup_logging("WARNING", config.log_format)
     source.open_readonly()
-    try:
-        return trio.run(_replay_into, source, config, args.full)
-    finally:
-        source.close()
+    with tempfile.TemporaryDirectory(prefix="herald-replay-") as work:
+        try:
+            if source.format < SCHEMA_VERSION:
+                # An older format: read a migrated copy, as `herald serve` would migrate it (the source stays as it is).
+                source.close()
+                line = migrated_copy(source.path, Path(work))
+                print(f"herald: {source.dir} has journal format {source.format}; reading a copy: {line}",
+                      file=sys.stderr)
+                source = Journal(work)
+                source.open_readonly()
+            return trio.run(_replay_into, source, config, args.full, args.source)
+        finally:
+            source.close()
 
 
-async def _replay_into(source, config: Config, full: bool) -> int:
+async def _replay_into(source, config: Config, full: bool, name: str) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ._herald import Herald
@@ -368,9 +380,17 @@ async def _replay_into(source, config: Config, full: bool) -> int:
 
     stats = source.stats()
     snap = None if full else source.latest_snapshot()
-    if not snap and (stats["first_seq"] or 1) > 1:
-        print(f"herald: the journal was compacted up to seq {stats['first_seq'] - 1}; replay from its snapshot "
-              "(leave out --full)", file=sys.stderr)
+    # Events before the first journaled one (all of them, if none is) are only in a snapshot:
+    # without it they would be lost, so a replay that ignores the snapshot refuses, saying so.
+    compacted = stats["first_seq"] - 1 if stats["first_seq"] else source.last_seq()
+    if not snap and compacted > 0:
+        if full and source.latest_snapshot() is not None:
+            print(f"herald: events 1 to {compacted} of {name} are only in its snapshot (the journal was "
+                  "compacted); --full would leave them out. Replay from the snapshot: leave out --full",
+                  file=sys.stderr)
+        else:
+            print(f"herald: the journal of {name} was compacted up to seq {compacted} and holds no snapshot "
+                  "of those events: nothing can replay them", file=sys.stderr)
         return 2
     total = source.count_events(snap.seq if snap else 0)
     # Effects were sent (or are pending) at the source: none is delivered from here; its outbox is copied.
@@ -385,7 +405,8 @@ async def _replay_into(source, config: Config, full: bool) -> int:
         carried = [r for status in ("pending", "dead") for r in source.outbox_rows(status, limit=10**9)]
         herald.journal.copy_outbox(carried)
         result = await herald.snapshot()
-    print(f"replayed {total:,} events into {config.data_path}: {result['actors']:,} actors, "
+    print(f"replayed {f'the snapshot at seq {snap.seq:,} and ' if snap else ''}{total:,} events into "
+          f"{config.data_path}: {result['actors']:,} actors, "
           f"snapshot at seq {result['seq']:,}; {len(carried)} undelivered effects carried over")
     return 0
 

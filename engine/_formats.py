@@ -1,0 +1,72 @@
+"""Every on-disk format Herald has written, and how each older one is read today.
+
+What is on disk is a contract: a data dir written by any earlier version opens in
+this one. The journal database records its format in ``meta.schema_version``; a
+snapshot carries ``format``. Reading an older one goes through the functions here,
+one step per format, so that a new format adds one step and the old steps stay:
+
+journal 1 -> 2  one row per event (table ``events``) becomes one record batch per row group
+journal 2 -> 3  ``arrival`` was the single engine clock (event time); it becomes a wall
+                reading: the event's receipt (``received``), never going back
+snapshot 1 -> 2 one engine ``clock`` becomes the stream clock (that clock, at the capture's
+                real time) and a clock per actor (all at that clock, as they were)
+
+Outbox rows have not changed (table, columns and effect bodies are the same in every
+format). ``tests/golden`` holds a data dir written by the old code for every older format,
+and ``tests/test_upgrades.py`` fails when a format number moves without one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
+           "upgrade_snapshot", "upgrade_event_rows"]
+
+#: The formats this Herald writes.
+JOURNAL_FORMAT = 3
+SNAPSHOT_FORMAT = 2
+
+#: Every format ever written, with the commit that introduced it (the golden dirs name them too).
+JOURNAL_FORMATS = {
+    1: "92335bc: one row per event (table events)",
+    2: "6e67019: one record batch per group commit; arrival is the engine clock",
+    3: "43f675c: arrival is the engine's wall reading (a clock per actor)",
+}
+SNAPSHOT_FORMATS = {
+    1: "92335bc: one engine clock",
+    2: "43f675c: a clock per actor and the stream clock (keyed_ids added within 2, optional)",
+}
+
+
+def upgrade_snapshot(doc: dict[str, Any]) -> dict[str, Any]:
+    """A decoded snapshot of any known format, as the current format (``doc`` itself if current).
+
+    Raises ValueError for a format this Herald does not know (a newer Herald wrote it)."""
+    version = doc.get("format")
+    if version == SNAPSHOT_FORMAT:
+        return doc
+    if version == 1:
+        # One clock for every actor: the engine clock ``clock`` (event time, None before the first
+        # event) at the real time ``real``. The wall is real time, so the stream clock is (clock,
+        # real) and each actor's clock, wall + offset, reads that same clock: offset = clock - real.
+        clock, real = doc.get("clock"), doc["real"]
+        offset = None if clock is None else clock - real
+        actors = [(key, states, timers, unknown, offset) for key, states, timers, unknown in doc["actors"]]
+        return {**{k: v for k, v in doc.items() if k != "clock"}, "format": SNAPSHOT_FORMAT,
+                "wall": real, "stream": (clock, real), "actors": actors}
+    raise ValueError(f"unknown snapshot format {version!r} (this Herald reads formats "
+                     f"{', '.join(map(str, SNAPSHOT_FORMATS))}; a newer Herald wrote it?)")
+
+
+def upgrade_event_rows(rows: list[list[Any]], version: int, floor: float) -> tuple[list[list[Any]], float]:
+    """A record batch's rows ``[seq, id, key, type, ts, received, arrival, data]`` of journal
+    ``version``, as the current format; ``floor`` is the previous row's wall reading (the wall
+    never goes back), and the last one is returned with the rows."""
+    if version >= 3:
+        return rows, floor
+    out = []
+    for seq, id_, key, type_, ts, received, _clock, data in rows:
+        floor = received if received > floor else floor
+        out.append([seq, id_, key, type_, ts, received, floor, data])
+    return out, floor
