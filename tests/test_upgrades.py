@@ -189,3 +189,22 @@ def test_every_older_format_has_a_golden_dir(tmp_path: Path) -> None:
     readme = (GOLDEN / "README.md").read_text()
     for d in DIRS:
         assert d.name in readme and json.loads((d / "made_by.json").read_text())["commit"] in readme
+
+
+def test_the_version_moves_with_the_changelog() -> None:
+    """``herald --version`` is the package's version, and the changelog has a section for
+    pyproject's version (a release bumps both)."""
+    import tomllib
+    from importlib.metadata import version
+
+    root = Path(__file__).parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## \[[^\]]*\].*\b{re.escape(declared)}\b|^## \[{re.escape(declared)}\]", changelog, re.M), declared
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli(["--version"]) == 0
+    assert out.getvalue().strip() == f"herald {version('herald')}"
