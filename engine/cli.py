@@ -405,7 +405,7 @@ async def _replay_into(source, config: Config, full: bool, name: str) -> int:
         carried = [r for status in ("pending", "dead") for r in source.outbox_rows(status, limit=10**9)]
         herald.journal.copy_outbox(carried)
         result = await herald.snapshot()
-    print(f"replayed {f'the snapshot at seq {snap.seq:,} and ' if snap else ''}{total:,} events into "
+    print(f"replayed {total:,} events{f' after the snapshot at seq {snap.seq:,}' if snap else ''} into "
           f"{config.data_path}: {result['actors']:,} actors, "
           f"snapshot at seq {result['seq']:,}; {len(carried)} undelivered effects carried over")
     return 0
