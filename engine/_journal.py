@@ -399,6 +399,7 @@ class Journal:
     def stats(self) -> dict[str, Any]:
         db = self._db()
         events, first, last = db.execute(
+            "SELECT count(*), min(seq), max(seq) FROM events" if self.format == 1 else  # not migrated yet
             "SELECT coalesce(sum(last_seq - first_seq + 1), 0), min(first_seq), max(last_seq) FROM event_batches"
         ).fetchone()
         outbox = dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
@@ -406,6 +407,7 @@ class Journal:
         size = sum(p.stat().st_size for p in self.dir.glob(DB_NAME + "*") if p.is_file())
         return {
             "path": str(self.path),
+            "format": self.format,
             "durability": self.durability.value,
             "bytes": size,
             "events": events,

@@ -216,3 +216,12 @@ def test_the_version_moves_with_the_changelog() -> None:
     with contextlib.redirect_stdout(out):
         assert cli(["--version"]) == 0
     assert out.getvalue().strip() == f"herald {version('herald')}"
+
+
+def test_journal_stats_reads_an_old_dir_as_it_is(tmp_path: Path, capsys) -> None:
+    """``herald journal stats`` opens read-only: it names the old format and migrates nothing."""
+    data, answers, made = golden_copy("journal1-snapshot1", "killed", tmp_path)
+    assert cli(["journal", "stats", "--data-dir", str(data)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["format"] == 1 and stats["events"] == len(answers["events"]) and stats["snapshot_seq"] == 4
+    assert not list(data.glob("herald.db.format-*"))
