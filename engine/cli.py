@@ -337,25 +337,31 @@ def salvage_dir(path, out) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    import trio
+    config = Config.from_env(data_dir=args.data_dir, durability="batch")
+    setup_logging("WARNING", config.log_format)
+    return replay_dir(args.source, config, full=args.full)
 
+
+def replay_dir(source_dir: str, config: Config, *, full: bool = False, utcnow: Callable[[], float] | None = None) -> int:
+    """``herald replay``: rebuild ``source_dir``'s state (any journal format Herald ever wrote) into
+    ``config``'s fresh data dir; the exit code. ``utcnow`` is the replaying Herald's clock (tests)."""
     import tempfile
     from pathlib import Path
 
+    import trio
+
     from ._journal import DB_NAME, SCHEMA_VERSION, Journal, migrated_copy
 
-    source = Journal(args.source)
+    source = Journal(source_dir)
     if not (source.dir / DB_NAME).exists():
         print(f"herald: no journal in {source.dir}", file=sys.stderr)
         return 2
-    config = Config.from_env(data_dir=args.data_dir, durability="batch")
     if (config.data_path / DB_NAME).exists():
         print(f"herald: {config.data_path} already holds a journal; replay needs a fresh data dir", file=sys.stderr)
         return 2
     if config.data_path.resolve() == source.dir.resolve():
         print("herald: --from and --data-dir must differ", file=sys.stderr)
         return 2
-    setup_logging("WARNING", config.log_format)
     source.open_readonly()
     with tempfile.TemporaryDirectory(prefix="herald-replay-") as work:
         try:
@@ -367,12 +373,12 @@ def _replay(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 source = Journal(work)
                 source.open_readonly()
-            return trio.run(_replay_into, source, config, args.full, args.source)
+            return trio.run(_replay_into, source, config, full, source_dir, utcnow)
         finally:
             source.close()
 
 
-async def _replay_into(source, config: Config, full: bool, name: str) -> int:
+async def _replay_into(source, config: Config, full: bool, name: str, utcnow: Callable[[], float] | None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ._herald import Herald
@@ -394,7 +400,7 @@ async def _replay_into(source, config: Config, full: bool, name: str) -> int:
         return 2
     total = source.count_events(snap.seq if snap else 0)
     # Effects were sent (or are pending) at the source: none is delivered from here; its outbox is copied.
-    herald = Herald(config, emit=lambda effect: None)
+    herald = Herald(config, emit=lambda effect: None, **({"utcnow": utcnow} if utcnow is not None else {}))
     async with herald.running():
         await herald.wait_ready()
         with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
