@@ -14,9 +14,10 @@ run:
 test:
 	$(PYTHON) -m pip install -e '.[test]' && $(PYTHON) -m pytest
 
-# Everything CI runs: the default suite, then the tests behind markers.
+# Everything CI runs (.ci/run, kept in step by tests/test_architecture.py): the default suite, then
+# the tests behind every marker.
 test-all: test
-	$(PYTHON) -m pytest -m slow
+	$(PYTHON) -m pytest -m 'slow or kafka or browser'
 
 # The benchmarks (figures in bench/RESULTS.md).
 bench:

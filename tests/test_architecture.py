@@ -8,6 +8,7 @@ in a stack trace.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,16 @@ def test_herald_is_a_pytest_plugin_for_any_plugins_tests(pytestconfig):
     from engine.testing import app_client, herald_process  # the harness a third-party plugin's tests use
 
     assert callable(app_client) and callable(herald_process)
+
+
+def _markers_after_the_default_run(text: str) -> set[str]:
+    """The marker expressions of the ``pytest -m ...`` commands in a script or a Makefile."""
+    return {m.strip("'\"") for m in re.findall(r"pytest -m ('[^']*'|\"[^\"]*\"|\S+)", text)}
+
+
+def test_make_test_all_runs_what_ci_runs():
+    declared = set(re.findall(r'^\s*"(\w+):', (ROOT / "pyproject.toml").read_text(), re.M))  # pytest's markers
+    assert declared == {"slow", "kafka", "browser"}
+    ci = _markers_after_the_default_run((ROOT / ".ci" / "run").read_text())
+    make = _markers_after_the_default_run((ROOT / "Makefile").read_text().split("\ntest-all:")[1].split("\n\n")[0])
+    assert make == ci == {" or ".join(sorted(declared, key=["slow", "kafka", "browser"].index))}
