@@ -2,7 +2,8 @@
 
 Build an engine in-process with the plugins under test, feed it events, move
 time with pytest-trio's ``autojump_clock`` (hours pass in milliseconds), and
-assert on the effects it emitted. Nothing is delivered: effects are recorded,
+assert on the effects it emitted (the HTTP side, a running Herald behind a
+client, is :mod:`web.testing`'s ``app_client`` fixture). Nothing is delivered: effects are recorded,
 with the event-time instant at which each was emitted::
 
     from engine.testing import Simulation
@@ -44,7 +45,7 @@ from ._effects import Effect, Notify
 from ._event import Event
 from ._plugins import Origin, PluginHost
 
-__all__ = ["Simulation", "Receiver", "app_client", "free_port", "herald_command", "herald_process", "lifespan",
+__all__ = ["Simulation", "Receiver", "free_port", "herald_command", "herald_process", "lifespan",
            "serving"]
 
 UTC = timezone.utc
@@ -292,34 +293,13 @@ def free_port() -> int:
 
 
 def herald_command() -> list[str]:
-    """How to run ``herald`` here: the installed script, else the web layer's module."""
+    """How to run ``herald`` here: the installed script, else the server's module (as a process:
+    the engine imports no web app)."""
     import shutil
     import sys
 
     script = shutil.which("herald")
     return [script] if script else [sys.executable, "-m", "server"]
-
-
-@asynccontextmanager
-async def app_client(plugins: Iterable[Any], **settings: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """A running Herald with ``plugins`` and its ASGI app behind an httpx client (no sockets):
-    yields ``(herald, client)``. In memory unless ``durability`` (and a ``data_dir``) are given;
-    other keyword arguments are :class:`engine.Config` fields."""
-    import httpx
-
-    from server import create_app  # the web layer, only when a test asks for it
-
-    from ._herald import Herald
-
-    settings.setdefault("durability", "memory")
-    config = Config(**settings)
-    herald = Herald(config, PluginHost.from_objects(config, list(plugins)))
-    app = create_app(herald)
-    async with herald.running():
-        await herald.wait_ready()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
-            yield herald, client
 
 
 @asynccontextmanager

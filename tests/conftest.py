@@ -1,8 +1,8 @@
 """The project's own fixtures: a Herald with the fitness plugin behind an in-process client.
 
-The general ones (``herald_process``, ``app_client``, ``free_port``, ``herald_command``,
-``kafka_bootstrap``) come from :mod:`engine.testing`, Herald's pytest plugin, so that a
-third-party plugin's tests have them too.
+The general ones come from Herald's pytest plugins, so that a third-party plugin's tests
+have them too: ``herald_process``, ``free_port``, ``herald_command``, ``kafka_bootstrap``
+from :mod:`engine.testing`, the ``app_client`` fixture (and function) from :mod:`web.testing`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from engine.testing import app_client as _app_client
 from engine.testing import free_port, herald_command, herald_process  # noqa: F401  (re-exported for the tests)
 from plugins.fitness import hooks as fitness
+from web.testing import app_client as _app_client
 
 
 @asynccontextmanager
 async def app_client(plugins: list[Any] | None = None, **settings: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """:func:`engine.testing.app_client` with the fitness plugin unless told otherwise."""
+    """:func:`web.testing.app_client` with the fitness plugin unless told otherwise."""
     async with _app_client([fitness] if plugins is None else plugins, **settings) as pair:
         yield pair
 

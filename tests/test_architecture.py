@@ -52,16 +52,35 @@ def test_the_engine_imports_no_web_framework_and_nothing_above_it():
         for module, line in _imports(path):
             top = module.split(".")[0]
             if top in WEB_FRAMEWORKS or top == "plugins":
-                if path.name == "testing.py" and top in ("hypercorn", "server"):
-                    continue  # the harness alone may start the web app (lazily, inside a function)
+                if path.name == "testing.py" and top == "hypercorn":
+                    continue  # the harness serves mock services (lazily, inside a function); never Herald's app
                 offences.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert offences == []
 
 
-def test_the_testing_harness_starts_the_web_app_lazily():
-    tree = ast.parse((ROOT / "engine" / "testing.py").read_text())
-    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert not any(word in ast.unparse(n) for n in top_level for word in ("hypercorn", "server", "web"))
+def test_the_testing_harnesses_start_servers_lazily():
+    """engine.testing imports hypercorn only inside a function; web.testing the server's app factory."""
+    for path, words in ((ROOT / "engine" / "testing.py", ("hypercorn", "server", "web")),
+                        (ROOT / "web" / "testing.py", ("hypercorn", "server", "quart"))):
+        tree = ast.parse(path.read_text())
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not any(word in ast.unparse(n) for n in top_level for word in words), path
+
+
+def test_only_the_http_harness_imports_the_server():
+    """``server`` is the top: nothing in engine/ or web/ imports it, even inside a function, but
+    web/testing.py (which builds the app for a test)."""
+    offences = [f"{path.relative_to(ROOT)}:{line}" for path in _sources("engine", "web", "plugins")
+                for module, line in _imports(path) if module.split(".")[0] == "server"]
+    assert offences == ["web/testing.py:" + str(next(line for m, line in _imports(ROOT / "web" / "testing.py")
+                                                         if m == "server"))]
+
+
+def test_bundled_plugins_tests_use_only_public_fixtures():
+    """A bundled plugin's tests import what a third-party plugin's can: not the project's ``tests``."""
+    offences = [f"{path.relative_to(ROOT)}:{line} imports {module}" for path in _sources("plugins")
+                if "tests" in path.parts for module, line in _imports(path) if module.split(".")[0] == "tests"]
+    assert offences == []
 
 
 def _allowed_for_plugins(module: str, plugin: str) -> bool:
@@ -126,15 +145,21 @@ def test_the_public_api_is_curated():
                for p in (ROOT / "engine").glob("*.py"))
 
 
-def test_herald_is_a_pytest_plugin_for_any_plugins_tests(pytestconfig):
-    from importlib.metadata import entry_points
+def test_herald_is_a_pytest_plugin_for_any_plugins_tests(pytestconfig, request):
+    import tomllib
 
-    assert {ep.value for ep in entry_points(group="pytest11") if ep.name == "herald"} == {"engine.testing"}
-    plugin = pytestconfig.pluginmanager.get_plugin("herald")
-    assert plugin is not None and hasattr(plugin, "kafka_bootstrap")
-    from engine.testing import app_client, herald_process  # the harness a third-party plugin's tests use
+    import engine.testing
+    import web.testing
 
-    assert callable(app_client) and callable(herald_process)
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["pytest11"]
+    assert declared == {"herald": "engine.testing", "herald-web": "web.testing"}
+    registered = pytestconfig.pluginmanager.get_plugins()
+    assert engine.testing in registered and web.testing in registered
+    # The fixtures a third-party plugin's tests use, from those two modules.
+    assert request.getfixturevalue("app_client") is web.testing.app_client
+    [definition] = request._fixturemanager.getfixturedefs("kafka_bootstrap", request.node)
+    assert definition.func.__module__ == "engine.testing"
+    assert callable(engine.testing.herald_process) and not hasattr(engine.testing, "app_client")
 
 
 def _markers_after_the_default_run(text: str) -> set[str]:

@@ -16,7 +16,7 @@ import trio
 
 from engine import Config, Herald, PluginHost
 from engine._cluster import _Healing
-from engine.testing import app_client
+from web.testing import app_client
 from plugins.fitness import hooks as fitness
 
 EVENT = {"type": "app_launch", "user_id": "u1", "timestamp": "2021-03-01T08:00:00Z"}

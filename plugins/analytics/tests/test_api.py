@@ -8,7 +8,7 @@ import types
 
 from engine import hookimpl
 from plugins.analytics import hooks
-from tests.conftest import app_client
+from web.testing import app_client
 
 S1, S2 = "e2085be5-9137-4e4e-80b5-f1ffddc25423", "7f3c2a9e-4b1d-4c8e-9a6f-2d5e8b1c0f47"
 

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from plugins.analytics.client import AsyncEyeClient, EyeAuthError, EyeClient, EyeError, event
-from tests.conftest import herald_command, herald_process
+from engine.testing import herald_command, herald_process
 
 
 async def _token(url: str, name: str) -> str:

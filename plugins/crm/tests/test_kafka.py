@@ -19,7 +19,7 @@ from plugins.crm.keystore import open_sealed
 from plugins.crm.mock_crm import CrmStore, standalone_app
 from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC
 from plugins.crm.producer import Simulation
-from tests.conftest import app_client
+from web.testing import app_client
 
 SAMPLE = next((p / "shared" / "data" / "crm" / "events_sample.jsonl" for p in Path(__file__).resolve().parents
                if (p / "shared" / "data" / "crm" / "events_sample.jsonl").exists()), None)

@@ -16,7 +16,7 @@ from plugins.crm.keystore import Erased, KeyStore, open_sealed, seal
 from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 from engine.testing import serving
 from plugins.crm.mock_crm import CrmStore, standalone_app
-from tests.conftest import app_client
+from web.testing import app_client
 
 NOW = datetime(2023, 6, 1, 6, tzinfo=timezone.utc)
 U = "ed2f89d9-4a2f-40aa-b3c6-4af775a89294"

@@ -9,7 +9,7 @@ import pytest
 
 from plugins.customers import hooks
 from plugins.customers.tests.summaries import expected_summaries
-from tests.conftest import app_client
+from web.testing import app_client
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "customerio"
 if not DATA.exists():  # the repository next to shared/ (CI), or inside it

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from plugins.customers.tests.summaries import expected_summaries
-from tests.conftest import free_port, herald_command
+from engine.testing import free_port, herald_command
 
 SHARED = next((p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "tools").is_dir()), None)
 VERIFY = SHARED / "tools" / "verify_customers.py" if SHARED else None

@@ -12,7 +12,7 @@ import trio
 from plugins.marketplace import hooks
 from plugins.marketplace.mock import MockProvider
 from plugins.marketplace.poller import PollError
-from tests.conftest import app_client
+from web.testing import app_client
 
 from .feeds import CAMELA, RESPONSES, document, write_feeds
 
