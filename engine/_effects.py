@@ -23,17 +23,35 @@ class Effect:
     __slots__ = ()
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, init=False)
 class Notify(Effect):
     """POST ``payload`` as JSON to ``url`` with an ``Idempotency-Key`` header.
 
-    The key must be derived from what caused the notification (an event id, a
-    timer's due time) so that a retry or a replay is recognisably the same one.
+    ``Notify(url, payload, key)``, or ``Notify(payload=..., idempotency_key=...)``
+    without a URL: then it goes to the configured notify sink
+    (``HERALD_NOTIFY_URL``, by default this server's ``/v1/notify``), filled in
+    when the effect is emitted. The key must be derived from what caused the
+    notification (an event id, a timer's due time) so that a retry or a replay
+    is recognisably the same one.
     """
 
-    url: str
+    url: str | None
     payload: dict[str, Any]
     idempotency_key: str
+
+    def __init__(self, url: str | None = None, payload: dict[str, Any] | None = None,
+                 idempotency_key: str | None = None) -> None:
+        if payload is None or idempotency_key is None:
+            raise TypeError("Notify needs a payload and an idempotency_key: Notify(url, payload, key), "
+                            "or Notify(payload=..., idempotency_key=...) for the configured notify sink")
+        self.__attrs_init__(url, payload, idempotency_key)  # type: ignore[attr-defined]
+
+
+def addressed(effect: Effect, sink_url: str) -> Effect:
+    """``effect``, a :class:`Notify` without a URL addressed to ``sink_url`` (the configured sink)."""
+    if effect.__class__ is Notify and effect.url is None:  # type: ignore[attr-defined]
+        return attrs.evolve(effect, url=sink_url)  # type: ignore[misc]
+    return effect
 
 
 @attrs.frozen(slots=True)

@@ -12,9 +12,8 @@ from .schemas import LAUNCH_SCHEMA, PROGRAM_SCHEMA, validate_program_event
 
 
 def rules_from(config: Config) -> FitnessRules:
-    """The rules with this configuration's notify URL and thresholds."""
+    """The rules with this configuration's thresholds."""
     return FitnessRules(
-        notify_url=config.effective_notify_url,
         congratulate_after=timedelta(minutes=config.plugin_setting("fitness", "congratulate_minutes", 30, non_negative(float))),
         nudge_after=timedelta(minutes=config.plugin_setting("fitness", "nudge_minutes", 10, non_negative(float))),
     )

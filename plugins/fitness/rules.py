@@ -119,9 +119,9 @@ _CANCEL_NUDGE: Effects = (CancelTimer(NUDGE_TIMER),)
 
 @attrs.frozen
 class FitnessRules:
-    """The rules, bound to their settings (where to notify, the thresholds)."""
+    """The rules, bound to their settings (the thresholds). Notifications go to the configured
+    notify sink (a ``Notify`` without a URL)."""
 
-    notify_url: str
     congratulate_after: timedelta = timedelta(minutes=30)
     nudge_after: timedelta = timedelta(minutes=10)
     #: ``nudge_after`` in seconds: a nudge is set at ``event.at + _nudge_seconds`` (floats, no datetime).
@@ -201,7 +201,7 @@ class FitnessRules:
             "finished_at": finished_at,
         }
         key = f"fitness:congratulate:{event.key}:{program_id}:{finished_at}"
-        return state, (Notify(self.notify_url, payload, key),)
+        return state, (Notify(payload=payload, idempotency_key=key),)
 
     def on_timer(self, state: FitnessState, timer: Timer) -> tuple[FitnessState, Effects]:
         if timer.name != NUDGE_TIMER:
@@ -219,4 +219,4 @@ class FitnessRules:
         key = f"fitness:nudge:{timer.key}:{launched_at}"
         state = _state(state.running, state.last_launch_at, state.device_id, state.programs_finished,
                              state.minutes_trained, state.notifications_sent + 1)
-        return state, (Notify(self.notify_url, payload, key),)
+        return state, (Notify(payload=payload, idempotency_key=key),)
