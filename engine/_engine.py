@@ -436,8 +436,9 @@ class Engine:
             state, effects = route.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(route.name).inc()
-            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged", event.type, plugin, event.id,
-                          extra={"plugin": plugin, "event_id": event.id})
+            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged (a plugin refuses bad "
+                          "input in its EventType's validate step, with InvalidEvent: a 400 before the 202)",
+                          event.type, plugin, event.id, extra={"plugin": plugin, "event_id": event.id})
             return
         if timed:
             observe = self._observers.get(route.name)

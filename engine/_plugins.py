@@ -2,7 +2,8 @@
 
 Plugins come from the ``herald`` entry-point group (the bundled ones are
 declared there by Herald's own distribution) or, for development, from a
-dotted module path given in the configuration. Their declaration hooks are
+module name or path given in the configuration (``streaks``, ``mypkg.hooks``,
+``module:attribute``). Their declaration hooks are
 called once, here, and flattened into lookup tables for the engine.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import enum
 import importlib
 import logging
+import typing
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
@@ -140,11 +142,73 @@ def _check_state_type(plugin: str, state_type: Any) -> None:
     try:
         again = converter.structure(converter.unstructure(initial), state_type)
     except Exception as exc:
-        raise PluginError(f"{plugin}: {state_type.__name__} does not survive a cattrs round trip, so snapshots "
-                          f"could not restore it: {exc!r}") from None
+        raise PluginError(f"{plugin}: {_round_trip_failure(state_type, initial, exc)}; snapshots store states "
+                          f"that way, so none could restore it. {_CATTRS_TYPES}") from None
     if again != initial:
         raise PluginError(f"{plugin}: {state_type.__name__} comes back from a cattrs round trip as {again!r}, "
                           f"not {initial!r}: snapshots could not restore it")
+    _warn_if_mutable(plugin, state_type, initial)
+
+
+#: What a state's fields may hold (cattrs converts these without help).
+_CATTRS_TYPES = ("A state's fields may hold: None, bool, int, float, str, bytes, datetime, date, timedelta, "
+                 "enums, tuples, frozensets, lists, dicts of those, and nested attrs classes of them.")
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _round_trip_failure(state_type: type, initial: Any, exc: Exception) -> str:
+    """Which field of ``initial`` fails the cattrs round trip, and why, in a plugin author's words
+    (cattrs' own advice, to register a hook, is not something a plugin can do)."""
+    from ._event import converter
+
+    for field in attrs.fields(state_type):
+        value = getattr(initial, field.name)
+        try:
+            converter.structure(converter.unstructure(value), field.type if field.type is not None else Any)
+        except Exception as field_exc:
+            kind = field.type if field.type is not None else type(value)
+            shown = kind.__name__ if isinstance(kind, type) else str(kind)
+            return (f"{state_type.__name__}.{field.name} (typed {shown}, initially {value!r}) does not survive a "
+                    f"cattrs round trip ({_reason(field_exc)})")
+    return f"{state_type.__name__} does not survive a cattrs round trip ({_reason(exc)})"
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's message without cattrs' hook advice; a group's first leaf."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]  # type: ignore[assignment]
+    text = str(exc).replace(" Register a structure hook for it.", "").replace("Register a structure hook for it.", "")
+    return f"{type(exc).__name__}: {text.strip()}" if text.strip() else type(exc).__name__
+
+
+def _warn_if_mutable(plugin: str, state_type: type, initial: Any) -> None:
+    """States are immutable values (docs/plugins.md, contract 2): warn about a class that is not frozen
+    and about fields holding mutable containers, which a handler could change in place."""
+    fields = attrs.fields(state_type)
+    if fields:
+        try:
+            setattr(initial, fields[0].name, getattr(initial, fields[0].name))
+        except attrs.exceptions.FrozenInstanceError:
+            pass
+        else:
+            log.warning("plugin %s: state class %s is not frozen: states are immutable values (a snapshot keeps "
+                        "them by reference), declare it with @attrs.frozen", plugin, state_type.__name__,
+                        extra={"plugin": plugin})
+    try:
+        attrs.resolve_types(state_type)
+    except Exception:  # an annotation that cannot be resolved: judge by the initial values alone
+        pass
+    for field in fields:
+        # Judged by the declared type (Mapping, Sequence, AbstractSet say "read only"), else by the initial value.
+        declared = typing.get_origin(field.type) or field.type if field.type is not None else None
+        value = getattr(initial, field.name)
+        mutable = next((kind for kind in _MUTABLE
+                        if declared is kind or (declared is None and isinstance(value, kind))), None)
+        if mutable is not None:
+            log.warning("plugin %s: %s.%s is a %s, a mutable container: hold a tuple or a frozenset instead, or "
+                        "declare it Mapping, Sequence or AbstractSet (read only) and never change it in place "
+                        "(return a new state holding a new one)", plugin, state_type.__name__, field.name,
+                        mutable.__name__, extra={"plugin": plugin})
 
 
 def _check_event_type(plugin: str, event_type: Any) -> None:
@@ -174,17 +238,25 @@ def _load(name: str) -> tuple[str, Any]:
     eps = {ep.name: ep for ep in entry_points(group=GROUP)}
     if name in eps:
         return name, eps[name].load()
-    if "." in name or ":" in name:
-        module, _, attr = name.partition(":")
+    # Not an installed plugin's name: a module (``streaks``, ``mypkg.hooks``), or ``module:attribute``.
+    module, _, attr = name.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name) and module[len(exc.name):][:1] in ("", "."):
+            known = ", ".join(sorted(eps)) or "none"
+            raise PluginError(f"unknown plugin {name!r}: neither an installed plugin's name (installed: {known}) "
+                              f"nor a module importable here (a module path such as mypkg.hooks, or "
+                              f"module:attribute)") from None
+        raise PluginError(f"cannot import plugin {name!r}: {exc}") from exc
+    except ImportError as exc:
+        raise PluginError(f"cannot import plugin {name!r}: {exc}") from exc
+    if attr:
         try:
-            obj: Any = importlib.import_module(module)
-        except ImportError as exc:
-            raise PluginError(f"cannot import plugin {name!r}: {exc}") from exc
-        if attr:
             obj = getattr(obj, attr)
-        return module.rsplit(".", 1)[-1] if not attr else attr, obj
-    known = ", ".join(sorted(eps)) or "none"
-    raise PluginError(f"unknown plugin {name!r} (installed: {known})")
+        except AttributeError:
+            raise PluginError(f"cannot load plugin {name!r}: module {module!r} has no {attr!r}") from None
+    return module.rsplit(".", 1)[-1] if not attr else attr, obj
 
 
 class PluginHost:

@@ -21,7 +21,7 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -39,7 +39,7 @@ TRIP_PERSONAL = ("From", "To")
 @attrs.frozen(slots=True)
 class CrmState:
     profile: dict[str, Any] | None = None
-    trips: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    trips: Mapping[str, dict[str, Any]] = attrs.field(factory=dict)  # copied on write
     #: Trips received before the profile, waiting to be sent to the CRM.
     held: tuple[str, ...] = ()
     erased: bool = False

@@ -45,9 +45,9 @@ class Customer:
     ``seen`` the ids of the event messages already counted.
     """
 
-    attributes: dict[str, str] = attrs.field(factory=dict)
-    stamps: dict[str, int] = attrs.field(factory=dict)
-    events: dict[str, int] = attrs.field(factory=dict)
+    attributes: Mapping[str, str] = attrs.field(factory=dict)  # copied on write
+    stamps: Mapping[str, int] = attrs.field(factory=dict)  # copied on write
+    events: Mapping[str, int] = attrs.field(factory=dict)  # copied on write
     seen: frozenset[str] = frozenset()
     last_updated: int = 0
 
