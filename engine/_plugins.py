@@ -131,7 +131,7 @@ def _check_callable(plugin: str, what: str, value: Any) -> None:
 def _check_state_type(plugin: str, state_type: Any) -> None:
     """A state class must be an attrs class whose no-argument call is the initial state, and it must
     come back equal through cattrs (snapshots store it that way)."""
-    from ._event import converter
+    from ._event import dumps, loads
 
     if not (isinstance(state_type, type) and attrs.has(state_type)):
         raise PluginError(f"{plugin}: herald_state_type must return an attrs class (or None), not {state_type!r}")
@@ -140,7 +140,7 @@ def _check_state_type(plugin: str, state_type: Any) -> None:
     except Exception as exc:
         raise PluginError(f"{plugin}: {state_type.__name__}() must make the initial state: {exc!r}") from None
     try:
-        again = converter.structure(converter.unstructure(initial), state_type)
+        again = loads(dumps(initial), state_type)  # as a snapshot stores and restores it
     except Exception as exc:
         raise PluginError(f"{plugin}: {_round_trip_failure(state_type, initial, exc)}; snapshots store states "
                           f"that way, so none could restore it. {_CATTRS_TYPES}") from None
@@ -151,20 +151,21 @@ def _check_state_type(plugin: str, state_type: Any) -> None:
 
 
 #: What a state's fields may hold (cattrs converts these without help).
-_CATTRS_TYPES = ("A state's fields may hold: None, bool, int, float, str, bytes, datetime, date, timedelta, "
-                 "enums, tuples, frozensets, lists, dicts of those, and nested attrs classes of them.")
+_CATTRS_TYPES = ("A state's fields may hold: None, bool, int, float, str, bytes, datetime, date, enums, "
+                 "tuples, frozensets, lists, dicts of those, and nested attrs classes of them (a duration as "
+                 "seconds, a float).")
 _MUTABLE = (list, dict, set, bytearray)
 
 
 def _round_trip_failure(state_type: type, initial: Any, exc: Exception) -> str:
     """Which field of ``initial`` fails the cattrs round trip, and why, in a plugin author's words
     (cattrs' own advice, to register a hook, is not something a plugin can do)."""
-    from ._event import converter
+    from ._event import dumps, loads
 
     for field in attrs.fields(state_type):
         value = getattr(initial, field.name)
         try:
-            converter.structure(converter.unstructure(value), field.type if field.type is not None else Any)
+            loads(dumps(value), field.type if field.type is not None else Any)
         except Exception as field_exc:
             kind = field.type if field.type is not None else type(value)
             shown = kind.__name__ if isinstance(kind, type) else str(kind)

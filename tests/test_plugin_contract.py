@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import attrs
 import pytest
@@ -177,3 +177,22 @@ def test_plugins_by_a_plain_module_name(tmp_path, monkeypatch):
     (tmp_path / "brokenstreaks.py").write_text("import not_a_module_anywhere\n")
     with pytest.raises(PluginError, match="cannot import plugin 'brokenstreaks'.*not_a_module_anywhere"):
         PluginHost.from_config(Config(durability="memory", plugins=["brokenstreaks"]))
+
+
+@attrs.frozen
+class Stamped:
+    at: datetime = datetime(2021, 2, 28, tzinfo=timezone.utc)
+
+
+def test_a_state_round_trips_as_a_snapshot_stores_it():
+    """Through JSON bytes, as a snapshot does: an initial datetime survives, a timedelta is named."""
+    from datetime import timedelta
+
+    host(plugin(herald_state_type=Stamped))
+
+    @attrs.frozen
+    class Waits:
+        wait: timedelta = timedelta(minutes=5)
+
+    with pytest.raises(PluginError, match=r"Waits.wait \(typed timedelta, initially .*a duration as seconds"):
+        host(plugin(herald_state_type=Waits))
