@@ -180,7 +180,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "HERALD_PORT", _port, "TCP port to listen on"),
     Setting("data_dir", "HERALD_DATA_DIR", str, "directory for Herald's data"),
     Setting("plugins", "HERALD_PLUGINS", parse_plugin_list, "comma-separated plugins to enable (default: all installed)"),
-    Setting("notify_url", "HERALD_NOTIFY_URL", str, "where notifications are POSTed (default: this server's /v1/notify)"),
+    Setting("notify_url", "HERALD_NOTIFY_URL", str, "where notifications without a URL of their own are POSTed (default: this server's /v1/notify)"),
     Setting("max_skew", "HERALD_MAX_SKEW", _positive(float), "seconds an event may be ahead of the wall clock"),
     Setting("allowed_lateness", "HERALD_ALLOWED_LATENESS", non_negative(float),
             "seconds the watermark trails the newest event timestamp (timers it passes fire)"),

@@ -79,8 +79,28 @@ async def _plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
     await namespace["test_weekly_streak"](autojump_clock)
 
 
+async def _route_plugin_and_its_tests(code: str, autojump_clock, tmp_path) -> None:
+    """docs/plugins.md's streaks plugin with a route, and its tests (the ``app_client`` fixture's factory)."""
+    import sys
+
+    from web.testing import app_client
+
+    test_src = next(b for b in EXAMPLES.values() if "async def test_the_streak_route" in b)
+    streaks = types.ModuleType("streaks")
+    exec(compile(code, "docs:streaks", "exec"), streaks.__dict__)
+    sys.modules["streaks"] = streaks  # the test imports it, as a test file beside the module would
+    try:
+        namespace: dict = {}
+        exec(compile(test_src, "docs:test_streaks", "exec"), namespace)
+        with trio.fail_after(10):
+            await namespace["test_the_streak_route"](app_client)
+        await namespace["test_a_week_notifies_the_configured_sink"](autojump_clock)
+    finally:
+        del sys.modules["streaks"]
+
+
 async def _claimed_by_the_plugin_example(code: str, autojump_clock, tmp_path) -> None:
-    assert "test_weekly_streak" in code  # run together with the plugin it tests
+    assert "async def test_" in code  # run together with the plugin it tests
 
 
 async def _signed_delivery(code: str, autojump_clock, tmp_path) -> None:
@@ -123,9 +143,11 @@ async def _imports_only(code: str, autojump_clock, tmp_path) -> None:
     exec(compile(code, "example", "exec"), {})
 
 
-RUNNERS = [
+RUNNERS = [  # the first whose marker an example holds runs it
+    ("# streaks.py\n", _route_plugin_and_its_tests),
     ("def herald_state_type():\n    return Streak", _plugin_and_its_test),
     ("async def test_weekly_streak", _claimed_by_the_plugin_example),
+    ("async def test_the_streak_route", _claimed_by_the_plugin_example),
     ("Signer.verify(", _signed_delivery),
     ("EyeClient(", _eye_client),
     ("async def test_nudge", _simulation_docstring),
@@ -145,7 +167,7 @@ def test_every_example_has_a_runner():
     assert unclaimed == []
 
 
-SERVED = [_eye_client]  # examples that talk to a real server: they run on the real clock
+SERVED = [_eye_client, _route_plugin_and_its_tests]  # examples that talk to a real server: they run on the real clock
 
 
 @pytest.mark.parametrize("name", sorted(n for n, code in EXAMPLES.items() if _runner(code) not in SERVED))
