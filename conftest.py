@@ -8,4 +8,6 @@ here what its metadata does not name yet.
 from importlib.metadata import entry_points
 
 _installed = {ep.value for ep in entry_points(group="pytest11")}
-pytest_plugins = [module for module in ("engine.testing", "web.testing") if module not in _installed]
+pytest_plugins = [module for module in ("engine.testing", "web.testing") if module not in _installed] + [
+    "pytester",  # tests/test_testing_plugins.py runs an outside package's tests
+]
