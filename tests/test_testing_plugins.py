@@ -38,8 +38,8 @@ TEST = '''
 import ticks
 
 async def test_ticks(app_client):
-    async with app_client([ticks], admin_token="t") as (herald, client):
-        auth = {"authorization": "Bearer t"}
+    async with app_client([ticks], admin_token="a-long-admin-token") as (herald, client):
+        auth = {"authorization": "Bearer a-long-admin-token"}
         event = {"type": "tick", "key": "k1", "timestamp": "2021-02-28T16:00:00Z"}
         assert (await client.post("/v1/event", json=event, headers=auth)).status_code == 202
         assert (await client.get("/ticks/k1")).json() == {"n": 1}

@@ -4,7 +4,7 @@ A pytest plugin (entry point ``pytest11``, beside :mod:`engine.testing`), so tha
 any package's tests get the ``app_client`` fixture: a factory taking the plugins
 under test and :class:`engine.Config` settings, which yields ``(herald, client)``
 (an ``httpx.AsyncClient`` on the ASGI app, no sockets): ``async with
-app_client([plugin], admin_token="t") as (herald, client)`` (a whole example in
+app_client([plugin], admin_token=TOKEN) as (herald, client)`` (a whole example in
 ``docs/plugins.md``, "Testing a route"). The same factory is importable for helpers outside fixtures:
 ``from web.testing import app_client``. It builds the app with ``server.create_app``
 (the host's factory): the one place below the server that starts it, and only when
