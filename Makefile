@@ -17,7 +17,7 @@ test:
 # Everything CI runs (.ci/run, kept in step by tests/test_architecture.py): the default suite, then
 # the tests behind every marker.
 test-all: test
-	$(PYTHON) -m pytest -m 'slow or kafka or browser'
+	$(PYTHON) -m pytest -m 'slow or kafka or browser' -n 0
 
 # The benchmarks (figures in bench/RESULTS.md).
 bench:
