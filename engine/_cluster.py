@@ -52,7 +52,7 @@ from . import _snapshot as snapshots
 from ._clients import KafkaClients
 from ._config import ConfigError
 from ._dedupe import IdWindow, Recent
-from ._effects import Effect
+from ._effects import Effect, Notify, addressed
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
 from ._journal import JournalError
@@ -195,6 +195,8 @@ class Shard:
 
     def _emit(self, effect: Effect) -> None:
         herald = self.cluster.herald
+        if effect.__class__ is Notify and effect.url is None:  # type: ignore[attr-defined]
+            effect = addressed(effect, herald.config.effective_notify_url)  # to the configured sink
         sink = herald.sinks.get(type(effect)) if herald.sinks else None
         if sink is not None:
             # A local view (a read model every node keeps) is fed by the replicas, which see every

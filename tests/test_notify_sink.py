@@ -61,3 +61,19 @@ async def test_a_running_herald_delivers_it_to_the_configured_sink():
             with trio.fail_after(5):
                 [request] = await receiver.wait_for(1)
     assert (request["path"], request["json"], receiver.keys) == ("/sink", {"n": 1}, ["ping:e1"])
+
+
+def test_a_cluster_partition_addresses_it_to_the_configured_sink():
+    """A cluster node's partition emits through a path of its own (its outbox), which addresses it too."""
+    from datetime import datetime, timezone
+
+    from engine import Config, Event, Herald, PluginHost
+    from engine._cluster import Shard, encode_event
+    from tests.test_cluster_parts import _Message
+
+    config = Config(cluster="127.0.0.1:9", notify_url="http://127.0.0.1:9/hook")
+    shard = Shard(Herald(config, PluginHost.from_objects(config, [("pinger", Pinger())])).cluster, 0)
+    stamp = datetime(2021, 2, 28, 16, tzinfo=timezone.utc)
+    shard.apply(_Message(encode_event(Event("e1", "ping", "u1", stamp, {}, stamp)), 0, int(stamp.timestamp() * 1000)))
+    [note] = shard.pending.values()
+    assert (note.url, note.payload, note.idempotency_key) == ("http://127.0.0.1:9/hook", {"n": 1}, "ping:e1")
