@@ -63,24 +63,29 @@ def same_as_recorded(views: dict, outbox: list, answers: dict) -> None:
     assert [{f: e[f] for f in fields} for e in outbox] == [{f: e[f] for f in fields} for e in undelivered]
 
 
+async def served_answers(herald, answers: dict) -> tuple[dict, list]:
+    """What ``herald`` answers over HTTP for every recorded actor (None for a 404), and its outbox."""
+    from server import create_app
+
+    async with herald.running():
+        await herald.wait_ready()
+        transport = httpx.ASGITransport(app=create_app(herald))
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+            views = {}
+            for key in answers["actors"]:
+                answer = await client.get(f"/v1/actors/{key}")
+                views[key] = answer.json() if answer.status_code == 200 else None
+            return views, (await client.get("/v1/outbox")).json()["effects"]
+
+
 @pytest.mark.parametrize(("name", "mode"), CASES)
 async def test_golden_dir_opens_with_everything(name: str, mode: str, tmp_path: Path, caplog) -> None:
     """The old Herald's data dir is migrated on open: a copy of the original beside it, one log
     line, and every actor, timer and pending effect as the old Herald answered before it stopped."""
-    from server import create_app
-
     data, answers, made = golden_copy(name, mode, tmp_path)
     herald = build(data, answers, made)
     with caplog.at_level(logging.WARNING, logger="herald.journal"):
-        async with herald.running():
-            await herald.wait_ready()
-            transport = httpx.ASGITransport(app=create_app(herald))
-            async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
-                views = {}
-                for key in answers["actors"]:
-                    answer = await client.get(f"/v1/actors/{key}")
-                    views[key] = answer.json() if answer.status_code == 200 else None
-                outbox = (await client.get("/v1/outbox")).json()["effects"]
+        views, outbox = await served_answers(herald, answers)
     same_as_recorded(views, [e for e in outbox if e["status"] != "delivered"], answers)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("migrated ")]
     if journal_format(name) == formats.JOURNAL_FORMAT:  # e.g. a snapshot without keyed_ids: read as it is
@@ -137,21 +142,7 @@ def test_replay_reads_old_formats(name: str, mode: str, tmp_path: Path, capsys) 
     assert "herald.db-wal" in before or not after.get("herald.db-wal")
     import trio
 
-    async def look() -> tuple[dict, list]:
-        from server import create_app
-
-        herald = build(tmp_path / "new", answers, made)
-        async with herald.running():
-            await herald.wait_ready()
-            transport = httpx.ASGITransport(app=create_app(herald))
-            async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
-                views = {}
-                for key in answers["actors"]:
-                    answer = await client.get(f"/v1/actors/{key}")
-                    views[key] = answer.json() if answer.status_code == 200 else None
-                return views, (await client.get("/v1/outbox")).json()["effects"]
-
-    views, outbox = trio.run(look)
+    views, outbox = trio.run(served_answers, build(tmp_path / "new", answers, made), answers)
     same_as_recorded(views, [e for e in outbox if e["status"] != "delivered"], answers)
 
 
