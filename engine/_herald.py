@@ -90,6 +90,7 @@ class Herald:
             # Only a cluster node follows deliveries (to stop checkpointing them): no call per delivery otherwise.
             on_settled=(lambda effect: self.cluster.settled(effect)) if config.cluster else None,
             claim=(lambda effect: self.cluster.claims(effect)) if config.cluster else None,
+            clock=utcnow,
         )
         self._deliver = emit or self.outbox.emit
         self._add_event = self.journal.add_event

@@ -204,7 +204,11 @@ class Outbox:
         capacity: int = 10_000,
         on_settled: Callable[[Effect], None] | None = None,
         claim: Callable[[Effect], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        #: The wall clock (POSIX seconds) effects are created and retried by: the host's, so that a
+        #: Herald started at another instant (a test of an old data dir) retries by that instant.
+        self.clock = clock
         #: Told of each effect delivered or given up on (a cluster stops checkpointing it).
         self.on_settled = on_settled
         #: Asked before each attempt whether this process may still deliver the effect (a cluster node
@@ -244,7 +248,7 @@ class Outbox:
             self.metrics.effects_dropped.labels(cls.__name__, "no_executor").inc()
             log.error("no executor for effect %s; dropped: %r", cls.__name__, effect)
             return
-        now = time.time()
+        now = self.clock()
         if self.journal.enabled:
             self.journal.add_effect(effect_key(effect), cls.__name__, _effect_body(effect), now, effect)
         else:
@@ -253,7 +257,7 @@ class Outbox:
 
     def committed(self, rows: list[tuple[int, Any]]) -> None:
         """The journal committed these effects for the first time (``(outbox id, effect)``): deliver them."""
-        now = time.time()
+        now = self.clock()
         for outbox_id, effect in rows:
             self._push(_Item(outbox_id, effect, 0, now, now))
 
@@ -314,7 +318,7 @@ class Outbox:
                 self._changed = trio.Event()
                 await self._changed.wait()
                 continue
-            delay = self._heap[0].next_at - time.time()
+            delay = self._heap[0].next_at - self.clock()
             if delay > 0:
                 self._changed = trio.Event()
                 with trio.move_on_after(delay):
@@ -365,7 +369,7 @@ class Outbox:
             self.metrics.effects_sent.labels(name).inc()
             self._record(item, "delivered", None)
             return
-        now = time.time()
+        now = self.clock()
         next_at = self.schedule.next_attempt(item.attempts, item.created, now) if retryable else None
         if next_at is None:
             reason = "rejected" if not retryable else "expired"
@@ -397,7 +401,7 @@ class Outbox:
     async def replay_dead(self, ids: Iterable[int] | None = None) -> int:
         """Give dead letters (all, or these ids) a fresh schedule; return how many."""
         wanted = None if ids is None else set(ids)
-        now = time.time()
+        now = self.clock()
         if not self.journal.enabled:
             revived = [d for d in self.dead if wanted is None or d["id"] in wanted]
             for d in revived:
