@@ -52,7 +52,7 @@ from . import _snapshot as snapshots
 from ._clients import KafkaClients
 from ._config import ConfigError
 from ._dedupe import IdWindow, Recent
-from ._effects import Effect, Notify, addressed
+from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
 from ._journal import JournalError
@@ -167,6 +167,7 @@ class Shard:
         self.engine = Engine(
             herald.plugins, emit=self._emit, record=None, wall=self._read_wall, utcnow=herald.utcnow,
             max_skew=math.inf, lateness=config.allowed_lateness, metrics=cluster.shard_metrics,
+            notify_url=config.effective_notify_url,
         )
         self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
         #: The next offset of the events partition to apply.
@@ -195,8 +196,6 @@ class Shard:
 
     def _emit(self, effect: Effect) -> None:
         herald = self.cluster.herald
-        if effect.__class__ is Notify and effect.url is None:  # type: ignore[attr-defined]
-            effect = addressed(effect, herald.config.effective_notify_url)  # to the configured sink
         sink = herald.sinks.get(type(effect)) if herald.sinks else None
         if sink is not None:
             # A local view (a read model every node keeps) is fed by the replicas, which see every

@@ -22,7 +22,7 @@ import trio
 
 from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, FIRST_INSTANT, LAST_INSTANT, StreamClock, utc_datetime
-from ._effects import CancelTimer, Effect, SetTimer, Timer
+from ._effects import CancelTimer, Effect, Notify, SetTimer, Timer, addressed
 from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, check_key, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
@@ -161,8 +161,12 @@ class Engine:
         max_skew: float = 300.0,
         lateness: float = DEFAULT_LATENESS,
         metrics: Metrics | None = None,
+        notify_url: str | None = None,
     ) -> None:
         self.plugins = plugins
+        #: Where a :class:`Notify` without a URL goes (the configured notify sink), addressed here, before
+        #: any emit or replay: every host (a Herald, a cluster partition, a simulation) sees the same effect.
+        self.notify_url = notify_url
         self._emit_live, self._record_live, self._replayed = emit, record, replayed
         #: Where effects go and who records applied events: ``emit`` and ``record`` live;
         #: during :meth:`replaying`, ``replayed`` and (unless asked) nobody.
@@ -486,6 +490,8 @@ class Engine:
                     self._due_at = deadline
             elif kind is CancelTimer:
                 self.timers.cancel(actor, plugin, effect.name)
+            elif kind is Notify and effect.url is None and self.notify_url is not None:
+                self._emit(addressed(effect, self.notify_url))
             else:
                 self._emit(effect)
 

@@ -26,7 +26,7 @@ from . import _snapshot as snapshots
 from ._config import Config, ConfigError
 from ._engine import LOAD_TYPE, Engine, LoadReport
 from ._dedupe import IdWindow
-from ._effects import Effect, Notify, addressed
+from ._effects import Effect, Notify
 from ._event import Event, InvalidEvent, new_event_id
 from ._journal import Durability, Journal, JournalError, snapshot_writer
 from ._metrics import Metrics
@@ -68,7 +68,6 @@ class Herald:
         give_up: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self._notify_url = config.effective_notify_url  # where a Notify without a URL goes
         self.utcnow = utcnow
         self.plugins = plugins or PluginHost.from_config(config)
         self.metrics = Metrics()
@@ -104,6 +103,7 @@ class Herald:
             max_skew=config.max_skew,
             lateness=config.allowed_lateness,
             metrics=self.metrics,
+            notify_url=config.effective_notify_url,
         )
         self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
         self.seq = 0  # journal position of the last applied event
@@ -179,8 +179,6 @@ class Herald:
         return [self.engine] if self.cluster is None else self.cluster.engines()
 
     def _emit(self, effect: Effect) -> None:
-        if effect.__class__ is Notify and effect.url is None:  # type: ignore[attr-defined]
-            effect = addressed(effect, self._notify_url)  # to the configured sink
         sink = self.sinks.get(type(effect)) if self.sinks else None
         if sink is not None:
             sink.put(effect)
@@ -189,7 +187,6 @@ class Herald:
 
     def _emit_replayed(self, effect: Effect) -> None:
         # Replayed events' deliveries are in the outbox already; sinks dedupe what they see again.
-        effect = addressed(effect, self._notify_url)
         sink = self.sinks.get(type(effect)) if self.sinks else None
         if sink is not None:
             sink.put(effect)

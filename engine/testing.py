@@ -41,7 +41,7 @@ import trio
 
 from ._config import Config
 from ._engine import Engine
-from ._effects import Effect, Notify, addressed
+from ._effects import Effect, Notify
 from ._event import Event
 from ._plugins import Origin, PluginHost
 
@@ -70,7 +70,6 @@ class Simulation:
         utcnow: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or Config.from_env(dict(env or {}))
-        self._notify_url = self.config.effective_notify_url
         plugins = list(plugins)
         host = PluginHost.from_objects(self.config, plugins) if plugins else PluginHost.from_config(self.config)
         #: Every effect emitted, with the event-time instant of what caused it
@@ -83,12 +82,12 @@ class Simulation:
             utcnow=utcnow,
             max_skew=self.config.max_skew,
             lateness=self.config.allowed_lateness,
+            notify_url=self.config.effective_notify_url,  # a Notify without a URL: as a running Herald
         )
         self._nursery_cm: Any = None
 
     def _record(self, effect: Effect) -> None:
-        # A Notify without a URL is addressed to the configured sink, as a running Herald does.
-        self.log.append((self.engine.handling_at or self.now(), addressed(effect, self._notify_url)))
+        self.log.append((self.engine.handling_at or self.now(), effect))
 
     async def __aenter__(self) -> "Simulation":
         self._nursery_cm = trio.open_nursery()
