@@ -1,5 +1,5 @@
 # The README's commands, for those who reach for make (seed 002 asks for `make run`).
-.PHONY: run test test-all bench dev-kafka install
+.PHONY: run test test-all bench dev-kafka install docs
 
 PYTHON ?= python3
 
@@ -18,6 +18,11 @@ test:
 # the tests behind every marker.
 test-all: test
 	$(PYTHON) -m pytest -m 'slow or kafka or browser' -n 0
+
+# The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8080, rebuilt as pages change; the
+# test behind the slow marker (tests/test_docs.py) builds it with --strict.
+docs:
+	$(PYTHON) -m pip install -e '.[docs]' && $(PYTHON) -m mkdocs serve --dev-addr 127.0.0.1:8080
 
 # The benchmarks (figures in bench/RESULTS.md).
 bench:

@@ -1,4 +1,4 @@
-"""Screenshots of the operator console for the README: the overview and an actor's page.
+"""Screenshots of the operator console for the docs (docs/operations/console.md): the overview and an actor's page.
 
 Starts ``herald serve`` (``bench.console.served``), sends it a couple of
 minutes of varied fitness traffic (so the charts have a line), adds one actor

@@ -174,7 +174,7 @@ class Setting:
     secret: bool = False
 
 
-#: Every engine setting, in the order the README's table lists them.
+#: Every engine setting, in the order the settings page (docs/operations/settings.md) lists them.
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "HERALD_HOST", str, "interface to listen on"),
     Setting("port", "HERALD_PORT", _port, "TCP port to listen on"),
@@ -190,7 +190,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "HERALD_LOG_LEVEL", str.upper, "logging level"),
     Setting("log_format", "HERALD_LOG_FORMAT", _log_format,
             "auto (rich on a terminal, else text), text (one line per record), rich or json (one object per line)"),
-    Setting("durability", "HERALD_DURABILITY", _durability, "fsync, batch or memory (see README: Guarantees)"),
+    Setting("durability", "HERALD_DURABILITY", _durability, "fsync, batch or memory (see the docs: Guarantees)"),
     Setting("sync_interval", "HERALD_SYNC_INTERVAL", _positive(float), "batch durability: seconds between WAL fsyncs"),
     Setting("snapshot_every", "HERALD_SNAPSHOT_EVERY", _positive(int), "events between snapshots"),
     Setting("snapshot_interval", "HERALD_SNAPSHOT_INTERVAL", _positive(float), "seconds between snapshots (if anything changed)"),

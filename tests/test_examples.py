@@ -1,4 +1,4 @@
-"""Every code example in the README, the docs and the docstrings runs, as written.
+"""Every code example in the README, the documentation site (docs/, pages in folders too) and the docstrings runs, as written.
 
 Examples are collected from the Markdown files (```python blocks) and from
 docstrings (the indented block after a line ending in ``::``). Each must be
@@ -21,7 +21,7 @@ import pytest
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]  # the README and every page of the site
 MODULES = sorted(p for d in ("engine", "web", "plugins") for p in (ROOT / d).rglob("*.py")
                  if "tests" not in p.parts and "__pycache__" not in p.parts) + [ROOT / "server.py"]
 
@@ -30,7 +30,7 @@ def _markdown_examples() -> dict[str, str]:
     found = {}
     for path in DOCUMENTS:
         for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S)):
-            found[f"{path.name}#{i}"] = block
+            found[f"{path.relative_to(ROOT).as_posix()}#{i}"] = block
     return found
 
 
