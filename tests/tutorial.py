@@ -93,11 +93,11 @@ def explain(step: Command, output: str) -> str:
 class InProcessShell:
     """The tutorial's commands without processes: what each would do, done in this one.
 
-    ``herald ...`` runs ``server.main``; ``python -m pip install -e .`` registers the package's
+    ``herald ...`` runs ``server.main``; ``python -m pip install -e '.[test]'`` registers the package's
     metadata (its entry points) on ``sys.path``, as an editable install does; ``python -m pytest``
     runs the package's tests in ``pytester``; ``herald serve ... &`` serves the app in process until
-    ``kill %1``, and ``curl`` asks it. Modules a command imports are forgotten after it, so an edit
-    between two commands is seen by the next.
+    ``kill %1``, and ``curl`` asks it; ``| grep WORD`` keeps the lines holding WORD. Modules imported
+    from the reader's files are forgotten after each command, so the next one sees an edit.
     """
 
     def __init__(self, pytester: Any, monkeypatch: Any) -> None:
@@ -134,18 +134,23 @@ class InProcessShell:
             assert path.read_text() == step.text, f"{step.path} is not as the tutorial shows it"
 
     def command(self, command: str) -> str:
+        command, _, grep = command.partition(" | grep ")
+        if grep:
+            return "".join(line + "\n" for line in self.command(command).splitlines() if grep in line)
         argv = [self._expand(word) for word in shlex.split(command)]
         if argv[0] == "cd":
             self.monkeypatch.chdir(argv[1])
+            return ""
+        if argv == ["wait"]:  # for the background server, stopped in process by ``kill %1``
             return ""
         if argv[0] == "export":
             name, _, value = argv[1].partition("=")
             self.monkeypatch.setenv(name, value)
             return ""
-        with _forgetting_new_modules():
+        with _forgetting_modules_under(self.pytester.path):
             if argv[0] == "herald":
                 return self._herald(argv[1:])
-            if argv == ["python", "-m", "pip", "install", "-e", "."]:
+            if argv[:5] == ["python", "-m", "pip", "install", "-e"] and argv[5:] in (["."], [".[test]"]):
                 return self._install()
             if argv == ["python", "-m", "pytest"]:
                 return self._pytest()
@@ -239,13 +244,14 @@ class InProcessShell:
 
 
 @contextlib.contextmanager
-def _forgetting_new_modules():
-    before = set(sys.modules)
+def _forgetting_modules_under(directory: Path):
+    """Forget the modules imported from ``directory`` (the reader's package and tests) when done."""
     try:
         yield
     finally:
-        for name in set(sys.modules) - before:
-            del sys.modules[name]
+        for name, module in list(sys.modules.items()):
+            if directory in Path(getattr(module, "__file__", None) or "/").parents:
+                del sys.modules[name]
 
 
 # -- slow: the commands as written, in bash ------------------------------------------------------------

@@ -86,7 +86,7 @@ def add_command(commands: Any) -> None:
         "new-plugin", help="write a new plugin package to start from",
         description="Write a plugin package: pyproject.toml (the herald entry point, pytest settings), NAME/hooks.py "
         "(a state, an event type, a timer, a notification, a route) and tests that pass as written. Then: "
-        "cd NAME && python -m pip install -e . && python -m pytest (docs/tutorial.md walks through it).")
+        "cd NAME && python -m pip install -e '.[test]' && python -m pytest (docs/tutorial.md walks through it).")
     parser.add_argument("name", metavar="NAME", help="the plugin's name: its package, entry point and event types' prefix")
     parser.add_argument("--dir", dest="directory", help="the directory to write (default ./NAME); it must not exist")
     parser.set_defaults(run=_run)
@@ -104,5 +104,5 @@ def _run(args: Any) -> int:
     for path, template in zip(written, layout(args.name).values()):
         purpose = _PURPOSE.get(template, "")
         print(f"  {str(path):<{width}}  {purpose}".rstrip())
-    print(f"Next: cd {target} && python -m pip install -e . && python -m pytest")
+    print(f"Next: cd {target} && python -m pip install -e '.[test]' && python -m pytest")
     return 0
