@@ -219,7 +219,7 @@ class InProcessShell:
 
     async def _curl(self, client: Any, command: str) -> str:
         argv = [self._expand(word) for word in shlex.split(command)][1:]
-        headers, body, url = {}, None, None
+        headers, body, url, fail = {}, None, None, False
         while argv:
             word = argv.pop(0)
             if word == "-H":
@@ -232,6 +232,8 @@ class InProcessShell:
                 argv.pop(0)
             elif word.startswith("http"):
                 url = word
+            elif word in ("-f", "-sf"):
+                fail = True
             else:
                 assert word in ("-s", "--retry-connrefused"), word
         assert url is not None and f"127.0.0.1:{PORT}" in url, url
@@ -240,7 +242,7 @@ class InProcessShell:
             answer = await client.get(path, headers=headers)
         else:
             answer = await client.post(path, content=body, headers=headers)
-        return answer.text
+        return "" if fail and answer.status_code >= 400 else answer.text  # -f: no body for an error
 
 
 @contextlib.contextmanager
@@ -264,13 +266,13 @@ def bash_script(all_steps: list[Step], port: int) -> str:
     lines = ["exec 2>&1"]
     for step in all_steps:
         if isinstance(step, Command):
-            lines += [f"echo {MARK}", step.command.replace(f"127.0.0.1:{PORT}", f"127.0.0.1:{port}")]
+            lines += [f"printf '\\n%s\\n' {MARK}", step.command.replace(f"127.0.0.1:{PORT}", f"127.0.0.1:{port}")]
         elif isinstance(step, Patch):
-            lines += [f"echo {MARK}", "git apply - <<'HERALD_EOF'", step.text + "HERALD_EOF"]
+            lines += [f"printf '\\n%s\\n' {MARK}", "git apply - <<'HERALD_EOF'", step.text + "HERALD_EOF"]
         elif step.new:
-            lines += [f"echo {MARK}", f"cat > {shlex.quote(step.path)} <<'HERALD_EOF'", step.text + "HERALD_EOF"]
+            lines += [f"printf '\\n%s\\n' {MARK}", f"cat > {shlex.quote(step.path)} <<'HERALD_EOF'", step.text + "HERALD_EOF"]
         else:
-            lines += [f"echo {MARK}", f"diff -u {shlex.quote(step.path)} - <<'HERALD_EOF'", step.text + "HERALD_EOF"]
+            lines += [f"printf '\\n%s\\n' {MARK}", f"diff -u {shlex.quote(step.path)} - <<'HERALD_EOF'", step.text + "HERALD_EOF"]
     return "\n".join(lines) + "\n"
 
 
