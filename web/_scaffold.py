@@ -53,7 +53,11 @@ def check_name(name: str) -> None:
 
 def check_unshadowed(name: str) -> None:
     """The plugin's package would shadow a module of the same name, or be shadowed by it."""
-    if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+    try:
+        taken = name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module that is there but cannot say where from
+        taken = True
+    if taken:
         raise ScaffoldError(f"invalid plugin name {name!r}: a module of that name is already importable here "
                             f"(the plugin's package and it would shadow each other)")
 
