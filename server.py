@@ -37,6 +37,7 @@ from web import (ADMIN_SCHEME, ERROR_SCHEMA, GUESSES, BadParameter, Guesses, Uns
 from web._console import console_blueprints
 from web._headers import add_security_headers
 from web import _connlimit as connlimit
+from web import _scaffold as scaffold
 from web._inbox import NotifyInbox
 from web._keys import ACTOR_KEY, ActorKey
 from web._ingest import BATCH_PATH, EVENT_PATH, LOAD_PREFIX, MAX_LISTED_REJECTIONS, IngestApp
@@ -629,7 +630,7 @@ def _serve(args: Any) -> int:
 
 def main(argv: Any = None) -> int:
     """The ``herald`` command."""
-    return cli.main(argv, extensions=[_add_serve])
+    return cli.main(argv, extensions=[_add_serve, scaffold.add_command])
 
 
 if __name__ == "__main__":  # pragma: no cover

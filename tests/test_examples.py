@@ -20,16 +20,24 @@ import httpx
 import pytest
 import trio
 
+from . import tutorial
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]  # the README and every page of the site
 MODULES = sorted(p for d in ("engine", "web", "plugins") for p in (ROOT / d).rglob("*.py")
                  if "tests" not in p.parts and "__pycache__" not in p.parts) + [ROOT / "server.py"]
 
 
+def markdown_blocks(path: Path) -> list[tuple[str, str]]:
+    """Every fenced block of a Markdown file, in order: ``(language, code)``."""
+    return re.findall(r"```(\w*)\n(.*?)```", path.read_text(), re.S)
+
+
 def _markdown_examples() -> dict[str, str]:
     found = {}
     for path in DOCUMENTS:
-        for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S)):
+        python = [code for language, code in markdown_blocks(path) if language == "python"]
+        for i, block in enumerate(python):
             found[f"{path.relative_to(ROOT).as_posix()}#{i}"] = block
     return found
 
@@ -59,6 +67,8 @@ def _docstring_examples() -> dict[str, str]:
 
 
 EXAMPLES = {**_markdown_examples(), **_docstring_examples()}
+#: docs/tutorial.md, a walk-through: its blocks run in order, as steps (tests/tutorial.py), not one by one.
+TUTORIAL_STEPS = tutorial.steps(markdown_blocks(tutorial.TUTORIAL))
 
 
 def _as_coroutine(code: str, namespace: dict) -> types.CoroutineType:
@@ -101,6 +111,10 @@ async def _route_plugin_and_its_tests(code: str, autojump_clock, tmp_path) -> No
 
 async def _claimed_by_the_plugin_example(code: str, autojump_clock, tmp_path) -> None:
     assert "async def test_" in code  # run together with the plugin it tests
+
+
+async def _walked_by_the_tutorial(code: str, autojump_clock, tmp_path) -> None:
+    assert any(isinstance(step, tutorial.File) and code.endswith(step.text) for step in TUTORIAL_STEPS)
 
 
 async def _signed_delivery(code: str, autojump_clock, tmp_path) -> None:
@@ -157,6 +171,9 @@ RUNNERS = [  # the first whose marker an example holds runs it
 
 
 def _runner(code: str):
+    if any(isinstance(step, tutorial.File) and code == f"# {step.path}{' (new)' if step.new else ''}\n{step.text}"
+           for step in TUTORIAL_STEPS):
+        return _walked_by_the_tutorial
     claimed = [run for marker, run in RUNNERS if marker in code]
     return claimed[0] if claimed else None
 
@@ -181,3 +198,48 @@ async def test_the_example_runs_against_a_real_server(name, tmp_path):
     code = EXAMPLES[name]
     with trio.fail_after(60):
         await _runner(code)(code, None, tmp_path)
+
+
+def test_the_tutorial_runs_step_by_step(pytester, monkeypatch):
+    """docs/tutorial.md, every block in order, in this process: ``herald`` commands run in it, the generated
+    package's tests run under pytester, ``herald serve`` is the app behind an in-process client."""
+    assert [type(step) for step in TUTORIAL_STEPS].count(tutorial.Command) > 10
+    tutorial.InProcessShell(pytester, monkeypatch).run(TUTORIAL_STEPS)
+
+
+@pytest.mark.slow
+def test_the_tutorial_runs_as_written_in_bash_and_a_fresh_venv(tmp_path):
+    """docs/tutorial.md's commands as written, in bash, in a fresh venv (over this environment's packages, with
+    this checkout's Herald): a real ``pip install -e .`` (offline, no build isolation), pytest, ``herald
+    serve`` and curl."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.testing import free_port
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    herald = venv / "bin" / "herald"  # what installing Herald there would write, running this checkout's code
+    herald.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom server import main\nsys.exit(main())\n")
+    herald.chmod(0o755)
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(tutorial.ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           # pip with no network and no build isolation: the build backend of this environment.
+           "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "HERALD_PORT": str(port := free_port())}
+    probe = subprocess.run([venv / "bin" / "python", "-c", "import setuptools.command.bdist_wheel"], env=env,
+                           capture_output=True)
+    if probe.returncode:
+        pytest.skip("an offline `pip install -e .` needs setuptools>=70.1 (the test extra): "
+                    "python3 -m pip install -e '.[test]'")
+    work = tmp_path / "work"
+    work.mkdir()
+    with subprocess.Popen(["bash", "-c", tutorial.bash_script(TUTORIAL_STEPS, port)], cwd=work, env=env,
+                          stdout=subprocess.PIPE, text=True, start_new_session=True) as shell:
+        try:
+            transcript, _ = shell.communicate(timeout=240)
+        finally:
+            if shell.poll() is None:
+                os.killpg(shell.pid, 9)
+    tutorial.check_transcript(TUTORIAL_STEPS, transcript)
