@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 
 from engine import Config, Event, Herald, PluginHost
 from engine import _changelog as changelog
@@ -324,3 +325,57 @@ async def test_an_incomplete_newest_checkpoint_falls_back_to_an_older_complete_o
     await b._restore(log, 0, {})
     assert b.shards[0].offset == 1 and b.failure is None
     assert "is incomplete; trying an older one" in caplog.text
+
+
+async def test_on_the_broker_a_late_checkpoint_of_an_earlier_owner_is_not_restored(kafka_bootstrap, caplog):
+    """The same on the dev broker, through the node's Kafka reads: an owner checkpoints; a checkpoint of
+    an earlier epoch (a stalled node's, covering less) lands after it as the changelog's last marker;
+    the next node restores the owner's, and says which it skipped."""
+    import logging
+
+    from confluent_kafka import Producer
+
+    caplog.set_level(logging.INFO, logger="herald.cluster")
+    config = Config(cluster=kafka_bootstrap, durability="memory", cluster_partitions=1)
+
+    def herald() -> Herald:
+        return Herald(config, PluginHost.from_objects(config, [fitness]))
+
+    events = [{"id": f"e{i}", "type": "app_launch", "key": f"u{i}", "timestamp": "2021-03-01T08:00:00Z"}
+              for i in range(12)]
+    first = herald()
+    async with first.running():
+        await first.wait_ready()
+        cluster = first.cluster
+        with trio.fail_after(30):
+            while 0 not in cluster.shards or not cluster.shards[0].ready:
+                await trio.sleep(0.05)
+        await first.accept([first.engine.parse(e) for e in events[:4]], applied=True)
+        shard = cluster.shards[0]
+        zombie, stalled_at = Shard.encode(*shard.capture()), shard.offset  # what a stalled earlier owner held
+        await first.accept([first.engine.parse(e) for e in events[4:]], applied=True)
+        await cluster.checkpoint(shard)
+        epoch, covered = cluster._owner_epochs[0], shard.offset
+        assert epoch >= 1 and covered >= stalled_at + 8
+        # The stalled node's checkpoint lands now, with the epoch before this owner's.
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(config.cluster_name + ".changelog", zombie, b"z:0", partition=0,
+                         headers=changelog.piece_headers("z", -1))
+        producer.flush(10)
+        reader = await trio.to_thread.run_sync(cluster._reader)
+        piece_at = (await trio.to_thread.run_sync(cluster._read, reader, 0, 0, 10**6, changelog.seen_of))[-1].at
+        await trio.to_thread.run_sync(reader.close)
+        value, headers = changelog.marker_record("z", piece_at, 1, stalled_at, epoch - 1, -1)
+        producer.produce(config.cluster_name + ".changelog", value, b"z:end", partition=0, headers=headers)
+        assert producer.flush(10) == 0
+        shard.dirty = False  # nothing more to checkpoint on the way out: the zombie's stays the last marker
+    second = herald()
+    async with second.running():
+        await second.wait_ready()
+        with trio.fail_after(30):
+            while 0 not in second.cluster.shards:
+                await trio.sleep(0.05)
+        restored = second.cluster.shards[0]
+        assert restored.offset == covered and len(restored.engine.actors) == 12
+        assert second.cluster._owner_epochs[0] == epoch + 1
+    assert any("not the later one(s)" in r.getMessage() for r in caplog.records)
