@@ -1092,7 +1092,9 @@ class Cluster:
         # anything is applied (a node that took the partition over from the same checkpoint, and then
         # stalled, has written its own claim first, so the epochs of two owners never tie).
         owner_epoch = newest + 1
-        await trio.to_thread.run_sync(self._claim, p, owner_epoch, doc["offset"] if doc is not None else 0, epoch)
+        if not await trio.to_thread.run_sync(self._claim, p, owner_epoch, doc["offset"] if doc is not None else 0,
+                                             epoch):
+            return  # given up meanwhile (a fault, or a stall): the heal rejoins
         self._owner_epochs[p] = owner_epoch
         if doc is not None:
             for effect in shard.restore(doc):
@@ -1105,18 +1107,28 @@ class Cluster:
         if shard.offset >= end:
             self._caught_up(shard)
 
-    def _claim(self, partition: int, owner_epoch: int, offset: int, epoch: int) -> None:
-        """Write this node's claim on a partition it restores (blocking: run in a thread)."""
-        if epoch != self._epoch or self._stale():
-            raise RuntimeError(f"partition {partition} is no longer this node's: not claimed")
+    def _claim(self, partition: int, owner_epoch: int, offset: int, epoch: int) -> bool:
+        """Write this node's claim on a partition it restores (blocking: run in a thread). False when the
+        partition is no longer this node's to take (its clients failed, or it stalled, meanwhile): it is
+        skipped, and the heal under way rejoins. A claim the broker did not take is only warned about:
+        the checkpoints still carry the epoch (the claim breaks a tie with an owner that stalled
+        before it wrote anything)."""
+        producer = self._changelog
+        if epoch != self._epoch or self._stale() or producer is None:
+            return False
         value, headers = changelog.claim_record(owner_epoch, self.node, offset, self._last_end.get(partition, -1))
         errors: list[Any] = []
-        producer = self._changelog
         self._produce(producer, self.changelog_topic, value, partition, changelog.CLAIM_KEY,
                       lambda error, message: errors.append(error) if error is not None else None, headers)
-        if producer.flush(30) or errors:
-            raise RuntimeError(f"the changelog did not take the claim of partition {partition}: "
-                               f"{errors or 'timed out'}")
+        left = producer.flush(30)
+        fatal = next((e for e in errors if is_fatal(e)), None)
+        if fatal is not None:
+            self._token.run_sync_soon(self._fault, f"the changelog producer failed: {fatal.str()}", epoch)
+            return False
+        if left or errors:
+            log.warning("partition %d: the changelog did not take this node's claim (%s); going on without it",
+                        partition, errors or "timed out")
+        return True
 
     async def _revoked(self, partitions: list[int], graceful: bool) -> None:
         """Partitions leave this node: checkpoint each (unless lost to another owner already)."""

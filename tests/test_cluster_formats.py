@@ -307,6 +307,18 @@ async def test_markers_without_an_epoch_restore_in_log_order_beside_newer_ones()
     assert again._owner_epochs[0] == 2  # above the claim and the marker it inherits epoch 1 from
 
 
+async def test_a_node_that_stalled_while_restoring_skips_the_partition_and_stays_up():
+    """No claim from a node that is no longer the owner: the partition is left to the heal, and the node
+    does not fail (a restore that raised would stop it for good)."""
+    log = Log()
+    cluster = node(1, log)
+    launches(log, ["u1"], 1, datetime(2021, 3, 1, 8, tzinfo=UTC).timestamp())
+    cluster._stalled_for = 30.0
+    await cluster._restore(log, 0, {})
+    assert cluster.shards == {} and cluster.failure is None
+    assert not log.records("herald.changelog", 0)  # nothing written
+
+
 async def test_an_incomplete_newest_checkpoint_falls_back_to_an_older_complete_one(caplog):
     log = Log()
     t0 = datetime(2021, 3, 1, 8, tzinfo=UTC).timestamp()
