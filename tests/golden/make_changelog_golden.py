@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def main() -> None:
                "HERALD_CLUSTER": bootstrap, "HERALD_CLUSTER_PARTITIONS": str(PARTITIONS),
                "HERALD_CLUSTER_CHECKPOINT": "6", "HERALD_NODE_ID": "old", "HERALD_LOG_LEVEL": "INFO",
                "HERALD_NOTIFY_URL": f"http://127.0.0.1:{closed}/hook", "HERALD_PLUGINS": "fitness,customers",
-               "HERALD_OUTBOX_DELAYS": "3600", "HERALD_DATA_DIR": str(out / "unused")}
+               "HERALD_OUTBOX_DELAYS": "3600", "HERALD_DATA_DIR": tempfile.mkdtemp(prefix="golden-changelog-")}  # a cluster node keeps nothing there
         log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"golden-changelog-{os.getpid()}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "server", "serve"], env=env, cwd=old, stdout=log,
