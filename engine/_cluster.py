@@ -21,9 +21,14 @@ input offset they cover, every ``cluster_checkpoint`` seconds and when the
 partition is revoked. A node that gets a partition restores the latest
 checkpoint, resumes the events topic at its offset, and delivers its pending
 effects again: a takeover may repeat a delivery (same key), never lose one.
-Restore never depends on compaction: each changelog message names the
-offset of the latest complete checkpoint, so a restore reads one message at
-the end, then the checkpoint it points to.
+Restore never depends on compaction: it reads the changelog's tail (and the
+checkpoint the last message names), takes the checkpoint of the newest owner
+(the highest owner epoch, then input offset: a stalled node's late
+checkpoint never wins, see :mod:`engine._changelog`), then reads its pieces.
+
+Every record carries its format in a ``format`` header (see
+:mod:`engine._formats`); during a rolling upgrade nodes of the previous version
+read what this one writes, and this one reads theirs.
 
 Nodes announce themselves (their URL and the partitions they serve) on the
 nodes topic every second; queries for an actor another node owns are sent
@@ -48,6 +53,7 @@ from typing import Any, Callable, Sequence
 import orjson
 import trio
 
+from . import _changelog as changelog
 from . import _snapshot as snapshots
 from ._clients import KafkaClients
 from ._config import ConfigError
@@ -55,6 +61,7 @@ from ._dedupe import IdWindow, Recent
 from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
+from ._formats import EVENT_FORMAT, EVENT_FORMATS, NewerFormat, record_format
 from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, kafka_settings
 from ._metrics import Metrics
@@ -128,6 +135,11 @@ def topics_of(name: str) -> tuple[str, str, str]:
     return f"{name}.events", f"{name}.changelog", f"{name}.nodes"
 
 
+#: The headers of an event message: its format (the value is format 1's JSON array, so a node of the
+#: previous version, which reads no header, reads it too).
+EVENT_HEADERS = [("format", str(EVENT_FORMAT).encode())]
+
+
 def encode_event(event: Event) -> bytes:
     """An event as the events topic holds it (what the journal keeps of it, as one JSON array)."""
     try:
@@ -143,7 +155,16 @@ def _piece_of(message: Any, ckpt: bytes) -> bool:
     return headers.get("herald") == b"chunk" and headers.get("ckpt") == ckpt
 
 
+def event_format(message: Any) -> int:
+    """The format of an event message (absent header: 1); :class:`NewerFormat` for one this Herald
+    cannot read (it stops the node rather than skip an event it would lose)."""
+    headers = message.headers()
+    return record_format(dict(headers) if headers else {}, EVENT_FORMATS,
+                         f"the event at offset {message.offset()} of partition {message.partition()}")
+
+
 def decode_event(value: bytes) -> Event:
+    """An event message's value (format 1) as the event."""
     id_, type_, key, ts, data, received = orjson.loads(value)
     return Event(id_, type_, key, datetime.fromtimestamp(ts, UTC), data, datetime.fromtimestamp(received, UTC))
 
@@ -223,6 +244,7 @@ class Shard:
         value = message.value()
         engine = self.engine
         if value:
+            event_format(message)  # NewerFormat: the caller stops the node, this message unapplied
             try:
                 event = decode_event(value)
             except Exception as exc:  # never written by Herald: skip it, loudly, and go on
@@ -346,6 +368,9 @@ class Cluster:
         self._last_end: dict[int, int] = {}
         #: Partition -> (id, pieces) of its latest checkpoint, whose records the next one tombstones.
         self._last_keys: dict[int, tuple[str, int]] = {}
+        #: Partition -> this node's owner epoch for it (one more than any in its changelog when restored):
+        #: its checkpoints carry it, so a restore prefers them to an earlier owner's late ones.
+        self._owner_epochs: dict[int, int] = {}
         #: Partition -> input offset a checkpoint covers, for the consume thread to commit.
         self._commits: dict[int, int] = {}
         self._closed = trio.Event()
@@ -539,7 +564,7 @@ class Cluster:
         for i, (key, value) in enumerate(encoded):
             try:
                 self._produce(producer, self.events_topic, value, partition_of(key, partitions), key.encode(),
-                              delivered)
+                              delivered, EVENT_HEADERS)
             except kafka.KafkaException as exc:
                 code = exc.args[0].code()
                 if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
@@ -968,7 +993,11 @@ class Cluster:
             shard = shards.get(message.partition())
             if shard is None or message.offset() < shard.offset:
                 continue  # revoked meanwhile, or a repeat of what a restore already holds
-            shard.apply(message)
+            try:
+                shard.apply(message)
+            except NewerFormat as exc:
+                self.fail(str(exc))
+                return
             if not shard.ready and shard.offset >= shard.catch_up_to:
                 self._caught_up(shard)
 
@@ -1052,12 +1081,21 @@ class Cluster:
         # reading meanwhile, and only a broker that lost data can end a partition before it.
         known = self.replica_shards.get(p)
         replicated = known.offset if known is not None else 0
-        doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+        epoch = self._epoch
+        doc, end, newest = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
         seen = max(replicated, doc["offset"] if doc is not None else 0)
         if end < seen:  # e.g. a restarted in-memory broker: the topic was made again, empty
             self.fail(f"partition {p} of {self.events_topic} ends at offset {end}, but this node read it up to "
                       f"{seen}: the broker lost data")
             return
+        # This node's ownership begins: a claim with an epoch above every one in the changelog, before
+        # anything is applied (a node that took the partition over from the same checkpoint, and then
+        # stalled, has written its own claim first, so the epochs of two owners never tie).
+        owner_epoch = newest + 1
+        if not await trio.to_thread.run_sync(self._claim, p, owner_epoch, doc["offset"] if doc is not None else 0,
+                                             epoch):
+            return  # given up meanwhile (a fault, or a stall): the heal rejoins
+        self._owner_epochs[p] = owner_epoch
         if doc is not None:
             for effect in shard.restore(doc):
                 shard._emit(effect)
@@ -1068,6 +1106,29 @@ class Cluster:
         offsets[p] = shard.offset
         if shard.offset >= end:
             self._caught_up(shard)
+
+    def _claim(self, partition: int, owner_epoch: int, offset: int, epoch: int) -> bool:
+        """Write this node's claim on a partition it restores (blocking: run in a thread). False when the
+        partition is no longer this node's to take (its clients failed, or it stalled, meanwhile): it is
+        skipped, and the heal under way rejoins. A claim the broker did not take is only warned about:
+        the checkpoints still carry the epoch (the claim breaks a tie with an owner that stalled
+        before it wrote anything)."""
+        producer = self._changelog
+        if epoch != self._epoch or self._stale() or producer is None:
+            return False
+        value, headers = changelog.claim_record(owner_epoch, self.node, offset, self._last_end.get(partition, -1))
+        errors: list[Any] = []
+        self._produce(producer, self.changelog_topic, value, partition, changelog.CLAIM_KEY,
+                      lambda error, message: errors.append(error) if error is not None else None, headers)
+        left = producer.flush(30)
+        fatal = next((e for e in errors if is_fatal(e)), None)
+        if fatal is not None:
+            self._token.run_sync_soon(self._fault, f"the changelog producer failed: {fatal.str()}", epoch)
+            return False
+        if left or errors:
+            log.warning("partition %d: the changelog did not take this node's claim (%s); going on without it",
+                        partition, errors or "timed out")
+        return True
 
     async def _revoked(self, partitions: list[int], graceful: bool) -> None:
         """Partitions leave this node: checkpoint each (unless lost to another owner already)."""
@@ -1197,8 +1258,9 @@ class Cluster:
                 offsets.append(message.offset())
 
         last_end = self._last_end.get(partition, -1)
+        owner_epoch = self._owner_epochs.get(partition, 0)
         pieces = [body[i:i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]
-        headers = [("herald", b"chunk"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())]
+        headers = changelog.piece_headers(ckpt, last_end)
         # Every record has a key of its own (a compacted topic refuses records without one); once a newer
         # checkpoint is complete, the older one's keys get tombstones, so compaction can drop it.
         for i, piece in enumerate(pieces):
@@ -1208,19 +1270,20 @@ class Cluster:
         if producer.flush(30) or errors or len(offsets) != len(pieces):
             check(errors)
             raise RuntimeError(f"the changelog did not take the checkpoint: {errors or 'timed out'}")
-        marker = orjson.dumps({"ckpt": ckpt, "first": min(offsets), "pieces": len(pieces), "offset": offset})
+        marker, marker_headers = changelog.marker_record(ckpt, min(offsets), len(pieces), offset, owner_epoch,
+                                                         last_end)
         offsets.clear()
         holds()
         self._produce(producer, self.changelog_topic, marker, partition, f"{ckpt}:end".encode(), delivered,
-                      [("herald", b"end"), ("ckpt", ckpt.encode()), ("last_end", str(last_end).encode())])
+                      marker_headers)
         if producer.flush(30) or errors or not offsets:
             check(errors)
             raise RuntimeError(f"the changelog did not take the checkpoint marker: {errors or 'timed out'}")
         self._last_end[partition] = marker_at = offsets[0]
         previous, self._last_keys[partition] = self._last_keys.get(partition), (ckpt, len(pieces))
-        if previous is not None:
+        if previous is not None and self._holds(shard, epoch):  # a zombie tombstones nothing
             old, count = previous
-            tombstone = [("herald", b"tombstone"), ("last_end", str(marker_at).encode())]
+            tombstone = changelog.tombstone_headers(marker_at)
             for key in [f"{old}:{i}" for i in range(count)] + [f"{old}:end"]:
                 self._produce(producer, self.changelog_topic, None, partition, key.encode(), None, tombstone)
             producer.flush(30)  # not waited for by anything: a lost tombstone only delays compaction
@@ -1233,34 +1296,47 @@ class Cluster:
             "auto.offset.reset": "earliest",
         }))
 
-    def _read_checkpoint(self, reader: Any, partition: int) -> tuple[dict[str, Any] | None, int]:
-        """The latest complete checkpoint of a partition (None if there is none) and the end offset of
-        its events partition (blocking: run in a thread). Reads the changelog's last message, then the
-        checkpoint it names: never the whole changelog."""
+    def _read_checkpoint(self, reader: Any, partition: int) -> tuple[dict[str, Any] | None, int, int]:
+        """The checkpoint of a partition's newest owner (None if there is none), the end offset of its
+        events partition, and the highest owner epoch its changelog holds (blocking: run in a thread).
+        Reads the changelog's last :data:`changelog.TAIL_SCAN` records (and the marker the last one
+        names, when it lies further back), then the chosen checkpoint's pieces: never the whole log."""
         kafka = _kafka()
         events_end = self._end_offset(reader, kafka.TopicPartition(self.events_topic, partition))
-        changelog = kafka.TopicPartition(self.changelog_topic, partition)
-        end = self._end_offset(reader, changelog)
+        topic = kafka.TopicPartition(self.changelog_topic, partition)
+        end = self._end_offset(reader, topic)
         if end <= 0:
-            return None, events_end
-        last = self._read(reader, partition, end - 1, end)
-        if not last:
-            return None, events_end
-        message = last[-1]
-        headers = dict(message.headers() or ())
-        marker_at = message.offset() if headers.get("herald") == b"end" else int(headers.get("last_end", b"-1"))
-        if marker_at < 0:
-            return None, events_end
-        [marker] = self._read(reader, partition, marker_at, marker_at + 1)
-        info = orjson.loads(marker.value())
-        ckpt = info["ckpt"].encode()
-        pieces = [m.value() for m in self._read(reader, partition, info["first"], marker_at)
-                  if _piece_of(m, ckpt)]
-        if len(pieces) != info["pieces"]:
-            raise RuntimeError(f"checkpoint {info['ckpt']} of partition {partition} is incomplete")
-        self._last_end[partition] = marker_at
-        self._last_keys[partition] = (info["ckpt"], info["pieces"])
-        return orjson.loads(b"".join(pieces)), events_end
+            return None, events_end, 0
+        low = max(0, reader.get_watermark_offsets(topic, timeout=10, cached=False)[0])
+        start = max(low, end - changelog.TAIL_SCAN)
+        tail = self._read(reader, partition, start, end, changelog.seen_of)
+        if not tail:
+            return None, events_end, 0
+        named = None
+        if tail[-1].headers.get("herald") != b"end":
+            at = int(tail[-1].headers.get("last_end", b"-1"))
+            if 0 <= at < start:
+                named = next(iter(self._read(reader, partition, at, at + 1, changelog.seen_of)), None)
+        markers, newest = changelog.ranked(tail, named)
+        for marker in markers:
+            ckpt = marker.ckpt.encode()
+            pieces = [m.value() for m in self._read(reader, partition, marker.first, marker.at) if _piece_of(m, ckpt)]
+            if len(pieces) != marker.pieces:
+                log.warning("partition %d: checkpoint %s (changelog offset %d) is incomplete; trying an older one",
+                            partition, marker.ckpt, marker.at)
+                continue
+            later = [m for m in markers if m.at > marker.at]
+            if later:
+                log.warning("partition %d: restoring the checkpoint at changelog offset %d (owner epoch %d, input "
+                            "offset %d), not the later one(s) at %s: written by an earlier owner (a stalled node)",
+                            partition, marker.at, marker.rank, marker.offset, [m.at for m in later])
+            self._last_end[partition] = marker.at
+            self._last_keys[partition] = (marker.ckpt, marker.pieces)
+            return orjson.loads(b"".join(pieces)), events_end, max(newest, marker.rank)
+        if markers:
+            raise RuntimeError(f"no complete checkpoint in the changelog of partition {partition} "
+                               f"(markers at {[m.at for m in markers]})")
+        return None, events_end, newest
 
     @staticmethod
     def _end_offset(reader: Any, tp: Any) -> int:
@@ -1286,16 +1362,18 @@ class Cluster:
         reader.unassign()
         return end
 
-    def _read(self, reader: Any, partition: int, start: int, stop: int) -> list:
-        """Messages ``start`` up to (not including) ``stop`` of a changelog partition."""
+    def _read(self, reader: Any, partition: int, start: int, stop: int, keep: Callable[[Any], Any] | None = None) -> list:
+        """Messages ``start`` up to (not including) ``stop`` of a changelog partition (each as ``keep``
+        makes it, when given: a scan need not hold every piece's bytes)."""
         kafka = _kafka()
         reader.assign([kafka.TopicPartition(self.changelog_topic, partition, start)])
         found: list = []
+        last = start - 1
         deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline:
                 # consume() waits for as many messages as asked (or the timeout): ask for what is left.
-                batch = reader.consume(max(1, min(500, stop - start - len(found))), 0.5)
+                batch = reader.consume(max(1, min(500, stop - last - 1)), 0.5)
                 for message in batch:
                     if message.error() is not None:
                         if message.error().code() == kafka.KafkaError._PARTITION_EOF:
@@ -1303,8 +1381,9 @@ class Cluster:
                         raise RuntimeError(f"reading the changelog: {message.error()}")
                     if message.offset() >= stop:
                         return found
-                    found.append(message)
-                if found and found[-1].offset() >= stop - 1:
+                    last = message.offset()
+                    found.append(message if keep is None else keep(message))
+                if last >= stop - 1:
                     return found
             raise RuntimeError(f"reading the changelog of partition {partition} timed out")
         finally:
@@ -1325,7 +1404,7 @@ class Cluster:
             offsets = []
             for p in range(self.partitions):
                 shard = Shard(self, p, replica=True)
-                doc, end = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+                doc, end, _ = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
                 if doc is not None and not rebuild:
                     shard.restore(doc)
                 shard.catch_up_to = end
@@ -1363,7 +1442,11 @@ class Cluster:
                         continue
                     shard = self.replica_shards.get(message.partition())
                     if shard is not None and message.offset() >= shard.offset:
-                        shard.apply(message)
+                        try:
+                            shard.apply(message)
+                        except NewerFormat as exc:
+                            self.fail(f"replica: {exc}")
+                            return
                         if not shard.ready and shard.offset >= shard.catch_up_to:
                             shard.ready = True
                 if highs:

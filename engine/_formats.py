@@ -14,6 +14,16 @@ snapshot 1 -> 2 one engine ``clock`` becomes the stream clock (that clock, at th
 Outbox rows have not changed (table, columns and effect bodies are the same in every
 format). ``tests/golden`` holds a data dir written by the old code for every older format,
 and ``tests/test_upgrades.py`` fails when a format number moves without one.
+
+A cluster keeps its data in Kafka (see :mod:`engine._changelog`), and its nodes upgrade one at a
+time, so both topics' formats are read by the previous version too while an upgrade lasts: a
+new format only adds what the old code ignores (headers, JSON members), or is written only once
+every node reads it. Each record says its format in a ``format`` header (absent: format 1):
+
+events 1        ``[id, type, key, at, data, received]`` as JSON (the header from changelog 2 on)
+changelog 1 -> 2  the checkpoint marker gains the owner's epoch (and claims are written on
+                takeover); a marker without one is as new as the newest marker or claim before
+                it in the log, so format 1 restores as it did (the last checkpoint wins)
 """
 
 from __future__ import annotations
@@ -21,11 +31,15 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
-           "upgrade_snapshot", "upgrade_event_rows"]
+           "EVENT_FORMAT", "EVENT_FORMATS", "CHANGELOG_FORMAT", "CHANGELOG_FORMATS", "NewerFormat",
+           "upgrade_snapshot", "upgrade_event_rows", "record_format"]
 
 #: The formats this Herald writes.
 JOURNAL_FORMAT = 3
 SNAPSHOT_FORMAT = 2
+#: The cluster's: an event message of the events topic, and the changelog's checkpoint records.
+EVENT_FORMAT = 1
+CHANGELOG_FORMAT = 2
 
 #: Every format ever written, with the commit that introduced it (the golden dirs name them too).
 JOURNAL_FORMATS = {
@@ -37,6 +51,34 @@ SNAPSHOT_FORMATS = {
     1: "92335bc: one engine clock",
     2: "43f675c: a clock per actor and the stream clock (keyed_ids added within 2, optional)",
 }
+EVENT_FORMATS = {
+    1: "41b5221: [id, type, key, at, data, received] as JSON (a format header from 0.2.0 on; absent: 1)",
+}
+CHANGELOG_FORMATS = {
+    1: "41b5221: checkpoint pieces, then a marker {ckpt, first, pieces, offset}; restore takes the last marker",
+    2: "0.2.0: a format header on every record; the marker carries the owner's epoch, a claim starts each "
+       "ownership; restore takes the highest (epoch, offset) of the changelog's tail",
+}
+
+
+class NewerFormat(ValueError):
+    """A record written in a format this Herald does not know (a newer Herald wrote it)."""
+
+
+def record_format(headers: dict[str, bytes], known: dict[int, str], what: str) -> int:
+    """The format of a Kafka record from its ``format`` header (absent: 1, what the first versions
+    wrote). Raises :class:`NewerFormat` (a ValueError) for a format not in ``known``."""
+    raw = headers.get("format")
+    if raw is None:
+        return 1
+    try:
+        version = int(raw)
+    except ValueError:
+        raise NewerFormat(f"{what} has format {raw!r}: not a format Herald writes") from None
+    if version not in known:
+        raise NewerFormat(f"{what} has format {version}; this Herald reads formats "
+                          f"{', '.join(map(str, known))}: a newer Herald wrote it (upgrade this node)")
+    return version
 
 
 def upgrade_snapshot(doc: dict[str, Any]) -> dict[str, Any]:

@@ -84,13 +84,19 @@ def test_serve_refuses_bulk_loads_in_a_cluster(tmp_path):
 
 
 class _Message:
-    """What a shard reads of a Kafka message: its value, offset and timestamp (ms)."""
+    """What a shard reads of a Kafka message: its value, offset, timestamp (ms) and headers."""
 
-    def __init__(self, value: bytes, offset: int, ms: int) -> None:
-        self._value, self._offset, self._ms = value, offset, ms
+    def __init__(self, value: bytes, offset: int, ms: int, headers: list | None = None, partition: int = 0) -> None:
+        self._value, self._offset, self._ms, self._headers, self._partition = value, offset, ms, headers, partition
 
     def value(self) -> bytes:
         return self._value
+
+    def headers(self) -> list | None:
+        return self._headers
+
+    def partition(self) -> int:
+        return self._partition
 
     def offset(self) -> int:
         return self._offset

@@ -23,7 +23,10 @@ from plugins.fitness import hooks as fitness
 
 GOLDEN = Path(__file__).parent / "golden"
 PLUGINS = {"fitness": fitness, "customers": customers}
-DIRS = sorted(p for p in GOLDEN.iterdir() if (p / "made_by.json").exists())
+#: Data dirs (journal<N>-snapshot<M>); the cluster's recorded topics (changelog<N>-events<M>) are
+#: restored by tests/test_cluster_formats.py.
+DIRS = sorted(p for p in GOLDEN.iterdir() if (p / "made_by.json").exists() and p.name.startswith("journal"))
+TOPICS = sorted(p for p in GOLDEN.iterdir() if (p / "made_by.json").exists() and p.name.startswith("changelog"))
 CASES = [(d.name, mode) for d in DIRS for mode in ("clean", "killed")]
 
 
@@ -190,6 +193,30 @@ def test_every_older_format_has_a_golden_dir(tmp_path: Path) -> None:
     readme = (GOLDEN / "README.md").read_text()
     for d in DIRS:
         assert d.name in readme and json.loads((d / "made_by.json").read_text())["commit"] in readme
+
+
+def test_every_older_cluster_format_has_recorded_topics() -> None:
+    """The same for the cluster's formats: a changelog or event format that moves without records of
+    the one before, written by a node of the old code (tests/golden/make_changelog_golden.py), fails."""
+    from engine._cluster import EVENT_HEADERS
+
+    assert dict(EVENT_HEADERS)["format"] == str(formats.EVENT_FORMAT).encode()
+    assert formats.EVENT_FORMAT == max(formats.EVENT_FORMATS)
+    assert formats.CHANGELOG_FORMAT == max(formats.CHANGELOG_FORMATS)
+    covered_changelog, covered_events = set(), set()
+    readme = (GOLDEN / "README.md").read_text()
+    for d in TOPICS:
+        found = re.fullmatch(r"changelog(\d+)-events(\d+)", d.name)
+        assert found, f"{d.name}: recorded topics are named changelog<N>-events<M>"
+        changelog, events = map(int, found.groups())
+        records = json.loads((d / "records.json").read_text())
+        headers = [dict(r["headers"]) for rs in records["changelog"].values() for r in rs]
+        assert headers and all(h.get("format", "MQ==") == "MQ==" for h in headers) == (changelog == 1), d.name
+        covered_changelog.add(changelog)
+        covered_events.add(events)
+        assert d.name in readme and json.loads((d / "made_by.json").read_text())["commit"] in readme
+    assert covered_changelog >= set(formats.CHANGELOG_FORMATS) - {formats.CHANGELOG_FORMAT}
+    assert covered_events >= set(formats.EVENT_FORMATS) - {formats.EVENT_FORMAT}
 
 
 def test_the_version_moves_with_the_changelog() -> None:

@@ -58,6 +58,9 @@ class Message:
     def value(self) -> bytes:
         return self._value
 
+    def headers(self) -> None:
+        return None
+
     def offset(self) -> int:
         return self._offset
 
