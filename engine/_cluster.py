@@ -55,6 +55,7 @@ from ._dedupe import IdWindow, Recent
 from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
+from ._states import UnencodableState
 from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, kafka_settings
 from ._metrics import Metrics
@@ -1144,6 +1145,10 @@ class Cluster:
             try:
                 body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
                 await trio.to_thread.run_sync(self._write_checkpoint, shard, offset, body, epoch)
+            except UnencodableState as exc:  # a plugin's state: named, /healthz degraded, tried again next round
+                shard.dirty = True
+                herald.state_unencodable(exc)
+                return
             except BaseException:
                 shard.dirty = True  # the next round tries again
                 raise
