@@ -23,6 +23,7 @@ import pluggy
 from . import hookspecs
 from ._config import Config
 from ._event import Event
+from ._plugin_error import PluginError
 from ._states import field_type_problem, shown
 
 __all__ = ["EventType", "Loader", "Origin", "PluginError", "PluginHost", "Route", "available_plugins"]
@@ -32,10 +33,6 @@ log = logging.getLogger("herald.plugins")
 GROUP = "herald"
 #: Modules of further hookspecs a host declares (the web layer's route hooks), found like plugins.
 HOOKSPECS_GROUP = "herald.hookspecs"
-
-
-class PluginError(Exception):
-    """A plugin cannot be found or its declarations conflict."""
 
 
 class Origin(str, enum.Enum):

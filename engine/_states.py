@@ -24,6 +24,7 @@ import cattrs
 import orjson
 
 from ._event import converter
+from ._plugin_error import PluginError
 
 __all__ = ["StateReader", "UnencodableState", "field_type_problem", "unencodable_field", "shown"]
 
@@ -174,8 +175,6 @@ class StateReader:
 
     def __init__(self, plugin: str, state_type: type, version: int, recorded: int,
                  migrate: Callable[[Any, int], Any] | None) -> None:
-        from ._plugins import PluginError
-
         self.plugin, self.state_type, self.version, self.recorded = plugin, state_type, version, recorded
         self.migrate = migrate if recorded < version else None
         self.names = frozenset(f.name for f in attrs.fields(state_type))
@@ -187,8 +186,6 @@ class StateReader:
                               f"run the newer plugin (states are never migrated backwards)")
 
     def read(self, key: str, data: Any) -> Any:
-        from ._plugins import PluginError
-
         if self.migrate is not None:
             try:
                 data = self.migrate(data, self.recorded)

@@ -351,3 +351,47 @@ async def test_health_is_ready_again_once_a_snapshot_can_be_written(tmp_path: Pa
             assert (await client.post("/v1/event", json=event)).status_code == 202
             await client.post("/v1/admin/snapshot")
             assert (await client.get("/healthz")).json()["status"] == ("degraded" if bad else "ready")
+
+
+# -- snapshots written before versions were recorded -------------------------------------------------
+
+
+async def test_a_snapshot_without_versions_holds_every_plugins_first_version(tmp_path: Path) -> None:
+    """The golden dir of snapshot format 2 (made by 9360baf, no versions recorded): a fitness that now
+    declares version 2 gets each stored state through its migration as version 1, and serves what the
+    old Herald answered."""
+    from plugins.customers import hooks as customers
+    from plugins.fitness import hooks as fitness
+
+    from .test_upgrades import golden_copy, served_answers
+
+    data, answers, made = golden_copy("journal3-snapshot2-keyed", "clean", tmp_path)
+    seen: list[tuple[int, frozenset]] = []
+
+    def migrate(state: dict, version: int) -> dict:
+        seen.append((version, frozenset(state)))
+        return state
+
+    hooks = {name: getattr(fitness, name) for name in dir(fitness) if name.startswith("herald_")}
+    fitness_v2 = types.SimpleNamespace(**hooks, herald_state_version=hookimpl(lambda: 2),
+                                       herald_migrate_state=hookimpl(migrate))
+    config = Config(data_dir=str(data), durability="batch", notify_url="http://127.0.0.1:9/unreachable")
+    host = PluginHost.from_objects(config, [("fitness", fitness_v2), customers])
+    from engine import Herald
+
+    views, _ = await served_answers(Herald(config, host, utcnow=lambda: answers["recorded_at"]), answers)
+    fitness_actors = [key for key, view in answers["actors"].items() if "fitness" in (view or {}).get("states", {})]
+    assert fitness_actors and len(seen) == len(fitness_actors)
+    assert {version for version, _ in seen} == {1}
+    for key in fitness_actors:
+        assert views[key]["states"]["fitness"] == answers["actors"][key]["states"]["fitness"]
+
+
+async def test_a_disabled_plugins_states_are_named_not_dropped_silently(tmp_path: Path, caplog) -> None:
+    await snapshot_with([V1], tmp_path, [workout(1), workout(2, "u2")])
+    other = plugin("counter", Count, lambda state, event: (Count(state.n + 1), ()), type_name="counted")
+    with caplog.at_level(logging.WARNING, logger="herald.snapshot"):
+        async with app_client([other], durability="batch", data_dir=str(tmp_path)):
+            pass
+    [line] = [r.getMessage() for r in caplog.records if "is not enabled" in r.getMessage()]
+    assert "plugin streaks" in line and "2 actor(s)" in line
