@@ -395,3 +395,41 @@ async def test_a_disabled_plugins_states_are_named_not_dropped_silently(tmp_path
             pass
     [line] = [r.getMessage() for r in caplog.records if "is not enabled" in r.getMessage()]
     assert "plugin streaks" in line and "2 actor(s)" in line
+
+
+# -- cluster checkpoints: the same versions, inside each partition's snapshot -------------------------
+
+
+def _shard(plugins: list):
+    from engine import Herald
+    from engine._cluster import Shard
+
+    config = Config(cluster="127.0.0.1:9")
+    return Shard(Herald(config, PluginHost.from_objects(config, plugins)).cluster, 0)
+
+
+def test_a_checkpoint_records_state_versions_and_a_new_release_restores_it_migrated() -> None:
+    from datetime import datetime, timezone
+
+    from engine import Event
+    from engine._cluster import Shard, encode_event
+    from engine._states import UnencodableState
+
+    from .test_cluster_parts import _Message
+
+    shard = _shard([V1])
+    for day in (1, 2):
+        stamp = datetime(2021, 3, day, 7, tzinfo=timezone.utc)
+        shard.apply(_Message(encode_event(Event(f"w{day}", "workout_logged", "u1", stamp, {}, stamp)), shard.offset,
+                             int(stamp.timestamp() * 1000)))
+    doc = orjson.loads(Shard.encode(*shard.capture()))
+    assert doc["snapshot"]["state_versions"] == {"streaks": 1}
+    again = _shard([V2])
+    again.restore(doc)
+    assert again.engine.actors["u1"].get("streaks") == StreakV2(2, date(2021, 3, 2), 2)
+    # A state that cannot be encoded is named, not a bare TypeError (the node degrades its health with it).
+    loose = _shard([plugin("loose", Loose, lambda state, event: (Loose(Day()), ()), type_name="seen")])
+    stamp = datetime(2021, 3, 1, 7, tzinfo=timezone.utc)
+    loose.apply(_Message(encode_event(Event("s1", "seen", "u9", stamp, {}, stamp)), 0, int(stamp.timestamp() * 1000)))
+    with pytest.raises(UnencodableState, match="plugin loose: the state of actor 'u9' cannot be encoded: field seen"):
+        Shard.encode(*loose.capture())
