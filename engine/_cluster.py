@@ -55,6 +55,7 @@ from ._dedupe import IdWindow, Recent
 from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
+from ._formats import CHECKPOINT_SNAPSHOT_FORMAT
 from ._states import UnencodableState
 from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, kafka_settings
@@ -252,7 +253,7 @@ class Shard:
 
     @staticmethod
     def encode(offset: int, capture: Any, pending: list, wall: float) -> bytes:
-        body = snapshots.encode(capture)
+        body = snapshots.encode(capture, CHECKPOINT_SNAPSHOT_FORMAT)  # what a node not yet upgraded reads too
         return orjson.dumps({"offset": offset, "wall": wall, "pending": pending, "snapshot": orjson.Fragment(body)})
 
     def restore(self, doc: dict[str, Any]) -> list[Effect]:

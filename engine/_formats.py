@@ -23,12 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
+__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "CHECKPOINT_SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
            "upgrade_snapshot", "upgrade_event_rows"]
 
 #: The formats this Herald writes.
 JOURNAL_FORMAT = 3
 SNAPSHOT_FORMAT = 3
+#: The snapshot format inside a cluster checkpoint: 2, with ``state_versions`` added (a member the
+#: previous version ignores), so that a node not yet upgraded restores what an upgraded one
+#: checkpointed during a rolling upgrade. It becomes 3 once every supported version reads 3.
+CHECKPOINT_SNAPSHOT_FORMAT = 2
 
 #: Every format ever written, with the commit that introduced it (the golden dirs name them too).
 JOURNAL_FORMATS = {
@@ -51,8 +55,9 @@ def upgrade_snapshot(doc: dict[str, Any]) -> dict[str, Any]:
     if version == SNAPSHOT_FORMAT:
         return doc
     if version == 2:
-        # No versions recorded: every plugin's states are of its first version.
-        return {**doc, "format": SNAPSHOT_FORMAT, "state_versions": {}}
+        # No versions recorded: every plugin's states are of its first version. (A cluster checkpoint
+        # holds format 2 with ``state_versions`` added: see CHECKPOINT_SNAPSHOT_FORMAT.)
+        return {**doc, "format": SNAPSHOT_FORMAT, "state_versions": doc.get("state_versions", {})}
     if version == 1:
         # One clock for every actor: the engine clock ``clock`` (event time, None before the first
         # event) at the real time ``real``. The wall is real time, so the stream clock is (clock,

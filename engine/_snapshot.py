@@ -70,15 +70,17 @@ def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | N
                    ids if ids is not None else Recent(), dict(engine.plugins.state_versions))
 
 
-def encode(snap: Capture) -> bytes:
-    """Serialise a capture (blocking; run it in a thread)."""
+def encode(snap: Capture, format: int = FORMAT) -> bytes:
+    """Serialise a capture (blocking; run it in a thread). ``format`` 2 is this format under the
+    previous number, which a Herald of the previous version reads (a cluster's checkpoints, during
+    a rolling upgrade: :data:`engine._formats.CHECKPOINT_SNAPSHOT_FORMAT`)."""
     unstructure = converter.unstructure
     actors = []
     for key, states, timers, unknown, offset in snap.actors:
         actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown, offset))
     try:
         return orjson.dumps(
-            {"format": FORMAT, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
+            {"format": format, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
              "state_versions": snap.versions, "actors": actors, **snap.ids.to_snapshot()}
         )
     except orjson.JSONEncodeError:

@@ -419,10 +419,16 @@ def test_a_checkpoint_records_state_versions_and_a_new_release_restores_it_migra
         shard.apply(_Message(encode_event(Event(f"w{day}", "workout_logged", "u1", stamp, {}, stamp)), shard.offset,
                              int(stamp.timestamp() * 1000)))
     doc = orjson.loads(Shard.encode(*shard.capture()))
-    assert doc["snapshot"]["state_versions"] == {"streaks": 1}
+    # Format 2 with the versions added: a node of the previous version (which reads 2 and ignores
+    # members it does not know) restores it during a rolling upgrade.
+    assert doc["snapshot"]["format"] == 2 and doc["snapshot"]["state_versions"] == {"streaks": 1}
     again = _shard([V2])
     again.restore(doc)
     assert again.engine.actors["u1"].get("streaks") == StreakV2(2, date(2021, 3, 2), 2)
+    # Its own checkpoint says version 2 under format 2: read as version 2 (no migration from 1 again).
+    third = _shard([V2])
+    third.restore(orjson.loads(Shard.encode(*again.capture())))
+    assert third.engine.actors["u1"].get("streaks") == StreakV2(2, date(2021, 3, 2), 2)
     # A state that cannot be encoded is named, not a bare TypeError (the node degrades its health with it).
     loose = _shard([plugin("loose", Loose, lambda state, event: (Loose(Day()), ()), type_name="seen")])
     stamp = datetime(2021, 3, 1, 7, tzinfo=timezone.utc)
