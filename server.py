@@ -31,6 +31,7 @@ from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, Plug
 from engine import cli
 from engine._engine import LOAD_TYPE
 from engine._journal import DB_NAME
+from engine._states import UnencodableState
 from web import (ADMIN_SCHEME, ERROR_SCHEMA, GUESSES, BadParameter, Guesses, UnsupportedMediaType, admin_guard, admin_only,
                  build_document, error_body, error_response, explorer, int_param, json_body, json_response, operation,
                  read_json)
@@ -216,7 +217,9 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
                 "timers": {"type": "array", "items": {"type": "object", "properties": {
                     "plugin": {"type": "string"}, "name": {"type": "string"},
                     "due": {"type": "string", "format": "date-time"}}}},
-                "unknown": {"type": "object"}}}),
+                "unknown": {"type": "object"},
+                "state_errors": {"type": "object", "description": "only when a plugin's state cannot be encoded: "
+                                 "by plugin, an error naming the field (that state is left out of states)"}}}),
             404: error_response("no actor has this key"),
         },
     )
@@ -237,6 +240,8 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
             response.headers["Retry-After"] = "1"
             return response
         view = holder.actor_view(key)
+        for plugin, error in (view or {}).get("state_errors", {}).items():  # the other states are served
+            herald.state_unencodable(UnencodableState(plugin, error["field"], key, error["message"]))
         if view is None:
             response = json_response(error_body("not_found", f"no actor with key {key!r}", "key"), 404)
         else:
@@ -296,10 +301,12 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
         now, watermark = engine.now(), engine.watermark()
         journal = herald.journal
         refusal = herald.refusal()  # the same answer ingestion gives: 503 exactly when it refuses
+        degraded = herald.degraded()  # wrong, but events are still accepted: 200, "degraded"
         body = {
-            "status": refusal.code if refusal is not None else "ready",
+            "status": refusal.code if refusal is not None else "degraded" if degraded else "ready",
             "ready": refusal is None,
             "refusal": refusal.to_json() if refusal is not None else None,
+            "degraded": [d.to_json() for d in degraded],
             "plugins": herald.plugins.names,
             "actors": sum(len(e.actors) for e in herald.engines()),
             "timers_pending": sum(len(e.timers) for e in herald.engines()),

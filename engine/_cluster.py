@@ -62,6 +62,8 @@ from ._effects import Effect
 from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
 from ._formats import EVENT_FORMAT, EVENT_FORMATS, NewerFormat, record_format
+from ._formats import CHECKPOINT_SNAPSHOT_FORMAT
+from ._states import UnencodableState
 from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, kafka_settings
 from ._metrics import Metrics
@@ -273,7 +275,7 @@ class Shard:
 
     @staticmethod
     def encode(offset: int, capture: Any, pending: list, wall: float) -> bytes:
-        body = snapshots.encode(capture)
+        body = snapshots.encode(capture, CHECKPOINT_SNAPSHOT_FORMAT)  # what a node not yet upgraded reads too
         return orjson.dumps({"offset": offset, "wall": wall, "pending": pending, "snapshot": orjson.Fragment(body)})
 
     def restore(self, doc: dict[str, Any]) -> list[Effect]:
@@ -1205,6 +1207,10 @@ class Cluster:
             try:
                 body = await trio.to_thread.run_sync(Shard.encode, offset, capture, pending, wall)
                 await trio.to_thread.run_sync(self._write_checkpoint, shard, offset, body, epoch)
+            except UnencodableState as exc:  # a plugin's state: named, /healthz degraded, tried again next round
+                shard.dirty = True
+                herald.state_unencodable(exc)
+                return
             except BaseException:
                 shard.dirty = True  # the next round tries again
                 raise

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 import attrs
+import orjson
 import trio
 
 from ._actor import Actor
@@ -26,6 +27,7 @@ from ._effects import CancelTimer, Effect, Notify, SetTimer, Timer, addressed
 from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, check_key, converter
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
+from ._states import unencodable_field
 from ._timers import PendingTimer, TimerQueue, timers_of
 
 __all__ = ["Engine", "REMOVED", "LOAD_TYPE", "LoadReport", "StateTable"]
@@ -654,10 +656,11 @@ class Engine:
             return None
         timers = sorted(timers_of(actor), key=lambda t: (t.due, t.seq))
         clock = self.actor_now(actor)
-        return {
+        states = {name: converter.unstructure(state) for name, state in actor.states.items()}
+        view = {
             "key": actor.key,
             "clock": clock.isoformat() if clock else None,
-            "states": {name: converter.unstructure(state) for name, state in actor.states.items()},
+            "states": states,
             "timers": [
                 {
                     "plugin": t.plugin,
@@ -668,6 +671,20 @@ class Engine:
             ],
             "unknown": dict(actor.unknown or {}),
         }
+        try:
+            orjson.dumps(states)
+        except orjson.JSONEncodeError:
+            # A state that cannot be encoded (a value its field's type let through): the others are
+            # served, and it is named by plugin and field (``state_errors``) instead of failing the view.
+            errors = {}
+            for name, state in actor.states.items():
+                found = unencodable_field(state)
+                if found is not None:
+                    del states[name]
+                    errors[name] = {"code": "unencodable_state", "field": found[0],
+                                    "message": f"this state cannot be encoded as JSON: {found[1]}"}
+            view["state_errors"] = errors
+        return view
 
     def keys(self, plugin: str) -> set[str]:
         """The keys of the actors holding a state of ``plugin`` (live; do not mutate)."""

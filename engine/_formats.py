@@ -10,6 +10,9 @@ journal 2 -> 3  ``arrival`` was the single engine clock (event time); it becomes
                 reading: the event's receipt (``received``), never going back
 snapshot 1 -> 2 one engine ``clock`` becomes the stream clock (that clock, at the capture's
                 real time) and a clock per actor (all at that clock, as they were)
+snapshot 2 -> 3 each plugin's state version is recorded (``state_versions``); a snapshot without
+                them holds every plugin's states at version 1, the first (read through the
+                plugin's ``herald_migrate_state`` when it declares a later version)
 
 Outbox rows have not changed (table, columns and effect bodies are the same in every
 format). ``tests/golden`` holds a data dir written by the old code for every older format,
@@ -30,13 +33,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
+__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "CHECKPOINT_SNAPSHOT_FORMAT", "JOURNAL_FORMATS", "SNAPSHOT_FORMATS",
            "EVENT_FORMAT", "EVENT_FORMATS", "CHANGELOG_FORMAT", "CHANGELOG_FORMATS", "NewerFormat",
            "upgrade_snapshot", "upgrade_event_rows", "record_format"]
 
 #: The formats this Herald writes.
 JOURNAL_FORMAT = 3
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
+#: The snapshot format inside a cluster checkpoint: 2, with ``state_versions`` added (a member the
+#: previous version ignores), so that a node not yet upgraded restores what an upgraded one
+#: checkpointed during a rolling upgrade. It becomes 3 once every supported version reads 3.
+CHECKPOINT_SNAPSHOT_FORMAT = 2
 #: The cluster's: an event message of the events topic, and the changelog's checkpoint records.
 EVENT_FORMAT = 1
 CHANGELOG_FORMAT = 2
@@ -50,6 +57,7 @@ JOURNAL_FORMATS = {
 SNAPSHOT_FORMATS = {
     1: "92335bc: one engine clock",
     2: "43f675c: a clock per actor and the stream clock (keyed_ids added within 2, optional)",
+    3: "each plugin's state version beside its states (state_versions)",
 }
 EVENT_FORMATS = {
     1: "41b5221: [id, type, key, at, data, received] as JSON (a format header from 0.2.0 on; absent: 1)",
@@ -88,6 +96,10 @@ def upgrade_snapshot(doc: dict[str, Any]) -> dict[str, Any]:
     version = doc.get("format")
     if version == SNAPSHOT_FORMAT:
         return doc
+    if version == 2:
+        # No versions recorded: every plugin's states are of its first version. (A cluster checkpoint
+        # holds format 2 with ``state_versions`` added: see CHECKPOINT_SNAPSHOT_FORMAT.)
+        return {**doc, "format": SNAPSHOT_FORMAT, "state_versions": doc.get("state_versions", {})}
     if version == 1:
         # One clock for every actor: the engine clock ``clock`` (event time, None before the first
         # event) at the real time ``real``. The wall is real time, so the stream clock is (clock,
@@ -95,8 +107,8 @@ def upgrade_snapshot(doc: dict[str, Any]) -> dict[str, Any]:
         clock, real = doc.get("clock"), doc["real"]
         offset = None if clock is None else clock - real
         actors = [(key, states, timers, unknown, offset) for key, states, timers, unknown in doc["actors"]]
-        return {**{k: v for k, v in doc.items() if k != "clock"}, "format": SNAPSHOT_FORMAT,
-                "wall": real, "stream": (clock, real), "actors": actors}
+        return upgrade_snapshot({**{k: v for k, v in doc.items() if k != "clock"}, "format": 2,
+                                 "wall": real, "stream": (clock, real), "actors": actors})
     raise ValueError(f"unknown snapshot format {version!r} (this Herald reads formats "
                      f"{', '.join(map(str, SNAPSHOT_FORMATS))}; a newer Herald wrote it?)")
 

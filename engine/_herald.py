@@ -35,7 +35,8 @@ from ._clients import KafkaClients
 from ._cluster import Cluster
 from ._context import Context
 from ._plugins import Origin, PluginError, PluginHost
-from ._refusal import Refusal
+from ._refusal import Degraded, Refusal
+from ._states import UnencodableState
 from ._replay import replay
 
 __all__ = ["Herald", "tune_gc"]
@@ -124,6 +125,8 @@ class Herald:
         self._parts: dict[str, Any] = {}
         #: What background sources report about themselves (shown in /healthz), by source name.
         self.health: dict[str, dict[str, Any]] = {}
+        #: What is wrong while events are still accepted (``/healthz`` says ``degraded``), by code.
+        self._degraded: dict[str, Degraded] = {}
         #: What plugins see of this server (their hooks get it as ``context``).
         self.context = Context(self)
         #: Effect class -> in-process sink (see the ``herald_effect_sinks`` hook).
@@ -167,6 +170,23 @@ class Herald:
             code = status if status in ("starting", "joining", "loading", "recovering") else "starting"
             return Refusal(code, f"Herald is {status}")
         return None
+
+    def degraded(self) -> list[Degraded]:
+        """What is wrong while events are still accepted: ``/healthz`` answers 200 with ``degraded``
+        and lists them (a refusal, when there is one, comes first)."""
+        return list(self._degraded.values())
+
+    def state_unencodable(self, error: UnencodableState) -> None:
+        """A plugin's state cannot be encoded (a snapshot, a checkpoint or a view found it): one error
+        line naming plugin, field and actor (the first time), and ``/healthz`` degraded until a
+        snapshot is written again."""
+        known = self._degraded.get("unencodable_state")
+        if known is None or (known.plugin, known.field) != (error.plugin, error.field):
+            log.error("%s", error, extra={"plugin": error.plugin})
+        self._degraded["unencodable_state"] = Degraded(
+            "unencodable_state", f"plugin {error.plugin}: a state cannot be encoded (field {error.field}): no "
+            f"snapshot or checkpoint is written until it can be; events are still accepted and journaled",
+            error.plugin, error.field)
 
     # -- where actors live -----------------------------------------------------------------
 
@@ -368,8 +388,9 @@ class Herald:
                     nursery.start_soon(self._run_source, name, source)
             if self.journal.enabled:
                 nursery.start_soon(self._snapshot_loop)
-        except ConfigError:  # a setting that cannot work (e.g. a CA the broker's certificate does not match):
-            self.status = "failed"  # the command says it in one line
+        except (ConfigError, PluginError):  # a setting that cannot work (e.g. a CA the broker's certificate does
+            # not match), a plugin's state that cannot be read back: the command says it in one line
+            self.status = "failed"
             raise
         except Exception:
             self.status = "failed"
@@ -576,7 +597,12 @@ class Herald:
                 return {"seq": self.snapshot_seq, "skipped": "effect sinks did not drain"}
             started = time.perf_counter()
             capture = snapshots.capture(self.engine, self.seq, self.ids.items(), self.utcnow())
-            body = await trio.to_thread.run_sync(snapshots.encode, capture)
+            try:
+                body = await trio.to_thread.run_sync(snapshots.encode, capture)
+            except UnencodableState as exc:  # nothing is compacted: the journal keeps every event
+                self.state_unencodable(exc)
+                return {"seq": self.snapshot_seq, "skipped": str(exc)}
+            self._degraded.pop("unencodable_state", None)
             now = self.utcnow()
             journal = self.journal
             journal.add_write(snapshot_writer(capture.seq, body, now))

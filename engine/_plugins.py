@@ -23,6 +23,8 @@ import pluggy
 from . import hookspecs
 from ._config import Config
 from ._event import Event
+from ._plugin_error import PluginError
+from ._states import field_type_problem, shown
 
 __all__ = ["EventType", "Loader", "Origin", "PluginError", "PluginHost", "Route", "available_plugins"]
 
@@ -31,10 +33,6 @@ log = logging.getLogger("herald.plugins")
 GROUP = "herald"
 #: Modules of further hookspecs a host declares (the web layer's route hooks), found like plugins.
 HOOKSPECS_GROUP = "herald.hookspecs"
-
-
-class PluginError(Exception):
-    """A plugin cannot be found or its declarations conflict."""
 
 
 class Origin(str, enum.Enum):
@@ -135,6 +133,11 @@ def _check_state_type(plugin: str, state_type: Any) -> None:
 
     if not (isinstance(state_type, type) and attrs.has(state_type)):
         raise PluginError(f"{plugin}: herald_state_type must return an attrs class (or None), not {state_type!r}")
+    found = field_type_problem(state_type)  # every field type, recursively: not just the initial values
+    if found is not None:
+        path, declared, why = found
+        raise PluginError(f"{plugin}: {state_type.__name__}.{path} (typed {shown(declared)}) cannot be stored: {why}; "
+                          f"snapshots store states through cattrs and JSON, so none could be written. {_CATTRS_TYPES}")
     try:
         initial = state_type()
     except Exception as exc:
@@ -212,6 +215,17 @@ def _warn_if_mutable(plugin: str, state_type: type, initial: Any) -> None:
                         mutable.__name__, extra={"plugin": plugin})
 
 
+def _migration(impl: Any) -> Callable[[Any, int], Any]:
+    """A plugin's ``herald_migrate_state`` as ``migrate(state, version)`` (it may omit either argument)."""
+    function, names = impl.function, impl.argnames
+
+    def migrate(state: Any, version: int) -> Any:
+        given = {"state": state, "version": version}
+        return function(**{name: given[name] for name in names})
+
+    return migrate
+
+
 def _check_event_type(plugin: str, event_type: Any) -> None:
     if not isinstance(event_type, EventType):
         raise PluginError(f"{plugin}: herald_event_types must give engine.EventType values, not {event_type!r}")
@@ -281,6 +295,10 @@ class PluginHost:
         self.state_types: dict[str, type | None] = {}
         #: Plugin name -> the no-argument callable making its initial state.
         self.state_factories: dict[str, Callable[[], Any]] = {}
+        #: Plugin name -> its state's version (plugins with a state only) and, if declared, its
+        #: ``migrate(unstructured, version) -> unstructured`` for states of older versions.
+        self.state_versions: dict[str, int] = {}
+        self.state_migrations: dict[str, Callable[[Any, int], Any]] = {}
         self.timer_handlers: dict[str, Callable] = {}
         self.executors: dict[type, Callable] = {}
         self.routes: dict[str, Route] = {}
@@ -324,6 +342,7 @@ class PluginHost:
                 _check_state_type(name, state_type)
             self.state_types[name] = state_type
         self.state_factories = {name: self.state_types.get(name) or _no_state for name in self.names}
+        self._resolve_versions()
         for name, handler in self.each("herald_timer_handler", config=cfg):
             if handler is not None:
                 _check_callable(name, "herald_timer_handler", handler)
@@ -358,6 +377,24 @@ class PluginHost:
                     raise PluginError(f"loader {loader.name!r} is provided by both "
                                       f"{self.loaders[loader.name].plugin!r} and {name!r}")
                 self.loaders[loader.name] = attrs.evolve(loader, plugin=name)
+
+    def _resolve_versions(self) -> None:
+        """Each state's version (``herald_state_version``, 1 by default) and migration (``herald_migrate_state``)."""
+        self.state_versions = {name: 1 for name, state_type in self.state_types.items() if state_type is not None}
+        for name, version in self.each("herald_state_version"):
+            if self.state_types.get(name) is None:
+                raise PluginError(f"{name}: herald_state_version without herald_state_type: only a state has a version")
+            if type(version) is not int or version < 1:
+                raise PluginError(f"{name}: herald_state_version must return an int of at least 1, not {version!r}")
+            self.state_versions[name] = version
+        for impl in self.pm.hook.herald_migrate_state.get_hookimpls():
+            name = impl.plugin_name
+            if self.state_types.get(name) is None:
+                raise PluginError(f"{name}: herald_migrate_state without herald_state_type: there is no state to migrate")
+            if self.state_versions[name] == 1:
+                raise PluginError(f"{name}: herald_migrate_state with state version 1: declare herald_state_version "
+                                  f"(2 or more), the version the migration brings older states to")
+            self.state_migrations[name] = _migration(impl)
 
     def origin_of(self, type_name: str) -> Origin:
         """Where events of a type may come from: a declared type's origin; ``herald.*`` (the engine's

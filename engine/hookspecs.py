@@ -73,6 +73,30 @@ def herald_state_type() -> type | None:
 
 
 @hookspec
+def herald_state_version() -> int:
+    """The version of this plugin's state class: 1 when not declared.
+
+    Snapshots and cluster checkpoints record it beside the plugin's states. Bump it
+    when a change to the state class cannot be read from the previous one (a renamed
+    field, a changed type) and declare :func:`herald_migrate_state`. Adding a field
+    with a default or removing one needs neither: Herald reads such states as they are.
+    """
+
+
+@hookspec
+def herald_migrate_state(state: Any, version: int) -> Any:
+    """The state ``state`` of version ``version`` (older than :func:`herald_state_version`), as the current one.
+
+    ``state`` is the unstructured state as stored (a dict of JSON values, the way
+    ``engine.converter.unstructure`` wrote it); return it as the current version's
+    unstructured state (a dict, structured next with cattrs). Called once per stored
+    state when a snapshot or checkpoint of an older version is restored; it must be
+    pure. Handle every older version (e.g. step 1 -> 2 -> 3 in a loop). A state it
+    cannot turn into the current class refuses the start, naming plugin and field.
+    """
+
+
+@hookspec
 def herald_event_types(config: Config) -> Iterable[EventType]:
     """The event types this plugin handles, and how to parse and handle each.
 

@@ -46,7 +46,7 @@ from ._event import Event
 from ._plugins import Origin, PluginHost
 
 __all__ = ["Simulation", "Receiver", "free_port", "herald_command", "herald_process", "lifespan",
-           "serving"]
+           "read_state", "serving"]
 
 UTC = timezone.utc
 _TIE_BREAK = 1e-6
@@ -173,6 +173,22 @@ class Simulation:
 
     def actor_view(self, key: str) -> dict[str, Any] | None:
         return self.engine.actor_view(key)
+
+
+def read_state(plugin: Any, state: Any, version: int = 1) -> Any:
+    """What a snapshot holding ``state`` (unstructured, as stored: a dict of JSON values) of ``version``
+    restores for ``plugin`` (a plugin object or ``("name", object)``): through its ``herald_migrate_state``
+    when ``version`` is older than its ``herald_state_version``, exactly as a restart reads it. Raises the
+    :class:`engine.PluginError` that would refuse the start."""
+    from ._states import StateReader
+
+    host = PluginHost.from_objects(Config(durability="memory"), [plugin])
+    [name] = host.names
+    state_type = host.state_types.get(name)
+    if state_type is None:
+        raise ValueError(f"plugin {name} declares no herald_state_type")
+    reader = StateReader(name, state_type, host.state_versions[name], version, host.state_migrations.get(name))
+    return reader.read("(test)", state)
 
 
 async def lifespan(receive: Callable, send: Callable) -> None:

@@ -157,7 +157,29 @@ async def _imports_only(code: str, autojump_clock, tmp_path) -> None:
     exec(compile(code, "example", "exec"), {})
 
 
+async def _evolving_plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
+    """docs/plugins.md's release 2 of the streaks plugin, with its migration's test."""
+    import sys
+
+    test_src = next(b for b in EXAMPLES.values() if "def test_release_1_states_read_as_release_2" in b)
+    streaks = types.ModuleType("streaks")
+    exec(compile(code, "docs:streaks-release-2", "exec"), streaks.__dict__)
+    sys.modules["streaks"] = streaks
+    try:
+        namespace: dict = {}
+        exec(compile(test_src, "docs:test_streaks_migration", "exec"), namespace)
+        namespace["test_release_1_states_read_as_release_2"]()
+    finally:
+        del sys.modules["streaks"]
+
+
+async def _claimed_by_the_evolving_example(code: str, autojump_clock, tmp_path) -> None:
+    assert "def test_release_1" in code  # run together with the plugin it tests
+
+
 RUNNERS = [  # the first whose marker an example holds runs it
+    ("def herald_migrate_state(", _evolving_plugin_and_its_test),
+    ("def test_release_1_states_read_as_release_2", _claimed_by_the_evolving_example),
     ("# streaks.py\n", _route_plugin_and_its_tests),
     ("def herald_state_type():\n    return Streak", _plugin_and_its_test),
     ("async def test_weekly_streak", _claimed_by_the_plugin_example),

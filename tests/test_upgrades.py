@@ -28,6 +28,8 @@ PLUGINS = {"fitness": fitness, "customers": customers}
 DIRS = sorted(p for p in GOLDEN.iterdir() if (p / "made_by.json").exists() and p.name.startswith("journal"))
 TOPICS = sorted(p for p in GOLDEN.iterdir() if (p / "made_by.json").exists() and p.name.startswith("changelog"))
 CASES = [(d.name, mode) for d in DIRS for mode in ("clean", "killed")]
+#: A golden dir's name: its journal and snapshot formats, and what sets a variant apart (``-keyed``).
+NAMED = r"journal(\d+)-snapshot(\d+)(?:-[a-z0-9]+)*"
 
 
 def golden_copy(name: str, mode: str, tmp_path: Path) -> tuple[Path, dict, dict]:
@@ -104,7 +106,7 @@ async def test_golden_dir_opens_with_everything(name: str, mode: str, tmp_path: 
 
 
 def journal_format(name: str) -> int:
-    return int(re.fullmatch(r"journal(\d+)-snapshot(\d+)", name).group(1))
+    return int(re.fullmatch(NAMED, name).group(1))
 
 
 def formats_of(db: Path) -> int:
@@ -179,8 +181,8 @@ def test_every_older_format_has_a_golden_dir(tmp_path: Path) -> None:
     assert _snapshot.FORMAT == formats.SNAPSHOT_FORMAT == max(formats.SNAPSHOT_FORMATS)
     covered_journal, covered_snapshot = set(), set()
     for d in DIRS:
-        found = re.fullmatch(r"journal(\d+)-snapshot(\d+)", d.name)
-        assert found, f"{d.name}: golden dirs are named journal<N>-snapshot<M>"
+        found = re.fullmatch(NAMED, d.name)
+        assert found, f"{d.name}: golden dirs are named journal<N>-snapshot<M>, with -<what> for a variant"
         journal, snapshot = map(int, found.groups())
         for mode in ("clean", "killed"):
             copy = tmp_path / d.name / mode

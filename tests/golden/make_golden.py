@@ -108,7 +108,14 @@ def run(herald: str, out: Path, mode: str) -> None:
                 status, answer = call(url + "/v1/admin/snapshot", "POST", {})
                 assert status == 200, (status, answer)
             status, answer = call(url + "/v1/event", "POST", event)
-            assert status == 202, (event, status, answer)
+            if status == 400 and answer["error"]["code"] == "reserved" and event["type"] == "customers.create":
+                # Since 23's security pass customers.create is internal: it enters through the customers
+                # route (no token configured here), which needs an email.
+                attributes = {"email": f"c{event['key']}@example.test", **event["data"]["attributes"]}
+                status, answer = call(url + "/customers", "POST", {"id": int(event["key"]), "attributes": attributes})
+                assert status == 201, (event, status, answer)
+            else:
+                assert status == 202, (event, status, answer)
             posted.append(event)
         time.sleep(1.0)  # the congratulation's first delivery attempt fails (a closed port)
         answers = {
