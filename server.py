@@ -21,7 +21,7 @@ import hypercorn.config
 import hypercorn.trio
 import orjson
 import trio
-from quart import Blueprint, Quart, Response, redirect, request
+from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
