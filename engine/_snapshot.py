@@ -1,14 +1,21 @@
-"""Snapshots of the engine: every actor's states, timers and unknown counts.
+"""Snapshots of the engine: every actor's states, timers and default state (``unknown``).
 
 Capturing is cheap and happens in the trio thread: plugin states are
 immutable values, so copying each actor's maps is enough for a consistent
 picture. Encoding (cattrs + orjson) then runs in a worker thread while the
 engine goes on. A plugin declares its state class with the
 ``herald_state_type`` hook; that class is all a snapshot needs to read it back.
+An actor's default state (what the default handler keeps of events of
+unclaimed types: the bundled one's counts by type) sits in its own place,
+``unknown``, restored as the enabled default handler's ``state_type`` says.
+A snapshot names the plugin that kept them (``default_handler``) only when it is
+not the bundled default, so that a default configuration writes what it always
+has; default states kept by another default handler are not restored.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,6 +38,8 @@ __all__ = ["Capture", "capture", "encode", "decode", "restore", "FORMAT"]
 #: Older formats are read through :func:`engine._formats.upgrade_snapshot`.
 FORMAT = SNAPSHOT_FORMAT
 
+log = logging.getLogger("herald.snapshot")
+
 
 @attrs.frozen
 class Capture:
@@ -39,8 +48,11 @@ class Capture:
     wall: float
     stream: tuple[float | None, float]
     real: float
-    actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None, float | None]]
+    #: Per actor: key, states by plugin, timers, default state (None if none), clock offset.
+    actors: list[tuple[str, dict[str, Any], list[tuple] | None, Any, float | None]]
     ids: Recent = attrs.field(factory=Recent)
+    #: The plugin whose default handler kept the default states; None: Herald's bundled one.
+    default_handler: str | None = None
 
 
 def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | None = None) -> Capture:
@@ -52,13 +64,14 @@ def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | N
             dict(actor.states),
             [(t.plugin, t.name, t.due, t.data) for t in sorted(timers_of(actor), key=lambda t: t.seq)]
             if actor.timers else None,
-            dict(actor.unknown) if actor.unknown else None,
+            actor.unknown or None,  # a value: never changed in place, so no copy
             actor.offset,
         )
         for actor in engine.actors.values()
     ]
+    default = engine.plugins.default
     return Capture(seq, engine.wall(), engine.stream.state(), time.time() if real is None else real, actors,
-                   ids if ids is not None else Recent())
+                   ids if ids is not None else Recent(), None if default.bundled else default.plugin)
 
 
 def encode(snap: Capture) -> bytes:
@@ -66,10 +79,12 @@ def encode(snap: Capture) -> bytes:
     unstructure = converter.unstructure
     actors = []
     for key, states, timers, unknown, offset in snap.actors:
-        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown, offset))
+        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers,
+                       None if unknown is None else unstructure(unknown), offset))
     return orjson.dumps(
         {"format": FORMAT, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
-         "actors": actors, **snap.ids.to_snapshot()}
+         "actors": actors, **snap.ids.to_snapshot(),
+         **({} if snap.default_handler is None else {"default_handler": snap.default_handler})}
     )
 
 
@@ -85,6 +100,11 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
     structure = converter.structure
     types = engine.plugins.state_types
     enabled = set(engine.plugins.names)
+    default = engine.plugins.default
+    kept_by = doc.get("default_handler")
+    # Default states kept by another default handler than the enabled one mean nothing to it.
+    same_default = kept_by == (None if default.bundled else default.plugin)
+    dropped = 0
     engine.stream.restore(*doc["stream"])
     for key, states, timers, unknown, offset in doc["actors"]:
         actor = engine.actors[key] = Actor(key)
@@ -99,7 +119,14 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
             if plugin in enabled:
                 engine.timers.set(actor, plugin, name, due, data, offset if offset is not None else due)
         if unknown:
-            actor.unknown = unknown
+            if not same_default:
+                dropped += 1
+            else:
+                actor.unknown = unknown if default.state_type is None else structure(unknown, default.state_type)
+    if dropped:
+        log.warning("the snapshot's default states of %d actors were kept by another default handler (%s), not "
+                    "the enabled one (%s): they are not restored", dropped, kept_by or "Herald's bundled counting",
+                    "Herald's bundled counting" if default.bundled else f"plugin {default.plugin}")
     for plugin in engine.member_versions:
         engine.member_versions[plugin] += 1
     engine.timers_restored()
