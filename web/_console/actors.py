@@ -21,7 +21,7 @@ from .deliveries import receiver_of
 from .pages import Missing, paging
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["KeyOrder", "add_actors"]
 
