@@ -18,6 +18,7 @@ from .hookspecs import hookimpl
 
 __all__ = ["DefaultHandler", "NAME", "count"]
 
+
 @attrs.frozen
 class DefaultHandler:
     """What handles the events of every type no plugin claims: one plugin's ``herald_default_handler``.
@@ -35,7 +36,7 @@ class DefaultHandler:
     description: str = ""
 
 
-#: The bundled one's plugin name (``herald.`` names are Herald's own: no installed plugin can take it).
+#: The bundled one's plugin name (``herald.`` names are Herald's own).
 NAME = "herald.default"
 
 
