@@ -199,3 +199,19 @@ def test_the_names_hosts_and_kafka_use_moved_and_still_resolve_with_a_warning():
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         engine.Nope  # noqa: B018
     assert "Herald" not in engine.__all__ and "Herald" not in vars(engine)
+
+
+@pytest.mark.parametrize(("plugins", "shown"), [
+    ([fitness], "Events of types no plugin handles: ping × 2."),
+    ([quarantine], "Events of types no plugin handles (the default handler, quarantine)"),
+])
+async def test_the_console_shows_the_default_state_of_either(plugins, shown):
+    from web.testing import app_client
+
+    async with app_client(plugins) as (herald, client):
+        for _ in range(2):
+            assert (await client.post("/v1/event", json=_event("ping"))).status_code == 202
+        page = await client.get("/ui/actors/u1")
+        assert page.status_code == 200 and shown in page.text
+        assert ("&#34;ping&#34;" in page.text or "&quot;ping&quot;" in page.text or '"ping"' in page.text) \
+            == (plugins == [quarantine])  # a replacement's state, as its JSON
