@@ -208,7 +208,8 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
         "One actor's state",
         tags=["actors"],
         description="Each plugin's state, the actor's own clock (what it reads now), the pending timers with "
-        "their due instants (in the actor's event time) and the counts of unknown event types.",
+        "their due instants (in the actor's event time) and, under `unknown`, the default handler's state: what it "
+        "keeps of events of types no plugin claims (by default, their counts by type).",
         responses={
             200: json_body({"type": "object", "properties": {
                 "key": {"type": "string"}, "clock": {"type": ["string", "null"], "format": "date-time"},

@@ -246,6 +246,31 @@ def _check_event_type(plugin: str, event_type: Any) -> None:
             _check_callable(plugin, f"the {what} step of {event_type.name!r}", value)
 
 
+def _check_default_state(plugin: str, handler: DefaultHandler) -> None:
+    """A default state is shown as a JSON object (``unknown``) and, with a ``state_type``, comes back
+    from a snapshot equal: checked on the initial state, as a plugin's state class is."""
+    from ._event import converter, dumps, loads
+
+    try:
+        initial = handler.initial()
+        shown = converter.unstructure(initial)
+    except Exception as exc:
+        raise PluginError(f"{plugin}: the default handler's initial() must make the initial default state: "
+                          f"{exc!r}") from None
+    if not isinstance(shown, dict):
+        raise PluginError(f"{plugin}: the default handler's state must be shown as a JSON object (an attrs class "
+                          f"or a mapping), not {shown!r}")
+    if handler.state_type is not None:
+        try:
+            again = loads(dumps(initial), handler.state_type)
+        except Exception as exc:
+            raise PluginError(f"{plugin}: the default state does not survive a cattrs round trip as "
+                              f"{handler.state_type!r} ({_reason(exc)}): snapshots store it that way") from None
+        if again != initial:
+            raise PluginError(f"{plugin}: the default state comes back from a cattrs round trip as {again!r}, "
+                              f"not {initial!r}: snapshots could not restore it")
+
+
 def _check_api(name: str, plugin: Any) -> None:
     """A plugin declaring ``HERALD_API`` gets that plugin API or is refused, in one line."""
     wanted = getattr(plugin, "HERALD_API", None)
@@ -411,6 +436,7 @@ class PluginHost:
             raise PluginError(f"{name}: herald_default_handler must give an engine.DefaultHandler, not {handler!r}")
         _check_callable(name, "the default handler", handler.handler)
         _check_callable(name, "the default handler's initial", handler.initial)
+        _check_default_state(name, handler)
         return DefaultRoute(name, handler.handler, handler.initial, handler.state_type, bundled)
 
     def origin_of(self, type_name: str) -> Origin:

@@ -163,6 +163,17 @@ def test_a_default_handler_must_be_a_default_handler():
         PluginHost(Config(), [("bad", bad)])
 
 
+@pytest.mark.parametrize(("handler", "message"), [
+    (DefaultHandler(keep, initial=lambda: 3), r"^odd: the default handler's state must be shown as a JSON object"),
+    (DefaultHandler(keep, initial=Kept, state_type=int), r"^odd: the default state does not survive a cattrs round"),
+])
+def test_a_default_state_that_cannot_be_shown_or_restored_is_refused(handler, message):
+    odd = types.ModuleType("odd")
+    odd.herald_default_handler = hookimpl(lambda: handler)
+    with pytest.raises(PluginError, match=message):
+        PluginHost(Config(), [("odd", odd)])
+
+
 # -- the plugin API's version -------------------------------------------------------------------------------
 
 def test_a_plugin_needing_another_api_version_is_refused_in_one_line():
