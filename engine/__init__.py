@@ -18,11 +18,9 @@ journaled before it returns), ``Engine.apply`` / ``Simulation.apply`` (in
 memory), and bulk ``load`` for files of lines.
 """
 
-from __future__ import annotations
-
-import importlib
-import warnings
-from typing import Any
+import importlib as _importlib
+import warnings as _warnings
+from typing import Any as _Any
 
 # Declaring what a plugin handles.
 from .hookspecs import hookimpl, hookspec
@@ -97,11 +95,11 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     """The names moved out of ``engine`` after 0.2, still found here with a DeprecationWarning."""
     home = _MOVED.get(name)
     if home is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    warnings.warn(f"engine.{name} is deprecated: import it from {home} (engine keeps the plugin API only)",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(home), name)
+    _warnings.warn(f"engine.{name} is deprecated: import it from {home} (engine keeps the plugin API only)",
+                   DeprecationWarning, stacklevel=2)
+    return getattr(_importlib.import_module(home), name)
