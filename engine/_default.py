@@ -43,7 +43,9 @@ NAME = "herald.default"
 def count(counts: Mapping[str, int], event: Event) -> tuple[dict[str, int], tuple[Any, ...]]:
     """One more event of ``event.type`` on its actor: a new dict (states are values, never changed in place)."""
     type_ = event.type
-    return {**counts, type_: counts.get(type_, 0) + 1}, ()
+    counts = dict(counts)
+    counts[type_] = counts.get(type_, 0) + 1
+    return counts, ()
 
 
 @hookimpl

@@ -476,12 +476,12 @@ class Engine:
         try:
             state, effects = default.handler(state, event)
         except Exception:
+            self._handling = None
             self.metrics.handler_errors.labels(UNKNOWN_TYPE).inc()
             log.exception("the default handler (plugin %s) failed on event %s of type %r; state unchanged",
                           default.plugin, event.id, event.type, extra={"plugin": default.plugin, "event_id": event.id})
             return
-        finally:
-            self._handling = None
+        self._handling = None
         actor.unknown = None if state is REMOVED else state
         if effects:
             self._effects(actor, default.plugin, effects)
