@@ -1,6 +1,6 @@
 """Herald's HTTP server: a QuartTrio app on hypercorn-trio, above the engine.
 
-``create_app`` builds the ASGI app for a :class:`engine.Herald` (the ingestion
+``create_app`` builds the ASGI app for a :class:`engine.host.Herald` (the ingestion
 fast path in front of Quart, with the core routes and every plugin's
 blueprints); ``serve`` runs it until SIGINT or SIGTERM; ``main`` is the
 ``herald`` command: the engine's commands plus ``serve``. What plugins' routes
@@ -27,7 +27,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine import Config, ConfigError, Herald, InvalidEvent, JournalError, PluginError, redact_text, redact_url
+from engine import Config, ConfigError, InvalidEvent, JournalError, PluginError, redact_text, redact_url
+from engine.host import Herald
 from engine import cli
 from engine._engine import LOAD_TYPE
 from engine._journal import DB_NAME
@@ -209,7 +210,8 @@ def _core_routes(herald: Herald, inbox: NotifyInbox) -> Blueprint:
         "One actor's state",
         tags=["actors"],
         description="Each plugin's state, the actor's own clock (what it reads now), the pending timers with "
-        "their due instants (in the actor's event time) and the counts of unknown event types.",
+        "their due instants (in the actor's event time) and, under `unknown`, the default handler's state: what it "
+        "keeps of events of types no plugin claims (by default, their counts by type).",
         responses={
             200: json_body({"type": "object", "properties": {
                 "key": {"type": "string"}, "clock": {"type": ["string", "null"], "format": "date-time"},

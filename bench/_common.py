@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 import engine
+import engine.host
 from plugins.fitness import hooks as fitness_hooks
 
 UTC = timezone.utc
@@ -111,12 +112,12 @@ def encode(events: Sequence[Any]) -> list[bytes]:
     return [orjson.dumps(e) for e in events]
 
 
-def build_engine(emit: Callable[[Any], None]) -> engine.Engine:
+def build_engine(emit: Callable[[Any], None]) -> engine.host.Engine:
     """The engine as the benchmarks test it: fitness plugin, default config."""
     logging.getLogger("herald.engine").setLevel(logging.ERROR)  # unknown types are part of the mix
-    engine.tune_gc()  # as `herald serve` does
-    host = engine.PluginHost.from_objects(engine.Config(), [fitness_hooks])
-    return engine.Engine(host, emit=emit, wall=time.monotonic)
+    engine.host.tune_gc()  # as `herald serve` does
+    host = engine.host.PluginHost.from_objects(engine.Config(), [fitness_hooks])
+    return engine.host.Engine(host, emit=emit, wall=time.monotonic)
 
 
 def stop_process(proc: Any, grace: float = 10.0) -> None:

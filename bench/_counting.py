@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from engine import Config, Context, EventType, KafkaProducer, hookimpl
+from engine import Config, Context, EventType, hookimpl
+from engine.kafka import KafkaProducer
 
 #: Settings: HERALD_COUNTING_BOOTSTRAP and HERALD_COUNTING_TOPIC.
 PLUGIN = "counting"

@@ -50,7 +50,7 @@ import orjson
 import trio
 from confluent_kafka import Consumer, TopicPartition
 
-from engine import tune_gc
+from engine.host import tune_gc
 from engine._kafka import DevBroker, KafkaProducer, ensure_topics
 from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC
 from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC

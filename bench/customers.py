@@ -36,7 +36,8 @@ import httpx
 import orjson
 import trio
 
-from engine import Config, Herald, tune_gc
+from engine import Config
+from engine.host import Herald, tune_gc
 from engine._bulk import iter_chunks, load_file
 
 from ._common import print_table, verdict

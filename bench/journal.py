@@ -33,7 +33,8 @@ from pathlib import Path
 
 import trio
 
-from engine import Config, Herald, PluginHost, tune_gc
+from engine import Config
+from engine.host import Herald, PluginHost, tune_gc
 from engine._journal import DB_NAME
 from plugins.fitness import hooks as fitness_hooks
 

@@ -42,7 +42,8 @@ import httpx
 import orjson
 import trio
 
-from engine import Config, Herald
+from engine import Config
+from engine.host import Herald
 from plugins.marketplace import hooks
 from plugins.marketplace.feed import parse_feed
 from plugins.marketplace.mock import MockProvider

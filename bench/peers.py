@@ -63,7 +63,8 @@ from confluent_kafka.admin import AdminClient
 
 import trio
 
-from engine import Config, Event, Herald, PluginHost
+from engine import Config, Event
+from engine.host import Herald, PluginHost
 from engine._cluster import encode_event, partition_of, topics_of
 from engine._kafka import dev_broker, ensure_topics
 

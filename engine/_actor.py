@@ -34,7 +34,8 @@ class Actor:
     :meth:`get` and ``states`` (read-only), change them through :meth:`put` and :meth:`drop`
     (the engine's hot paths read the slots directly). ``timers`` holds the pending timers
     (managed by :class:`engine._timers.TimerQueue`: one timer as is, several in a dict);
-    ``unknown`` counts events of types no plugin handles. Both stay ``None`` until used,
+    ``unknown`` is the default handler's state (what it keeps of events of types no plugin
+    claims; the bundled one counts them by type). Both stay ``None`` until used,
     which keeps an idle actor small. ``offset`` is the actor's clock: its event time is
     ``wall + offset`` (None before its first event; see :mod:`engine._clock`).
     """
@@ -46,7 +47,7 @@ class Actor:
         self.plugin: Any = None
         self.state: Any = None
         self.timers: Any = None
-        self.unknown: dict[str, int] | None = None
+        self.unknown: Any = None
         self.offset: float | None = None
 
     @property

@@ -1,6 +1,6 @@
 """Bulk loading of files: cut a file into chunks of whole lines, send each to a loader.
 
-A chunk is applied and journaled as one event (see :meth:`engine.Herald.load`),
+A chunk is applied and journaled as one event (see :meth:`engine.host.Herald.load`),
 so files of any size stream through in constant memory. ``herald load`` sends
 the chunks to a running server (``POST /v1/load/{loader}``) or applies them to
 a data directory in-process; ``herald serve --load`` does the latter at start.

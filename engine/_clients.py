@@ -11,7 +11,7 @@ __all__ = ["KafkaClients"]
 
 class KafkaClients:
     """Makes the producers and consumers of a cluster node (confluent-kafka's). Pass another to
-    :class:`engine.Herald` (``kafka=``) to wrap them, e.g. with a producer that reports a fatal error."""
+    :class:`engine.host.Herald` (``kafka=``) to wrap them, e.g. with a producer that reports a fatal error."""
 
     def producer(self, settings: dict[str, Any]) -> Any:
         return _kafka().Producer(settings)

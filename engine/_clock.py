@@ -18,7 +18,7 @@ event older than the watermark when it arrives is *late* (it is applied, and
 counted).
 
 Instants are POSIX seconds (floats). The wall is the engine's own wall
-reading (see :meth:`engine.Engine.wall`), continuous across restarts.
+reading (see :meth:`engine.host.Engine.wall`), continuous across restarts.
 """
 
 from __future__ import annotations

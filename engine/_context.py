@@ -51,7 +51,9 @@ class ActorView:
     states: Mapping[str, Any]
     clock: datetime | None
     timers: tuple[TimerView, ...]
-    unknown: Mapping[str, int]
+    #: The actor's default state: what the default handler keeps of its events of types no plugin claims
+    #: (Herald's bundled one: counts by type; ``{}`` before any).
+    unknown: Any
 
 
 class _UnionKeys(AbstractSet[str]):
@@ -165,7 +167,8 @@ class Context:
             return None
         timers = tuple(TimerView(t.plugin, t.name, utc_datetime(t.due))
                        for t in sorted(timers_of(actor), key=lambda t: (t.due, t.seq)))
-        return ActorView(actor.key, dict(actor.states), engine.actor_now(actor), timers, dict(actor.unknown or {}))
+        return ActorView(actor.key, dict(actor.states), engine.actor_now(actor), timers,
+                         {} if actor.unknown is None else actor.unknown)
 
     def state(self, key: str, plugin: str) -> Any:
         """``plugin``'s state on the actor ``key`` (None if it has none): an immutable value."""

@@ -187,6 +187,7 @@ class Engine:
         self._timer_handlers = plugins.timer_handlers
         self._factories = plugins.state_factories
         self._loaders = plugins.loaders
+        self._default = plugins.default
         #: Plugin name -> keys of the actors holding a state of that plugin.
         self.members: dict[str, set[str]] = {name: set() for name in plugins.names}
         #: Per plugin, bumped whenever a key joins or leaves ``members`` (for cached orderings).
@@ -462,14 +463,30 @@ class Engine:
             self._effects(actor, plugin, effects)
 
     def _unknown(self, actor: Actor, event: Event) -> None:
-        counts = actor.unknown
-        if counts is None:
-            counts = actor.unknown = {}
-        counts[event.type] = counts.get(event.type, 0) + 1
+        """An event of a type no plugin claims: the default handler's (the bundled one counts it), on the
+        actor's default state (``actor.unknown``)."""
+        default = self._default
         self._accepted[UNKNOWN_TYPE] += 1
         if event.type not in self._unknown_seen:
             self._unknown_seen.add(event.type)
-            log.warning("no plugin handles event type %r; counting such events on their actors", event.type)
+            log.warning("no plugin handles event type %r; such events go to the default handler (%s)",
+                        event.type, "counting them on their actors" if default.bundled else f"plugin {default.plugin}")
+        state = actor.unknown
+        if state is None:
+            state = default.initial()
+        self._handling = event.timestamp
+        try:
+            state, effects = default.handler(state, event)
+        except Exception:
+            self._handling = None
+            self.metrics.handler_errors.labels(UNKNOWN_TYPE).inc()
+            log.exception("the default handler (plugin %s) failed on event %s of type %r; state unchanged",
+                          default.plugin, event.id, event.type, extra={"plugin": default.plugin, "event_id": event.id})
+            return
+        self._handling = None
+        actor.unknown = None if state is REMOVED else state
+        if effects:
+            self._effects(actor, default.plugin, effects)
 
     def _effects(self, actor: Actor, plugin: str, effects: Iterable[Effect]) -> None:
         for effect in effects:
@@ -669,7 +686,7 @@ class Engine:
                 }
                 for t in timers
             ],
-            "unknown": dict(actor.unknown or {}),
+            "unknown": {} if actor.unknown is None else converter.unstructure(actor.unknown),
         }
         try:
             orjson.dumps(states)

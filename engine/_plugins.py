@@ -20,15 +20,22 @@ from typing import Any, Callable, Iterable, Sequence
 import attrs
 import pluggy
 
-from . import hookspecs
+from . import _default, hookspecs
 from ._config import Config
+from ._default import DefaultHandler
 from ._event import Event
 from ._plugin_error import PluginError
 from ._states import field_type_problem, shown
 
-__all__ = ["EventType", "Loader", "Origin", "PluginError", "PluginHost", "Route", "available_plugins"]
+__all__ = ["API_VERSION", "DefaultHandler", "DefaultRoute", "EventType", "Loader", "Origin", "PluginError",
+           "PluginHost", "Route", "available_plugins"]
 
 log = logging.getLogger("herald.plugins")
+
+#: The version of the plugin API (``engine``'s names and the hooks of :mod:`engine.hookspecs`). A plugin
+#: that needs it says so with a module attribute ``HERALD_API = "1"``; a Herald offering another refuses
+#: it at registration. Bumped only when a stable name changes incompatibly (docs/plugins.md).
+API_VERSION = "1"
 
 GROUP = "herald"
 #: Modules of further hookspecs a host declares (the web layer's route hooks), found like plugins.
@@ -86,6 +93,18 @@ class Loader:
     apply: Callable[[Any, bytes, int], Any]
     description: str = ""
     plugin: str = ""
+
+
+@attrs.frozen(slots=True)
+class DefaultRoute:
+    """The default handler as resolved for dispatch: which plugin gave it, and the handler."""
+
+    plugin: str
+    handler: Callable[[Any, Event], tuple[Any, Iterable[Any]]]
+    initial: Callable[[], Any]
+    state_type: Any
+    #: True for Herald's bundled default (counting), False for a plugin's replacement.
+    bundled: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -241,6 +260,40 @@ def _check_event_type(plugin: str, event_type: Any) -> None:
             _check_callable(plugin, f"the {what} step of {event_type.name!r}", value)
 
 
+def _check_default_state(plugin: str, handler: DefaultHandler) -> None:
+    """A default state is shown as a JSON object (``unknown``) and, with a ``state_type``, comes back
+    from a snapshot equal: checked on the initial state, as a plugin's state class is."""
+    from ._event import converter, dumps, loads
+
+    try:
+        initial = handler.initial()
+        shown = converter.unstructure(initial)
+    except Exception as exc:
+        raise PluginError(f"{plugin}: the default handler's initial() must make the initial default state: "
+                          f"{exc!r}") from None
+    if not isinstance(shown, dict):
+        raise PluginError(f"{plugin}: the default handler's state must be shown as a JSON object (an attrs class "
+                          f"or a mapping), not {shown!r}")
+    if handler.state_type is not None:
+        try:
+            again = loads(dumps(initial), handler.state_type)
+        except Exception as exc:
+            raise PluginError(f"{plugin}: the default state does not survive a cattrs round trip as "
+                              f"{handler.state_type!r} ({_reason(exc)}): snapshots store it that way") from None
+        if again != initial:
+            raise PluginError(f"{plugin}: the default state comes back from a cattrs round trip as {again!r}, "
+                              f"not {initial!r}: snapshots could not restore it")
+
+
+def _check_api(name: str, plugin: Any) -> None:
+    """A plugin declaring ``HERALD_API`` gets that plugin API or is refused, in one line."""
+    wanted = getattr(plugin, "HERALD_API", None)
+    if wanted is None or wanted == API_VERSION:
+        return
+    raise PluginError(f"plugin {name!r} needs Herald plugin API {wanted!r} (its HERALD_API); this Herald offers "
+                      f"API {API_VERSION!r}: install a release of one made for the other")
+
+
 def available_plugins() -> dict[str, str]:
     """Entry-point name -> ``module`` for every plugin installed."""
     found: dict[str, str] = {}
@@ -286,6 +339,7 @@ class PluginHost:
         for name, plugin in plugins:
             if self.pm.has_plugin(name):
                 raise PluginError(f"plugin {name!r} is enabled twice")
+            _check_api(name, plugin)
             self.pm.register(plugin, name=name)
         for _name, specs in self.each("herald_add_hookspecs"):
             if specs is not None:
@@ -303,6 +357,8 @@ class PluginHost:
         self.executors: dict[type, Callable] = {}
         self.routes: dict[str, Route] = {}
         self.loaders: dict[str, Loader] = {}
+        #: What handles events of types no plugin claims (see :meth:`_resolve_default`).
+        self.default: DefaultRoute
         self._resolve()
 
     @classmethod
@@ -377,6 +433,30 @@ class PluginHost:
                     raise PluginError(f"loader {loader.name!r} is provided by both "
                                       f"{self.loaders[loader.name].plugin!r} and {name!r}")
                 self.loaders[loader.name] = attrs.evolve(loader, plugin=name)
+        self.default = self._resolve_default()
+
+    def _resolve_default(self) -> DefaultRoute:
+        """At most one enabled plugin claims the default handler; if none does, Herald's bundled one
+        (counting events by type on their actors) is registered, so that a replacement needs no setting."""
+        claims = [(name, handler) for name, handler in self.each("herald_default_handler", config=self.config)
+                  if handler is not None]
+        if len(claims) > 1:
+            raise PluginError(f"the default handler (for event types no plugin claims) is claimed by "
+                              f"{' and '.join(repr(name) for name, _ in claims)}: enable only one of them")
+        if not claims:
+            self.pm.register(_default, name=_default.NAME)
+            [(name, handler)] = [(n, h) for n, h in self.each("herald_default_handler", config=self.config)
+                                 if h is not None]
+            bundled = True
+        else:
+            [(name, handler)] = claims
+            bundled = False
+        if not isinstance(handler, DefaultHandler):
+            raise PluginError(f"{name}: herald_default_handler must give an engine.DefaultHandler, not {handler!r}")
+        _check_callable(name, "the default handler", handler.handler)
+        _check_callable(name, "the default handler's initial", handler.initial)
+        _check_default_state(name, handler)
+        return DefaultRoute(name, handler.handler, handler.initial, handler.state_type, bundled)
 
     def _resolve_versions(self) -> None:
         """Each state's version (``herald_state_version``, 1 by default) and migration (``herald_migrate_state``)."""

@@ -3,7 +3,7 @@
 One function serves recovery at start-up (the journal replays into its own
 Herald) and ``herald replay`` (another data dir's journal replays into a fresh
 one). Each event is applied at the wall reading it was journaled with, inside
-:meth:`engine.Engine.replaying`, so that every timer fires exactly where it
+:meth:`engine.host.Engine.replaying`, so that every timer fires exactly where it
 fired live; the next chunk of events is read in a worker thread while the
 current one is applied.
 """

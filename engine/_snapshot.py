@@ -1,4 +1,4 @@
-"""Snapshots of the engine: every actor's states, timers and unknown counts.
+"""Snapshots of the engine: every actor's states, timers and default state (``unknown``).
 
 Capturing is cheap and happens in the trio thread: plugin states are
 immutable values, so copying each actor's maps is enough for a consistent
@@ -7,6 +7,12 @@ engine goes on. A plugin declares its state class with the
 ``herald_state_type`` hook, and its version with ``herald_state_version``: a
 snapshot records each plugin's version beside the states, and reads older ones
 through the plugin's ``herald_migrate_state`` (:class:`engine._states.StateReader`).
+An actor's default state (what the default handler keeps of events of
+unclaimed types: the bundled one's counts by type) sits in its own place,
+``unknown``, restored as the enabled default handler's ``state_type`` says.
+A snapshot names the plugin that kept them (``default_handler``) only when it is
+not the bundled default, so that a default configuration writes what it always
+has; default states kept by another default handler are not restored.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ class Capture:
     wall: float
     stream: tuple[float | None, float]
     real: float
-    actors: list[tuple[str, dict[str, Any], list[tuple] | None, dict[str, int] | None, float | None]]
+    #: Per actor: key, states by plugin, timers, default state (None if none), clock offset.
+    actors: list[tuple[str, dict[str, Any], list[tuple] | None, Any, float | None]]
     ids: Recent = attrs.field(factory=Recent)
     #: Each plugin's state version (plugins with a state).
     versions: dict[str, int] = attrs.field(factory=dict)
+    #: The plugin whose default handler kept the default states; None: Herald's bundled one.
+    default_handler: str | None = None
 
 
 def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | None = None) -> Capture:
@@ -61,13 +70,15 @@ def capture(engine: Engine, seq: int, ids: Recent | None = None, real: float | N
             dict(actor.states),
             [(t.plugin, t.name, t.due, t.data) for t in sorted(timers_of(actor), key=lambda t: t.seq)]
             if actor.timers else None,
-            dict(actor.unknown) if actor.unknown else None,
+            actor.unknown or None,  # a value: never changed in place, so no copy
             actor.offset,
         )
         for actor in engine.actors.values()
     ]
+    default = engine.plugins.default
     return Capture(seq, engine.wall(), engine.stream.state(), time.time() if real is None else real, actors,
-                   ids if ids is not None else Recent(), dict(engine.plugins.state_versions))
+                   ids if ids is not None else Recent(), dict(engine.plugins.state_versions),
+                   None if default.bundled else default.plugin)
 
 
 def encode(snap: Capture, format: int = FORMAT) -> bytes:
@@ -77,11 +88,13 @@ def encode(snap: Capture, format: int = FORMAT) -> bytes:
     unstructure = converter.unstructure
     actors = []
     for key, states, timers, unknown, offset in snap.actors:
-        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers, unknown, offset))
+        actors.append((key, {p: unstructure(s) for p, s in states.items()}, timers,
+                       None if unknown is None else unstructure(unknown), offset))
     try:
         return orjson.dumps(
             {"format": format, "seq": snap.seq, "wall": snap.wall, "stream": snap.stream, "real": snap.real,
-             "state_versions": snap.versions, "actors": actors, **snap.ids.to_snapshot()}
+             "state_versions": snap.versions, "actors": actors, **snap.ids.to_snapshot(),
+             **({} if snap.default_handler is None else {"default_handler": snap.default_handler})}
         )
     except orjson.JSONEncodeError:
         raise _unencodable(snap) from None
@@ -126,6 +139,12 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
                                  host.state_migrations.get(name))
                for name, state_type in host.state_types.items() if state_type is not None}
     disabled: dict[str, int] = {}
+    structure = converter.structure
+    default = engine.plugins.default
+    kept_by = doc.get("default_handler")
+    # Default states kept by another default handler than the enabled one mean nothing to it.
+    same_default = kept_by == (None if default.bundled else default.plugin)
+    dropped = 0
     engine.stream.restore(*doc["stream"])
     for key, states, timers, unknown, offset in doc["actors"]:
         actor = engine.actors[key] = Actor(key)
@@ -141,7 +160,14 @@ def restore(engine: Engine, doc: dict[str, Any]) -> tuple[int, float]:
             if plugin in enabled:
                 engine.timers.set(actor, plugin, name, due, data, offset if offset is not None else due)
         if unknown:
-            actor.unknown = unknown
+            if not same_default:
+                dropped += 1
+            else:
+                actor.unknown = unknown if default.state_type is None else structure(unknown, default.state_type)
+    if dropped:
+        log.warning("the snapshot's default states of %d actors were kept by another default handler (%s), not "
+                    "the enabled one (%s): they are not restored", dropped, kept_by or "Herald's bundled counting",
+                    "Herald's bundled counting" if default.bundled else f"plugin {default.plugin}")
     for plugin in engine.member_versions:
         engine.member_versions[plugin] += 1
     engine.timers_restored()

@@ -21,8 +21,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import pluggy
 
-# The annotations name engine.Config, engine.Context, engine.EventType, engine.Loader and engine.Timer:
-# they stay strings (this module is imported by the plugin host, so it imports nothing of the engine).
+# The annotations name engine.Config, engine.Context, engine.DefaultHandler, engine.EventType, engine.Loader
+# and engine.Timer: they stay strings (this module is imported by the plugin host, so it imports nothing of the engine).
 
 __all__ = ["hookspec", "hookimpl", "PROJECT"]
 
@@ -105,6 +105,21 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
     -> event`` step that checks or normalises ``event.data`` and raises
     :class:`engine.InvalidEvent` for bad input (a 400 naming the field). A
     type may be claimed by one plugin only.
+    """
+
+
+@hookspec
+def herald_default_handler(config: Config) -> DefaultHandler | None:
+    """Claim the events of every type no plugin claims (return None not to).
+
+    A :class:`engine.DefaultHandler`: ``handler(state, event) -> (state,
+    effects)`` on the actor's default state (kept apart from the plugins'
+    states; ``unknown`` in ``GET /v1/actors/{key}``). At most one enabled
+    plugin may claim it (two are refused at registration). When none does,
+    Herald registers its bundled default, which counts such events by type on
+    their actors; enabling a plugin that claims it replaces that one.
+    Effects go out as a handler's do; a timer it sets belongs to its plugin
+    (fired through that plugin's ``herald_timer_handler``).
     """
 
 

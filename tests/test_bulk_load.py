@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import trio
 
-from engine import Config, Herald
+from engine import Config
+from engine.host import Herald
 from engine._bulk import load_file
 from plugins.customers import hooks as customers
 
@@ -48,6 +49,6 @@ async def test_a_file_load_snapshots_once_after_its_last_chunk(tmp_path):
 
 
 def customers_host(config: Config):
-    from engine import PluginHost
+    from engine.host import PluginHost
 
     return PluginHost.from_objects(config, [customers])

@@ -26,7 +26,8 @@ import orjson
 import pytest
 import trio
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 from engine._clients import KafkaClients
 from plugins.fitness import hooks as fitness
 from tests.test_cluster import SETTINGS, comparable, expected_run, post_all, user_events

@@ -11,7 +11,8 @@ import orjson
 import pytest
 import trio
 
-from engine import Config, Herald, Notify, PluginHost
+from engine import Config, Notify
+from engine.host import Herald, PluginHost
 from engine._cluster import Shard, is_fatal
 from plugins.fitness import hooks as fitness
 

@@ -106,7 +106,7 @@ class _Message:
 
 
 def _shard(retention: float = 86_400.0):
-    from engine import Herald, PluginHost
+    from engine.host import Herald, PluginHost
     from engine._cluster import Shard
 
     config = Config(cluster="127.0.0.1:9", dedupe_retention=retention)

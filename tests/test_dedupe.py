@@ -6,7 +6,8 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 from engine._dedupe import IdWindow, Recent
 from engine._journal import DB_NAME
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from engine import Config, Engine, EventType, PluginError, PluginHost, hookimpl
+from engine import Config, EventType, PluginError, hookimpl
+from engine.host import Engine, PluginHost
 from engine.testing import Simulation
 
 T = "2021-02-28T16:00:00Z"
@@ -146,7 +147,8 @@ def test_events_of_one_key_are_applied_in_arrival_order():
 async def test_a_crashing_source_is_restarted_with_backoff(autojump_clock):
     import trio
 
-    from engine import Config, Herald, PluginHost, hookimpl
+    from engine import Config, hookimpl
+    from engine.host import Herald, PluginHost
 
     runs = []
 

@@ -10,7 +10,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 from engine._journal import DB_NAME
 from plugins.fitness import hooks as fitness
 

@@ -109,6 +109,23 @@ async def _route_plugin_and_its_tests(code: str, autojump_clock, tmp_path) -> No
         del sys.modules["streaks"]
 
 
+async def _default_handler_plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
+    """docs/plugins.md's replacement default handler, then its test (one block: the plugin, then its test)."""
+    plugin_src, test_src = code.split("# test_unclaimed.py\n")
+    unclaimed = types.ModuleType("unclaimed")
+    exec(compile(plugin_src, "docs:unclaimed", "exec"), unclaimed.__dict__)
+    namespace = {"unclaimed": unclaimed}
+    exec(compile(test_src, "docs:test_unclaimed", "exec"), namespace)
+    await namespace["test_unclaimed_types_are_seen"](autojump_clock)
+
+
+async def _api_declaration(code: str, autojump_clock, tmp_path) -> None:
+    import engine
+
+    exec(compile(code, "docs:HERALD_API", "exec"), namespace := {})
+    assert namespace["HERALD_API"] == engine.API_VERSION  # the docs declare the version this Herald offers
+
+
 async def _claimed_by_the_plugin_example(code: str, autojump_clock, tmp_path) -> None:
     assert "async def test_" in code  # run together with the plugin it tests
 
@@ -189,6 +206,8 @@ RUNNERS = [  # the first whose marker an example holds runs it
     ("async def test_nudge", _simulation_docstring),
     ("Receiver.running()", _receiver_docstring),
     ("from web import", _imports_only),
+    ("def herald_default_handler(", _default_handler_plugin_and_its_test),
+    ('HERALD_API = "1"  #', _api_declaration),
 ]
 
 

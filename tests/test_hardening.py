@@ -233,7 +233,8 @@ async def test_herald_delivers_to_its_own_sink_with_the_token_and_to_nobody_else
         own, other = await receiver.wait_for(2)
         assert own["headers"]["authorization"] == f"Bearer {TOKEN}"
         assert "authorization" not in other["headers"]
-    from engine import Config, Herald
+    from engine import Config
+    from engine.host import Herald
 
     default = Herald(Config(admin_token=TOKEN, durability="memory", port=8123)).outbox.executors[Notify]
     assert default.credentials == {"http://127.0.0.1:8123/v1/notify": {"authorization": f"Bearer {TOKEN}"}}
@@ -412,7 +413,8 @@ async def served(plugins=None, **settings):
     ``connect(peer)`` is an httpx client whose requests come from the address ``peer`` (as hypercorn gives it)."""
     import httpx
 
-    from engine import Config, Herald
+    from engine import Config
+    from engine.host import Herald
     from engine._plugins import PluginHost
     from server import create_app
 
@@ -687,7 +689,7 @@ async def test_every_type_a_guarded_route_writes_is_refused_on_the_public_routes
     behind a credential declares it writes (x-herald-writes) is refused by POST /v1/event and /v1/events."""
     import importlib
 
-    from engine import available_plugins
+    from engine.host import available_plugins
 
     plugins = [(name, importlib.import_module(module)) for name, module in available_plugins().items()]
     async with app_client(plugins, admin_token=TOKEN) as (herald, client):
@@ -749,7 +751,8 @@ class _Leaky:
 
 @pytest.mark.parametrize(("token", "declared"), [(TOKEN, ("leaky.set",)), (None, ("leaky.kept", "nobody.declares.this"))])
 def test_a_guarded_route_that_declares_a_public_type_is_refused_when_the_app_is_built(token, declared):
-    from engine import Config, Herald, PluginError, PluginHost
+    from engine import Config, PluginError
+    from engine.host import Herald, PluginHost
     from server import create_app
 
     config = Config(durability="memory", admin_token=token)

@@ -67,7 +67,8 @@ def test_a_cluster_partition_addresses_it_to_the_configured_sink():
     """A cluster node's partition emits through a path of its own (its outbox), which addresses it too."""
     from datetime import datetime, timezone
 
-    from engine import Config, Event, Herald, PluginHost
+    from engine import Config, Event
+    from engine.host import Herald, PluginHost
     from engine._cluster import Shard, encode_event
     from tests.test_cluster_parts import _Message
 

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import attrs
 import pytest
 
-from engine import Config, EventType, Loader, PluginError, PluginHost, hookimpl
+from engine import Config, EventType, Loader, PluginError, hookimpl
+from engine.host import PluginHost
 
 
 def host(*plugins):

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import trio
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 from engine._cluster import _Healing
 from web.testing import app_client
 from plugins.fitness import hooks as fitness

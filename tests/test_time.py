@@ -141,7 +141,8 @@ async def test_live_then_restarts_then_journal_replay_fire_exactly_the_same_noti
     """The same events posted at full speed into a journaled Herald, with a clean stop and a crash in
     between (each restart replays the journal): the notifications are exactly those of living through
     it, each made once, with the same idempotency keys."""
-    from engine import Config, Herald, PluginHost
+    from engine import Config
+    from engine.host import Herald, PluginHost
 
     from .test_durability import crash_image
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 from engine import _formats as formats
 from engine import _journal, _snapshot
 from engine.cli import main as cli

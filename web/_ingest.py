@@ -24,7 +24,7 @@ from ._tail import EventTail
 from ._views import NDJSON_TYPES, SIMPLE_REQUEST_TYPES, error_body, json_media_type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["IngestApp", "respond_json", "EVENT_PATH", "BATCH_PATH", "LOAD_PREFIX", "MAX_LISTED_REJECTIONS"]
 

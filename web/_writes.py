@@ -6,7 +6,7 @@ admin token, the pages' sign-in, a plugin's own tokens) every such type must be
 internal: a public one could be sent to ``POST /v1/event(s)`` by anyone, without
 the token, and the check would guard nothing. :func:`check_writes` refuses to
 build an app that breaks this rule; :func:`enforce_writes` makes each guarded
-request say so to the engine (``engine.GUARDED_ROUTE``), whose
+request say so to the engine (``engine.host.GUARDED_ROUTE``), whose
 ``Context.accept`` then refuses public types, declared or not.
 """
 
@@ -16,7 +16,8 @@ from typing import Any, Iterator, Mapping
 
 from quart import g, request
 
-from engine import GUARDED_ROUTE, Origin, PluginError, PluginHost
+from engine import Origin, PluginError
+from engine.host import GUARDED_ROUTE, PluginHost
 
 from ._openapi import WRITES, _path, guard_of
 
@@ -77,7 +78,7 @@ def check_writes(app: Any, plugins: PluginHost, extra_paths: Mapping[str, Mappin
 
 
 def enforce_writes(app: Any) -> None:
-    """While a guarded route of ``app`` is served, ``engine.GUARDED_ROUTE`` names it (register the
+    """While a guarded route of ``app`` is served, ``engine.host.GUARDED_ROUTE`` names it (register the
     routes first): what the request accepts through ``Context.accept`` must then be internal."""
     guarded = guarded_endpoints(app)
     paths = {rule.rule: _path(rule.rule)[0] for rule in app.url_map.iter_rules()}  # as the document names them

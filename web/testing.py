@@ -16,7 +16,8 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from engine import Config, Herald, PluginHost
+from engine import Config
+from engine.host import Herald, PluginHost
 
 __all__ = ["app_client"]
 

@@ -14,6 +14,9 @@ from .model import RECEIVED, Receive, RejectedEvent, Session, StoredEvent
 from .store import Store
 from .validation import SHIPPED_SCHEMAS, SchemaRegistry
 
+#: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
+HERALD_API = "1"
+
 PLUGIN = "analytics"
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import orjson
 
 from engine import Event
-from engine import Refused, kafka_event_id
+from engine.kafka import Refused, kafka_event_id
 
 __all__ = ["USER_TOPIC", "BOOKING_TOPIC", "USER_UPDATED", "BOOKING_UPDATED", "ORPHANS", "TRIP_TYPES", "decode",
            "user_key", "normalise_user", "normalise_booking"]

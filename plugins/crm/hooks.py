@@ -13,6 +13,9 @@ from .keystore import KeyStore
 from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
+#: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
+HERALD_API = "1"
+
 PLUGIN = "crm"
 
 
@@ -37,7 +40,7 @@ def _make_parts(context: Context) -> dict[str, Any]:
     bootstrap = bootstrap_of(config)
     producer = None
     if bootstrap:
-        from engine import KafkaProducer
+        from engine.kafka import KafkaProducer
 
         producer = KafkaProducer(bootstrap, settings=config, **{"client.id": "herald-crm"})
     crm_url = config.plugin_setting(PLUGIN, "url", None)
@@ -79,7 +82,7 @@ def herald_sources(context: Context) -> list:
     found = parts(context)
     sources = [found["delivery"].run]
     if found["bootstrap"]:
-        from engine import KafkaSource
+        from engine.kafka import KafkaSource
 
         group = context.config.plugin_setting(PLUGIN, "group", "herald-crm")
         session = int(context.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))

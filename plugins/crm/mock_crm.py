@@ -22,7 +22,7 @@ import orjson
 from quart import Blueprint, Response, request
 
 from engine import InvalidEvent
-from engine import decode_json, tune_gc
+from engine import decode_json
 from web import json_media_type
 from web import error_response, json_body, operation
 from web import admin_guard, json_response
@@ -373,6 +373,8 @@ def _run(args: Any) -> int:
     import hypercorn.config
     import hypercorn.trio
     import trio
+
+    from engine.host import tune_gc  # this command runs a process of its own: a host, not a plugin
 
     config = hypercorn.config.Config()
     config.bind = [f"{args.host}:{args.port}"]

@@ -109,7 +109,7 @@ def add_commands(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from engine import KafkaProducer, ensure_topics
+    from engine.kafka import KafkaProducer, ensure_topics
 
     bootstrap = args.bootstrap or os.environ.get("HERALD_KAFKA_BOOTSTRAP")
     if not bootstrap:

@@ -9,6 +9,9 @@ from engine import REMOVED, Config, Context, Event, EventType, Loader, Origin, h
 from .messages import attribute_map, customer_key, fold_lines, parse_message
 from .model import Customer, apply_attributes, count_event, merge_attributes
 
+#: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
+HERALD_API = "1"
+
 CREATE, UPDATE, DELETE = "customers.create", "customers.update", "customers.delete"
 
 

@@ -10,6 +10,9 @@ from engine import non_negative
 from .rules import FitnessRules, FitnessState
 from .schemas import LAUNCH_SCHEMA, PROGRAM_SCHEMA, validate_program_event
 
+#: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
+HERALD_API = "1"
+
 
 def rules_from(config: Config) -> FitnessRules:
     """The rules with this configuration's thresholds."""

@@ -11,6 +11,9 @@ from .model import SEEN, Plan, on_seen
 from .poller import Poller
 from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
+#: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
+HERALD_API = "1"
+
 
 
 def parts(context: Context) -> tuple[SearchIndex, Poller]:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import trio
 
-from engine import Config, Event, Herald, PluginHost
+from engine import Config, Event
+from engine.host import Herald, PluginHost
 from engine._cluster import Shard, encode_event
 from engine._journal import DB_NAME
 

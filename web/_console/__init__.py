@@ -23,7 +23,7 @@ from .overview import Overview, add_overview
 from .pages import Missing
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["console_blueprints"]
 

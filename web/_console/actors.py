@@ -21,7 +21,7 @@ from .deliveries import receiver_of
 from .pages import Missing, paging
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["KeyOrder", "add_actors"]
 
@@ -102,11 +102,17 @@ def add_actors(bp: Blueprint, herald: "Herald") -> None:
             events, effects = await journal.query(lambda j: (j.events_of(key, RECENT), j.effects_naming(key, RECENT)))
         timers = _timers(view)
         states = [(name, _pretty(state)) for name, state in sorted(view["states"].items())]
+        # The default handler's state: the bundled one's counts by type, a replacement's shown as its JSON.
+        default = engine.plugins.default
+        unknown = view["unknown"] or None
+        if unknown is not None and not default.bundled:
+            unknown = (default.plugin, _pretty(unknown))
         cluster = herald.cluster
         replica_lag = None if cluster is None or cluster.owns(key) else cluster.replica_lag_of(key)
         return {
             "replica_lag": replica_lag,
             "key": key, "view": view, "timers": timers, "durable": journal.enabled, "states": states,
+            "counts": unknown if default.bundled else None, "default_state": None if default.bundled else unknown,
             "events": [(seq, e, _pretty(e.data)) for seq, e in events], "recent": RECENT,
             "effects": [{**row.to_json(), "receiver": receiver_of(row.to_json())} for row in effects],
             "figures": {"clock": instant(view["clock"]) if view["clock"] else "no event yet",

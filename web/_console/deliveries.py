@@ -13,7 +13,7 @@ from .._views import BadParameter, int_param
 from .pages import MAX_PER_PAGE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["STATUSES", "add_deliveries", "receiver_of"]
 

@@ -12,7 +12,7 @@ from .._tail import ACCEPTED, REJECTED, EventTail
 from .._views import BadParameter, int_param, json_response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["add_events"]
 

@@ -19,7 +19,7 @@ from .._rates import Rates
 from .._views import json_response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine import Herald
+    from engine.host import Herald
 
 __all__ = ["Overview", "add_overview", "duration"]
 

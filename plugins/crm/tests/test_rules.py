@@ -88,7 +88,7 @@ class _Message:
 
 
 def test_a_message_keeps_its_id_but_a_broker_that_forgot_its_offsets_cannot_reuse_one():
-    from engine import kafka_event_id
+    from engine.kafka import kafka_event_id
 
     before = _Message("internal_user_updated", b"{}", offset=3)
     again = _Message("internal_user_updated", b"{}", offset=3)

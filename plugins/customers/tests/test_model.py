@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine import Config, Engine, InvalidEvent, PluginHost, StateTable
+from engine import Config, InvalidEvent, StateTable
+from engine.host import Engine, PluginHost
 from plugins.customers import hooks
 from plugins.customers.messages import customer_key, fold_lines, parse_message
 from plugins.customers.model import Customer, apply_attributes, count_event, merge_attributes
