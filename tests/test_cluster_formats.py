@@ -19,7 +19,8 @@ import orjson
 import pytest
 import trio
 
-from engine import Config, Event, Herald, PluginHost
+from engine import Config, Event
+from engine.host import Herald, PluginHost
 from engine import _changelog as changelog
 from engine import _formats as formats
 from engine._cluster import EVENT_HEADERS, Shard, encode_event, event_format, partition_of

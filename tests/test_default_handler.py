@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from engine import Config, DefaultHandler, EventType, Notify, PluginError, hookimpl
-from engine.host import Herald, PluginHost
+from engine.host import PluginHost
 from engine.testing import Simulation
 from plugins.fitness import hooks as fitness
 

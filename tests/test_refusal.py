@@ -11,7 +11,6 @@ import time
 from typing import Any, Callable
 
 import httpx
-import pytest
 import trio
 
 from engine import Config

@@ -18,7 +18,8 @@ import pytest
 import trio
 
 import server
-from engine import Config, EventType, PluginError, PluginHost, hookimpl
+from engine import Config, EventType, PluginError, hookimpl
+from engine.host import PluginHost
 from engine import _journal
 from engine.testing import read_state
 from web.testing import app_client
@@ -373,7 +374,7 @@ async def test_a_snapshot_without_versions_holds_every_plugins_first_version(tmp
                                        herald_migrate_state=hookimpl(migrate))
     config = Config(data_dir=str(data), durability="batch", notify_url="http://127.0.0.1:9/unreachable")
     host = PluginHost.from_objects(config, [("fitness", fitness_v2), customers])
-    from engine import Herald
+    from engine.host import Herald
 
     views, _ = await served_answers(Herald(config, host, utcnow=lambda: answers["recorded_at"]), answers)
     fitness_actors = [key for key, view in answers["actors"].items() if "fitness" in (view or {}).get("states", {})]
@@ -397,7 +398,7 @@ async def test_a_disabled_plugins_states_are_named_not_dropped_silently(tmp_path
 
 
 def _shard(plugins: list):
-    from engine import Herald
+    from engine.host import Herald
     from engine._cluster import Shard
 
     config = Config(cluster="127.0.0.1:9")

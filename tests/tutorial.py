@@ -205,7 +205,8 @@ class InProcessShell:
         import httpx
 
         import server
-        from engine import Herald, PluginHost, cli
+        from engine import cli
+        from engine.host import Herald, PluginHost
 
         config = cli.serve_config(cli._parser([server._add_serve]).parse_args(argv))
         herald = Herald(config, PluginHost.from_config(config))

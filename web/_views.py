@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from quart import Response, request
 
-from engine import InvalidEvent, decode_json
+from engine import decode_json
 
 __all__ = ["BadParameter", "NDJSON_TYPES", "SIMPLE_REQUEST_TYPES", "UnsupportedMediaType", "error_body", "int_param",
            "json_media_type", "json_response", "read_json"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import time
 from datetime import datetime, timezone
-from typing import Any
 
 from quart import Blueprint, Response
 

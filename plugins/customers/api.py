@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from engine import Context, Event, InvalidEvent, new_event_id
 from web import ERROR_SCHEMA, json_body, operation
