@@ -17,7 +17,8 @@ from ._event import MAX_JSON_DEPTH, Event, InvalidEvent, decode_json, new_event_
 from ._plugins import EventType, Loader, Origin, PluginError
 from ._config import Config, ConfigError, non_negative, positive
 from ._journal import JournalError
-from ._kafka import KafkaProducer, KafkaSource, Refused, ensure_topics, kafka_event_id
+from ._clients import KafkaClients
+from ._kafka import KafkaProducer, KafkaSource, Refused, SourceFailed, ensure_topics, kafka_event_id
 from ._outbox import DeliveryError, Signer
 from ._redact import redact_text, redact_url
 from .hookspecs import hookimpl, hookspec
@@ -39,6 +40,7 @@ __all__ = [
     "EventType",
     "InvalidEvent",
     "JournalError",
+    "KafkaClients",
     "KafkaProducer",
     "KafkaSource",
     "LoadReport",
@@ -51,6 +53,7 @@ __all__ = [
     "Refused",
     "SetTimer",
     "Signer",
+    "SourceFailed",
     "StateTable",
     "Timer",
     "TimerView",
