@@ -299,16 +299,14 @@ class KafkaSource:
                 except kafka.KafkaException as exc:
                     errors.append(exc.args[0])
                     messages = []
-                failed = errors or [m.error() for m in messages if is_fatal(m.error())]
-                if failed:
-                    reason = f"the consumer failed: {failed[0].str() if hasattr(failed[0], 'str') else failed[0]}"
-                    self.health["last_error"] = reason
-                    raise SourceFailed(f"{self.name}: {reason}; it is made again")
+                if errors:
+                    self._failed(errors[0])
                 if messages:
                     await self._handle(consumer, messages)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(consumer.close)
+                with trio.move_on_after(10):  # a failed consumer's close may hang on the broker: left behind
+                    await trio.to_thread.run_sync(consumer.close, abandon_on_cancel=True)
                 if self._dlq is not None:
                     await trio.to_thread.run_sync(self._dlq.flush_blocking, 5.0)
 
@@ -326,12 +324,19 @@ class KafkaSource:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _failed(self, error: Any) -> None:
+        reason = f"the consumer failed: {error.str() if hasattr(error, 'str') else error}"
+        self.health["last_error"] = reason
+        raise SourceFailed(f"{self.name}: {reason}; it is made again")
+
     async def _handle(self, consumer: Any, messages: list[Any]) -> None:
         events: list[Event] = []
         refused: list[tuple[Any, str]] = []
         for message in messages:
             error = message.error()
             if error is not None:
+                if is_fatal(error):  # nothing of this batch is accepted: the next consumer reads it again
+                    self._failed(error)
                 if not error.retriable() and error.code() != _kafka().KafkaError._PARTITION_EOF:
                     self.health["last_error"] = str(error)
                     log.warning("%s: %s", self.name, error)
