@@ -293,7 +293,7 @@ class Shard:
         for kind, data in doc.get("pending", ()):
             cls = kinds.get(kind)
             if cls is None:
-                log.error("partition %d: a pending %s effect has no executor here; dropped", self.number, kind)
+                self.log.error("partition %d: a pending %s effect has no executor here; dropped", self.number, kind)
                 continue
             effects.append(converter.structure(data, cls))
         return effects
@@ -1022,7 +1022,8 @@ class Cluster:
     def _caught_up(self, shard: Shard) -> None:
         shard.ready = True
         shard.restore_seconds = time.monotonic() - shard.assigned_at
-        shard.log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors), shard.offset)
+        shard.log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors),
+                       shard.offset)
         self._announce_now()
         self._tick(shard)  # overdue timers fire at once, through the log
 
@@ -1145,8 +1146,9 @@ class Cluster:
             self._token.run_sync_soon(self._fault, f"the changelog producer failed: {fatal.str()}", epoch)
             return False
         if left or errors:
-            log.warning("partition %d: the changelog did not take this node's claim (%s); going on without it",
-                        partition, errors or "timed out")
+            self.log.with_fields(partition=partition).warning(
+                "partition %d: the changelog did not take this node's claim (%s); going on without it",
+                partition, errors or "timed out")
         return True
 
     async def _revoked(self, partitions: list[int], graceful: bool) -> None:
@@ -1216,7 +1218,7 @@ class Cluster:
                 return
             herald = self.herald
             if not await self._flush_world_sinks(herald.config.drain_timeout):
-                log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
+                shard.log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
                 return
             if not self._holds(shard, epoch):
                 return
@@ -1342,14 +1344,16 @@ class Cluster:
             ckpt = marker.ckpt.encode()
             pieces = [m.value() for m in self._read(reader, partition, marker.first, marker.at) if _piece_of(m, ckpt)]
             if len(pieces) != marker.pieces:
-                log.warning("partition %d: checkpoint %s (changelog offset %d) is incomplete; trying an older one",
-                            partition, marker.ckpt, marker.at)
+                self.log.with_fields(partition=partition).warning(
+                    "partition %d: checkpoint %s (changelog offset %d) is incomplete; trying an older one",
+                    partition, marker.ckpt, marker.at)
                 continue
             later = [m for m in markers if m.at > marker.at]
             if later:
-                log.warning("partition %d: restoring the checkpoint at changelog offset %d (owner epoch %d, input "
-                            "offset %d), not the later one(s) at %s: written by an earlier owner (a stalled node)",
-                            partition, marker.at, marker.rank, marker.offset, [m.at for m in later])
+                self.log.with_fields(partition=partition).warning(
+                    "partition %d: restoring the checkpoint at changelog offset %d (owner epoch %d, input offset %d), "
+                    "not the later one(s) at %s: written by an earlier owner (a stalled node)",
+                    partition, marker.at, marker.rank, marker.offset, [m.at for m in later])
             self._last_end[partition] = marker.at
             self._last_keys[partition] = (marker.ckpt, marker.pieces)
             return orjson.loads(b"".join(pieces)), events_end, max(newest, marker.rank)

@@ -55,6 +55,9 @@ class _Message:
     def value(self) -> bytes | None:
         return self._v
 
+    def headers(self) -> None:
+        return None
+
     def timestamp(self) -> tuple[int, int]:
         return 1, 1_614_585_600_000
 
@@ -284,7 +287,7 @@ async def test_the_replicas_consumer_is_made_again_after_a_fatal_error_and_resum
     assert replica.applied == 3 and cluster.outside["replica"].heals == 1 and not ended
 
 
-async def test_a_group_consumer_that_raises_heals_the_node(autojump_clock):
+async def test_a_group_consumer_that_raises_heals_the_node():  # (real time: its close is bounded by 5 s)
     clients = _Scripted([_failing("raised")])
     herald, cluster, ended = node(kafka=clients)
     owning(cluster, 2)
