@@ -131,7 +131,9 @@ async def test_a_fatal_client_error_heals_the_node_and_loses_nothing(kafka_boots
             if fault == "producer":
                 clients.fence_producer()
                 refused = await client.post("/v1/events", json=batches[half])  # reaches the broker, reported fenced
-                assert refused.status_code == 503 and refused.json()["error"]["code"] == "healing", refused.text
+                # (healing; or restoring already, when the new clients answered before this answer was made)
+                assert refused.status_code == 503 and refused.json()["error"]["code"] in ("healing", "restoring"), \
+                    refused.text
             else:
                 clients.fail_consumer()  # (librdkafka calls it from its own thread: the node hears it soon)
                 with trio.fail_after(1):
