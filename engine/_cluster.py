@@ -65,7 +65,8 @@ from ._formats import EVENT_FORMAT, EVENT_FORMATS, NewerFormat, record_format
 from ._formats import CHECKPOINT_SNAPSHOT_FORMAT
 from ._states import UnencodableState
 from ._journal import JournalError
-from ._kafka import _kafka, ensure_topics, kafka_settings
+from ._kafka import _kafka, ensure_topics, is_fatal, kafka_settings
+from ._logs import FieldsLog
 from ._metrics import Metrics
 from ._outbox import effect_key
 from ._refusal import Refusal
@@ -89,24 +90,6 @@ HEAL_WINDOW = 30.0
 #: Once healed, a node that was not given a partition within this many seconds accepts anyway.
 REJOIN_WAIT = 5.0
 
-#: Errors after which a Kafka client cannot go on (librdkafka's fatal ones and their kin): the node
-#: heals, with new clients.
-_FATAL_NAMES = ("_FATAL", "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "UNKNOWN_PRODUCER_ID",
-                "OUT_OF_ORDER_SEQUENCE_NUMBER", "INVALID_PRODUCER_ID_MAPPING", "_MAX_POLL_EXCEEDED",
-                "FENCED_INSTANCE_ID", "_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED",
-                "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED")
-
-
-def is_fatal(error: Any) -> bool:
-    """Whether a Kafka error means the client that met it cannot go on (see :data:`_FATAL_NAMES`)."""
-    if error is None:
-        return False
-    if error.fatal():
-        return True
-    kafka = _kafka()
-    return error.code() in {getattr(kafka.KafkaError, n) for n in _FATAL_NAMES if hasattr(kafka.KafkaError, n)}
-
-
 def exit_process(line: str) -> None:
     """The default end of a node whose Kafka clients cannot be healed: one line, exit status 70, so that
     its supervisor restarts it (threads stuck in librdkafka cannot hold the exit back)."""
@@ -125,6 +108,26 @@ class _Healing:
         self.phase = "healing"
         #: When the new consumer subscribed (monotonic), for the wait for an assignment.
         self.subscribed: float | None = None
+
+
+class _ClientFailed(Exception):
+    """A consumer outside the group (the replicas', the directory's) met a fatal error: it is made again."""
+
+
+class _Outside:
+    """The heal state of a consumer outside the group: why it failed (None: it works), since when, how
+    many faults came one after another (each within :data:`HEAL_WINDOW` of the last heal), heals so far."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.since = 0.0
+        self.faults = 0
+        self.healed_at = -math.inf
+        self.heals = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"healing": self.reason, "heals": self.heals,
+                "seconds": None if self.reason is None else round(time.monotonic() - self.since, 3)}
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -183,6 +186,8 @@ class Shard:
         self.number = number
         #: A replica applies the partition for reads only: its effects reach local views, nothing else.
         self.replica = replica
+        #: The node's log, naming this partition (and whether this is its replica) in every record.
+        self.log = cluster.log.with_fields(partition=number, **({"replica": True} if replica else {}))
         herald = cluster.herald
         config = herald.config
         #: The wall reading of the last message applied (message timestamps never go back here).
@@ -190,7 +195,7 @@ class Shard:
         self.engine = Engine(
             herald.plugins, emit=self._emit, record=None, wall=self._read_wall, utcnow=herald.utcnow,
             max_skew=math.inf, lateness=config.allowed_lateness, metrics=cluster.shard_metrics,
-            notify_url=config.effective_notify_url,
+            notify_url=config.effective_notify_url, log_fields=self.log.extra,
         )
         self.ids = IdWindow(config.dedupe_retention, config.dedupe_max)
         #: The next offset of the events partition to apply.
@@ -250,7 +255,7 @@ class Shard:
             try:
                 event = decode_event(value)
             except Exception as exc:  # never written by Herald: skip it, loudly, and go on
-                log.error("partition %d offset %d: not an event (%s); skipped", self.number, message.offset(), exc)
+                self.log.error("partition %d offset %d: not an event (%s); skipped", self.number, message.offset(), exc)
             else:
                 if not self.ids.remember(event.key, event.id, wall):  # a repeat of (key, id)
                     self.duplicates += 1
@@ -290,7 +295,7 @@ class Shard:
         for kind, data in doc.get("pending", ()):
             cls = kinds.get(kind)
             if cls is None:
-                log.error("partition %d: a pending %s effect has no executor here; dropped", self.number, kind)
+                self.log.error("partition %d: a pending %s effect has no executor here; dropped", self.number, kind)
                 continue
             effects.append(converter.structure(data, cls))
         return effects
@@ -338,7 +343,7 @@ class Cluster:
 
     def __init__(self, herald: Any, clients: KafkaClients | None = None, *,
                  give_up: Callable[[str], None] | None = None) -> None:
-        #: The :class:`engine.Herald` this node runs (its plugins, outbox, sinks, metrics and config).
+        #: The :class:`engine.host.Herald` this node runs (its plugins, outbox, sinks, metrics and config).
         self.herald = herald
         #: Makes this node's producers and consumers (a test's may fail on purpose).
         self.clients = clients or KafkaClients()
@@ -350,6 +355,8 @@ class Cluster:
         self.partitions = config.cluster_partitions
         self.events_topic, self.changelog_topic, self.nodes_topic = topics_of(self.name)
         self.node = config.node_id or f"{socket.gethostname()}:{config.port}:{os.getpid()}"
+        #: This node's log: every record names the node (a shard's adds its partition).
+        self.log = FieldsLog(log, node=self.node)
         self.url = config.node_url or config.self_url
         self.shards: dict[int, Shard] = {}
         #: Whether this node keeps a read replica of every partition (``HERALD_CLUSTER_REPLICAS``).
@@ -361,6 +368,10 @@ class Cluster:
         #: The shards' engines share one set of metrics, apart from the node's (their gauges are summed here).
         self.shard_metrics = Metrics()
         self.directory = _Directory(ttl=max(3.0, 3 * config.cluster_announce))
+        #: The next offset of the nodes topic to read (None: start shortly before its end).
+        self._directory_offset: int | None = None
+        #: The consumers outside the group, each made again after a fatal error (see :meth:`_keep_outside`).
+        self.outside = {"replica": _Outside(), "directory": _Outside()}
         self.rebalances = 0
         self.assigned_at: float | None = None
         self.restored_actors = 0
@@ -523,6 +534,7 @@ class Cluster:
                 "reason": healing.reason, "phase": healing.phase,
                 "seconds": round(time.monotonic() - healing.started, 3)},
             "heals": self.heals,
+            "consumers": {name: state.to_json() for name, state in self.outside.items()},
             "nodes": self.directory.live(time.time()),
         }
 
@@ -602,7 +614,7 @@ class Cluster:
             while any(self._readable_offset(p) <= o for p, o in offsets.items()) and self.failure is None:
                 await self._progressed.wait()
             return
-        log.warning("accepted events were not applied here within %g s (a restore or a rebalance?)",
+        self.log.warning("accepted events were not applied here within %g s (a restore or a rebalance?)",
                     self.herald.config.cluster_produce_timeout)
 
     def _progress(self) -> None:
@@ -724,7 +736,7 @@ class Cluster:
                         self._produce(self._producer, self.nodes_topic,
                                       orjson.dumps({"node": self.node, "left": True}), 0, self.node.encode(), None)
                     except _kafka().KafkaException as exc:
-                        log.warning("announcing the leave: %s", exc)
+                        self.log.warning("announcing the leave: %s", exc)
                 await trio.to_thread.run_sync(self._producer.flush, 5.0)
 
     # -- the consumer group ----------------------------------------------------------------
@@ -784,8 +796,14 @@ class Cluster:
                     consumer.commit(offsets=[kafka.TopicPartition(self.events_topic, p, o) for p, o in commits.items()],
                                     asynchronous=True)
                 except kafka.KafkaException as exc:
-                    log.debug("commit: %s", exc)
-            messages = consumer.consume(BATCH, 0.1)
+                    self.log.debug("commit: %s", exc)
+            try:
+                messages = consumer.consume(BATCH, 0.1)
+            except kafka.KafkaException as exc:  # the consumer itself cannot go on: heal, as for a fatal error
+                error = exc.args[0] if exc.args else exc
+                token.run_sync_soon(self._fault, f"the consumer failed: {getattr(error, 'str', error.__str__)()}",
+                                    epoch)
+                return [], None
             return messages, self._highs(consumer, list(self.shards)) if measure else None
 
         try:
@@ -795,7 +813,7 @@ class Cluster:
                 started = time.monotonic()
                 if epoch == self._epoch:
                     await trio.to_thread.run_sync(consumer.close)  # revokes (and so checkpoints) what it owns
-                    log.info("left the consumer group in %.3f s", time.monotonic() - started)
+                    self.log.info("left the consumer group in %.3f s", time.monotonic() - started)
                 else:
                     # A faulted generation: its partitions are given up already (nothing is checkpointed on
                     # the way out); a close that hangs on an unreachable broker is left behind.
@@ -834,7 +852,7 @@ class Cluster:
         """Something only an operator can judge happened (the broker lost data): stop taking events."""
         if self.failure is None:
             self.failure = reason
-            log.error("the cluster cannot go on: %s. This node refuses events (503) and applies nothing more; "
+            self.log.error("the cluster cannot go on: %s. This node refuses events (503) and applies nothing more; "
                       "restart the nodes once the broker holds the topics again (see docs/cluster.md)", reason)
             herald = self.herald
             herald.ready = False
@@ -861,7 +879,7 @@ class Cluster:
             self._epoch += 1
             line = (f"the cluster's Kafka clients failed {self._faults_in_row} times in a row, the last time: "
                     f"{reason}; exiting for a restart")
-            log.critical("%s", line)
+            self.log.critical("%s", line)
             self.fail(line)
             self.give_up(line)
             return
@@ -874,11 +892,11 @@ class Cluster:
         self._producer = self._changelog = None
         if self._healing is None:
             self._healing = _Healing(reason)
-            log.warning("healing: %s; gave up partitions %s, making new Kafka clients and rejoining the group",
+            self.log.warning("healing: %s; gave up partitions %s, making new Kafka clients and rejoining the group",
                         reason, owned)
         else:
             self._healing.reason, self._healing.phase = reason, "healing"
-            log.warning("healing again (attempt %d of %d): %s", self._faults_in_row, limit, reason)
+            self.log.warning("healing again (attempt %d of %d): %s", self._faults_in_row, limit, reason)
         self._progress()
 
     def _fault_stalled(self) -> None:
@@ -917,7 +935,7 @@ class Cluster:
                     await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=2),
                                                   abandon_on_cancel=True)
                 except Exception as exc:  # unreachable: not the clients' fault, wait for it
-                    log.debug("healing: the broker does not answer yet (%s)", exc)
+                    self.log.debug("healing: the broker does not answer yet (%s)", exc)
                     await trio.sleep(0.2)
                 else:
                     self._broker_seen = time.monotonic()
@@ -936,7 +954,7 @@ class Cluster:
             return
         self.heals += 1
         self._healed_at = time.monotonic()
-        log.warning("healed in %.2f s (from: %s): %s; owns partitions %s, accepting again",
+        self.log.warning("healed in %.2f s (from: %s): %s; owns partitions %s, accepting again",
                     self._healed_at - healing.started, healing.reason, how, sorted(self.shards))
         self._progress()
 
@@ -950,7 +968,7 @@ class Cluster:
                         producer.purge()
                         producer.flush(0)
                     except Exception as exc:
-                        log.debug("dropping a failed producer: %s", exc)
+                        self.log.debug("dropping a failed producer: %s", exc)
 
         with trio.move_on_after(10):
             await trio.to_thread.run_sync(drop, abandon_on_cancel=True)
@@ -990,7 +1008,7 @@ class Cluster:
                     self._fault(f"the consumer failed: {error.str()}", self._epoch)
                     return
                 if error.code() != kafka.KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", error)
+                    self.log.warning("consumer: %s", error)
                 continue
             shard = shards.get(message.partition())
             if shard is None or message.offset() < shard.offset:
@@ -1006,7 +1024,8 @@ class Cluster:
     def _caught_up(self, shard: Shard) -> None:
         shard.ready = True
         shard.restore_seconds = time.monotonic() - shard.assigned_at
-        log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors), shard.offset)
+        shard.log.info("partition %d ready: %d actors, at offset %d", shard.number, len(shard.engine.actors),
+                       shard.offset)
         self._announce_now()
         self._tick(shard)  # overdue timers fire at once, through the log
 
@@ -1051,7 +1070,7 @@ class Cluster:
                 try:
                     await self._restore(reader, p, offsets)
                 except Exception as exc:  # a checkpoint this node cannot read: stop, loudly, rather than crash
-                    log.exception("restoring partition %d failed", p)
+                    self.log.with_fields(partition=p).exception("restoring partition %d failed", p)
                     kafka = _kafka()
                     code = exc.args[0].code() if isinstance(exc, kafka.KafkaException) and exc.args else None
                     if code in (kafka.KafkaError._UNKNOWN_PARTITION, kafka.KafkaError._UNKNOWN_TOPIC,
@@ -1065,7 +1084,8 @@ class Cluster:
             if reader is not None:
                 await trio.to_thread.run_sync(reader.close)
         self.restore_seconds += time.monotonic() - started
-        log.info("assigned partitions %s (resuming at %s) in %.3f s", partitions, offsets, time.monotonic() - started)
+        self.log.info("assigned partitions %s (resuming at %s) in %.3f s", partitions, offsets,
+                      time.monotonic() - started, extra={"partitions": partitions})
         if epoch != self._epoch:
             for p in offsets:
                 self.shards.pop(p, None)
@@ -1128,8 +1148,9 @@ class Cluster:
             self._token.run_sync_soon(self._fault, f"the changelog producer failed: {fatal.str()}", epoch)
             return False
         if left or errors:
-            log.warning("partition %d: the changelog did not take this node's claim (%s); going on without it",
-                        partition, errors or "timed out")
+            self.log.with_fields(partition=partition).warning(
+                "partition %d: the changelog did not take this node's claim (%s); going on without it",
+                partition, errors or "timed out")
         return True
 
     async def _revoked(self, partitions: list[int], graceful: bool) -> None:
@@ -1148,12 +1169,13 @@ class Cluster:
                 try:
                     await self.checkpoint(shard)
                 except Exception:
-                    log.exception("final checkpoint of partition %d failed; its next owner replays more", p)
+                    shard.log.exception("final checkpoint of partition %d failed; its next owner replays more", p)
             self.shards.pop(p, None)
             for key in shard.pending:
                 self.pending_of.pop(key, None)
             self.lag.pop(p, None)
-        log.info("revoked partitions %s (%s)", partitions, "handed over" if graceful else "lost")
+        self.log.info("revoked partitions %s (%s)", partitions, "handed over" if graceful else "lost",
+                      extra={"partitions": partitions})
         self._announce_now()
         self._update_singletons()
 
@@ -1183,7 +1205,7 @@ class Cluster:
                     try:
                         await self.checkpoint(shard)
                     except Exception:
-                        log.exception("checkpoint of partition %d failed; retrying", shard.number)
+                        shard.log.exception("checkpoint of partition %d failed; retrying", shard.number)
 
     def _holds(self, shard: Shard, epoch: int) -> bool:
         """Whether ``shard`` is still this node's, in client generation ``epoch``, with no stall since (a
@@ -1198,7 +1220,7 @@ class Cluster:
                 return
             herald = self.herald
             if not await self._flush_world_sinks(herald.config.drain_timeout):
-                log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
+                shard.log.warning("checkpoint of partition %d skipped: effect sinks did not drain", shard.number)
                 return
             if not self._holds(shard, epoch):
                 return
@@ -1328,14 +1350,16 @@ class Cluster:
             ckpt = marker.ckpt.encode()
             pieces = [m.value() for m in self._read(reader, partition, marker.first, marker.at) if _piece_of(m, ckpt)]
             if len(pieces) != marker.pieces:
-                log.warning("partition %d: checkpoint %s (changelog offset %d) is incomplete; trying an older one",
-                            partition, marker.ckpt, marker.at)
+                self.log.with_fields(partition=partition).warning(
+                    "partition %d: checkpoint %s (changelog offset %d) is incomplete; trying an older one",
+                    partition, marker.ckpt, marker.at)
                 continue
             later = [m for m in markers if m.at > marker.at]
             if later:
-                log.warning("partition %d: restoring the checkpoint at changelog offset %d (owner epoch %d, input "
-                            "offset %d), not the later one(s) at %s: written by an earlier owner (a stalled node)",
-                            partition, marker.at, marker.rank, marker.offset, [m.at for m in later])
+                self.log.with_fields(partition=partition).warning(
+                    "partition %d: restoring the checkpoint at changelog offset %d (owner epoch %d, input offset %d), "
+                    "not the later one(s) at %s: written by an earlier owner (a stalled node)",
+                    partition, marker.at, marker.rank, marker.offset, [m.at for m in later])
             self._last_end[partition] = marker.at
             self._last_keys[partition] = (marker.ckpt, marker.pieces)
             return orjson.loads(b"".join(pieces)), events_end, max(newest, marker.rank)
@@ -1400,51 +1424,67 @@ class Cluster:
     async def _replicate(self) -> None:
         """Follow every partition outside the group, for reads: restore each from its latest checkpoint,
         then apply what follows. Replicas fire their timers by the log's ticks, as owners do, and send
-        their effects to local views only: every node reads every actor, and views see every partition."""
-        kafka = _kafka()
+        their effects to local views only: every node reads every actor, and views see every partition.
+        A fatal error of the replicas' consumer makes a new one, resuming where each replica stands."""
+        await self._keep_outside("replica", self._replicate_once)
+
+    async def _restore_replicas(self) -> None:
+        """Make the replicas not made yet, each from its partition's latest checkpoint."""
         reader = await trio.to_thread.run_sync(self._reader)
         # Local views live in this process only: rebuilt from the start of the log (what the topic still
         # holds), they see every event; from a checkpoint they would miss what came before it.
         rebuild = any(getattr(sink, "local_view", False) for sink in self.herald.sinks.values())
         try:
-            offsets = []
             for p in range(self.partitions):
+                if p in self.replica_shards:
+                    continue
                 shard = Shard(self, p, replica=True)
-                doc, end, _ = await trio.to_thread.run_sync(self._read_checkpoint, reader, p)
+                doc, end, _ = await self._outside_call("the replicas' reader", self._read_checkpoint, reader, p)
                 if doc is not None and not rebuild:
                     shard.restore(doc)
                 shard.catch_up_to = end
                 shard.ready = shard.offset >= end
                 self.replica_shards[p] = shard
-                offsets.append(kafka.TopicPartition(self.events_topic, p, shard.offset))
         finally:
-            await trio.to_thread.run_sync(reader.close)
+            await self._close_outside(reader)
+
+    async def _replicate_once(self) -> None:
+        """One consumer of the replicas: it runs until the node stops, or raises :class:`_ClientFailed`."""
+        kafka = _kafka()
+        if len(self.replica_shards) < self.partitions:
+            await self._restore_replicas()
+        errors: list[Any] = []
         consumer = self.clients.consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.replica.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
-            "auto.offset.reset": "error",
+            "auto.offset.reset": "error", "error_cb": self._noting(errors),
         }))
-        consumer.assign(offsets)
         last = 0.0
 
         def step(measure: bool) -> tuple[list, dict[int, int] | None]:
             messages = consumer.consume(BATCH, 0.1)
             return messages, self._highs(consumer, range(self.partitions)) if measure else None
 
+        what = "the replicas' consumer"
         try:
+            await self._outside_call(what, consumer.assign, [
+                kafka.TopicPartition(self.events_topic, p, shard.offset)
+                for p, shard in sorted(self.replica_shards.items())])
             while not self._stopping:
                 now = time.monotonic()
                 measure = now - last >= 0.5
                 if measure:
                     last = now
-                messages, highs = await trio.to_thread.run_sync(step, measure)
+                messages, highs = await self._outside_call(what, step, measure)
+                self._raise_fatal(what, errors)
                 for message in messages:
                     error = message.error()
                     if error is not None:
+                        self._raise_fatal(what, (error,))
                         if error.code() == kafka.KafkaError._AUTO_OFFSET_RESET:
                             self.fail(f"replica of partition {message.partition()}: {error.str()}: the broker lost data")
                         elif error.code() != kafka.KafkaError._PARTITION_EOF:
-                            log.warning("replica consumer: %s", error)
+                            self.log.warning("replica consumer: %s", error)
                         continue
                     shard = self.replica_shards.get(message.partition())
                     if shard is not None and message.offset() >= shard.offset:
@@ -1462,12 +1502,90 @@ class Cluster:
                             self.replica_lag[p] = max(0, high - shard.offset)
                             if not shard.ready and high <= shard.offset:
                                 shard.ready = True
+                self._outside_works("replica")
                 if messages or highs:
                     self._progress()
                 await trio.sleep(0)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(consumer.close)
+            await self._close_outside(consumer)
+
+    # -- consumers outside the group: made again after a fatal error ------------------------------
+
+    async def _keep_outside(self, name: str, run: Callable[[], Any]) -> None:
+        """Run a consumer outside the group (``run``: one consumer's life) and make a new one, with backoff,
+        whenever a fatal error ends it; after ``HERALD_CLUSTER_HEAL_ATTEMPTS`` faults in a row (each within
+        :data:`HEAL_WINDOW` of the last heal) the node fails and exits with one line, as for the group's
+        clients. These consumers feed reads (replicas, the directory), never ingestion: the node goes on
+        accepting meanwhile, and ``/healthz`` tells it under ``cluster.consumers``."""
+        state = self.outside[name]
+        delay = 0.2
+        while not self._stopping and self.failure is None:
+            try:
+                await run()
+                return
+            except _ClientFailed as exc:
+                reason = str(exc)
+            now = time.monotonic()
+            if state.reason is None and now - state.healed_at > HEAL_WINDOW:
+                state.faults, delay = 0, 0.2
+            state.faults += 1
+            limit = self.herald.config.cluster_heal_attempts
+            if state.faults > limit:
+                line = (f"the {name} consumer failed {state.faults} times in a row, the last time: {reason}; "
+                        "exiting for a restart")
+                self.log.critical("%s", line)
+                self.fail(line)
+                self.give_up(line)
+                return
+            if state.reason is None:
+                state.since = now
+            state.reason = reason
+            self.log.warning("%s; making a new %s consumer in %.1f s (attempt %d of %d)", reason, name, delay,
+                             state.faults, limit)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _outside_works(self, name: str) -> None:
+        """A consumer outside the group got through a turn without a fatal error: healed, if it was healing."""
+        state = self.outside[name]
+        if state.reason is not None:
+            self.log.warning("the %s consumer healed in %.2f s (from: %s)", name, time.monotonic() - state.since,
+                             state.reason)
+            state.reason = None
+            state.heals += 1
+            state.healed_at = time.monotonic()
+
+    @staticmethod
+    def _noting(errors: list) -> Callable[[Any], None]:
+        """An ``error_cb`` keeping the fatal errors a client reports (served in the thread that polls it)."""
+        def noted(error: Any) -> None:
+            if is_fatal(error):
+                errors.append(error)
+        return noted
+
+    @staticmethod
+    async def _outside_call(what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` of a consumer outside the group, in a worker thread: a Kafka error it raises means
+        the client cannot go on (:class:`_ClientFailed`)."""
+        kafka = _kafka()
+        try:
+            return await trio.to_thread.run_sync(call, *args)
+        except kafka.KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+            raise _ClientFailed(f"{what} failed: {error.str() if hasattr(error, 'str') else error}") from None
+
+    @staticmethod
+    def _raise_fatal(what: str, errors: Sequence[Any]) -> None:
+        for error in errors:
+            if error is not None and is_fatal(error):
+                raise _ClientFailed(f"{what} failed: {error.str()}")
+
+    @staticmethod
+    async def _close_outside(consumer: Any) -> None:
+        """Close a consumer outside the group; one that hangs (a failed client, an unreachable broker) is left
+        behind after 5 s."""
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await trio.to_thread.run_sync(consumer.close, abandon_on_cancel=True)
 
     # -- ticks and announcements -----------------------------------------------------------
 
@@ -1476,7 +1594,7 @@ class Cluster:
             try:
                 self._produce(self._producer, self.events_topic, None, shard.number, None, None)
             except _kafka().KafkaException as exc:  # the next interval ticks again
-                log.warning("tick of partition %d: %s", shard.number, exc)
+                shard.log.warning("tick of partition %d: %s", shard.number, exc)
 
     async def _tick_loop(self) -> None:
         """Partitions holding timers get a tick each interval: their timers fire by the log's time."""
@@ -1497,7 +1615,7 @@ class Cluster:
             try:
                 self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), None)
             except _kafka().KafkaException as exc:
-                log.warning("announcing the leave: %s", exc)
+                self.log.warning("announcing the leave: %s", exc)
             return
         # Healing, or woken from a stall: no partitions (they are someone else's by now).
         serving = () if self._healing is not None or self._stale() else self.shards.items()
@@ -1512,7 +1630,7 @@ class Cluster:
         try:
             self._produce(self._producer, self.nodes_topic, orjson.dumps(doc), 0, self.node.encode(), pulse)
         except _kafka().KafkaException as exc:  # the next interval announces again
-            log.warning("announcement: %s", exc)
+            self.log.warning("announcement: %s", exc)
 
     def _pulse(self, error: Any, epoch: int) -> None:
         """An announcement's delivery report: the broker's pulse. Only a produce that succeeds proves the
@@ -1537,7 +1655,7 @@ class Cluster:
                 metadata = await trio.to_thread.run_sync(lambda: producer.list_topics(self.events_topic, timeout=2),
                                                          abandon_on_cancel=True)
             except Exception as exc:  # the broker is unreachable: not a loss of data (yet)
-                log.debug("metadata: %s", exc)
+                self.log.debug("metadata: %s", exc)
                 continue
             topic = metadata.topics.get(self.events_topic)
             if topic is None or topic.error is not None or len(topic.partitions) != self.partitions:
@@ -1556,26 +1674,44 @@ class Cluster:
             await trio.sleep(interval)
 
     async def _listen(self) -> None:
-        """Follow the nodes topic (from shortly before its end) to know who serves what."""
+        """Follow the nodes topic (from shortly before its end) to know who serves what; a fatal error of
+        its consumer makes a new one, resuming where the last one stopped."""
+        await self._keep_outside("directory", self._listen_once)
+
+    async def _listen_once(self) -> None:
         kafka = _kafka()
+        errors: list[Any] = []
         reader = self.clients.consumer(kafka_settings(self.herald.config, "consumer", {
             "bootstrap.servers": self.bootstrap, "group.id": f"{self.name}.directory.{self.node}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50, "session.timeout.ms": 6000,
+            "error_cb": self._noting(errors),
         }))
-        try:
+
+        def start() -> None:
             tp = kafka.TopicPartition(self.nodes_topic, 0)
-            low, high = await trio.to_thread.run_sync(lambda: reader.get_watermark_offsets(tp, timeout=10, cached=False))
-            reader.assign([kafka.TopicPartition(self.nodes_topic, 0, max(low, high - 500))])
+            if self._directory_offset is None:
+                low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+                self._directory_offset = max(low, high - 500)
+            reader.assign([kafka.TopicPartition(self.nodes_topic, 0, self._directory_offset)])
+
+        what = "the directory's consumer"
+        try:
+            await self._outside_call(what, start)
             while True:
-                for message in await trio.to_thread.run_sync(reader.consume, 200, 0.2):
-                    if message.error() is None and message.value():
-                        try:
-                            self.directory.heard(orjson.loads(message.value()))
-                        except orjson.JSONDecodeError:
-                            pass
+                messages = await self._outside_call(what, reader.consume, 200, 0.2)
+                self._raise_fatal(what, errors)
+                for message in messages:
+                    self._raise_fatal(what, (message.error(),))
+                    if message.error() is None:
+                        self._directory_offset = message.offset() + 1
+                        if message.value():
+                            try:
+                                self.directory.heard(orjson.loads(message.value()))
+                            except orjson.JSONDecodeError:
+                                pass
+                self._outside_works("directory")
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(reader.close)
+            await self._close_outside(reader)
 
     # -- the settled effects -----------------------------------------------------------------
 

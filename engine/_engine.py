@@ -15,7 +15,7 @@ import math
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 import orjson
@@ -25,6 +25,7 @@ from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, FIRST_INSTANT, LAST_INSTANT, StreamClock, utc_datetime
 from ._effects import CancelTimer, Effect, Notify, SetTimer, Timer, addressed
 from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, check_key, converter
+from ._logs import FieldsLog
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
 from ._states import unencodable_field
@@ -164,8 +165,12 @@ class Engine:
         lateness: float = DEFAULT_LATENESS,
         metrics: Metrics | None = None,
         notify_url: str | None = None,
+        log_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.plugins = plugins
+        #: Where this engine logs: ``log_fields`` (a cluster partition's ``node`` and ``partition``) are
+        #: added to every record it writes.
+        self.log: logging.Logger | FieldsLog = FieldsLog(log, **log_fields) if log_fields else log
         #: Where a :class:`Notify` without a URL goes (the configured notify sink), addressed here, before
         #: any emit or replay: every host (a Herald, a cluster partition, a simulation) sees the same effect.
         self.notify_url = notify_url
@@ -443,9 +448,9 @@ class Engine:
             state, effects = route.handler(state, event)
         except Exception:
             self.metrics.handler_errors.labels(route.name).inc()
-            log.exception("handler of %r (plugin %s) failed on event %s; state unchanged (a plugin refuses bad "
-                          "input in its EventType's validate step, with InvalidEvent: a 400 before the 202)",
-                          event.type, plugin, event.id, extra={"plugin": plugin, "event_id": event.id})
+            self.log.exception("handler of %r (plugin %s) failed on event %s; state unchanged (a plugin refuses "
+                               "bad input in its EventType's validate step, with InvalidEvent: a 400 before the 202)",
+                               event.type, plugin, event.id, extra={"plugin": plugin, "event_id": event.id})
             return
         if timed:
             observe = self._observers.get(route.name)
@@ -469,8 +474,9 @@ class Engine:
         self._accepted[UNKNOWN_TYPE] += 1
         if event.type not in self._unknown_seen:
             self._unknown_seen.add(event.type)
-            log.warning("no plugin handles event type %r; such events go to the default handler (%s)",
-                        event.type, "counting them on their actors" if default.bundled else f"plugin {default.plugin}")
+            self.log.warning("no plugin handles event type %r; such events go to the default handler (%s)",
+                             event.type, "counting them on their actors" if default.bundled else f"plugin {default.plugin}",
+                             extra={"event_id": event.id})
         state = actor.unknown
         if state is None:
             state = default.initial()
@@ -480,8 +486,8 @@ class Engine:
         except Exception:
             self._handling = None
             self.metrics.handler_errors.labels(UNKNOWN_TYPE).inc()
-            log.exception("the default handler (plugin %s) failed on event %s of type %r; state unchanged",
-                          default.plugin, event.id, event.type, extra={"plugin": default.plugin, "event_id": event.id})
+            self.log.exception("the default handler (plugin %s) failed on event %s of type %r; state unchanged",
+                               default.plugin, event.id, event.type, extra={"plugin": default.plugin, "event_id": event.id})
             return
         self._handling = None
         actor.unknown = None if state is REMOVED else state
@@ -536,7 +542,8 @@ class Engine:
         plugin = timer.plugin
         handler = self._timer_handlers.get(plugin)
         if handler is None:
-            log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name)
+            self.log.warning("plugin %s set timer %r but has no timer handler", plugin, timer.name,
+                             extra={"plugin": plugin, "timer": timer.name})
             return
         actor = timer.actor
         state = actor.state if actor.plugin == plugin else actor.get(plugin, _ABSENT)
@@ -550,8 +557,8 @@ class Engine:
         try:
             state, effects = handler(state, fired)
         except Exception:
-            log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key,
-                          extra={"plugin": plugin, "timer": timer.name})
+            self.log.exception("timer handler of plugin %s failed on %r for %r", plugin, timer.name, actor.key,
+                               extra={"plugin": plugin, "timer": timer.name})
             return
         else:
             if state is not REMOVED and actor.plugin == plugin:
@@ -597,7 +604,8 @@ class Engine:
         name = data.get("loader")
         loader = self._loaders.get(name)
         if loader is None:
-            log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name)
+            self.log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name,
+                             extra={"event_id": event.id})
             return LoadReport(skipped={"unknown_loader": 1})
         body = data.get("body", "")
         self._handling = event.timestamp
@@ -605,8 +613,8 @@ class Engine:
             report = loader.apply(StateTable(self, loader.plugin), body.encode() if isinstance(body, str) else body,
                                   int(data.get("first_line", 1)))
         except Exception:
-            log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id,
-                          extra={"event_id": event.id})
+            self.log.exception("loader %s failed on load %s; what it applied before failing stays", name, event.id,
+                               extra={"event_id": event.id})
             report = LoadReport(skipped={"loader_failed": 1})
         finally:
             self._handling = None

@@ -28,11 +28,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import trio
 
+from ._clients import KafkaClients
 from ._config import Config, ConfigError
 from ._event import Event, InvalidEvent
 
-__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "kafka_event_id", "kafka_settings",
-           "Refused"]
+__all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "is_fatal", "kafka_event_id",
+           "kafka_settings", "Refused", "SourceFailed"]
 
 log = logging.getLogger("herald.kafka")
 
@@ -41,12 +42,35 @@ class Refused(Exception):
     """Raised by a source's ``decode`` for a message that can never become an event (sent to the DLQ)."""
 
 
+class SourceFailed(RuntimeError):
+    """A :class:`KafkaSource`'s consumer met a fatal error: the source ends, and Herald starts it again
+    (with a new consumer, backing off)."""
+
+
 def _kafka() -> Any:
     try:
         import confluent_kafka
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise RuntimeError("confluent-kafka is not installed") from exc
     return confluent_kafka
+
+
+#: Errors after which a Kafka client cannot go on (librdkafka's fatal ones and their kin): a cluster node
+#: heals, with new clients; a source or a producer is made again.
+_FATAL_NAMES = ("_FATAL", "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "UNKNOWN_PRODUCER_ID",
+                "OUT_OF_ORDER_SEQUENCE_NUMBER", "INVALID_PRODUCER_ID_MAPPING", "_MAX_POLL_EXCEEDED",
+                "FENCED_INSTANCE_ID", "_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED",
+                "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED")
+
+
+def is_fatal(error: Any) -> bool:
+    """Whether a Kafka error means the client that met it cannot go on (see :data:`_FATAL_NAMES`)."""
+    if error is None:
+        return False
+    if error.fatal():
+        return True
+    kafka = _kafka()
+    return error.code() in {getattr(kafka.KafkaError, n) for n in _FATAL_NAMES if hasattr(kafka.KafkaError, n)}
 
 
 def _settings_of(config: Config | None) -> Config:
@@ -126,11 +150,14 @@ class KafkaProducer:
     nothing queued is dropped (order across that reset may differ).
     """
 
-    def __init__(self, bootstrap: str, *, settings: Config | None = None, **config: Any) -> None:
+    def __init__(self, bootstrap: str, *, settings: Config | None = None, clients: KafkaClients | None = None,
+                 **config: Any) -> None:
+        #: Makes the producer (and each new one after a fatal error): an :class:`engine.kafka.KafkaClients`.
+        self._clients = clients or KafkaClients()
         self._config = kafka_settings(settings, "producer", {
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 5, "message.timeout.ms": 0, "reconnect.backoff.max.ms": 2000, **config})
-        self._producer = _kafka().Producer(self._config)
+        self._producer = self._clients.producer(self._config)
         self._failed: list[tuple[str, Any, Any, Any]] = []
         self._fatal = False
         self.resets = 0
@@ -146,7 +173,7 @@ class KafkaProducer:
             log.warning("Kafka producer failed fatally; starting a new one and producing %d messages again",
                         len(self._failed))
             self._producer.flush(0)
-            self._producer = _kafka().Producer(self._config)
+            self._producer = self._clients.producer(self._config)
             self._fatal = False
             self.resets += 1
         failed, self._failed = self._failed, []
@@ -224,13 +251,17 @@ class KafkaSource:
 
     ``decode(message) -> Iterable[Event]`` gets a confluent-kafka message and
     raises :class:`Refused` (or :class:`engine.InvalidEvent`) for a bad one.
-    Run :meth:`run` as a background source.
+    Run :meth:`run` as a background source. A fatal error of its consumer ends
+    :meth:`run` with :class:`SourceFailed` (``last_error`` on ``/healthz``):
+    Herald starts the source again, with a new consumer (``clients`` makes it).
     """
 
     def __init__(self, context: Any, bootstrap: str, topics: Sequence[str], group: str,
                  decode: Callable[[Any], Iterable[Event]], *, name: str = "kafka", batch: int = 500,
                  config: dict[str, Any] | None = None,
-                 extra_topics: Sequence[str | tuple[str, int, dict[str, str]]] = ()) -> None:
+                 extra_topics: Sequence[str | tuple[str, int, dict[str, str]]] = (),
+                 clients: KafkaClients | None = None) -> None:
+        self._clients = clients or KafkaClients()
         #: Topics to create beside the consumed ones (e.g. the ones a plugin publishes to).
         self.extra_topics = list(extra_topics)
         self.context, self.bootstrap, self.topics, self.group = context, bootstrap, list(topics), group
@@ -246,18 +277,36 @@ class KafkaSource:
         self._dlq: KafkaProducer | None = None
 
     async def run(self) -> None:
-        kafka = _kafka()
         await self._topics_exist()
-        consumer = kafka.Consumer(self.config)
-        consumer.subscribe(self.topics)
+        await self.consume()
+
+    async def consume(self) -> None:
+        """Consume with a new consumer until cancelled, or until it fails fatally (:class:`SourceFailed`)."""
+        kafka = _kafka()
+        errors: list[Any] = []
+
+        def noted(error: Any) -> None:  # error_cb, served in the thread that consumes
+            if is_fatal(error):
+                errors.append(error)
+
+        consumer = self._clients.consumer({**self.config, "error_cb": noted})
         try:
+            consumer.subscribe(self.topics)
             while True:
-                messages = await trio.to_thread.run_sync(consumer.consume, self.batch, 0.5, abandon_on_cancel=True)
+                try:
+                    messages = await trio.to_thread.run_sync(consumer.consume, self.batch, 0.5,
+                                                             abandon_on_cancel=True)
+                except kafka.KafkaException as exc:
+                    errors.append(exc.args[0])
+                    messages = []
+                if errors:
+                    self._failed(errors[0])
                 if messages:
                     await self._handle(consumer, messages)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(consumer.close)
+                with trio.move_on_after(10):  # a failed consumer's close may hang on the broker: left behind
+                    await trio.to_thread.run_sync(consumer.close, abandon_on_cancel=True)
                 if self._dlq is not None:
                     await trio.to_thread.run_sync(self._dlq.flush_blocking, 5.0)
 
@@ -275,12 +324,19 @@ class KafkaSource:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _failed(self, error: Any) -> None:
+        reason = f"the consumer failed: {error.str() if hasattr(error, 'str') else error}"
+        self.health["last_error"] = reason
+        raise SourceFailed(f"{self.name}: {reason}; it is made again")
+
     async def _handle(self, consumer: Any, messages: list[Any]) -> None:
         events: list[Event] = []
         refused: list[tuple[Any, str]] = []
         for message in messages:
             error = message.error()
             if error is not None:
+                if is_fatal(error):  # nothing of this batch is accepted: the next consumer reads it again
+                    self._failed(error)
                 if not error.retriable() and error.code() != _kafka().KafkaError._PARTITION_EOF:
                     self.health["last_error"] = str(error)
                     log.warning("%s: %s", self.name, error)

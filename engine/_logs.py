@@ -19,10 +19,27 @@ import orjson
 
 from ._redact import _STANDARD, RedactingFilter
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "TextFormatter", "log_handler", "record_extras"]
+__all__ = ["LOG_FORMATS", "FieldsLog", "JsonFormatter", "TextFormatter", "log_handler", "record_extras"]
 
 #: ``HERALD_LOG_FORMAT`` values; ``auto`` is ``rich`` when stderr is a terminal, else ``text``.
 LOG_FORMATS = ("auto", "text", "rich", "json")
+
+class FieldsLog(logging.LoggerAdapter):
+    """A logger that adds fields it was made with (a cluster node's ``node``, a shard's ``partition``) to
+    every record, under the call's own ``extra=``: the one place those fields are filled, not each call."""
+
+    def __init__(self, logger: logging.Logger, **fields: Any) -> None:
+        super().__init__(logger, fields)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = kwargs.get("extra")
+        kwargs["extra"] = {**self.extra, **extra} if extra else self.extra
+        return msg, kwargs
+
+    def with_fields(self, **fields: Any) -> "FieldsLog":
+        """The same logger, with these fields too (e.g. ``partition=3`` beside the node)."""
+        return FieldsLog(self.logger, **{**self.extra, **fields})
+
 
 def record_extras(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a ``log.x(..., extra={...})`` call added to ``record``."""

@@ -9,6 +9,9 @@
 - :class:`KafkaProducer` is an idempotent producer (``acks=all``): order per
   key holds and retries never duplicate.
 - :func:`ensure_topics` creates topics that do not exist yet.
+- A source whose consumer fails fatally ends with :class:`SourceFailed`, and
+  Herald starts it again with a new consumer; :class:`KafkaClients` makes the
+  clients (pass another, ``clients=``, to wrap them in tests).
 
 Each builds its client from Herald's Kafka settings (``HERALD_KAFKA_CONFIG``
 and the other ``HERALD_KAFKA_*`` variables: TLS, SASL, replication), given as
@@ -17,6 +20,7 @@ keys. confluent-kafka is imported only when one is used. Part of the plugin API
 (:data:`engine.API_VERSION`), kept apart because most plugins never need it.
 """
 
-from ._kafka import KafkaProducer, KafkaSource, Refused, ensure_topics, kafka_event_id
+from ._clients import KafkaClients
+from ._kafka import KafkaProducer, KafkaSource, Refused, SourceFailed, ensure_topics, kafka_event_id
 
-__all__ = ["KafkaProducer", "KafkaSource", "Refused", "ensure_topics", "kafka_event_id"]
+__all__ = ["KafkaClients", "KafkaProducer", "KafkaSource", "Refused", "SourceFailed", "ensure_topics", "kafka_event_id"]
