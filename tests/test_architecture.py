@@ -186,7 +186,8 @@ def test_the_public_api_is_curated():
         assert internal not in names
     hosts, kafka = set(engine.host.__all__), set(engine.kafka.__all__)
     assert {"Engine", "Herald", "PluginHost", "tune_gc", "available_plugins", "GUARDED_ROUTE"} == hosts
-    assert {"KafkaSource", "KafkaProducer", "Refused", "ensure_topics", "kafka_event_id"} == kafka
+    assert {"KafkaSource", "KafkaProducer", "KafkaClients", "Refused", "SourceFailed", "ensure_topics",
+            "kafka_event_id"} == kafka
     assert not names & hosts and not names & kafka  # each name has one home
     assert set(engine._MOVED) == hosts | kafka  # ... and the old one still resolves (with a warning)
     for module in (engine, engine.host, engine.kafka):
