@@ -71,13 +71,21 @@ class Poller:
             self.health["last_error"] = "no provider configured (HERALD_MARKETPLACE_PROVIDER_URL)"
             log.info("marketplace: no provider URL configured; /search serves what the journal holds")
             await trio.sleep_forever()
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as client:
-            while True:
-                try:
-                    await self.poll(client)
-                except PollError:
-                    pass  # recorded in the health already
-                await trio.sleep(self.next_delay())
+        # The index tells caches when the next poll is due (see SearchIndex.max_age_at): answers
+        # given before a poll are never reused after it.
+        self.index.poll_due = trio.current_time()
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as client:
+                while True:
+                    try:
+                        await self.poll(client)
+                    except PollError:
+                        pass  # recorded in the health already
+                    due = trio.current_time() + self.next_delay()
+                    self.index.poll_due = due
+                    await trio.sleep_until(due)  # then due: answers given during the poll are not kept
+        finally:
+            self.index.poll_due = None  # stopped (e.g. another node of a cluster polls now)
 
     async def poll(self, client: httpx.AsyncClient) -> dict[str, int]:
         """One poll; returns counts, or raises :class:`PollError` (after recording it)."""

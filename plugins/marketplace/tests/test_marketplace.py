@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,6 +50,13 @@ async def search(client, **params) -> list[str]:
     return [e["title"] for e in body["data"]["events"]]
 
 
+def max_age(response: httpx.Response) -> int:
+    """The seconds of ``Cache-Control: public, max-age=N`` (the only form /search sends)."""
+    value = response.headers["cache-control"]
+    assert re.fullmatch(r"public, max-age=\d+", value), value
+    return int(value.rpartition("=")[2])
+
+
 async def poll(herald) -> dict:
     _index, poller = hooks.parts(herald.context)
     async with httpx.AsyncClient() as client:
@@ -69,11 +77,14 @@ async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_
             assert morancos == {"id": morancos["id"], "title": "Los Morancos", "start_date": "2021-07-31",
                                 "start_time": "20:00:00", "end_date": "2021-07-31", "end_time": "21:20:00",
                                 "min_price": 65.0, "max_price": 75.0}
-            # Answers carry an ETag that changes with the plans; a repeat may be answered 304.
+            # Answers carry an ETag that changes with the plans, and may be kept until the next poll
+            # (an hour, ±10 %, from the last one here; never more than the interval); a repeat may be
+            # answered 304, with the same freshness.
             answer = await client.get("/search")
-            assert answer.headers["cache-control"] == "public, max-age=3600"
+            assert 3600 * 0.9 - 5 < max_age(answer) <= 3600
             again = await client.get("/search", headers={"If-None-Match": answer.headers["etag"]})
             assert again.status_code == 304 and again.content == b""
+            assert max_age(answer) - 2 <= max_age(again) <= max_age(answer)
             # Containment: a window cutting through a plan does not return it.
             assert await search(client, starts_at="2021-06-30T21:30:00", ends_at="2021-07-01T00:00:00") == []
             assert await search(client, starts_at="2021-06-30T21:00:00", ends_at="2021-06-30T22:00:00") == [
@@ -241,3 +252,34 @@ async def test_search_is_in_the_openapi_document():
     operation = doc["paths"]["/search"]["get"]
     assert [p["name"] for p in operation["parameters"]] == ["starts_at", "ends_at"]
     assert {"200", "400", "500"} <= set(operation["responses"])
+
+
+async def test_answers_may_be_kept_until_the_next_poll_and_never_past_it(autojump_clock):
+    """``Cache-Control: max-age`` counts down to the next poll (a cache counting whole seconds, as
+    nginx does, has dropped the answer when the poll starts), never above the interval; with no
+    provider it is the interval. The polls here fail (nothing listens), so they back off: 4 s
+    then 8, 16, 32 (±10 %), in virtual time."""
+    environ = {"HERALD_MARKETPLACE_PROVIDER_URL": "http://127.0.0.1:9/api/events",
+               "HERALD_MARKETPLACE_POLL_SECONDS": "4", "HERALD_MARKETPLACE_BREAKER_FAILURES": "100"}
+    async with app_client([("marketplace", hooks)], environ=environ) as (herald, client):
+        _index, poller = hooks.parts(herald.context)
+        with trio.fail_after(10):
+            while not poller.health["consecutive_failures"]:
+                await trio.sleep(0.01)
+        samples = []  # (when, max-age, polls so far)
+        began = trio.current_time()
+        while trio.current_time() < began + 64:
+            now = trio.current_time()
+            samples.append((now, max_age(await client.get("/search")), poller.health["consecutive_failures"]))
+            await trio.sleep(0.25)
+    polls = [n for _t, _age, n in samples]
+    assert polls[-1] - polls[0] >= 3  # the samples span a few polls
+    for when, age, n in samples:
+        assert 0 <= age <= 4
+        # A kept answer (max-age 0 is not kept) has expired by the next poll: until it ends, through
+        # the last second of its max-age, no poll came.
+        assert not age or all(m == n for later, _age, m in samples if when <= later < when + age + 1), (when, age)
+    ages = [age for _t, age, _n in samples]
+    assert max(ages) == 4 and 0 in ages  # kept a whole interval after a poll; not at all just before one
+    async with market() as (_, client):  # no provider: nothing ever changes the plans but a restart
+        assert max_age(await client.get("/search")) == 3600
