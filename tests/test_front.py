@@ -113,7 +113,7 @@ async def test_the_front_serves_search_from_its_cache_and_never_past_the_next_po
                                 assert answer.content == direct, "\n".join(map(repr, seen[-20:]))
                                 break
                             await trio.sleep(0.05)
-                    assert time.monotonic() - changed < INTERVAL * 1.1 + 2, seen[-5:]
+                    assert time.monotonic() - changed < INTERVAL * 1.1 + 3, seen[-5:]  # the poll takes its own time
                     assert b'"end_time":"21:20:00"' in answer.content
                     with trio.fail_after(3 * INTERVAL):  # and the new answer is kept in turn
                         while answer.headers["x-cache-status"] != "HIT":
