@@ -81,7 +81,7 @@ async def test_the_front_serves_search_from_its_cache_and_never_past_the_next_po
                             await trio.sleep(0.05)
                     assert statuses[0] in ("MISS", "EXPIRED"), statuses
                     assert re.fullmatch(r"public, max-age=[0-9]+", answer.headers["cache-control"])
-                    assert int(answer.headers["cache-control"].rpartition("=")[2]) < INTERVAL
+                    assert int(answer.headers["cache-control"].rpartition("=")[2]) <= INTERVAL
                     assert answer.headers["etag"] == (await _get(herald, WINDOW)).headers["etag"]
 
                     # Nothing else is cached: credentials bypass the cache, other methods and routes pass through.
@@ -97,12 +97,13 @@ async def test_the_front_serves_search_from_its_cache_and_never_past_the_next_po
                             assert response.status_code in (200, 303) and "x-cache-status" not in response.headers, path
 
                     # The feed changes. Asked all the time meanwhile, the front answers the new plan as soon as
-                    # Herald does (its answers were never kept past the poll), and within one interval
-                    # (±10 % jitter, and the poll's own time) of the change.
+                    # Herald does (its answers were never kept past the poll), and within one interval of the
+                    # change (±10 % jitter, the poll's read ahead of its instant, at most half an interval,
+                    # and the poll's own time).
                     (feeds / "next.xml").write_bytes(RESPONSE_2)
                     os.replace(feeds / "next.xml", feeds / "feed.xml")
                     changed, seen = time.monotonic(), []
-                    with trio.fail_after(INTERVAL * 1.1 + 10):
+                    with trio.fail_after(INTERVAL * 1.6 + 10):
                         while True:
                             direct = (await _get(herald, WINDOW)).content
                             answer = await _get(front, WINDOW)
@@ -113,7 +114,7 @@ async def test_the_front_serves_search_from_its_cache_and_never_past_the_next_po
                                 assert answer.content == direct, "\n".join(map(repr, seen[-20:]))
                                 break
                             await trio.sleep(0.05)
-                    assert time.monotonic() - changed < INTERVAL * 1.1 + 3, seen[-5:]  # the poll takes its own time
+                    assert time.monotonic() - changed < INTERVAL * 1.6 + 3, seen[-5:]
                     assert b'"end_time":"21:20:00"' in answer.content
                     with trio.fail_after(3 * INTERVAL):  # and the new answer is kept in turn
                         while answer.headers["x-cache-status"] != "HIT":

@@ -71,7 +71,8 @@ class SearchIndex:
         self.etag = b""
         #: The most seconds a client or proxy may reuse an answer (the provider poll interval).
         self.max_age = 0
-        #: When the poller next reads the provider (trio's clock), None when it is not scheduled.
+        #: When the poller next changes the plans (trio's clock): -inf before its first poll, None
+        #: when no poll is scheduled.
         self.poll_due: float | None = None
 
     def changed(self) -> None:
@@ -80,14 +81,15 @@ class SearchIndex:
     def max_age_at(self, now: float) -> int:
         """Seconds a cache may keep an answer given at ``now`` (trio's clock): never past the next poll.
 
-        Whole seconds left until the next poll, less one: caches count whole seconds, and nginx keeps
-        an entry through the second in which its max-age ends. At most the poll interval; 0 while a
-        poll is due or running; the interval when no poll is scheduled (no provider, or another
-        node of a cluster polls: the plans change at most once an interval).
+        Whole seconds left until the next poll applies, less one: caches count whole seconds, and
+        nginx keeps an entry through the second in which its max-age ends. At most the poll interval;
+        0 until the first poll and while one is due; the interval when no poll is scheduled (no
+        provider, or another node of a cluster polls: the plans change at most once an interval).
         """
         if self.poll_due is None:
             return self.max_age
-        return max(0, min(self.max_age, int(self.poll_due - now) - 1))
+        left = self.poll_due - now
+        return int(min(self.max_age, left - 1)) if left >= 1 else 0
 
     def _rebuild(self) -> None:
         plans = [plan for _, plan in self.context.states(self.context.keys(PLUGIN), PLUGIN)]

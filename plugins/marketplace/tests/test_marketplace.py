@@ -227,13 +227,13 @@ async def test_the_poller_loop_backs_off_on_failures(autojump_clock):
         poller = Poller(herald.context, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
                         max_backoff=1000, register_metrics=False)
         attempts = []
-        real_poll = poller.poll
+        real_read = poller.read
 
         async def recorded(client):
             attempts.append(trio.current_time())
-            return await real_poll(client)
+            return await real_read(client)
 
-        poller.poll = recorded
+        poller.read = recorded
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
             await trio.sleep(700)
@@ -254,32 +254,43 @@ async def test_search_is_in_the_openapi_document():
     assert {"200", "400", "500"} <= set(operation["responses"])
 
 
-async def test_answers_may_be_kept_until_the_next_poll_and_never_past_it(autojump_clock):
-    """``Cache-Control: max-age`` counts down to the next poll (a cache counting whole seconds, as
-    nginx does, has dropped the answer when the poll starts), never above the interval; with no
-    provider it is the interval. The polls here fail (nothing listens), so they back off: 4 s
-    then 8, 16, 32 (±10 %), in virtual time."""
-    environ = {"HERALD_MARKETPLACE_PROVIDER_URL": "http://127.0.0.1:9/api/events",
-               "HERALD_MARKETPLACE_POLL_SECONDS": "4", "HERALD_MARKETPLACE_BREAKER_FAILURES": "100"}
+async def test_answers_may_be_kept_until_the_plans_change_and_never_past_it(autojump_clock):
+    """``Cache-Control: max-age`` counts down to the instant the next poll changes the plans,
+    announced before the poll reads the feed (so a slow read does not leave caches empty): a cache
+    counting whole seconds, as nginx does, has dropped an answer by then. Never above the interval;
+    with no provider, the interval. A provider whose feed changes at every read, in virtual time."""
+    from plugins.marketplace.poller import Poller
+
+    reads = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        reads.append(trio.current_time())
+        return httpx.Response(200, content=(RESPONSES["response_1.xml"], RESPONSES["response_2.xml"])[len(reads) % 2])
+
+    environ = {"HERALD_MARKETPLACE_POLL_SECONDS": "4"}  # no provider: this Herald's own poller never reads
     async with app_client([("marketplace", hooks)], environ=environ) as (herald, client):
-        _index, poller = hooks.parts(herald.context)
-        with trio.fail_after(10):
-            while not poller.health["consecutive_failures"]:
-                await trio.sleep(0.01)
-        samples = []  # (when, max-age, polls so far)
-        began = trio.current_time()
-        while trio.current_time() < began + 64:
-            now = trio.current_time()
-            samples.append((now, max_age(await client.get("/search")), poller.health["consecutive_failures"]))
-            await trio.sleep(0.25)
-    polls = [n for _t, _age, n in samples]
-    assert polls[-1] - polls[0] >= 3  # the samples span a few polls
-    for when, age, n in samples:
+        assert max_age(await client.get("/search")) == 4
+        index, _ = hooks.parts(herald.context)
+        poller = Poller(herald.context, index, "http://provider.test/api/events", interval=4,
+                        transport=httpx.MockTransport(provider), register_metrics=False)
+        samples = []  # (when, max-age, ETag)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            while len(reads) < 8:
+                answer = await client.get("/search")
+                samples.append((trio.current_time(), max_age(answer), answer.headers["etag"]))
+                await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    assert len({etag for *_, etag in samples}) >= 6  # the plans changed at (nearly) every poll
+    for when, age, etag in samples:
         assert 0 <= age <= 4
-        # A kept answer (max-age 0 is not kept) has expired by the next poll: until it ends, through
-        # the last second of its max-age, no poll came.
-        assert not age or all(m == n for later, _age, m in samples if when <= later < when + age + 1), (when, age)
-    ages = [age for _t, age, _n in samples]
-    assert max(ages) == 4 and 0 in ages  # kept a whole interval after a poll; not at all just before one
-    async with market() as (_, client):  # no provider: nothing ever changes the plans but a restart
-        assert max_age(await client.get("/search")) == 3600
+        # A kept answer (max-age 0 is not kept) is still the plans' answer until it ends, through the
+        # last second of its max-age.
+        assert not age or all(e == etag for later, _a, e in samples if when <= later < when + age + 1), (when, age)
+    ages = [age for _t, age, _e in samples]
+    assert max(ages) >= 2 and 0 in ages  # kept for seconds after a poll; not at all just before one
+    # Each poll read the feed ahead of the instant it applied it (at least a second before).
+    for read in reads[1:]:
+        before = [e for when, _a, e in samples if when <= read]
+        assert all(e == before[-1] for when, _a, e in samples if read < when < read + 1), read
+    assert index.poll_due is None  # the poller stopped: nothing is scheduled
