@@ -1,6 +1,6 @@
 -- wrk script: GET prebuilt paths in rotation, each request's query string made unique.
 --
---   wrk -t1 -c32 -d10s -s bench/get_rotate.lua http://127.0.0.1:8000/ -- paths.txt
+--   wrk -t1 -c32 -d10s -s bench/get_rotate.lua http://127.0.0.1:8000/ -- paths.txt [FIRST]
 --
 -- paths.txt holds one path a line. A line "PREFIX<TAB>SUFFIX" is sent as
 -- PREFIX .. N .. SUFFIX with N counting up, so that no two requests carry the
@@ -8,6 +8,8 @@
 -- second, which the server truncates: the same window, never the same key of
 -- an answer store). A line without a tab is sent as it is (a repeated path).
 -- Each thread starts at its own place in the rotation and its own range of N.
+-- FIRST (default 0) moves every range on, so that runs after each other send
+-- different query strings too (bench/search_front.py: a cache in front).
 
 local threads = {}
 local paths = {}
@@ -29,7 +31,7 @@ function init(args)
   end
   assert(#paths > 0, "no paths in " .. file)
   index = (offset * 7919) % #paths
-  counter = offset * 100000000
+  counter = (tonumber(args[2]) or 0) + offset * 100000000
 end
 
 function request()

@@ -6,13 +6,17 @@ differ from its actor's becomes a ``marketplace.plan_seen`` event. Failures
 back off exponentially (up to ``max_backoff``); after ``trip_after``
 consecutive failures a circuit breaker stops calling for ``open_seconds``,
 then lets one attempt through. The last success, error and circuit state are
-in ``/healthz`` (``sources.marketplace``) and in the metrics.
+in ``/healthz`` (``sources.marketplace``) and in the metrics. The plans change at
+an instant announced before the read (``SearchIndex.poll_due``), so that caches
+in front (``Cache-Control: max-age``, docs/front.md) keep answers until then and
+never past it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import time
 from datetime import datetime, timezone
@@ -40,8 +44,12 @@ class PollError(Exception):
 class Poller:
     def __init__(self, context: Context, index: SearchIndex, url: str | None, *, interval: float = 60.0,
                  timeout: float = 10.0, max_bytes: int = 512 * 1024 * 1024, trip_after: int = 5,
-                 open_seconds: float = 60.0, max_backoff: float = 600.0, register_metrics: bool = True) -> None:
+                 open_seconds: float = 60.0, max_backoff: float = 600.0, register_metrics: bool = True,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.context, self.index, self.url = context, index, url
+        self.transport = transport  # how the provider is reached (None: the network; tests pass one)
+        if url:
+            index.poll_due = -math.inf  # a poll is due: no answer is kept until the first one applied
         self.interval, self.timeout, self.max_bytes = interval, timeout, max_bytes
         self.trip_after, self.open_seconds, self.max_backoff = trip_after, open_seconds, max_backoff
         self.failures = 0
@@ -71,16 +79,39 @@ class Poller:
             self.health["last_error"] = "no provider configured (HERALD_MARKETPLACE_PROVIDER_URL)"
             log.info("marketplace: no provider URL configured; /search serves what the journal holds")
             await trio.sleep_forever()
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as client:
-            while True:
-                try:
-                    await self.poll(client)
-                except PollError:
-                    pass  # recorded in the health already
-                await trio.sleep(self.next_delay())
+        # Each poll reads the feed first and changes the plans at an instant announced beforehand
+        # (``index.poll_due``): until then answers may be kept by caches (SearchIndex.max_age_at), and
+        # none is kept past it. The instant is ``lead`` after the read starts: twice the last read's
+        # time and a second, at most half the interval, so that a slow read (a large feed) does not
+        # leave caches empty while it lasts; the first poll applies as soon as it has read.
+        start = trio.current_time()
+        self.index.poll_due = start
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=True,
+                                         transport=self.transport) as client:
+                while True:
+                    await trio.sleep_until(start)
+                    start, due = trio.current_time(), self.index.poll_due
+                    try:
+                        read = await self.read(client)
+                    except PollError:
+                        read = None  # recorded in the health already
+                    lead = min(self.interval / 2, 2 * (trio.current_time() - start) + 1.0)
+                    if read is not None:
+                        await trio.sleep_until(due)
+                        await self.apply_read(read)
+                    start += self.next_delay()
+                    self.index.poll_due = start + lead
+        finally:
+            self.index.poll_due = None  # stopped (e.g. another node of a cluster polls now)
 
     async def poll(self, client: httpx.AsyncClient) -> dict[str, int]:
-        """One poll; returns counts, or raises :class:`PollError` (after recording it)."""
+        """One poll, applied as soon as read; returns counts, or raises :class:`PollError` (after recording it)."""
+        return await self.apply_read(await self.read(client))
+
+    async def read(self, client: httpx.AsyncClient) -> tuple[bytes, list[PlanValues | Skipped] | None]:
+        """Fetch and parse the feed, changing nothing yet: (its digest, its items, or None when it is
+        byte for byte the feed already applied). Raises :class:`PollError` (after recording it)."""
         now = time.time()
         if self.open_until > now:
             self.health["circuit"] = "open"
@@ -92,16 +123,22 @@ class Poller:
         try:
             body = await self._fetch(client)
             digest = hashlib.sha256(body).digest()
-            if digest == self._last_digest:  # byte for byte the feed already applied: nothing can have changed
-                counts = {"plans": self.health["plans_in_last_feed"], "skipped": self.health["skipped_in_last_feed"],
-                          "changed": 0}
-            else:
-                items = await trio.to_thread.run_sync(lambda: list(parse_feed(body)))
-                counts = await self.apply(items)
-                self._last_digest = digest
+            if digest == self._last_digest:  # nothing can have changed
+                return digest, None
+            return digest, await trio.to_thread.run_sync(lambda: list(parse_feed(body)))
         except (httpx.HTTPError, FeedError, PollError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             raise PollError(str(exc)) from None
+
+    async def apply_read(self, read: tuple[bytes, list[PlanValues | Skipped] | None]) -> dict[str, int]:
+        """Apply what :meth:`read` returned: the plans that changed become events; returns counts."""
+        digest, items = read
+        if items is None:
+            counts = {"plans": self.health["plans_in_last_feed"], "skipped": self.health["skipped_in_last_feed"],
+                      "changed": 0}
+        else:
+            counts = await self.apply(items)
+            self._last_digest = digest
         self.health["changed_in_last_feed"] = counts["changed"]
         self.failures = 0
         self.health.update(circuit="closed", last_success=_iso(time.time()), consecutive_failures=0, last_error=None)

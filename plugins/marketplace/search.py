@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import orjson
+import trio
 
 from engine import Context
 from web import respond_json
@@ -68,11 +69,27 @@ class SearchIndex:
         self._answers_size = 0
         self._epoch = os.urandom(4).hex()  # ETags of another process (or a restart) never match
         self.etag = b""
-        #: Seconds a client or proxy may reuse an answer (the provider poll interval).
+        #: The most seconds a client or proxy may reuse an answer (the provider poll interval).
         self.max_age = 0
+        #: When the poller next changes the plans (trio's clock): -inf before its first poll, None
+        #: when no poll is scheduled.
+        self.poll_due: float | None = None
 
     def changed(self) -> None:
         self.version += 1
+
+    def max_age_at(self, now: float) -> int:
+        """Seconds a cache may keep an answer given at ``now`` (trio's clock): never past the next poll.
+
+        Whole seconds left until the next poll applies, less one: caches count whole seconds, and
+        nginx keeps an entry through the second in which its max-age ends. At most the poll interval;
+        0 until the first poll and while one is due; the interval when no poll is scheduled (no
+        provider, or another node of a cluster polls: the plans change at most once an interval).
+        """
+        if self.poll_due is None:
+            return self.max_age
+        left = self.poll_due - now
+        return int(min(self.max_age, left - 1)) if left >= 1 else 0
 
     def _rebuild(self) -> None:
         plans = [plan for _, plan in self.context.states(self.context.keys(PLUGIN), PLUGIN)]
@@ -218,7 +235,8 @@ def search_app(index: SearchIndex, ready: Any = lambda: True):
             await respond_json(send, 500, _error("internal", "the search failed"))
             raise
         if isinstance(body, bytes):
-            cache = [(b"etag", index.etag), (b"cache-control", b"public, max-age=%d" % index.max_age)]
+            max_age = index.max_age_at(trio.current_time())
+            cache = [(b"etag", index.etag), (b"cache-control", b"public, max-age=%d" % max_age)]
             if _header(scope, b"if-none-match") == index.etag:
                 await send({"type": "http.response.start", "status": 304, "headers": cache})
                 await send({"type": "http.response.body", "body": b""})

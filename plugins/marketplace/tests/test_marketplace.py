@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,6 +50,13 @@ async def search(client, **params) -> list[str]:
     return [e["title"] for e in body["data"]["events"]]
 
 
+def max_age(response: httpx.Response) -> int:
+    """The seconds of ``Cache-Control: public, max-age=N`` (the only form /search sends)."""
+    value = response.headers["cache-control"]
+    assert re.fullmatch(r"public, max-age=\d+", value), value
+    return int(value.rpartition("=")[2])
+
+
 async def poll(herald) -> dict:
     _index, poller = hooks.parts(herald.context)
     async with httpx.AsyncClient() as client:
@@ -69,11 +77,14 @@ async def test_two_polls_keep_every_plan_ever_online_with_its_latest_values(tmp_
             assert morancos == {"id": morancos["id"], "title": "Los Morancos", "start_date": "2021-07-31",
                                 "start_time": "20:00:00", "end_date": "2021-07-31", "end_time": "21:20:00",
                                 "min_price": 65.0, "max_price": 75.0}
-            # Answers carry an ETag that changes with the plans; a repeat may be answered 304.
+            # Answers carry an ETag that changes with the plans, and may be kept until the next poll
+            # (an hour, ±10 %, from the last one here; never more than the interval); a repeat may be
+            # answered 304, with the same freshness.
             answer = await client.get("/search")
-            assert answer.headers["cache-control"] == "public, max-age=3600"
+            assert 3600 * 0.9 - 5 < max_age(answer) <= 3600
             again = await client.get("/search", headers={"If-None-Match": answer.headers["etag"]})
             assert again.status_code == 304 and again.content == b""
+            assert max_age(answer) - 2 <= max_age(again) <= max_age(answer)
             # Containment: a window cutting through a plan does not return it.
             assert await search(client, starts_at="2021-06-30T21:30:00", ends_at="2021-07-01T00:00:00") == []
             assert await search(client, starts_at="2021-06-30T21:00:00", ends_at="2021-06-30T22:00:00") == [
@@ -216,13 +227,13 @@ async def test_the_poller_loop_backs_off_on_failures(autojump_clock):
         poller = Poller(herald.context, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
                         max_backoff=1000, register_metrics=False)
         attempts = []
-        real_poll = poller.poll
+        real_read = poller.read
 
         async def recorded(client):
             attempts.append(trio.current_time())
-            return await real_poll(client)
+            return await real_read(client)
 
-        poller.poll = recorded
+        poller.read = recorded
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
             await trio.sleep(700)
@@ -241,3 +252,51 @@ async def test_search_is_in_the_openapi_document():
     operation = doc["paths"]["/search"]["get"]
     assert [p["name"] for p in operation["parameters"]] == ["starts_at", "ends_at"]
     assert {"200", "400", "500"} <= set(operation["responses"])
+
+
+async def test_answers_may_be_kept_until_the_plans_change_and_never_past_it(autojump_clock):
+    """``Cache-Control: max-age`` counts down to the instant the next poll changes the plans,
+    announced before the poll reads the feed (so a slow read does not leave caches empty): a cache
+    counting whole seconds, as nginx does, has dropped an answer by then. Never above the interval;
+    with no provider, the interval. A provider whose feed changes at every read, in virtual time."""
+    from plugins.marketplace.poller import Poller
+
+    reads = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        reads.append(trio.current_time())
+        return httpx.Response(200, content=(RESPONSES["response_1.xml"], RESPONSES["response_2.xml"])[len(reads) % 2])
+
+    environ = {"HERALD_MARKETPLACE_POLL_SECONDS": "4"}  # no provider: this Herald's own poller never reads
+    async with app_client([("marketplace", hooks)], environ=environ) as (herald, client):
+        assert max_age(await client.get("/search")) == 4
+        index, _ = hooks.parts(herald.context)
+        poller = Poller(herald.context, index, "http://provider.test/api/events", interval=4,
+                        transport=httpx.MockTransport(provider), register_metrics=False)
+        samples = []  # (when, max-age, ETag)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            while len(reads) < 8:
+                answer = await client.get("/search")
+                samples.append((trio.current_time(), max_age(answer), answer.headers["etag"]))
+                await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    assert len({etag for *_, etag in samples}) >= 6  # the plans changed at (nearly) every poll
+    for when, age, etag in samples:
+        assert 0 <= age <= 4
+        # A kept answer (max-age 0 is not kept) is still the plans' answer until it ends, through the
+        # last second of its max-age.
+        assert not age or all(e == etag for later, _a, e in samples if when <= later < when + age + 1), (when, age)
+    ages = [age for _t, age, _e in samples]
+    assert max(ages) >= 2 and 0 in ages  # kept for seconds after a poll; not at all just before one
+    # The polls read the feed ahead of the instant they applied it (at least a second before): the
+    # answers in the second after a read are still those from before it. (Most of them: the parse
+    # runs in a thread, during which virtual time may jump, so a poll may apply late, just before
+    # the next read.)
+    ahead = 0
+    for read in reads[1:]:
+        before = [e for when, _a, e in samples if when <= read]
+        after = [e for when, _a, e in samples if read < when < read + 1]
+        ahead += bool(after) and all(e == before[-1] for e in after)
+    assert ahead >= len(reads[1:]) // 2, (ahead, reads)
+    assert index.poll_due is None  # the poller stopped: nothing is scheduled
