@@ -28,6 +28,7 @@ if not __package__:  # run as a file, bench/ would shadow the engine package (se
     sys.exit("run from the repository root: python -m bench.journal")
 
 import argparse
+import gc
 import logging
 import sqlite3
 import statistics
@@ -63,6 +64,10 @@ async def _ingest(herald: Herald, raws: list[dict], per_call: int) -> float:
     """Events/s through ``accept`` from TASKS concurrent callers."""
     events = [herald.engine.parse(raw) for raw in raws]
     chunks = [events[i : i + per_call] for i in range(0, len(events), per_call)]
+    # Each run starts with the collector's counts at zero: otherwise whether a run meets one of the
+    # (rare, long: ~0.5 s with 1M young objects) collections of the middle generation depends on
+    # what ran before it, which made a run of either mode up to a third slower than its pair.
+    gc.collect()
     started = time.perf_counter()
 
     async def caller(mine: list) -> None:
