@@ -117,8 +117,6 @@ class Herald:
         self._ready = trio.Event()
         #: True while the journal is replayed into the engine: nothing else may be applied meanwhile.
         self._replaying = False
-        #: The encoded data of the event being applied (checked storable before it touched anything).
-        self._data: Any = None
         self._snapshot_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.metrics.journal_commits.set_function(lambda: self.journal.commits)
@@ -227,7 +225,7 @@ class Herald:
     def _record(self, event: Event, arrival: float | None) -> None:
         # (The engine records only when there is a journal.)
         self.seq += 1
-        self._add_event(self.seq, event, arrival, self._data)
+        self._add_event(self.seq, event, arrival)
 
     def _refuse_if_not_writable(self) -> None:
         """Nothing is applied that the journal could not keep: a 503 then means *not applied*."""
@@ -245,11 +243,13 @@ class Herald:
         """
         self._refuse_if_not_writable()
         if self.journal.enabled:
-            # Encode each event's data once, here, before anything is applied: what the journal
-            # cannot store is refused up front, and the writer embeds these bytes as they are.
-            fragment, dumps = orjson.Fragment, orjson.dumps
+            # What the journal cannot store is refused before anything is applied. One encoding of
+            # all the data, thrown away: the records are encoded together when they are committed
+            # (an ``orjson.dumps`` per event, each result kept until then, cost more than the
+            # encoding itself: a fresh buffer each, and the heap grown and trimmed again).
+            dumps = orjson.dumps
             try:
-                encoded: Sequence[Any] = [fragment(dumps(event.data)) for event in events]
+                dumps([event.data for event in events])
             except orjson.JSONEncodeError:
                 for event in events:
                     try:
@@ -257,22 +257,17 @@ class Herald:
                     except orjson.JSONEncodeError as exc:
                         raise InvalidEvent("data", "unstorable", f"event {event.id!r} cannot be journaled: {exc}") from None
                 raise
-        else:
-            encoded = [None] * len(events)
         remember = self.ids.remember
+        apply = self.engine.apply
         now = self.utcnow()
         duplicates = []
-        try:
-            for event, data in zip(events, encoded):
-                if not remember(event.key, event.id, now):  # a repeat of (key, id)
-                    self.metrics.duplicates.inc()
-                    duplicates.append(True)
-                    continue
-                self._data = data
-                self.engine.apply(event)
-                duplicates.append(False)
-        finally:
-            self._data = None
+        for event in events:
+            if not remember(event.key, event.id, now):  # a repeat of (key, id)
+                self.metrics.duplicates.inc()
+                duplicates.append(True)
+                continue
+            apply(event)
+            duplicates.append(False)
         self._maybe_snapshot()
         return duplicates
 

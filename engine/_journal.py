@@ -4,9 +4,13 @@ The trio thread queues writes; a writer task takes each group of them once
 the tasks that were ready have queued theirs, and writes it as a single
 transaction (group commit: whatever arrives while a commit runs goes into the
 next one). A small group is written right there, in the trio thread (cheaper
-than two thread hand-offs); a large one goes to the journal's writer thread,
-and the trio thread goes on meanwhile. ``await journal.commit()`` returns once
-everything queued before the call is durable, which is what a 202 waits for.
+than two thread hand-offs; batch mode only); a large one goes to the journal's
+writer thread, and the trio thread goes on meanwhile. A group that grows large
+(:data:`EAGER_COST`) goes at the commit that makes it so, without waiting for
+the other ready tasks: they apply their events while it is written. The event
+records queued by one caller are encoded together at its ``commit()``, as one
+JSON array. ``await journal.commit()`` returns once everything queued before
+the call is durable, which is what a 202 waits for.
 
 Durability modes (``--durability``):
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -47,9 +52,16 @@ log = logging.getLogger("herald.journal")
 
 _UTC = timezone.utc
 #: A group costing at most this (an event 1, an outbox row or mark 8) is written by the writer task
-#: in the trio thread: handing it to the writer thread and back (two wake-ups, and the trio thread
-#: idle meanwhile when every caller waits) costs more than writing it (~50 us for 32 events).
+#: in the trio thread, in batch mode (where a commit is a write to the OS, no fsync): handing it to the
+#: writer thread and back (two wake-ups, and the trio thread idle meanwhile when every caller waits)
+#: costs more than writing it (~50 us for 32 events).
 INLINE_COST = 256
+#: A group costing at least this goes to the writer thread at the commit that makes it so, without
+#: waiting for the other ready tasks: the trio thread applies their events while it is written. Not
+#: smaller: each group written costs the writer thread a transaction and takes the GIL back once per
+#: statement, each time waiting for the trio thread to let go of it (up to the switch interval, 5 ms),
+#: so many small groups cost more than they overlap (measured: 4,096 against 500 per group).
+EAGER_COST = 4096
 DB_NAME = "herald.db"
 #: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
 #: Older formats are migrated on open (see :mod:`engine._formats`).
@@ -136,10 +148,16 @@ class SnapshotRow:
 
 
 class _Batch:
-    __slots__ = ("events", "bodies", "effects", "updates", "other", "done", "error", "results", "finished", "failure")
+    __slots__ = ("events", "chunks", "count", "first", "last", "bodies", "effects", "updates", "other", "done", "error", "results",
+                 "finished", "failure")
 
     def __init__(self) -> None:
+        #: Event records queued since the last :meth:`Journal._seal`, not encoded yet.
         self.events: list[tuple] = []
+        #: Encoded records: each a JSON array of records (one per caller's commit, usually).
+        self.chunks: list[bytes] = []
+        self.count = 0  # records in ``chunks``
+        self.first = self.last = 0  # their first and last seq
         self.bodies: list[tuple[int, bytes]] = []
         self.effects: list[tuple[str, str, bytes, float, Any]] = []
         self.updates: list[tuple] = []
@@ -151,7 +169,18 @@ class _Batch:
         self.failure: BaseException | None = None  # why it failed, until the trio thread takes it as ``error``
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.effects or self.updates or self.other)
+        return bool(self.events or self.chunks or self.effects or self.updates or self.other)
+
+    def cost(self) -> int:
+        """What writing it costs, roughly: an event 1, an outbox row or a mark 8."""
+        return self.count + len(self.events) + 8 * (len(self.effects) + len(self.updates))
+
+    def body(self) -> bytes:
+        """The group's record batch (a JSON array of records), from its encoded chunks."""
+        chunks = self.chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"[" + b",".join([chunk[1:-1] for chunk in chunks]) + b"]"
 
 
 def connect(path: Path, *, readonly: bool = False, durability: Durability = Durability.BATCH) -> sqlite3.Connection:
@@ -203,6 +232,11 @@ class Journal:
         #: committed for the first time (a repeated key is not reported): the outbox.
         self._on_new_effects = on_new_effects
         self.commits = 0
+        #: Small groups may be written in the trio thread: only where a commit is a write to the OS
+        #: (batch mode); an fsync there would stall the event loop (fsync mode commits in the writer thread).
+        self._inline = self.durability is Durability.BATCH
+        #: The next outbox id to give (writer thread; None: look it up, as after other writes).
+        self._next_outbox_id: int | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -433,7 +467,9 @@ class Journal:
     # -- queueing writes (trio thread) ------------------------------------------
 
     def add_event(self, seq: int, event: Event, arrival: float | None, data: Any = None) -> None:
-        """Queue an event; ``data`` may be its data already encoded (an ``orjson.Fragment``)."""
+        """Queue an event (``data``: what to journal as its data, if not ``event.data``). Its record
+        is encoded with the others queued before the next :meth:`commit` (or hand-over to the
+        writer), in one ``orjson.dumps``: one buffer per group of records, not one per event."""
         if data is None:
             data = event.data
         if event.type == LOAD_TYPE and data.get("body").__class__ is bytes:
@@ -470,13 +506,20 @@ class Journal:
         """Wait until everything queued so far is committed; raise JournalError on failure."""
         if not self.enabled:
             return
+        batch = self._batch
+        if batch.events:
+            self._seal(batch)  # now, while the data is as it was applied: no other task ran since
         if self.failed is not None:
             raise JournalError(f"the journal failed: {self.failed}")
-        batch = self._batch
         if batch:
             inflight = self._inflight
-            if inflight is not None and inflight.finished:
-                self._written(inflight)  # (and this group goes now) without waiting for the wake-up
+            if inflight is not None:
+                if inflight.finished:
+                    self._written(inflight)  # (and this group goes now) without waiting for the wake-up
+            elif batch.cost() >= EAGER_COST:
+                # A large group goes to the writer thread at once: the trio thread applies the next
+                # callers' events while it is written, instead of queueing them all first.
+                self._submit()
         else:
             batch = self._inflight
             if batch is None:
@@ -487,10 +530,31 @@ class Journal:
 
     # -- the writer ---------------------------------------------------------------
 
+    def _seal(self, batch: _Batch) -> None:
+        """Encode the records queued in ``batch`` since the last call (trio thread): one JSON array,
+        one buffer. Data that cannot be encoded (checked before applying, so only if a handler
+        changed an event's data into something JSON cannot hold) stops the journal: the events
+        were applied but cannot be kept, so Herald rebuilds from what was committed."""
+        events = batch.events
+        try:
+            chunk = orjson.dumps(events)
+        except orjson.JSONEncodeError as exc:
+            self.fail(JournalError(f"an applied event cannot be journaled: {exc}"))
+            chunk = None
+        if chunk is not None:
+            if not batch.chunks:
+                batch.first = events[0][0]
+            batch.chunks.append(chunk)
+            batch.count += len(events)
+            batch.last = events[-1][0]
+        batch.events = []
+
     def _submit(self, *, inline: bool = False) -> None:
         """Start writing the current group (trio thread; nothing in flight): in the writer
         thread, or, if ``inline`` and the group is small, here and now."""
         batch, self._batch = self._batch, _Batch()
+        if batch.events:
+            self._seal(batch)
         if self.failed is not None:
             # Never write past a failed batch: its events are not in the journal, so
             # later ones would leave a gap that a replay must not cross.
@@ -498,8 +562,7 @@ class Journal:
             batch.done.set()
             return
         self._inflight = batch
-        if inline and not (batch.other or batch.bodies) and \
-                len(batch.events) + 8 * (len(batch.effects) + len(batch.updates)) <= INLINE_COST:
+        if inline and self._inline and not (batch.other or batch.bodies) and batch.cost() <= INLINE_COST:
             try:
                 self._write(batch)
             except Exception as exc:  # disk full, I/O error: stop accepting, say why
@@ -511,7 +574,8 @@ class Journal:
 
     def _written(self, batch: _Batch) -> None:
         """``batch`` (in flight) is finished (trio thread): hand the next group to the writer at
-        once, then wake everyone waiting for this one, all in one go, and report its new effects."""
+        once if it is large (else the writer task takes it once the ready tasks have queued theirs),
+        then wake everyone waiting for this one, all in one go, and report its new effects."""
         if batch is not self._inflight:
             return  # reported already
         self._inflight = None
@@ -522,7 +586,10 @@ class Journal:
         else:
             self.commits += 1
         if self._batch:
-            self._submit()
+            if self._batch.cost() >= EAGER_COST:
+                self._submit()
+            else:
+                self._wakeup.set()
         batch.done.set()
         if error is None and batch.results and self._on_new_effects is not None:
             try:
@@ -590,6 +657,7 @@ class Journal:
             if conn is not None:
                 conn.close()
         self._conn = self._read = None
+        self._next_outbox_id = None
         conn = connect(self.path, durability=self.durability)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -622,45 +690,61 @@ class Journal:
             self._failed_event.set()
 
     def _write(self, batch: _Batch) -> None:
+        """One group, one transaction. Written in as few statements as can be (each one hands the
+        GIL over and takes it back, which in the writer thread can mean waiting for the trio thread
+        to let go of it): the records are one row; the outbox rows go in a statement per
+        :data:`OUTBOX_ROWS_PER_STATEMENT`; a group of records alone is a single INSERT (autocommit)."""
         conn = self._conn
         assert conn is not None
+        if not (batch.bodies or batch.effects or batch.updates or batch.other):
+            if batch.chunks:  # (a statement is a transaction: durable as a COMMIT is)
+                conn.execute("INSERT INTO event_batches VALUES (?,?,?)", (batch.last, batch.first, batch.body()))
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if batch.events:
-                events = batch.events
-                conn.execute(
-                    "INSERT INTO event_batches VALUES (?,?,?)", (events[-1][0], events[0][0], orjson.dumps(events))
-                )
+            if batch.chunks:
+                conn.execute("INSERT INTO event_batches VALUES (?,?,?)", (batch.last, batch.first, batch.body()))
                 if batch.bodies:
                     conn.executemany("INSERT INTO load_bodies VALUES (?,?)", batch.bodies)
             if batch.effects:
-                # In bulk, with the ids given here (above the highest one): a row whose key is in the
-                # outbox already is ignored, so if as many rows went in as were given, all are new,
-                # with those ids; only otherwise are the new ones looked up.
-                effects = batch.effects
-                first = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0] + 1
-                changes = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO outbox (id, key, kind, body, status, attempts, created, next_at, updated)"
-                    " VALUES (?,?,?,?, 'pending', 0, ?, ?, ?)",
-                    [(first + i, key, kind, body, now, now, now) for i, (key, kind, body, now, _) in enumerate(effects)],
-                )
-                if conn.total_changes - changes == len(effects):
-                    batch.results = [(first + i, effect[4]) for i, effect in enumerate(effects)]
-                else:  # (a key repeated within the batch is new once: its first row)
-                    new = {row[0] for row in conn.execute("SELECT id FROM outbox WHERE id >= ?", (first,))}
-                    batch.results = [(first + i, effect[4]) for i, effect in enumerate(effects) if first + i in new]
+                self._insert_effects(conn, batch)
             if batch.updates:
                 conn.executemany(
                     "UPDATE outbox SET status=?, attempts=?, next_at=?, updated=?, error=? WHERE id=?", batch.updates
                 )
-            for fn in batch.other:
-                fn(conn)
+            if batch.other:
+                self._next_outbox_id = None  # (they may add outbox rows of their own)
+                for fn in batch.other:
+                    fn(conn)
             conn.execute("COMMIT")
         except BaseException:
+            self._next_outbox_id = None
             if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
                 conn.execute("ROLLBACK")
             raise
+
+    def _insert_effects(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+        """The group's outbox rows, with the ids given here (above every one used): a row whose key
+        is in the outbox already is ignored, so if as many rows went in as were given, all are new,
+        with those ids; only otherwise are the new ones looked up."""
+        effects = batch.effects
+        first = self._next_outbox_id
+        if first is None:
+            first = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0] + 1
+        changes = conn.total_changes
+        params: list[Any] = []
+        for i, (key, kind, body, now, _) in enumerate(effects, first):
+            params += (i, key, kind, body, now, now, now)
+        width = 7 * OUTBOX_ROWS_PER_STATEMENT
+        for start in range(0, len(params), width):
+            part = params[start : start + width]
+            conn.execute(_outbox_insert(len(part) // 7), part)
+        self._next_outbox_id = first + len(effects)
+        if conn.total_changes - changes == len(effects):
+            batch.results = [(first + i, effect[4]) for i, effect in enumerate(effects)]
+        else:  # (a key repeated within the batch is new once: its first row)
+            new = {row[0] for row in conn.execute("SELECT id FROM outbox WHERE id >= ?", (first,))}
+            batch.results = [(first + i, effect[4]) for i, effect in enumerate(effects) if first + i in new]
 
     async def _sync_loop(self) -> None:
         while True:
@@ -722,6 +806,14 @@ class Journal:
 
 
 _OUTBOX_COLUMNS = "id, key, kind, body, status, attempts, created, next_at, updated, error"
+#: Outbox rows per INSERT (7 parameters each: well under SQLite's least limit of 999 per statement).
+OUTBOX_ROWS_PER_STATEMENT = 64
+
+
+@functools.lru_cache(maxsize=OUTBOX_ROWS_PER_STATEMENT)
+def _outbox_insert(rows: int) -> str:
+    return ("INSERT OR IGNORE INTO outbox (id, key, kind, body, status, attempts, created, next_at, updated) VALUES "
+            + ",".join(["(?,?,?,?,'pending',0,?,?,?)"] * rows))
 
 
 def _names(value: Any, key: str) -> bool:

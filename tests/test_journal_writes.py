@@ -1,9 +1,15 @@
 """The journal's write path: small groups written in the trio thread, large ones in the writer
 thread, outbox rows with the ids they are given, and the order of groups either way."""
 
+from datetime import datetime, timezone
+
+import orjson
 import trio
 
-from engine._journal import INLINE_COST, Durability, Journal
+from engine._event import Event
+from engine._journal import EAGER_COST, INLINE_COST, OUTBOX_ROWS_PER_STATEMENT, Durability, Journal
+
+AT = datetime(2021, 3, 1, tzinfo=timezone.utc)
 
 
 async def _running(tmp_path, reported):
@@ -83,4 +89,91 @@ async def test_groups_commit_in_order_whichever_thread_writes_them(tmp_path):
     events = journal.read_events(0, limit=10**6)
     assert [s for s, *_ in events] == list(range(1, seq + 1))
     assert [e.data["i"] for _, e, *_ in events] == list(range(1, seq + 1))
+    journal.close()
+
+
+async def test_a_large_group_is_written_while_the_next_callers_apply_theirs(tmp_path):
+    """A caller whose commit makes the group large hands it to the writer thread at once: callers
+    ready at the same time queue theirs meanwhile, into the next group (on the old write path all
+    of them made one group, written only once every ready caller had queued its events)."""
+    journal = await _running(tmp_path, [])
+    seq = 0
+    started = []
+
+    async def caller(n):
+        nonlocal seq
+        first = seq + 1
+        for _ in range(n):
+            seq += 1
+            journal.add_event(seq, Event(f"id{seq}", "ping", f"u{seq % 7}", AT, {"i": seq}, AT), float(seq))
+        started.append(journal._inflight is not None)
+        await journal.commit()
+        assert journal.count_events(first - 1) >= n  # durable when commit() returns
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        async with trio.open_nursery() as callers:
+            for _ in range(3):
+                callers.start_soon(caller, EAGER_COST)
+        nursery.cancel_scope.cancel()
+    batches = journal._db().execute("SELECT first_seq, last_seq FROM event_batches ORDER BY last_seq").fetchall()
+    assert batches[0] == (1, EAGER_COST)  # the first caller's events alone
+    assert len(batches) >= 2 and batches[-1][1] == 3 * EAGER_COST
+    assert started[1:] == [True, True]  # the others queued theirs while it was being written
+    journal.close()
+
+
+async def test_the_records_of_several_callers_make_one_record_batch_as_one_encoding_would(tmp_path):
+    """Each caller's records are encoded at its commit; a group of several is still one JSON array
+    of records, byte for byte what encoding them all at once gives (the on-disk format)."""
+    journal = await _running(tmp_path, [])
+    records = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+
+        async def caller(n):
+            for _ in range(n):
+                seq = len(records) + 1  # (given as they are applied, as Herald does)
+                data = {"i": seq, "nested": [1, [2, {"x": "a,[b"}]]}
+                event = Event(f"id{seq}", "ping", "u", AT, data, AT)
+                journal.add_event(seq, event, seq + 0.5)
+                records.append([seq, event.id, "u", "ping", AT.timestamp(), AT.timestamp(), seq + 0.5, data])
+            await journal.commit()
+
+        async with trio.open_nursery() as callers:
+            for n in (3, 2, 1):
+                callers.start_soon(caller, n)
+        nursery.cancel_scope.cancel()
+    [(first, last, body)] = journal._db().execute("SELECT first_seq, last_seq, body FROM event_batches").fetchall()
+    assert (first, last) == (1, 6)
+    assert body == orjson.dumps(records)
+    assert [e.data for _, e, *_ in journal.read_events(0)] == [r[-1] for r in records]
+    journal.close()
+
+
+async def test_many_outbox_rows_in_one_group_over_several_statements_and_after_other_writes(tmp_path):
+    """More outbox rows than one statement takes, with repeats across statements; then rows copied in
+    by another write (ids of their own), then new rows: each new key is reported once, under the id
+    the outbox holds it by, and none is lost to an id already taken."""
+    from engine._journal import OutboxRow
+
+    reported: list = []
+    journal = await _running(tmp_path, reported)
+    keys = [f"k{i}" for i in range(3 * OUTBOX_ROWS_PER_STATEMENT + 5)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for key in keys + [keys[0], keys[OUTBOX_ROWS_PER_STATEMENT + 1]]:
+            journal.add_effect(key, "Notify", b"{}", 1.0, key)
+        await journal.commit()
+        journal.copy_outbox([OutboxRow(0, f"copied{i}", "Notify", b"{}", "pending", 0, 1.0, 1.0, 1.0, None)
+                             for i in range(3)])
+        await journal.commit()
+        for key in ("n1", "n2", keys[1]):
+            journal.add_effect(key, "Notify", b"{}", 2.0, key)
+        await journal.commit()
+        nursery.cancel_scope.cancel()
+    rows = {key: id_ for id_, key, _ in _rows(journal)}
+    assert len(rows) == len(keys) + 3 + 2
+    assert [token for _, token in reported] == keys + ["n1", "n2"]
+    assert all(rows[token] == id_ for id_, token in reported)
     journal.close()
