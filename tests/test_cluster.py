@@ -172,6 +172,28 @@ def comparable(view: dict[str, Any]) -> dict[str, Any]:
     return orjson.loads(orjson.dumps({"states": view["states"], "timers": view["timers"], "unknown": view["unknown"]}))
 
 
+async def assert_cluster_holds(client: httpx.AsyncClient, nodes: list[Node], users: list[str],
+                               expected: dict[str, Any], expected_keys: set[str], receiver: Receiver) -> None:
+    """Every user as the cluster holds it, asked of any node round-robin (queries go to the owner), equals
+    what a single engine holds; every expected notification key arrived (nothing else), each with one body."""
+    mismatched = []
+    for i, key in enumerate(users):
+        response = await client.get(f"{nodes[i % len(nodes)].url}/v1/actors/{key}")
+        assert response.status_code == 200, (key, response.text)
+        if comparable(response.json()) != comparable(expected[key]):
+            mismatched.append((key, response.json(), expected[key]))
+    assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:1]}"
+    with trio.move_on_after(60):
+        while set(receiver.keys) < expected_keys:
+            await trio.sleep(0.1)
+    assert set(receiver.keys) == expected_keys, len(expected_keys - set(receiver.keys))
+    bodies: dict[str, set[bytes]] = {}
+    for request in receiver.delivered:
+        bodies.setdefault(request["headers"]["idempotency-key"], set()).add(
+            orjson.dumps(request["json"], option=orjson.OPT_SORT_KEYS))
+    assert all(len(b) == 1 for b in bodies.values()), [k for k, b in bodies.items() if len(b) > 1][:3]
+
+
 async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[list[dict]], progress: dict,
                    pace: float = 0.0, timeout: float = 30) -> None:
     """Post batches in order (one every ``pace`` seconds), round-robin over the nodes; a batch refused
@@ -243,18 +265,7 @@ async def test_three_nodes_a_killed_node_loses_nothing_and_sends_each_notificati
                 healths = [(await node.health(client))["cluster"] for node in nodes]
                 assert [h["singletons"] for h in healths] == [0 in h["ready"] for h in healths]
                 assert sum(h["singletons"] for h in healths) == 1
-                # Every user as the cluster holds it, asked of any node (queries go to the owner).
-                mismatched = []
-                for i, key in enumerate(users):
-                    response = await client.get(f"{nodes[i % 3].url}/v1/actors/{key}")
-                    assert response.status_code == 200, (key, response.text)
-                    if comparable(response.json()) != comparable(expected[key]):
-                        mismatched.append((key, response.json(), expected[key]))
-                assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:1]}"
-                with trio.fail_after(60):
-                    while set(receiver.keys) < expected_keys:
-                        await trio.sleep(0.1)
-                assert set(receiver.keys) == expected_keys  # each expected notification, nothing else
+                await assert_cluster_holds(client, nodes, users, expected, expected_keys, receiver)
         finally:
             for node in nodes:
                 if node.proc is not None and node.proc.poll() is None:

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import trio
 
@@ -30,7 +29,7 @@ from engine import Config
 from engine.host import Herald, PluginHost
 from engine._clients import KafkaClients
 from plugins.fitness import hooks as fitness
-from tests.test_cluster import SETTINGS, comparable, expected_run, post_all, user_events
+from tests.test_cluster import SETTINGS, assert_cluster_holds, comparable, expected_run, post_all, user_events
 
 pytestmark = pytest.mark.kafka
 
@@ -300,22 +299,7 @@ async def under_fault(tmp_path: Any, bootstrap: str, fault: Any, *, node_factory
                     with trio.fail_after(FAULT_SECONDS + 60):
                         await fault(client, nodes)
                 await wait_until(lambda: settled(client, nodes), 90, "the cluster to settle", nodes)
-                mismatched = []
-                for i, key in enumerate(users):
-                    answer = await client.get(f"{nodes[i % 3].url}/v1/actors/{key}")
-                    assert answer.status_code == 200, (key, answer.text)
-                    if comparable(answer.json()) != comparable(expected[key]):
-                        mismatched.append(key)
-                assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:3]}"
-                with trio.move_on_after(60):
-                    while set(receiver.keys) < expected_keys:
-                        await trio.sleep(0.1)
-                assert set(receiver.keys) == expected_keys, len(expected_keys - set(receiver.keys))
-                bodies: dict[str, set[bytes]] = {}
-                for request in receiver.delivered:
-                    bodies.setdefault(request["headers"]["idempotency-key"], set()).add(
-                        orjson.dumps(request["json"], option=orjson.OPT_SORT_KEYS))
-                assert all(len(b) == 1 for b in bodies.values()), [k for k, b in bodies.items() if len(b) > 1][:3]
+                await assert_cluster_holds(client, nodes, users, expected, expected_keys, receiver)
         finally:
             for node in nodes:
                 if node.proc is not None and node.proc.poll() is None:

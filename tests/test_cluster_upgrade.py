@@ -15,12 +15,11 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import trio
 
 from engine.testing import Receiver, herald_command
-from tests.test_cluster import SETTINGS, Node, comparable, expected_run, post_all, settled, user_events, wait_until
+from tests.test_cluster import SETTINGS, Node, assert_cluster_holds, expected_run, post_all, settled, user_events, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -137,22 +136,7 @@ async def test_a_rolling_upgrade_from_the_previous_version_loses_nothing(kafka_b
                 # The upgraded node serves partitions again (restored from both versions' checkpoints).
                 await wait_until(lambda: shared(client, nodes, partitions), 90, "the upgraded cluster", nodes)
                 assert progress["posted"] == len(ordered)
-                mismatched = []
-                for i, key in enumerate(users):
-                    answer = await client.get(f"{nodes[i % 2].url}/v1/actors/{key}")
-                    assert answer.status_code == 200, (key, answer.text)
-                    if comparable(answer.json()) != comparable(expected[key]):
-                        mismatched.append((key, answer.json(), expected[key]))
-                assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:1]}"
-                with trio.move_on_after(60):
-                    while set(receiver.keys) < expected_keys:
-                        await trio.sleep(0.1)
-                assert set(receiver.keys) == expected_keys, len(expected_keys - set(receiver.keys))
-                bodies: dict[str, set[bytes]] = {}
-                for request in receiver.delivered:
-                    bodies.setdefault(request["headers"]["idempotency-key"], set()).add(
-                        orjson.dumps(request["json"], option=orjson.OPT_SORT_KEYS))
-                assert all(len(b) == 1 for b in bodies.values()), [k for k, b in bodies.items() if len(b) > 1][:3]
+                await assert_cluster_holds(client, nodes, users, expected, expected_keys, receiver)
                 print(f"\nrolling upgrade: {len(ordered)} events, {progress['retries']} posts retried, "
                       f"{len(receiver.delivered)} deliveries of {len(expected_keys)} notifications")
         finally:
