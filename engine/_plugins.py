@@ -148,8 +148,6 @@ def _check_callable(plugin: str, what: str, value: Any) -> None:
 def _check_state_type(plugin: str, state_type: Any) -> None:
     """A state class must be an attrs class whose no-argument call is the initial state, and it must
     come back equal through cattrs (snapshots store it that way)."""
-    from ._event import dumps, loads
-
     if not (isinstance(state_type, type) and attrs.has(state_type)):
         raise PluginError(f"{plugin}: herald_state_type must return an attrs class (or None), not {state_type!r}")
     found = field_type_problem(state_type)  # every field type, recursively: not just the initial values
@@ -161,15 +159,24 @@ def _check_state_type(plugin: str, state_type: Any) -> None:
         initial = state_type()
     except Exception as exc:
         raise PluginError(f"{plugin}: {state_type.__name__}() must make the initial state: {exc!r}") from None
-    try:
-        again = loads(dumps(initial), state_type)  # as a snapshot stores and restores it
-    except Exception as exc:
-        raise PluginError(f"{plugin}: {_round_trip_failure(state_type, initial, exc)}; snapshots store states "
-                          f"that way, so none could restore it. {_CATTRS_TYPES}") from None
-    if again != initial:
-        raise PluginError(f"{plugin}: {state_type.__name__} comes back from a cattrs round trip as {again!r}, "
-                          f"not {initial!r}: snapshots could not restore it")
+    _check_round_trip(plugin, state_type.__name__, state_type, initial,
+                      lambda exc: f"{_round_trip_failure(state_type, initial, exc)}; snapshots store states that "
+                                  f"way, so none could restore it. {_CATTRS_TYPES}")
     _warn_if_mutable(plugin, state_type, initial)
+
+
+def _check_round_trip(plugin: str, what: str, state_type: Any, initial: Any, failed: Callable[[Exception], str]) -> None:
+    """``initial`` comes back equal from a snapshot's encoding (cattrs and JSON), or the plugin is refused:
+    ``failed(exc)`` says why when it cannot be read back at all."""
+    from ._event import dumps, loads
+
+    try:
+        again = loads(dumps(initial), state_type)
+    except Exception as exc:
+        raise PluginError(f"{plugin}: {failed(exc)}") from None
+    if again != initial:
+        raise PluginError(f"{plugin}: {what} comes back from a cattrs round trip as {again!r}, not {initial!r}: "
+                          f"snapshots could not restore it")
 
 
 #: What a state's fields may hold (cattrs converts these without help).
@@ -263,7 +270,7 @@ def _check_event_type(plugin: str, event_type: Any) -> None:
 def _check_default_state(plugin: str, handler: DefaultHandler) -> None:
     """A default state is shown as a JSON object (``unknown``) and, with a ``state_type``, comes back
     from a snapshot equal: checked on the initial state, as a plugin's state class is."""
-    from ._event import converter, dumps, loads
+    from ._event import converter
 
     try:
         initial = handler.initial()
@@ -275,14 +282,9 @@ def _check_default_state(plugin: str, handler: DefaultHandler) -> None:
         raise PluginError(f"{plugin}: the default handler's state must be shown as a JSON object (an attrs class "
                           f"or a mapping), not {shown!r}")
     if handler.state_type is not None:
-        try:
-            again = loads(dumps(initial), handler.state_type)
-        except Exception as exc:
-            raise PluginError(f"{plugin}: the default state does not survive a cattrs round trip as "
-                              f"{handler.state_type!r} ({_reason(exc)}): snapshots store it that way") from None
-        if again != initial:
-            raise PluginError(f"{plugin}: the default state comes back from a cattrs round trip as {again!r}, "
-                              f"not {initial!r}: snapshots could not restore it")
+        _check_round_trip(plugin, "the default state", handler.state_type, initial,
+                          lambda exc: f"the default state does not survive a cattrs round trip as "
+                                      f"{handler.state_type!r} ({_reason(exc)}): snapshots store it that way")
 
 
 def _check_api(name: str, plugin: Any) -> None:
