@@ -63,6 +63,7 @@ from ._engine import Engine
 from ._event import Event, InvalidEvent, converter
 from ._formats import EVENT_FORMAT, EVENT_FORMATS, NewerFormat, record_format
 from ._formats import CHECKPOINT_SNAPSHOT_FORMAT
+from ._plugin_error import PluginError
 from ._states import UnencodableState
 from ._journal import JournalError
 from ._kafka import _kafka, ensure_topics, is_fatal, kafka_settings
@@ -377,6 +378,8 @@ class Cluster:
         self.restored_actors = 0
         self.restore_seconds = 0.0
         self.lag: dict[int, int] = {}
+        #: Partitions whose last checkpoint failed for a state that cannot be encoded (/healthz degraded).
+        self._unencodable: set[int] = set()
         #: Partition -> changelog offset of its latest checkpoint marker (written or read here).
         self._last_end: dict[int, int] = {}
         #: Partition -> (id, pieces) of its latest checkpoint, whose records the next one tombstones.
@@ -1119,7 +1122,15 @@ class Cluster:
             return  # given up meanwhile (a fault, or a stall): the heal rejoins
         self._owner_epochs[p] = owner_epoch
         if doc is not None:
-            for effect in shard.restore(doc):
+            try:
+                restored = shard.restore(doc)
+            except PluginError as exc:  # a plugin's new release cannot read its states: no restart helps
+                line = f"partition {p}'s checkpoint cannot be restored: {exc}"
+                self.log.critical("%s", line, extra={"partition": p})
+                self.fail(line)
+                self.give_up(line)
+                return
+            for effect in restored:
                 shard._emit(effect)
             shard.restored_actors = len(shard.engine.actors)
             self.restored_actors += shard.restored_actors
@@ -1231,6 +1242,7 @@ class Cluster:
                 await trio.to_thread.run_sync(self._write_checkpoint, shard, offset, body, epoch)
             except UnencodableState as exc:  # a plugin's state: named, /healthz degraded, tried again next round
                 shard.dirty = True
+                self._unencodable.add(shard.number)
                 herald.state_unencodable(exc)
                 return
             except BaseException:
@@ -1240,6 +1252,11 @@ class Cluster:
                 return
             shard.checkpointed_offset = offset
             shard.last_checkpoint = time.monotonic()
+            # Healthy again once every partition still here whose checkpoint failed has been written.
+            self._unencodable.discard(shard.number)
+            self._unencodable &= self.shards.keys()
+            if not self._unencodable:
+                herald.state_encodable()
             shard.checkpoints += 1
             # Committed by the consume thread (a consumer is never called from two threads at once): the
             # committed offset shows lag to Kafka's tools; restores go by the changelog.

@@ -186,6 +186,11 @@ class Herald:
             f"snapshot or checkpoint is written until it can be; events are still accepted and journaled",
             error.plugin, error.field)
 
+    def state_encodable(self) -> None:
+        """Every state could be encoded again (a snapshot, or a checkpoint of every partition that failed,
+        was written): ``/healthz`` is no longer degraded for it."""
+        self._degraded.pop("unencodable_state", None)
+
     # -- where actors live -----------------------------------------------------------------
 
     def engine_for(self, key: str) -> Engine | None:
@@ -597,7 +602,7 @@ class Herald:
             except UnencodableState as exc:  # nothing is compacted: the journal keeps every event
                 self.state_unencodable(exc)
                 return {"seq": self.snapshot_seq, "skipped": str(exc)}
-            self._degraded.pop("unencodable_state", None)
+            self.state_encodable()
             now = self.utcnow()
             journal = self.journal
             journal.add_write(snapshot_writer(capture.seq, body, now))

@@ -436,3 +436,72 @@ def test_a_checkpoint_records_state_versions_and_a_new_release_restores_it_migra
     loose.apply(_Message(encode_event(Event("s1", "seen", "u9", stamp, {}, stamp)), 0, int(stamp.timestamp() * 1000)))
     with pytest.raises(UnencodableState, match="plugin loose: the state of actor 'u9' cannot be encoded: field seen"):
         Shard.encode(*loose.capture())
+
+
+@attrs.frozen
+class StreakOfDays:  # release 2 without a version or a migration: days was a count, now the days themselves
+    days: tuple[date, ...] = ()
+    last: str = ""
+
+
+async def test_a_cluster_node_whose_plugin_cannot_read_a_checkpoint_fails_in_one_line_and_exits() -> None:
+    """A node of the new release takes over a partition checkpointed by the old one: it applies nothing,
+    /healthz says cluster_failed, and it ends with one line naming the plugin, the field and the fix."""
+    from datetime import datetime, timezone
+
+    from engine import Event
+    from engine._cluster import EVENT_HEADERS, encode_event
+    from engine.host import Herald
+
+    from .test_cluster_formats import Log, catch_up
+
+    log = Log()
+
+    def node(plugins: list[Any], give_up: Any = None) -> Any:
+        config = Config(cluster="127.0.0.1:9", cluster_partitions=1)
+        cluster = Herald(config, PluginHost.from_objects(config, plugins), give_up=give_up).cluster
+        cluster._changelog = log
+        return cluster
+
+    for day in (1, 2):
+        at = datetime(2021, 3, day, 7, tzinfo=timezone.utc)
+        log.append("herald.events", 0, encode_event(Event(f"w{day}", "workout_logged", "u1", at, {}, at)), b"u1",
+                   EVENT_HEADERS, int(at.timestamp() * 1000))
+    old = node([V1])
+    await old._restore(log, 0, {})
+    catch_up(old.shards[0], log)
+    await old.checkpoint(old.shards[0])
+
+    lines: list[str] = []
+    new = node([plugin("streaks", StreakOfDays, lambda state, event: (state, ()))], give_up=lines.append)
+    await new._restore(log, 0, {})
+    assert new.shards == {} and new.herald.status == "cluster_failed" and not new.herald.ready
+    [line] = lines
+    assert "partition 0's checkpoint cannot be restored" in line and "plugin streaks" in line
+    assert "field days" in line and "herald_migrate_state" in line and "\n" not in line
+
+
+async def test_a_cluster_node_is_degraded_while_a_checkpoint_cannot_be_encoded_and_ready_once_it_can() -> None:
+    from datetime import datetime, timezone
+
+    from engine import Event
+    from engine._cluster import EVENT_HEADERS, encode_event
+    from engine.host import Herald
+
+    from .test_cluster_formats import Log, catch_up
+
+    log = Log()
+    config = Config(cluster="127.0.0.1:9", cluster_partitions=1)
+    loose = plugin("loose", Loose, lambda state, event: (Loose(Day(3) if event.data.get("bad") else 3), ()),
+                   type_name="seen")
+    cluster = Herald(config, PluginHost.from_objects(config, [loose])).cluster
+    cluster._changelog = log
+    await cluster._restore(log, 0, {})
+    for i, bad in enumerate((True, False)):
+        at = datetime(2021, 3, 1, 7, i, tzinfo=timezone.utc)
+        log.append("herald.events", 0, encode_event(Event(f"s{i}", "seen", "u1", at, {"bad": bad}, at)), b"u1",
+                   EVENT_HEADERS, int(at.timestamp() * 1000))
+        catch_up(cluster.shards[0], log)
+        await cluster.checkpoint(cluster.shards[0])
+        degraded = [d.code for d in cluster.herald.degraded()]
+        assert degraded == (["unencodable_state"] if bad else []), degraded
