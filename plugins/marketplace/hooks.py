@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from engine import Context, Config, EventType, Origin, hookimpl
 from engine import positive
 
-from .model import SEEN, Plan, on_seen
+from .model import SEEN, Plan, PlanChanged, on_seen
 from .poller import Poller
 from .search import PLUGIN, SearchIndex, search_app, search_openapi, zone_of
 
@@ -46,6 +46,24 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
     # Plans come from the provider poller only.
     return [EventType(SEEN, on_seen, origin=Origin.INTERNAL,
                       description="A plan's values as the provider's feed showed them (changes only).")]
+
+
+class _Stale:
+    """Marks the search index stale whenever a plan changes, on every node of a cluster (a local view:
+    fed by the replicas, which see every partition), whoever polled."""
+
+    local_view = True
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index = index
+
+    def put(self, effect: PlanChanged) -> None:
+        self.index.changed()
+
+
+@hookimpl
+def herald_effect_sinks(context: Context) -> dict:
+    return {PlanChanged: _Stale(parts(context)[0])}
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from engine import Event
 
 from .feed import PlanValues, plan_uuid
 
-__all__ = ["Plan", "SEEN", "on_seen", "seen_data"]
+__all__ = ["Plan", "PlanChanged", "SEEN", "on_seen", "seen_data"]
 
 SEEN = "marketplace.plan_seen"
 
@@ -47,6 +47,15 @@ class Plan:
             values.sold_out)
 
 
+@attrs.frozen(slots=True)
+class PlanChanged:
+    """An effect: the plan of actor ``key`` changed, so searches built before it are stale. The search
+    index's sink takes it on every node (a local view), so that a cluster node that does not poll
+    rebuilds its index too."""
+
+    key: str
+
+
 def seen_data(values: PlanValues) -> dict[str, Any]:
     return attrs.asdict(values)
 
@@ -57,4 +66,4 @@ def on_seen(state: Plan, event: Event) -> tuple[Plan, tuple]:
     return Plan(
         d["base_id"], d["plan_id"], d["title"], d["sell_mode"], d["start"], d["end"], d["min_price"], d["max_price"],
         d["sold_out"], state.ever_online or d["sell_mode"] == "online", state.first_seen or at, at,
-    ), ()
+    ), (PlanChanged(event.key),)

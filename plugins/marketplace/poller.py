@@ -193,10 +193,8 @@ class Poller:
             if isinstance(state, Plan) and state.same_values(values):
                 continue
             events.append(Event(new_event_id(), SEEN, key, stamp, seen_data(values), stamp))
-        for start in range(0, len(events), 5_000):
+        for start in range(0, len(events), 5_000):  # each plan's handler marks the index stale (PlanChanged)
             await self.context.accept(events[start:start + 5_000])
-        if events:
-            self.index.changed()
         self.health.update(plans_in_last_feed=len(latest), skipped_in_last_feed=skipped,
                            changed_in_last_feed=len(events), searchable_plans=len(self.index))
         return {"plans": len(latest), "skipped": skipped, "changed": len(events)}

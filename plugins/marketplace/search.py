@@ -55,7 +55,7 @@ class SearchIndex:
     def __init__(self, context: Context, zone: tzinfo) -> None:
         self.context = context
         self.zone = zone
-        self.version = 0  # bumped by whoever changes plans (the poller)
+        self.version = 0  # bumped whenever a plan changes (its handler's PlanChanged, on every node)
         self._built = -1
         self._starts: list[str] = []
         self._ends: list[str] = []

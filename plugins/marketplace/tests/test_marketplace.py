@@ -300,3 +300,23 @@ async def test_answers_may_be_kept_until_the_plans_change_and_never_past_it(auto
         ahead += bool(after) and all(e == before[-1] for e in after)
     assert ahead >= len(reads[1:]) // 2, (ahead, reads)
     assert index.poll_due is None  # the poller stopped: nothing is scheduled
+
+
+async def test_plans_applied_without_this_nodes_poller_are_searched_with_their_latest_values():
+    """As on a cluster node that does not poll: plan events reach the engine (there through the
+    replicas) and each change marks the search index stale, so /search never answers old values."""
+    from datetime import datetime, timezone
+
+    from engine import Event
+    from plugins.marketplace.feed import PlanValues
+    from plugins.marketplace.model import SEEN, seen_data
+
+    def seen(title: str) -> Event:
+        at = datetime.now(timezone.utc)
+        values = PlanValues("291", "291", title, "online", "2021-06-30T21:00:00", "2021-06-30T22:00:00", 15.0, 30.0)
+        return Event(f"seen-{title}", SEEN, "plan:291:291", at, seen_data(values), at)
+
+    async with market() as (herald, client):
+        for title in ("Camela en concierto", "Camela, segunda fecha"):
+            assert await herald.context.accept([seen(title)]) == [False]  # not a repeat
+            assert await search(client, starts_at="2021-06-30T00:00:00Z", ends_at="2021-07-01T00:00:00Z") == [title]
