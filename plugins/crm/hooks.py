@@ -9,7 +9,7 @@ from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
 from .delivery import CONCURRENCY, Delivery
-from .keystore import KeyStore
+from .keystore import open_key_store
 from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
@@ -36,7 +36,8 @@ def _make_parts(context: Context) -> dict[str, Any]:
         raise PluginError("the crm plugin does not run in a cluster yet (its key store is per process); "
                           "run it on a single Herald, or enable the others: "
                           "--plugins fitness,customers,analytics,marketplace")
-    keys = KeyStore(config.data_file("keys.db"))
+    keys = open_key_store(config)
+    context.health("crm_keys", keys.description)
     bootstrap = bootstrap_of(config)
     producer = None
     if bootstrap:
@@ -69,6 +70,21 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
                   description=f"A booking's full state, from {BOOKING_TOPIC}; key: its user."),
         EventType(ERASE, on_erase, origin=Origin.INTERNAL, description="GDPR erasure of a user."),
     ]
+
+
+@hookimpl
+async def herald_startup(context: Context) -> None:
+    from .keystore import KeyStoreUnavailable
+
+    try:
+        await parts(context)["keys"].open()
+    except KeyStoreUnavailable as exc:  # the message holds no password
+        raise PluginError(f"the crm plugin cannot open its key store: {exc}") from None
+
+
+@hookimpl
+async def herald_shutdown(context: Context) -> None:
+    await parts(context)["keys"].aclose()
 
 
 @hookimpl
