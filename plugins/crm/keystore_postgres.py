@@ -65,6 +65,7 @@ class PostgresKeyStore:
         except psycopg.ProgrammingError:
             raise PluginError(f"HERALD_CRM_KEYSTORE is not a PostgreSQL URL: {redact_url(url)}") from None
         self.ttl, self.timeout, self._clock, self._listen = ttl, timeout, clock, listen
+        self._connect_timeout = max(1, round(timeout))  # libpq's is whole seconds
         self.description: dict[str, Any] = {"store": "postgresql", "url": redact_url(url), "key_ttl": ttl}
         self._pool = ConnectionPool(url, min_size=1, max_size=max_pool, open=False, timeout=timeout,
                                     name="herald-crm-keys", kwargs={"autocommit": True})
@@ -149,11 +150,12 @@ class PostgresKeyStore:
     # -- in a worker thread -------------------------------------------------------------------
 
     def _open(self) -> None:
-        try:
-            self._pool.open(wait=True, timeout=self.timeout)
-            with self._pool.connection() as conn, conn.transaction():
+        try:  # one connection of its own first: a wrong password or host fails at once, saying so
+            with self._psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout) as conn, \
+                    conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(_SCHEMA)
+            self._pool.open(wait=True, timeout=self.timeout)
         except Exception as exc:
             self._pool.close()
             raise self._unavailable(exc) from None
@@ -204,8 +206,7 @@ class PostgresKeyStore:
         delay, failures = 0.5, 0
         while not self._stop.is_set():
             try:
-                with self._psycopg.connect(self._url, autocommit=True, connect_timeout=max(1, int(self.timeout))) \
-                        as conn:
+                with self._psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._forget(None)  # what was erased while nobody listened is not in the cache
                     self.listening.set()
