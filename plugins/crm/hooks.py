@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
+
+import trio
 
 from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
 from .delivery import CONCURRENCY, Delivery
-from .keystore import open_key_store
+from .keystore import KeyStore, open_key_store
 from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
@@ -83,11 +85,6 @@ async def herald_startup(context: Context) -> None:
 
 
 @hookimpl
-async def herald_shutdown(context: Context) -> None:
-    await parts(context)["keys"].aclose()
-
-
-@hookimpl
 def herald_effect_sinks(context: Context) -> dict[type, Any]:
     delivery = parts(context)["delivery"]
     return {CrmCall: delivery, Publish: delivery}
@@ -96,7 +93,7 @@ def herald_effect_sinks(context: Context) -> dict[type, Any]:
 @hookimpl
 def herald_sources(context: Context) -> list:
     found = parts(context)
-    sources = [found["delivery"].run]
+    sources = [found["delivery"].run, _holding(found["keys"])]
     if found["bootstrap"]:
         from engine.kafka import KafkaSource
 
@@ -109,6 +106,21 @@ def herald_sources(context: Context) -> list:
                                            (TRIPS_TOPIC, partitions, {})])
         sources.append(source.run)
     return sources
+
+
+def _holding(keys: KeyStore) -> Callable[[], Awaitable[None]]:
+    """A source that closes the key store when Herald stops: sources are cancelled only after the effect
+    sinks were flushed (shutdown hooks run before, while public messages may still need keys)."""
+
+    async def hold() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await keys.aclose()
+
+    hold.per_node = True  # type: ignore[attr-defined]  # every node holds its own connections
+    return hold
 
 
 @hookimpl

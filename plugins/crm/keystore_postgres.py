@@ -228,7 +228,7 @@ class PostgresKeyStore:
 
     def _unavailable(self, exc: BaseException) -> KeyStoreUnavailable:
         """``exc`` as a :class:`KeyStoreUnavailable` whose message holds no password."""
-        text = f"{type(exc).__name__}: {exc}"
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())  # libpq's hints span lines: one line
         if self._password:
             text = text.replace(self._password, "***")
         return KeyStoreUnavailable(f"PostgreSQL key store {self.description['url']}: {redact_text(text)}")

@@ -63,6 +63,7 @@ async def stores(request, tmp_path):
 
 async def test_a_users_key_is_made_once_and_stays(stores):
     keys = await stores()
+    assert isinstance(keys, KeyStore)
     assert await keys.existing(U) is None  # unknown: looking does not make one
     first = await keys.key(U)
     assert len(first) == 32 and await keys.key(U) == first and await keys.existing(U) == first
@@ -153,7 +154,7 @@ async def test_an_erasure_is_announced_and_every_listening_node_forgets_at_once(
 
 
 @pytest.mark.postgres
-async def test_the_password_never_shows(postgres, postgres_url):
+async def test_herald_uses_the_shared_store_and_never_shows_its_password(postgres, postgres_url):
     from plugins.crm.keystore_postgres import PostgresKeyStore
 
     wrong = postgres_url.replace(postgres.password, "not-the-pw-4711")
@@ -174,3 +175,10 @@ async def test_the_password_never_shows(postgres, postgres_url):
         assert await herald.flush_sinks(10)
     assert hashlib.sha256(U.encode()).hexdigest() in await trio.to_thread.run_sync(
         _rows, postgres_url, "herald_crm_erased")
+    assert await trio.to_thread.run_sync(_others_connected, postgres_url) == 0  # Herald let go of its pool
+
+
+def _others_connected(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchone()[0]
