@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS herald_crm_erased (
 """
 #: Serialises the schema's creation between processes starting together.
 _SCHEMA_LOCK = 0x4845524B  # "HERK"
+#: Cache entries stored between two sweeps of the expired ones.
+_SWEEP_EVERY = 4096
 _LOCK_SUBJECT = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
 log = logging.getLogger("herald.crm")
@@ -73,6 +75,7 @@ class PostgresKeyStore:
         self._cache: dict[str, tuple[bytes | None, float]] = {}
         self._lock = threading.Lock()
         self._invalidations = 0  # a key read while its subject was invalidated is not cached
+        self._stored = 0
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self.listening = threading.Event()  # set while notifications reach this process
@@ -136,6 +139,10 @@ class PostgresKeyStore:
             with self._lock:
                 if invalidations == self._invalidations:
                     self._cache[subject] = (value, self._clock() + self.ttl)
+                self._stored += 1
+                if self._stored % _SWEEP_EVERY == 0:  # keys of users gone quiet: let them go
+                    now = self._clock()
+                    self._cache = {s: e for s, e in self._cache.items() if e[0] is None or e[1] > now}
         return value
 
     def _forget(self, subject: str | None) -> None:
