@@ -17,7 +17,7 @@ test:
 # Everything CI runs (.ci/run, kept in step by tests/test_architecture.py): the default suite, then
 # the tests behind every marker.
 test-all: test
-	$(PYTHON) -m pytest -m 'slow or kafka or browser' -n 0
+	$(PYTHON) -m pytest -m 'slow or kafka or browser or postgres' -n 0
 
 # The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8080, rebuilt as pages change; the
 # test behind the slow marker (tests/test_docs.py) builds it with --strict.

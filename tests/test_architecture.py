@@ -237,7 +237,7 @@ def _markers_after_the_default_run(text: str) -> set[str]:
 
 def test_make_test_all_runs_what_ci_runs():
     declared = set(re.findall(r'^\s*"(\w+):', (ROOT / "pyproject.toml").read_text(), re.M))  # pytest's markers
-    assert declared == {"slow", "kafka", "browser"}
+    assert declared == {"slow", "kafka", "browser", "postgres"}
     ci = _markers_after_the_default_run((ROOT / ".ci" / "run").read_text())
     make = _markers_after_the_default_run((ROOT / "Makefile").read_text().split("\ntest-all:")[1].split("\n\n")[0])
-    assert make == ci == {" or ".join(sorted(declared, key=["slow", "kafka", "browser"].index))}
+    assert make == ci == {" or ".join(sorted(declared, key=["slow", "kafka", "browser", "postgres"].index))}

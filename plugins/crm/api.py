@@ -14,7 +14,7 @@ from web import error_response, json_body, operation
 from web import admin_guard, json_response
 
 from .contracts import user_key
-from .keystore import KeyStore
+from .keystore import KeyStore, KeyStoreUnavailable
 from .model import TRIPS_TOPIC, USERS_TOPIC
 
 __all__ = ["subjects_blueprint", "ERASE"]
@@ -39,8 +39,11 @@ def subjects_blueprint(context: Context, keys: KeyStore) -> Blueprint:
     )
     async def erase(user_id: str) -> Response:
         now = datetime.fromtimestamp(time.time(), timezone.utc)
+        try:  # the key first: once it is gone nothing of the user can be read, whatever happens next
+            had_key = await keys.erase(user_id)
+        except KeyStoreUnavailable as exc:
+            return _unavailable(exc)
         await context.accept([Event(new_event_id(), ERASE, user_key(user_id), now, {"user_id": user_id}, now)])
-        had_key = keys.erase(user_id)
         snapshot = await context.snapshot()  # None without a journal (nothing to compact)
         return json_response({"user_id": user_id, "key_destroyed": had_key, "erased": True,
                               "journal_compacted_through": snapshot and snapshot.get("seq")}, 202)
@@ -55,10 +58,18 @@ def subjects_blueprint(context: Context, keys: KeyStore) -> Blueprint:
                    404: error_response("no key: unknown or erased user")},
     )
     async def key(user_id: str) -> Response:
-        found = keys.existing(user_id)
+        try:
+            found = await keys.existing(user_id)
+        except KeyStoreUnavailable as exc:
+            return _unavailable(exc)
         if found is None:
             return json_response(error_body("not_found", "no key for this user (never published, or erased)",
                                             "user_id"), 404)
         return json_response({"user_id": user_id, "alg": "AES-256-GCM", "key": base64.b64encode(found).decode()})
 
     return bp
+
+
+def _unavailable(exc: KeyStoreUnavailable) -> Response:
+    """503: nothing was applied (the key store is away); the message holds no password."""
+    return json_response(error_body("key_store_unavailable", f"the key store cannot be reached: {exc}", None), 503)

@@ -140,7 +140,7 @@ class Delivery:
         while True:
             try:
                 if type(effect) is Publish:
-                    self._publish(effect)
+                    await self._publish(effect)
                 else:
                     await self._call(effect, http)
                 return
@@ -184,13 +184,13 @@ class Delivery:
             raise _Retry("gone from the CRM")
         _check(replaced, ok=(200,))
 
-    def _publish(self, message: Publish) -> None:
+    async def _publish(self, message: Publish) -> None:
         if self.producer is None:
             return
         value = message.value
         if value is not None and message.personal:
             try:
-                key = self.keys.key(message.user_id)
+                key = await self.keys.key(message.user_id)
             except Erased:
                 return  # nothing personal is ever published again for an erased user
             personal = {f: value[f] for f in message.personal if f in value}

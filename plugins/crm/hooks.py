@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
+
+import trio
 
 from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
 from .delivery import CONCURRENCY, Delivery
-from .keystore import KeyStore
+from .keystore import KeyStore, open_key_store
 from .mock_crm import CrmStore, crm_blueprint
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
@@ -36,7 +38,8 @@ def _make_parts(context: Context) -> dict[str, Any]:
         raise PluginError("the crm plugin does not run in a cluster yet (its key store is per process); "
                           "run it on a single Herald, or enable the others: "
                           "--plugins fitness,customers,analytics,marketplace")
-    keys = KeyStore(config.data_file("keys.db"))
+    keys = open_key_store(config)
+    context.health("crm_keys", keys.description)
     bootstrap = bootstrap_of(config)
     producer = None
     if bootstrap:
@@ -72,6 +75,16 @@ def herald_event_types(config: Config) -> Iterable[EventType]:
 
 
 @hookimpl
+async def herald_startup(context: Context) -> None:
+    from .keystore import KeyStoreUnavailable
+
+    try:
+        await parts(context)["keys"].open()
+    except KeyStoreUnavailable as exc:  # the message holds no password
+        raise PluginError(f"the crm plugin cannot open its key store: {exc}") from None
+
+
+@hookimpl
 def herald_effect_sinks(context: Context) -> dict[type, Any]:
     delivery = parts(context)["delivery"]
     return {CrmCall: delivery, Publish: delivery}
@@ -80,7 +93,7 @@ def herald_effect_sinks(context: Context) -> dict[type, Any]:
 @hookimpl
 def herald_sources(context: Context) -> list:
     found = parts(context)
-    sources = [found["delivery"].run]
+    sources = [found["delivery"].run, _holding(found["keys"])]
     if found["bootstrap"]:
         from engine.kafka import KafkaSource
 
@@ -93,6 +106,21 @@ def herald_sources(context: Context) -> list:
                                            (TRIPS_TOPIC, partitions, {})])
         sources.append(source.run)
     return sources
+
+
+def _holding(keys: KeyStore) -> Callable[[], Awaitable[None]]:
+    """A source that closes the key store when Herald stops: sources are cancelled only after the effect
+    sinks were flushed (shutdown hooks run before, while public messages may still need keys)."""
+
+    async def hold() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await keys.aclose()
+
+    hold.per_node = True  # type: ignore[attr-defined]  # every node holds its own connections
+    return hold
 
 
 @hookimpl

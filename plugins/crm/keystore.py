@@ -6,9 +6,12 @@ user (the user id is the associated data, so a ciphertext cannot be moved to
 another user). Erasing a user destroys the key: every copy of their messages,
 in every partition, replica and consumer, becomes unreadable at once.
 
-Keys live in ``keys.db`` beside the journal (never in the journal or a
-snapshot, which keep history), with SQLite's ``secure_delete`` so a destroyed
-key is overwritten on disk. An erased user is remembered only as a SHA-256 of
+:class:`KeyStore` is what the plugin needs of a store of such keys; two
+implement it: :class:`~plugins.crm.keystore_sqlite.SqliteKeyStore` (``keys.db``
+beside the journal, for one process) and
+:class:`~plugins.crm.keystore_postgres.PostgresKeyStore` (a PostgreSQL
+database shared by several processes). :func:`open_key_store` picks one from
+``HERALD_CRM_KEYSTORE``. An erased user is remembered only as a SHA-256 of
 their id, so that no new key is ever made for them.
 """
 
@@ -17,77 +20,92 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import sqlite3
-import threading
-import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["KeyStore", "Erased", "seal", "open_sealed"]
+from engine import Config, PluginError
 
-_SCHEMA = """
-PRAGMA secure_delete = ON;
-CREATE TABLE IF NOT EXISTS keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS erased (subject TEXT PRIMARY KEY, erased REAL NOT NULL);
-"""
+__all__ = ["KeyStore", "Erased", "KeyStoreUnavailable", "open_key_store", "seal", "open_sealed", "subject_of",
+           "new_key", "KEY_TTL"]
+
+#: Seconds a process trusts a key it read from a shared store (``HERALD_CRM_KEY_TTL``): another
+#: process's erasure reaches it at the latest then (at once where the store can notify).
+KEY_TTL = 30.0
 
 
 class Erased(Exception):
     """The user was erased: their key is gone and no new one is made."""
 
 
-def _subject(user_id: str) -> str:
+class KeyStoreUnavailable(Exception):
+    """The key store cannot be reached now (the message carries no secret): try again later."""
+
+
+def subject_of(user_id: str) -> str:
+    """What a store keeps for a user: the SHA-256 of their id (hex), never the id itself."""
     return hashlib.sha256(user_id.encode()).hexdigest()
 
 
-class KeyStore:
-    def __init__(self, path: str | Path | None) -> None:
-        self._conn = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False,
-                                     isolation_level=None)
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        self._cache: dict[str, bytes] = {}
+def new_key() -> bytes:
+    """A fresh AES-256 data key."""
+    return AESGCM.generate_key(bit_length=256)
 
-    def key(self, user_id: str) -> bytes:
-        """The user's key, made on first use; :class:`Erased` after an erasure."""
-        subject = _subject(user_id)
-        found = self._cache.get(subject)
-        if found is not None:
-            return found
-        with self._lock:
-            row = self._conn.execute("SELECT key FROM keys WHERE subject = ?", (subject,)).fetchone()
-            if row is None:
-                if self._conn.execute("SELECT 1 FROM erased WHERE subject = ?", (subject,)).fetchone():
-                    raise Erased(user_id)
-                key = AESGCM.generate_key(bit_length=256)
-                self._conn.execute("INSERT INTO keys VALUES (?,?,?)", (subject, key, time.time()))
-            else:
-                key = row[0]
-        self._cache[subject] = key
-        return key
 
-    def existing(self, user_id: str) -> bytes | None:
-        """The user's key if there is one (for authorised consumers); never makes one."""
-        subject = _subject(user_id)
-        with self._lock:
-            row = self._conn.execute("SELECT key FROM keys WHERE subject = ?", (subject,)).fetchone()
-        return row[0] if row else None
+@runtime_checkable
+class KeyStore(Protocol):
+    """Where the users' data keys live. Every call may wait on a database (run in a thread, never
+    blocking trio); one that cannot reach it raises :class:`KeyStoreUnavailable`."""
 
-    def erase(self, user_id: str) -> bool:
-        """Destroy the user's key (crypto-shredding); True if there was one."""
-        subject = _subject(user_id)
-        self._cache.pop(subject, None)
-        with self._lock:
-            deleted = self._conn.execute("DELETE FROM keys WHERE subject = ?", (subject,)).rowcount
-            self._conn.execute("INSERT OR REPLACE INTO erased VALUES (?,?)", (subject, time.time()))
-        return bool(deleted)
+    #: What ``/healthz`` shows of the store (its kind and, for a database, its URL without the password).
+    description: dict[str, Any]
 
-    def is_erased(self, user_id: str) -> bool:
-        with self._lock:
-            return self._conn.execute("SELECT 1 FROM erased WHERE subject = ?", (_subject(user_id),)).fetchone() is not None
+    async def open(self) -> None:
+        """Connect and create the tables if needed (once, before the first call)."""
+
+    async def key(self, user_id: str) -> bytes:
+        """The user's key, made on first use; :class:`Erased` once the user is erased."""
+
+    async def existing(self, user_id: str) -> bytes | None:
+        """The user's key if there is one; never makes one (``None``: unknown or erased)."""
+
+    async def erase(self, user_id: str) -> bool:
+        """Destroy the user's key for good (crypto-shredding); True if there was one. Idempotent."""
+
+    async def aclose(self) -> None:
+        """Let go of the database (connections, files, threads)."""
+
+
+def open_key_store(config: Config) -> KeyStore:
+    """The store ``HERALD_CRM_KEYSTORE`` names: unset, ``keys.db`` beside the journal (in memory with
+    ``--durability memory``); a ``postgresql://`` URL, that database (the ``postgres`` extra)."""
+    where = config.plugin_setting("crm", "keystore", None)
+    ttl = config.plugin_setting("crm", "key_ttl", KEY_TTL, _seconds)
+    if where is None:
+        from .keystore_sqlite import SqliteKeyStore
+
+        return SqliteKeyStore(config.data_file("keys.db"))
+    if where.startswith(("postgresql://", "postgres://")):
+        from .keystore_postgres import PostgresKeyStore
+
+        pool = config.plugin_setting("crm", "keystore_pool", 4, _pool_size)
+        return PostgresKeyStore(where, ttl=ttl, max_pool=pool)
+    raise PluginError("HERALD_CRM_KEYSTORE must be a postgresql:// URL (or unset: keys.db beside the journal)")
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("a number of seconds, 0 or more")
+    return value
+
+
+def _pool_size(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("at least 1 connection")
+    return value
 
 
 def seal(key: bytes, user_id: str, fields: dict[str, Any]) -> dict[str, str]:

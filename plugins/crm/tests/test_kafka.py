@@ -87,10 +87,21 @@ def _schemas() -> dict:
     return {name.removesuffix(".json"): Draft202012Validator(doc, registry=registry) for name, doc in documents.items()}
 
 
-def crm_herald(bootstrap: str, crm_url: str, **settings):
+def crm_herald(bootstrap: str, crm_url: str, environ: dict[str, str] | None = None, **settings):
     environ = {"HERALD_KAFKA_BOOTSTRAP": bootstrap, "HERALD_CRM_URL": crm_url,
-               "HERALD_CRM_GROUP": f"crm-{next(_groups)}", "HERALD_CRM_SESSION_TIMEOUT_MS": "6000"}
+               "HERALD_CRM_GROUP": f"crm-{next(_groups)}", "HERALD_CRM_SESSION_TIMEOUT_MS": "6000", **(environ or {})}
     return app_client([("crm", hooks)], environ=environ, **settings)
+
+
+def _pg_key_count(url: str, user_id: str) -> int:
+    """Rows of ``user_id``'s key in the PostgreSQL key store (0 or 1)."""
+    import hashlib
+
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM herald_crm_keys WHERE subject = %s",
+                            (hashlib.sha256(user_id.encode()).hexdigest(),)).fetchone()[0]
 
 
 async def until(predicate, timeout: float = 60.0) -> None:
@@ -155,7 +166,9 @@ async def test_a_crm_outage_delays_but_loses_and_duplicates_nothing(kafka_bootst
         assert store.calls["create_user"] == len(users)
 
 
-async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tmp_path):
+@pytest.mark.parametrize("keystore", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tmp_path, keystore, request):
+    """Erasure through the admin route, with the key store in ``keys.db`` or in PostgreSQL."""
     store = CrmStore()
     sim = Simulation(seed=7)
     messages = [(t, k, v) for _, t, k, v in itertools.islice(sim.messages(), 80)]
@@ -166,8 +179,10 @@ async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tm
             emails[event["Id"]] = event["Email"]
     victim, *others = list(emails)
     settings = {"durability": "batch", "data_dir": str(tmp_path)}
+    keystore_url = request.getfixturevalue("postgres_url") if keystore == "postgresql" else None
+    extra = {"HERALD_CRM_KEYSTORE": keystore_url, "HERALD_CRM_KEY_TTL": "2"} if keystore_url else {}
     async with serving(standalone_app(store)) as crm_url, \
-            crm_herald(kafka_bootstrap, crm_url, **settings) as (herald, client):
+            crm_herald(kafka_bootstrap, crm_url, environ=extra, **settings) as (herald, client):
         await trio.to_thread.run_sync(produce, kafka_bootstrap, messages)
         await until(lambda: set(emails) <= set(store.data["users"]))
         assert await herald.flush_sinks(30)
@@ -178,6 +193,10 @@ async def test_gdpr_erasure_leaves_no_readable_personal_data(kafka_bootstrap, tm
         assert victim not in store.data["users"]
         assert not any(t["UserId"] == victim for t in store.data["trips"].values())
         assert (await client.get(f"/v1/subjects/{victim}/key")).status_code == 404
+        if keystore_url:  # gone from the database itself, not only from this process
+            assert _pg_key_count(keystore_url, victim) == 0 and _pg_key_count(keystore_url, others[0]) == 1
+            assert (tmp_path / "keys.db").exists() is False
+            assert request.getfixturevalue("postgres").password not in (await client.get("/healthz")).text
         keys = {u: (await client.get(f"/v1/subjects/{u}/key")).json()["key"] for u in others}
         # The producer keeps sending: the victim does not come back.
         again = [m for m in messages if m[0] == USER_TOPIC][:5]
