@@ -395,7 +395,8 @@ class Engine:
                     timers = self.timers
                     if held.__class__ is PendingTimer:  # the usual case: one timer, held as is
                         if held.due < instant:
-                            timers.take(held)
+                            del timers._live[held.seq]  # what ``timers.take(held)`` does for a timer held alone
+                            actor.timers = None
                             self._fire(held)
                     else:
                         for timer in timers.due_before(actor, instant):
@@ -518,14 +519,15 @@ class Engine:
         if effects:
             self._effects(actor, default.plugin, effects)
 
-    def _effects(self, actor: Actor, plugin: str, effects: Iterable[Effect]) -> None:
+    def _effects(self, actor: Actor, plugin: str, effects: Iterable[Effect],
+                 _FIRST_INSTANT: float = FIRST_INSTANT, _LAST_INSTANT: float = LAST_INSTANT) -> None:
         for effect in effects:
-            kind = type(effect)
+            kind = effect.__class__
             if kind is SetTimer:
                 due = effect.at
                 if due.__class__ is not float:  # a datetime (or an int of POSIX seconds)
                     due = due.timestamp() if isinstance(due, datetime) else float(due)
-                if not FIRST_INSTANT <= due <= LAST_INSTANT:  # beyond what a datetime holds (or NaN): an end
+                if not _FIRST_INSTANT <= due <= _LAST_INSTANT:  # beyond what a datetime holds (or NaN): an end
                     due = FIRST_INSTANT if due < 0 else LAST_INSTANT
                 offset = actor.offset
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
