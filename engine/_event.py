@@ -249,6 +249,40 @@ class _Slow(Exception):
     """The fast parse met something unusual; the checked parse decides (and explains)."""
 
 
+#: Timestamp strings already parsed, with their aware UTC ``datetime`` and POSIX seconds: events
+#: that arrive together share their second (the seed's ``time_stamp`` has no fraction), and one
+#: dict lookup replaces ``fromisoformat`` (twice, for a naive string) and ``timestamp()``. A
+#: ``datetime`` is immutable, so events sharing one is safe. Cleared when full.
+_STAMPS: dict[str, tuple[datetime, float]] = {}
+_STAMPS_MAX = 4096
+_stamps_get = _STAMPS.get
+
+
+def _parse_stamp(stamp: str) -> tuple[datetime, float]:
+    """An ISO 8601 string as an aware UTC ``datetime`` and its POSIX seconds, remembered in ``_STAMPS``;
+    :class:`_Slow` for anything the checked parse must look at (a date alone, a year-1 offset)."""
+    try:
+        timestamp = _fromisoformat(stamp)
+    except ValueError:
+        raise _Slow from None
+    tz = timestamp.tzinfo
+    if tz is None:
+        # Parsing again with the offset is ~10x cheaper than ``replace(tzinfo=UTC)``;
+        # it must give UTC (a date alone takes no offset: those go the slow way).
+        timestamp = _fromisoformat(stamp + "+00:00")
+        if timestamp.tzinfo is not UTC:
+            raise _Slow
+    elif tz is not UTC:
+        try:
+            timestamp = timestamp.astimezone(UTC)
+        except OverflowError:
+            raise _Slow from None
+    if len(_STAMPS) >= _STAMPS_MAX:
+        _STAMPS.clear()
+    parsed = _STAMPS[stamp] = (timestamp, timestamp.timestamp())
+    return parsed
+
+
 def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
     """Turn one decoded JSON object into an :class:`Event`, or raise :class:`InvalidEvent`.
 
@@ -290,22 +324,10 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
         stamp = get("time_stamp", _MISSING)
     if stamp.__class__ is not str:
         raise _Slow
-    try:
-        timestamp = _fromisoformat(stamp)
-    except ValueError:
-        raise _Slow from None
-    tz = timestamp.tzinfo
-    if tz is None:
-        # Parsing again with the offset is ~10x cheaper than ``replace(tzinfo=UTC)``;
-        # it must give UTC (a date alone takes no offset: those go the slow way).
-        timestamp = _fromisoformat(stamp + "+00:00")
-        if timestamp.tzinfo is not UTC:
-            raise _Slow
-    elif tz is not UTC:
-        try:
-            timestamp = timestamp.astimezone(UTC)
-        except OverflowError:
-            raise _Slow from None
+    parsed = _stamps_get(stamp)
+    if parsed is None:
+        parsed = _parse_stamp(stamp)
+    timestamp, at = parsed
     event_id = get("id")
     if event_id is None:
         event_id = new_event_id()
@@ -333,7 +355,7 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
         if nested.__class__ is not dict:
             raise _Slow
         data.update(nested)
-    return make_event(event_id, type_, key, timestamp, data, received_at or _utcnow(), timestamp.timestamp())
+    return make_event(event_id, type_, key, timestamp, data, received_at or _utcnow(), at)
 
 
 def _parse_checked(raw: Any, *, received_at: datetime | None = None) -> Event:

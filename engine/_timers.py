@@ -237,8 +237,9 @@ class TimerQueue:
         # Resets, cancels and re-keys leave dead entries behind; rebuild a heap when they dominate.
         live = self._live
         if len(self._by_wall) > 2 * len(live):
-            self._by_wall = [e for e in self._by_wall
-                             if (t := live.get(e & _SEQ_MASK)) is not None and e == _entry(t.deadline, t.seq)]
+            self._by_wall = [e for e in self._by_wall  # _entry(), inline: this runs per entry
+                             if (t := live.get(e & _SEQ_MASK)) is not None
+                             and e == (int(t.deadline * 1_000_000) << _SEQ_BITS) | t.seq]
             heapq.heapify(self._by_wall)
         if len(self._by_due) > 2 * len(live):
             self._by_due = [e for e in self._by_due if e & _SEQ_MASK in live]

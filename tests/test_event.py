@@ -177,3 +177,22 @@ def test_made_up_ids_are_the_prefix_then_twelve_hex_digits_of_a_counter(monkeypa
     for start in (0, 0xABCDEF, (1 << 48) - 1, 1 << 48):
         monkeypatch.setattr(_event, "_id_counter", itertools.count(start))
         assert _event.new_event_id() == f"{_event._ID_PREFIX}{start:012x}"
+
+
+def test_a_timestamp_parsed_again_is_the_same_datetime_and_bad_ones_still_refused():
+    from engine._event import _STAMPS, _STAMPS_MAX
+
+    for stamp in ("2021-02-28 16:23:25", "2021-02-28T18:23:25.120+02:00", "2021-02-28T16:23:25Z"):
+        first = parse_event({"type": "t", "key": "k", "timestamp": stamp})
+        again = parse_event({"type": "t", "key": "k2", "timestamp": stamp})
+        assert again.timestamp is first.timestamp and again.at == first.at  # remembered, not parsed again
+        assert again.timestamp == parse_timestamp(stamp) and again.timestamp.tzinfo is UTC
+        assert again.at == parse_timestamp(stamp).timestamp()
+    for _ in range(2):  # refused the first time and again: a bad string is never remembered
+        with pytest.raises(InvalidEvent) as refused:
+            parse_event({"type": "t", "key": "k", "timestamp": "2021-02-30 00:00:00"})
+        assert refused.value.field == "timestamp" and refused.value.code == "invalid_timestamp"
+    for second in range(_STAMPS_MAX + 10):  # bounded
+        parse_event({"type": "t", "key": "k", "timestamp": 1_614_470_400 + second})
+        parse_event({"type": "t", "key": "k", "timestamp": f"2021-03-01T00:00:00.{second:06d}Z"})
+    assert 0 < len(_STAMPS) <= _STAMPS_MAX

@@ -70,6 +70,18 @@ def _state(running: tuple[Run, ...], last_launch_at: datetime | None, device_id:
     return state
 
 
+_set_program, _set_title, _set_started = (getattr(Run, name).__set__ for name in ("program_id", "title", "started_at"))
+
+
+def _run(program_id: str, title: str | None, started_at: datetime) -> Run:
+    """``Run(program_id, title, started_at)`` with its slots set directly (as ``_state`` does)."""
+    run = _new_object(Run)
+    _set_program(run, program_id)
+    _set_title(run, title)
+    _set_started(run, started_at)
+    return run
+
+
 def _minutes_text(minutes: float) -> str:
     return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
 
@@ -145,7 +157,7 @@ class FitnessRules:
     def program_started(self, state: FitnessState, event: Event) -> tuple[FitnessState, Effects]:
         data = event.data
         program_id = data["training_program_id"]
-        run = Run(program_id, data.get("training_program_title"), event.timestamp)
+        run = _run(program_id, data.get("training_program_title"), event.timestamp)
         running = state.running
         running = _without(running, program_id)[-(MAX_RUNNING - 1):] + (run,) if running else (run,)
         device = data.get("device_id")
