@@ -219,21 +219,20 @@ async def test_generic_routes_cannot_inject_plans():
 
 async def test_the_poller_loop_backs_off_on_failures(autojump_clock):
     """With nothing listening at the provider's address every poll fails, and the loop waits
-    twice as long after each failure (virtual time, so minutes pass in milliseconds)."""
+    twice as long after each failure (virtual time, so minutes pass in milliseconds; the refused
+    connection is a transport's, so that no real socket wait lets the clock jump)."""
     from plugins.marketplace.poller import Poller
+
+    attempts = []
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        attempts.append(trio.current_time())
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
     async with market() as (herald, _client):
         index, _ = hooks.parts(herald.context)
         poller = Poller(herald.context, index, "http://127.0.0.1:9/api/events", interval=10, trip_after=100,
-                        max_backoff=1000, register_metrics=False)
-        attempts = []
-        real_read = poller.read
-
-        async def recorded(client):
-            attempts.append(trio.current_time())
-            return await real_read(client)
-
-        poller.read = recorded
+                        max_backoff=1000, register_metrics=False, transport=httpx.MockTransport(refused))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
             await trio.sleep(700)
