@@ -15,6 +15,7 @@ import re
 import textwrap
 import types
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,13 +81,18 @@ def _as_coroutine(code: str, namespace: dict) -> types.CoroutineType:
 # -- runners: (what identifies the example, how to run it) --------------------------------------------------
 
 
+def _plugin_test(name: str, plugin_src: str, test_src: str, test: str) -> Any:
+    """An example plugin as the module ``name``, and the example test ``test`` that imports it."""
+    module = types.ModuleType(name)
+    exec(compile(plugin_src, f"docs:{name}", "exec"), module.__dict__)
+    namespace = {name: module}
+    exec(compile(test_src, f"docs:test_{name}", "exec"), namespace)
+    return namespace[test]
+
+
 async def _plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
     test_src = next(b for b in EXAMPLES.values() if "async def test_weekly_streak" in b)
-    streaks = types.ModuleType("streaks")
-    exec(compile(code, "README:plugin", "exec"), streaks.__dict__)
-    namespace = {"streaks": streaks}
-    exec(compile(test_src, "README:test", "exec"), namespace)
-    await namespace["test_weekly_streak"](autojump_clock)
+    await _plugin_test("streaks", code, test_src, "test_weekly_streak")(autojump_clock)
 
 
 async def _route_plugin_and_its_tests(code: str, autojump_clock, tmp_path) -> None:
@@ -112,11 +118,7 @@ async def _route_plugin_and_its_tests(code: str, autojump_clock, tmp_path) -> No
 async def _default_handler_plugin_and_its_test(code: str, autojump_clock, tmp_path) -> None:
     """docs/plugins.md's replacement default handler, then its test (one block: the plugin, then its test)."""
     plugin_src, test_src = code.split("# test_unclaimed.py\n")
-    unclaimed = types.ModuleType("unclaimed")
-    exec(compile(plugin_src, "docs:unclaimed", "exec"), unclaimed.__dict__)
-    namespace = {"unclaimed": unclaimed}
-    exec(compile(test_src, "docs:test_unclaimed", "exec"), namespace)
-    await namespace["test_unclaimed_types_are_seen"](autojump_clock)
+    await _plugin_test("unclaimed", plugin_src, test_src, "test_unclaimed_types_are_seen")(autojump_clock)
 
 
 async def _api_declaration(code: str, autojump_clock, tmp_path) -> None:
