@@ -8,6 +8,7 @@ ignorant of any domain.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -249,18 +250,17 @@ class _Slow(Exception):
     """The fast parse met something unusual; the checked parse decides (and explains)."""
 
 
-#: Timestamp strings already parsed, with their aware UTC ``datetime`` and POSIX seconds: events
-#: that arrive together share their second (the seed's ``time_stamp`` has no fraction), and one
-#: dict lookup replaces ``fromisoformat`` (twice, for a naive string) and ``timestamp()``. A
-#: ``datetime`` is immutable, so events sharing one is safe. Cleared when full.
-_STAMPS: dict[str, tuple[datetime, float]] = {}
+#: How many timestamp strings :func:`_parse_stamp` remembers: events that arrive together share their
+#: second (the seed's ``time_stamp`` has no fraction), and one cache lookup replaces
+#: ``fromisoformat`` (twice, for a naive string) and ``timestamp()``.
 _STAMPS_MAX = 4096
-_stamps_get = _STAMPS.get
 
 
+@functools.lru_cache(maxsize=_STAMPS_MAX)
 def _parse_stamp(stamp: str) -> tuple[datetime, float]:
-    """An ISO 8601 string as an aware UTC ``datetime`` and its POSIX seconds, remembered in ``_STAMPS``;
-    :class:`_Slow` for anything the checked parse must look at (a date alone, a year-1 offset)."""
+    """An ISO 8601 string as an aware UTC ``datetime`` and its POSIX seconds, remembered (a
+    ``datetime`` is immutable, so events sharing one is safe); :class:`_Slow`, never remembered, for
+    anything the checked parse must look at (a date alone, a year-1 offset)."""
     try:
         timestamp = _fromisoformat(stamp)
     except ValueError:
@@ -277,10 +277,7 @@ def _parse_stamp(stamp: str) -> tuple[datetime, float]:
             timestamp = timestamp.astimezone(UTC)
         except OverflowError:
             raise _Slow from None
-    if len(_STAMPS) >= _STAMPS_MAX:
-        _STAMPS.clear()
-    parsed = _STAMPS[stamp] = (timestamp, timestamp.timestamp())
-    return parsed
+    return timestamp, timestamp.timestamp()
 
 
 def parse_event(raw: Any, *, received_at: datetime | None = None) -> Event:
@@ -324,10 +321,7 @@ def _parse_fast(raw: dict[str, Any], received_at: datetime | None) -> Event:
         stamp = get("time_stamp", _MISSING)
     if stamp.__class__ is not str:
         raise _Slow
-    parsed = _stamps_get(stamp)
-    if parsed is None:
-        parsed = _parse_stamp(stamp)
-    timestamp, at = parsed
+    timestamp, at = _parse_stamp(stamp)
     event_id = get("id")
     if event_id is None:
         event_id = new_event_id()
