@@ -21,6 +21,7 @@ from engine.host import Herald, PluginHost
 from engine.kafka import KafkaClients, KafkaProducer, KafkaSource, SourceFailed
 from engine._cluster import Shard, encode_event, is_fatal
 from engine._logs import log_handler
+from tests.test_cluster_formats import Record
 from plugins.fitness import hooks as fitness
 
 
@@ -41,27 +42,9 @@ class _Recording:
         return 0
 
 
-class _Message:
-    def __init__(self, partition: int, offset: int, value: bytes | None, error: Any = None) -> None:
-        self._p, self._o, self._v, self._e = partition, offset, value, error
-
-    def error(self) -> Any:
-        return self._e
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, 1_614_585_600_000
+def _Message(partition: int, offset: int, value: bytes | None, error: Any = None) -> Record:
+    """A message of the events topic as the node's consumer hands it over."""
+    return Record("herald.events", partition, offset, value, ms=1_614_585_600_000, error=error)
 
 
 def node(kafka: KafkaClients | None = None, **settings: Any) -> tuple[Herald, Any, list[str]]:
