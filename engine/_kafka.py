@@ -23,6 +23,7 @@ import logging
 import socket
 import subprocess
 import time
+import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -125,6 +126,23 @@ def ensure_topics(bootstrap: str, topics: Iterable[str | tuple[str, int, dict[st
     errors: list[Any] = []
     admin = admin_mod.AdminClient(kafka_settings(settings, "admin", {
         "bootstrap.servers": bootstrap, "error_cb": errors.append, "logger": _admin_log}))
+    try:
+        _create_missing(admin, admin_mod, settings, bootstrap, topics, timeout, errors)
+    except BaseException as exc:
+        # The tracebacks' frames (the client's own among them) hold the client: clear them, so that
+        # it is destroyed below, at once. Left to the exit, its threads would still be in a TLS
+        # handshake while OpenSSL's exit handler frees what they use, and the process would crash.
+        seen: BaseException | None = exc
+        while seen is not None:
+            traceback.clear_frames(seen.__traceback__)
+            seen = seen.__cause__ or seen.__context__
+        raise
+    finally:
+        del admin
+
+
+def _create_missing(admin: Any, admin_mod: Any, settings: Config, bootstrap: str,
+                    topics: Iterable[str | tuple[str, int, dict[str, str]]], timeout: float, errors: list[Any]) -> None:
     specs = [t if isinstance(t, tuple) else (t, 1, {}) for t in topics]
     existing = _topics_of(admin, bootstrap, timeout, errors)
     insync = {} if settings.kafka_min_insync is None else {"min.insync.replicas": str(settings.kafka_min_insync)}

@@ -133,3 +133,18 @@ def test_a_wrong_ca_is_refused_in_one_line(tmp_path, tls_broker):
                      "verified, verify that ssl.ca.location is correctly configured or root CA certificates are "
                      "installed (install ca-certificates package)"], output
     assert SECRET not in output
+
+
+@pytest.mark.kafka
+def test_a_refused_connection_leaves_no_client_behind(tmp_path, tls_broker):
+    """The refused client is destroyed before the error leaves ensure_topics: had its threads lived
+    on to the exit (the error's tracebacks held it), OpenSSL's exit handler could free what their
+    TLS handshake still used, and ``herald serve`` crashed (SIGSEGV) after printing its one line."""
+    bootstrap, _, wrong = tls_broker
+    config = Config.from_env({"HERALD_KAFKA_CONFIG": _properties(tmp_path, f"security.protocol=ssl\n"
+                                                                           f"ssl.ca.location={wrong}\n")})
+    threads = len(os.listdir("/proc/self/task"))
+    with pytest.raises(ConfigError) as refused:
+        ensure_topics(bootstrap, ["t"], 15, config)
+    assert "certificate verify failed" in str(refused.value)
+    assert len(os.listdir("/proc/self/task")) == threads  # while the error is still held
