@@ -186,11 +186,24 @@ class KafkaProducer:
             if error.fatal():
                 self._fatal = True
 
+    def _serve(self, method: str, timeout: float) -> int:
+        """The client's ``poll`` or ``flush``; a fatal error it raises (librdkafka raises one there when no
+        ``error_cb`` is set) marks the client for :meth:`_recover` instead of escaping to the caller."""
+        kafka = _kafka()
+        try:
+            return getattr(self._producer, method)(timeout)
+        except kafka.KafkaException as exc:
+            error = exc.args[0]
+            if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
+                raise
+            self._fatal = True
+            return -1
+
     def _recover(self) -> None:
         if self._fatal:
+            self._serve("flush", 0)  # the old client's last reports: the messages it failed
             log.warning("Kafka producer failed fatally; starting a new one and producing %d messages again",
                         len(self._failed))
-            self._producer.flush(0)
             self._producer = self._clients.producer(self._config)
             self._fatal = False
             self.resets += 1
@@ -206,7 +219,8 @@ class KafkaProducer:
                                        on_delivery=self._delivered)
                 return
             except BufferError:  # the local queue is full: let it drain
-                self._producer.poll(0.1)
+                if self._serve("poll", 0.1) < 0:
+                    self._recover()
             except kafka.KafkaException as exc:
                 error = exc.args[0]
                 if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
@@ -224,18 +238,19 @@ class KafkaProducer:
             self._recover()
         self._send(topic, key, value, headers)
         if poll:
-            self._producer.poll(0)
+            self.poll()
 
     def poll(self) -> None:
-        """Serve the delivery reports that arrived (non-blocking); a failed message is produced again."""
-        self._producer.poll(0)
+        """Serve the delivery reports that arrived (non-blocking); a failed message is produced again,
+        by a new client if this one failed fatally."""
+        self._serve("poll", 0)
         if self._fatal or self._failed:
             self._recover()
 
     def drained_blocking(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            left = self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            left = self._serve("flush", max(0.0, min(1.0, deadline - time.monotonic())))
             if self._fatal or self._failed:
                 self._recover()
                 continue

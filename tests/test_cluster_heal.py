@@ -365,6 +365,32 @@ def test_a_kafka_producer_that_fails_fatally_is_made_again_and_sends_what_failed
     assert producer.drained_blocking(1.0)
 
 
+
+class _RaisingProducer(_Producer):
+    """A producer whose next poll raises a fatal error (as librdkafka does when no error_cb is set),
+    and whose reports fail the messages it held."""
+
+    def __init__(self) -> None:
+        super().__init__(fatal("_FATAL"))
+        self.raised = False
+
+    def poll(self, timeout: float = 0) -> int:
+        if not self.raised:
+            from confluent_kafka import KafkaError, KafkaException
+
+            self.raised = True
+            raise KafkaException(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "injected", fatal=True))
+        return super().poll(timeout)
+
+
+def test_a_fatal_error_raised_by_poll_makes_a_new_producer_that_sends_what_failed():
+    clients = _Producers(_RaisingProducer(), _Producer(None))
+    producer = KafkaProducer("127.0.0.1:1", settings=Config(), clients=clients)
+    producer.produce("trips", b"u1", b"one", poll=False)
+    producer.poll()  # raised inside: not to the caller (the crm delivery crashed on it, for good)
+    assert producer.resets == 1 and clients.made[1].sent == [b"one"]
+    assert producer.drained_blocking(1.0)
+
 # -- logs: a cluster node's records name it, and the partition they concern --------------------------
 
 
