@@ -100,17 +100,13 @@ class Delivery:
         # call pays for a pool that looks over every other worker's connection (a fifth of Herald's time
         # when the 16 shared one pool).
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        try:
-            async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
-                for _ in range(self.concurrency):
-                    http = await stack.enter_async_context(
-                        httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits))
-                    nursery.start_soon(self._worker, http)
-                if self.producer is not None:
-                    nursery.start_soon(self._serve_producer)
-        finally:
-            if self.producer is not None:  # Herald is stopping: it flushed what it could already
-                self.producer.close()
+        async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            for _ in range(self.concurrency):
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits))
+                nursery.start_soon(self._worker, http)
+            if self.producer is not None:
+                nursery.start_soon(self._serve_producer)
 
     async def _worker(self, http: httpx.AsyncClient) -> None:
         async for owner in self._ready_receive:

@@ -93,7 +93,7 @@ def herald_effect_sinks(context: Context) -> dict[type, Any]:
 @hookimpl
 def herald_sources(context: Context) -> list:
     found = parts(context)
-    sources = [found["delivery"].run, _holding(found["keys"])]
+    sources = [found["delivery"].run, _holding(found["keys"], found["producer"])]
     if found["bootstrap"]:
         from engine.kafka import KafkaSource
 
@@ -108,14 +108,18 @@ def herald_sources(context: Context) -> list:
     return sources
 
 
-def _holding(keys: KeyStore) -> Callable[[], Awaitable[None]]:
-    """A source that closes the key store when Herald stops: sources are cancelled only after the effect
-    sinks were flushed (shutdown hooks run before, while public messages may still need keys)."""
+def _holding(keys: KeyStore, producer: Any | None) -> Callable[[], Awaitable[None]]:
+    """A source that closes the key store and the public producer when Herald stops: sources are
+    cancelled only after the effect sinks were flushed (shutdown hooks run before, while public
+    messages may still need keys). The delivery source does not close the producer itself: it is
+    restarted after a crash, and must find its producer (and what it still queues) as it left it."""
 
     async def hold() -> None:
         try:
             await trio.sleep_forever()
         finally:
+            if producer is not None:
+                producer.close()
             with trio.CancelScope(shield=True):
                 await keys.aclose()
 
