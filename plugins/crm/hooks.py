@@ -1,4 +1,5 @@
-"""The CRM plugin's Herald hooks: Kafka in, ordered delivery out, the mock CRM, GDPR erasure."""
+"""The CRM plugin's Herald hooks: Kafka in (personal fields sealed), ordered delivery out, the mock CRM,
+GDPR erasure."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED,
 from .delivery import CONCURRENCY, Delivery
 from .keystore import KeyStore, open_key_store
 from .mock_crm import CrmStore, crm_blueprint
+from .sealing import SealingContext
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
 #: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
@@ -100,8 +102,9 @@ def herald_sources(context: Context) -> list:
         group = context.config.plugin_setting(PLUGIN, "group", "herald-crm")
         session = int(context.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))
         partitions = int(context.config.plugin_setting(PLUGIN, "partitions", 3, int))
-        source = KafkaSource(context, found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC], group, decode,
-                             name="crm-kafka", config={"session.timeout.ms": session},
+        # The source accepts through a context that seals personal fields first (.sealing).
+        source = KafkaSource(SealingContext(context, found["keys"]), found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC],
+                             group, decode, name="crm-kafka", config={"session.timeout.ms": session},
                              extra_topics=[(USERS_TOPIC, partitions, {"cleanup.policy": "compact"}),
                                            (TRIPS_TOPIC, partitions, {})])
         sources.append(source.run)
