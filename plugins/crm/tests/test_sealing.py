@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
+import pytest
 
+from engine import Config, Event, PluginError
 from engine.testing import serving
 from plugins.crm import hooks
 from plugins.crm.contracts import ORPHANS, decode
@@ -161,3 +163,26 @@ async def test_the_public_message_is_the_sources_box_unopened():
     await keys.erase(U)
     await delivery._publish(public)
     assert len(sent) == 1  # nothing personal is published for an erased user
+
+
+class _Clustered:
+    clustered = True
+
+    def __init__(self, **environ):
+        self.config = Config(durability="memory", environ=environ)
+        self.sections = {}
+
+    def health(self, name, initial=None):
+        return self.sections.setdefault(name, dict(initial or {}))
+
+
+def test_in_a_cluster_crm_needs_the_shared_key_store():
+    with pytest.raises(PluginError) as refused:
+        hooks._make_parts(_Clustered())
+    assert str(refused.value) == ("the crm plugin in a cluster needs a key store its nodes share: "
+                                  "set HERALD_CRM_KEYSTORE to a postgresql:// URL")
+    for where in ("keys.db", "sqlite:///tmp/keys.db"):
+        with pytest.raises(PluginError, match="HERALD_CRM_KEYSTORE"):
+            hooks._make_parts(_Clustered(HERALD_CRM_KEYSTORE=where))
+    shared = hooks._make_parts(_Clustered(HERALD_CRM_KEYSTORE="postgresql://herald:secret@db.invalid/herald"))
+    assert shared["keys"].description["store"] == "postgresql"  # made, not connected: that is at startup
