@@ -31,10 +31,9 @@ from typing import Any
 import httpx
 import orjson
 import trio
+from cryptography.exceptions import InvalidTag
 
 from engine import Context, redact_text, redact_url
-
-from cryptography.exceptions import InvalidTag
 
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
