@@ -3,7 +3,8 @@
 The seed's internal stream (the producer's simulation, as ``herald crm-produce``
 writes it) goes to the dev broker; one node is SIGKILLed mid-stream. Then the
 mock CRM must hold what a single process fed the same stream sent it; a user
-erased through any node is gone from the CRM and their key from PostgreSQL;
+erased through any node is gone from the CRM (one delete, one tombstone, one
+notice on the public topics) and their key from PostgreSQL;
 and no copy Herald made (every topic on the broker, every node's data dir and
 log) holds that user's e-mail or names in plaintext, before or after.
 """
@@ -103,6 +104,13 @@ def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
 
 def broker_bytes(bootstrap: str) -> dict[str, bytes]:
     """Every message (key, value, headers) of every topic on the broker up to its end now, raw, by topic."""
+    return {topic: b"\n".join(b"%s\0%s" % (key, value) + b"".join(headers) for key, value, headers in found)
+            for topic, found in broker_messages(bootstrap).items()}
+
+
+def broker_messages(bootstrap: str) -> dict[str, list[tuple[bytes, bytes, list[bytes]]]]:
+    """Every message of every topic on the broker up to its end now: (key, value, header values) by topic
+    (a tombstone's value is ``b""``)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"scan-{time.monotonic_ns()}",
                          "enable.auto.commit": False})
     try:
@@ -114,20 +122,20 @@ def broker_bytes(bootstrap: str) -> dict[str, bytes]:
                 if high > low:
                     ends[(name, p)] = high
         consumer.assign([TopicPartition(name, p, 0) for name, p in ends])
-        found: dict[str, list[bytes]] = {}
+        found: dict[str, list[tuple[bytes, bytes, list[bytes]]]] = {}
         deadline = time.monotonic() + 60
         while ends and time.monotonic() < deadline:
             for m in consumer.consume(1000, 0.5):
                 if m.error() is not None:
                     continue
-                found.setdefault(m.topic(), []).append((m.key() or b"") + b"\0" + (m.value() or b""))
-                found[m.topic()] += [header or b"" for _, header in m.headers() or ()]
+                found.setdefault(m.topic(), []).append(
+                    (m.key() or b"", m.value() or b"", [header or b"" for _, header in m.headers() or ()]))
                 if m.offset() + 1 >= ends.get((m.topic(), m.partition()), 0):
                     ends.pop((m.topic(), m.partition()), None)
         assert not ends, f"could not read these to their end: {sorted(ends)}"
     finally:
         consumer.close()
-    return {topic: b"\n".join(parts) for topic, parts in found.items()}
+    return found
 
 
 def plaintext_in(bootstrap: str, nodes: list[Node], secrets: list[bytes], *, internal: bool) -> list[str]:
@@ -230,6 +238,10 @@ async def test_crm_on_three_nodes_with_a_kill_matches_one_process_and_erasure_le
                                              headers={"authorization": f"Bearer {TOKEN}"})).status_code == 404
                 assert victim not in store.data["users"]
                 assert store.calls.get("delete_user", 0) == 1  # the erasure's CRM call ran once
+                public = await trio.to_thread.run_sync(broker_messages, kafka_bootstrap)
+                tombstones = [v for k, v, _ in public["public.users.v1"] if k == victim.encode() and not v]
+                notices = [v for k, v, _ in public["public.trips.v1"] if k == victim.encode() and b"subject.erased" in v]
+                assert (len(tombstones), len(notices)) == (1, 1)  # and its public messages were written once
                 assert await trio.to_thread.run_sync(lambda: plaintext_in(kafka_bootstrap, nodes, secrets, internal=False)) == []
                 assert key_rows(url, victim) == 0
         finally:
