@@ -10,8 +10,11 @@ idempotent upserts (create an id not seen yet, replace one that exists), so a
 replay after a crash, which sends a user's latest effects again, changes nothing.
 
 Public messages are produced through an idempotent producer keyed by user id
-(order per user holds on the partition); personal fields are sealed with the
-user's key from the :class:`KeyStore` at send time. librdkafka batches and
+(order per user holds on the partition); their personal fields are the box
+the source sealed with the user's key (:mod:`.sealing`), published unopened.
+A CRM call's box is opened here, just before the call, and nowhere else; an
+erased user's box cannot be opened any more, and their call is dropped (the
+erasure's own calls follow in their queue). librdkafka batches and
 sends them from its own thread; its delivery reports are served every
 :data:`PRODUCER_POLL` seconds rather than after each message.
 """
@@ -28,11 +31,13 @@ from typing import Any
 import httpx
 import orjson
 import trio
+from cryptography.exceptions import InvalidTag
 
 from engine import Context, redact_text, redact_url
 
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
+from .sealing import SEALED, open_body
 
 __all__ = ["Delivery", "CrmRefused", "CONCURRENCY"]
 
@@ -165,7 +170,17 @@ class Delivery:
             for trip_id in (call.body or {}).get("trips", ()):
                 self._known.discard(("trips", trip_id))
             return
-        body = orjson.dumps(call.body)
+        user_id = call.entity_id if call.kind == "user" else (call.body or {}).get("UserId")
+        try:
+            opened = call.body if user_id is None else await open_body(self.keys, user_id, call.body or {})
+        except InvalidTag:  # not this user's key: no retry can open it (the message names no field's value)
+            raise CrmRefused(f"the sealed fields of {call.kind} {call.entity_id} do not open with its user's key") \
+                from None
+        if opened is None:  # the user is erased: nothing of theirs is sent again
+            return
+        if call.kind == "user" and opened.get("LastName") is None:  # the CRM requires a LastName
+            opened = {**opened, "LastName": ""}
+        body = orjson.dumps(opened)
         headers = {"content-type": "application/json"}
         known = (collection, call.entity_id)
         if known not in self._known:  # probably new: register it (409 if it exists after all)
@@ -184,7 +199,16 @@ class Delivery:
         if self.producer is None:
             return
         value = message.value
-        if value is not None and message.personal:
+        if value is not None and SEALED in value:  # sealed at the source: published as it is, unopened
+            if value[SEALED] is None:
+                return  # withheld: the user was erased before the event came in
+            try:
+                await self.keys.key(message.user_id)
+            except Erased:
+                return  # nothing personal is ever published again for an erased user
+            value = {k: v for k, v in value.items() if k != SEALED}
+            value["personal"] = message.value[SEALED]
+        elif value is not None and message.personal:  # an effect stored before sealing
             try:
                 key = await self.keys.key(message.user_id)
             except Erased:

@@ -1,4 +1,5 @@
-"""The CRM plugin's Herald hooks: Kafka in, ordered delivery out, the mock CRM, GDPR erasure."""
+"""The CRM plugin's Herald hooks: Kafka in (personal fields sealed), ordered delivery out, the mock CRM,
+GDPR erasure. In a cluster (``--cluster``) the key store must be one the nodes share (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from engine import Context, Config, EventType, Origin, PluginError, hookimpl
 from .api import ERASE, subjects_blueprint
 from .contracts import BOOKING_TOPIC, BOOKING_UPDATED, USER_TOPIC, USER_UPDATED, decode
 from .delivery import CONCURRENCY, Delivery
-from .keystore import KeyStore, open_key_store
+from .keystore import KeyStore, is_shared, open_key_store
 from .mock_crm import CrmStore, crm_blueprint
+from .sealing import SealingContext
 from .model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publish, on_booking, on_erase, on_user
 
 #: The Herald plugin API this plugin is written for (a Herald offering another refuses it).
@@ -32,12 +34,11 @@ def parts(context: Context) -> dict[str, Any]:
 
 def _make_parts(context: Context) -> dict[str, Any]:
     config = context.config
-    if context.clustered:
-        # Its key store (crypto-shredding) lives in one process: in a cluster, each node would make its
-        # own keys for a user, and an erasure would destroy only one of them.
-        raise PluginError("the crm plugin does not run in a cluster yet (its key store is per process); "
-                          "run it on a single Herald, or enable the others: "
-                          "--plugins fitness,customers,analytics,marketplace")
+    if context.clustered and not is_shared(config.plugin_setting(PLUGIN, "keystore", None)):
+        # keys.db lives in one process: in a cluster, each node would make its own keys for a user,
+        # and an erasure would destroy only one of them.
+        raise PluginError("the crm plugin in a cluster needs a key store its nodes share: "
+                          "set HERALD_CRM_KEYSTORE to a postgresql:// URL")
     keys = open_key_store(config)
     context.health("crm_keys", keys.description)
     bootstrap = bootstrap_of(config)
@@ -93,19 +94,31 @@ def herald_effect_sinks(context: Context) -> dict[type, Any]:
 @hookimpl
 def herald_sources(context: Context) -> list:
     found = parts(context)
-    sources = [found["delivery"].run, _holding(found["keys"], found["producer"])]
+    sources = [_delivering(found["delivery"]), _holding(found["keys"], found["producer"])]
     if found["bootstrap"]:
         from engine.kafka import KafkaSource
 
         group = context.config.plugin_setting(PLUGIN, "group", "herald-crm")
         session = int(context.config.plugin_setting(PLUGIN, "session_timeout_ms", 10_000, int))
         partitions = int(context.config.plugin_setting(PLUGIN, "partitions", 3, int))
-        source = KafkaSource(context, found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC], group, decode,
-                             name="crm-kafka", config={"session.timeout.ms": session},
+        # The source accepts through a context that seals personal fields first (.sealing).
+        source = KafkaSource(SealingContext(context, found["keys"]), found["bootstrap"], [USER_TOPIC, BOOKING_TOPIC],
+                             group, decode, name="crm-kafka", config={"session.timeout.ms": session},
                              extra_topics=[(USERS_TOPIC, partitions, {"cleanup.policy": "compact"}),
                                            (TRIPS_TOPIC, partitions, {})])
         sources.append(source.run)
     return sources
+
+
+def _delivering(delivery: Delivery) -> Callable[[], Awaitable[None]]:
+    """The delivery's workers as a source of every node: in a cluster each node delivers the effects of
+    the partitions it owns (its sink's queues), so each must run its own workers."""
+
+    async def deliver() -> None:
+        await delivery.run()
+
+    deliver.per_node = True  # type: ignore[attr-defined]
+    return deliver
 
 
 def _holding(keys: KeyStore, producer: Any | None) -> Callable[[], Awaitable[None]]:

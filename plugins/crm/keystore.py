@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine import Config, PluginError
 
 __all__ = ["KeyStore", "Erased", "KeyStoreUnavailable", "open_key_store", "seal", "open_sealed", "subject_of",
-           "new_key", "KEY_TTL"]
+           "new_key", "KEY_TTL", "is_shared"]
 
 #: Seconds a process trusts a key it read from a shared store (``HERALD_CRM_KEY_TTL``): another
 #: process's erasure reaches it at the latest then (at once where the store can notify).
@@ -77,6 +77,11 @@ class KeyStore(Protocol):
         """Let go of the database (connections, files, threads)."""
 
 
+def is_shared(where: str | None) -> bool:
+    """Whether ``HERALD_CRM_KEYSTORE`` (``where``) names a store several processes share."""
+    return where is not None and where.startswith(("postgresql://", "postgres://"))
+
+
 def open_key_store(config: Config) -> KeyStore:
     """The store ``HERALD_CRM_KEYSTORE`` names: unset, ``keys.db`` beside the journal (in memory with
     ``--durability memory``); a ``postgresql://`` URL, that database (the ``postgres`` extra)."""
@@ -86,7 +91,7 @@ def open_key_store(config: Config) -> KeyStore:
         from .keystore_sqlite import SqliteKeyStore
 
         return SqliteKeyStore(config.data_file("keys.db"))
-    if where.startswith(("postgresql://", "postgres://")):
+    if is_shared(where):
         from .keystore_postgres import PostgresKeyStore
 
         pool = config.plugin_setting("crm", "keystore_pool", 4, _pool_size)

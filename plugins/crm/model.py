@@ -15,6 +15,9 @@ Rules worth knowing:
   user first); bookings without any ``UserId`` stay on :data:`ORPHANS` and are
   never sent (there is nobody to attach them to).
 * The CRM requires ``LastName``; a user event without one sends ``""``.
+* Personal fields arrive sealed (:mod:`.sealing`): profiles, trips and the
+  effects' bodies carry the sealed box, never the plaintext; the rules only
+  compute on clear fields (ids, dates, types).
 * After an erasure the actor keeps only ``erased=True``: later events for
   that user are dropped (a suppression list), so the erasure is not undone.
 """
@@ -27,13 +30,15 @@ import attrs
 
 from engine import Event
 
+from .sealing import SEALED, TRIP_FIELDS, USER_FIELDS
+
 __all__ = ["CrmState", "CrmCall", "Publish", "on_user", "on_booking", "on_erase", "USERS_TOPIC", "TRIPS_TOPIC",
            "crm_user"]
 
 USERS_TOPIC, TRIPS_TOPIC = "public.users.v1", "public.trips.v1"
-#: Fields of public messages that identify a person: encrypted with the user's key.
-USER_PERSONAL = ("FirstName", "LastName", "Email")
-TRIP_PERSONAL = ("From", "To")
+#: Fields of public messages that identify a person: encrypted with the user's key (sealed at the source).
+USER_PERSONAL = USER_FIELDS
+TRIP_PERSONAL = TRIP_FIELDS
 
 
 @attrs.frozen(slots=True)
@@ -77,13 +82,18 @@ def _last_trip(trips: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def crm_user(profile: dict[str, Any], trips: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The CRM's User contract for this profile and trips."""
+    """The CRM's User contract for this profile and trips. A sealed profile's personal fields stay in
+    their box (``"sealed"``), opened by the delivery just before the call (which then makes a missing
+    ``LastName`` ``""``); a profile stored before sealing carries them in the clear."""
     last = _last_trip(trips)
+    if SEALED in profile:
+        personal: dict[str, Any] = {SEALED: profile[SEALED]}
+    else:
+        personal = {"LastName": profile.get("LastName") or "", "FirstName": profile.get("FirstName"),
+                    "Email": profile.get("Email")}
     return {
         "Id": profile["Id"],
-        "LastName": profile["LastName"] or "",
-        "FirstName": profile["FirstName"],
-        "Email": profile["Email"],
+        **personal,
         "LastTripType": last["Type"] if last else None,
         "LastTripId": last["Id"] if last else None,
         "LastTripDate": last["StartDate"] if last else None,
