@@ -89,6 +89,8 @@ def _remove(actor: Actor, timer: PendingTimer) -> None:
                 actor.timers = next(iter(held.values()))
 
 
+_new_object = object.__new__
+
 _SEQ_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
@@ -126,7 +128,14 @@ class TimerQueue:
             del live[old.seq]
         seq = next(self._seq)
         deadline = due - offset
-        timer = PendingTimer(due, actor, plugin, name, data, deadline, seq)
+        timer = _new_object(PendingTimer)  # PendingTimer(...) without its __init__ frame: one per timer set
+        timer.due = due
+        timer.actor = actor
+        timer.plugin = plugin
+        timer.name = name
+        timer.data = data
+        timer.deadline = deadline
+        timer.seq = seq
         if held is None or held is old:
             actor.timers = timer
         else:
