@@ -152,6 +152,15 @@ class TimerQueue:
         return self._live.get(timer.seq) is timer
 
     def cancel(self, actor: Actor, plugin: str, name: str) -> bool:
+        held = actor.timers
+        if held is None:
+            return False
+        if held.__class__ is PendingTimer:  # the usual case, inline: what _lookup and take do for a lone timer
+            if held.name != name or held.plugin != plugin:
+                return False
+            del self._live[held.seq]
+            actor.timers = None
+            return True
         timer = _lookup(actor, plugin, name)
         if timer is None:
             return False
@@ -173,6 +182,16 @@ class TimerQueue:
     def rekey(self, actor: Actor, offset: float) -> float:
         """The actor's clock jumped forward: its timers' wall deadlines come earlier.
         Returns the earliest of them (``inf`` if none)."""
+        held = actor.timers
+        if held.__class__ is PendingTimer:  # the usual case, inline: one timer, held as is
+            deadline = held.due - offset
+            if deadline != held.deadline:
+                held.deadline = deadline
+                by_wall = self._by_wall
+                heappush(by_wall, (int(deadline * 1_000_000) << _SEQ_BITS) | held.seq)  # _entry(), inline
+                if len(by_wall) > self._compact_at:
+                    self._compact()
+            return deadline
         earliest = math.inf
         for timer in timers_of(actor):
             deadline = timer.due - offset
