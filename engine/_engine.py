@@ -411,22 +411,31 @@ class Engine:
             self._handling = event.timestamp
             plugin = route.plugin
             sample = self._sample - 1
-            if actor.plugin != plugin or not sample:
-                self._sample = sample
+            self._sample = sample
+            held = actor.plugin
+            if not sample or (held != plugin and held is not None):
                 self._apply(actor, route, event)
             else:
-                # What ``_apply`` does in the usual case, inline (a call less per event): the actor
-                # holds this plugin's state alone and this event is not timed.
-                self._sample = sample
+                # What ``_apply`` does in the usual cases, inline (a call less per event, three for a
+                # new actor): the actor holds this plugin's state alone, or no state yet, and this
+                # event is not timed.
+                if held is None:  # a new actor: this plugin's initial state (``actor.get`` would miss)
+                    state = route.state_factory()
+                    self.members[plugin].add(key)
+                    self.member_versions[plugin] += 1
+                else:
+                    state = actor.state
                 self._accepted[route.name] += 1  # aliases count under the type's own name
                 try:
-                    state, effects = route.handler(actor.state, event)
+                    state, effects = route.handler(state, event)
                 except Exception:
                     self._handler_failed(route, event)
                 else:
                     if state is REMOVED:
                         self._store(actor, plugin, state)
                     else:
+                        if held is None:
+                            actor.plugin = plugin  # what ``actor.put`` does on an actor without a state
                         actor.state = state
                         if effects:
                             self._effects(actor, plugin, effects)
@@ -533,7 +542,8 @@ class Engine:
                 if offset is None:  # an actor made by a bulk load: its clock starts at the stream's
                     wall = self.wall()
                     offset = actor.offset = (self.stream.now(wall) or due) - wall
-                deadline = self.timers.set(actor, plugin, effect.name, due, effect.data, offset).deadline
+                self.timers.set(actor, plugin, effect.name, due, effect.data, offset)
+                deadline = due - offset  # the timer's wall deadline, as ``set`` computes it
                 if due < self._min_due:
                     self._min_due = due
                     deadline = min(deadline, due - self.stream.offset())

@@ -89,6 +89,8 @@ def _remove(actor: Actor, timer: PendingTimer) -> None:
                 actor.timers = next(iter(held.values()))
 
 
+_new_object = object.__new__
+
 _SEQ_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
@@ -126,7 +128,14 @@ class TimerQueue:
             del live[old.seq]
         seq = next(self._seq)
         deadline = due - offset
-        timer = PendingTimer(due, actor, plugin, name, data, deadline, seq)
+        timer = _new_object(PendingTimer)  # PendingTimer(...) without its __init__ frame: one per timer set
+        timer.due = due
+        timer.actor = actor
+        timer.plugin = plugin
+        timer.name = name
+        timer.data = data
+        timer.deadline = deadline
+        timer.seq = seq
         if held is None or held is old:
             actor.timers = timer
         else:
@@ -143,6 +152,15 @@ class TimerQueue:
         return self._live.get(timer.seq) is timer
 
     def cancel(self, actor: Actor, plugin: str, name: str) -> bool:
+        held = actor.timers
+        if held is None:
+            return False
+        if held.__class__ is PendingTimer:  # the usual case, inline: what _lookup and take do for a lone timer
+            if held.name != name or held.plugin != plugin:
+                return False
+            del self._live[held.seq]
+            actor.timers = None
+            return True
         timer = _lookup(actor, plugin, name)
         if timer is None:
             return False
@@ -164,6 +182,16 @@ class TimerQueue:
     def rekey(self, actor: Actor, offset: float) -> float:
         """The actor's clock jumped forward: its timers' wall deadlines come earlier.
         Returns the earliest of them (``inf`` if none)."""
+        held = actor.timers
+        if held.__class__ is PendingTimer:  # the usual case, inline: one timer, held as is
+            deadline = held.due - offset
+            if deadline != held.deadline:
+                held.deadline = deadline
+                by_wall = self._by_wall
+                heappush(by_wall, (int(deadline * 1_000_000) << _SEQ_BITS) | held.seq)  # _entry(), inline
+                if len(by_wall) > self._compact_at:
+                    self._compact()
+            return deadline
         earliest = math.inf
         for timer in timers_of(actor):
             deadline = timer.due - offset
