@@ -30,7 +30,8 @@ from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC, decode
 from plugins.crm.mock_crm import CrmStore, standalone_app
 from plugins.crm.producer import Simulation
 from plugins.crm.sealing import SealingContext
-from plugins.crm.tests.postgres import PostgresServer, Unavailable, postgres_server
+from plugins.crm.tests.messages import Message as _Message
+from plugins.crm.tests.postgres import PostgresServer, serve_or_skip
 from web.testing import app_client
 
 from .test_cluster import Node, settled, wait_until
@@ -44,24 +45,7 @@ TOKEN = "crm-cluster-admin-token"
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    try:
-        with postgres_server() as server:
-            yield server
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-
-
-class _Message:
-    """A produced message as :func:`plugins.crm.contracts.decode` reads one (for the single process)."""
-
-    def __init__(self, topic: str, value: bytes, offset: int) -> None:
-        self._topic, self._value, self._offset = topic, value, offset
-
-    def topic(self): return self._topic
-    def value(self): return self._value
-    def partition(self): return 0
-    def offset(self): return self._offset
-    def timestamp(self): return (1, 1685599200000 + self._offset)
+    yield from serve_or_skip()
 
 
 def stream() -> list[tuple[str, bytes, bytes]]:

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from .postgres import PostgresServer, Unavailable, postgres_server
+from .postgres import PostgresServer, serve_or_skip
 
 _databases = itertools.count()
 
@@ -15,11 +15,7 @@ _databases = itertools.count()
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session (Debian's binaries; skips, saying why, where it cannot start)."""
-    try:
-        with postgres_server() as server:
-            yield server
-    except Unavailable as exc:
-        pytest.skip(str(exc))
+    yield from serve_or_skip()
 
 
 @pytest.fixture

@@ -116,3 +116,14 @@ def postgres_server(timeout: float = 60.0) -> Iterator[PostgresServer]:
                 process.kill()
                 process.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def serve_or_skip() -> Iterator[PostgresServer]:
+    """A server for a fixture to yield from: skips the test, saying why, where one cannot start."""
+    import pytest
+
+    try:
+        with postgres_server() as server:
+            yield server
+    except Unavailable as exc:
+        pytest.skip(str(exc))

@@ -18,6 +18,7 @@ from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC, CrmCall, CrmState, Publi
 from engine.testing import serving
 from plugins.crm.mock_crm import CrmStore, standalone_app
 from web.testing import app_client
+from .messages import Message as _Message
 
 NOW = datetime(2023, 6, 1, 6, tzinfo=timezone.utc)
 U = "ed2f89d9-4a2f-40aa-b3c6-4af775a89294"
@@ -77,17 +78,6 @@ def test_erasure_forgets_everything_and_drops_later_events():
     assert effects == () and state.dropped == 1 and state.profile is None
 
 
-class _Message:
-    def __init__(self, topic, value, offset=7):
-        self._topic, self._value, self._offset = topic, value, offset
-
-    def topic(self): return self._topic
-    def value(self): return self._value
-    def partition(self): return 0
-    def offset(self): return self._offset
-    def timestamp(self): return (1, 1685599200000)
-
-
 def test_a_message_keeps_its_id_but_a_broker_that_forgot_its_offsets_cannot_reuse_one():
     from engine.kafka import kafka_event_id
 
@@ -104,7 +94,7 @@ def test_messages_decode_to_events_on_the_users_actor():
                                     "StartDate": "2023-06-01T09:00:03.0042497+03:00", "EndDate": None, "Price": 0},
                           "Id": 1})
     [event] = decode(_Message("internal_booking_updated", value))
-    assert event.key == ORPHANS and event.id == "kafka:internal_booking_updated:0:7:1685599200000"
+    assert event.key == ORPHANS and event.id == "kafka:internal_booking_updated:0:7:1685599200007"
     assert event.data["Type"] == "Rental" and event.data["StartDate"] == "2023-06-01T09:00:03.004249+03:00"
     for bad in (b"not json", b"[]", orjson.dumps({"Event": {"Id": "b", "Type": 9, "Price": 0, "StartDate": "x"}}),
                 orjson.dumps({"Event": {"Id": "u"}})):

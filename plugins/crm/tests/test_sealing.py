@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine import Config, Event, PluginError
+from engine import Config, PluginError
 from engine.testing import serving
 from plugins.crm import hooks
 from plugins.crm.contracts import ORPHANS, decode
@@ -18,22 +18,12 @@ from plugins.crm.mock_crm import CrmStore, standalone_app
 from plugins.crm.model import CrmCall, CrmState, Publish, on_booking, on_user
 from plugins.crm.sealing import SealingContext, open_body, seal_events
 from web.testing import app_client
+from .messages import Message as _Message
 
 NOW = datetime(2023, 6, 1, 6, tzinfo=timezone.utc)
 U = "ed2f89d9-4a2f-40aa-b3c6-4af775a89294"
 #: What must never rest anywhere in the clear: the user's e-mail, names, and where they went.
 SECRETS = (b"rexy@trafi.com", b"Rexymillion", b"Dinosaurson", b"Vilnius Old Town", b"Kaunas Castle")
-
-
-class _Message:
-    def __init__(self, topic, value, offset):
-        self._topic, self._value, self._offset = topic, value, offset
-
-    def topic(self): return self._topic
-    def value(self): return self._value
-    def partition(self): return 0
-    def offset(self): return self._offset
-    def timestamp(self): return (1, 1685599200000 + self._offset)
 
 
 def user_message(offset=0, user_id=U):
