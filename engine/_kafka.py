@@ -158,6 +158,10 @@ def _create_missing(admin: Any, admin_mod: Any, settings: Config, bootstrap: str
                 raise
 
 
+#: What :meth:`KafkaProducer._serve` returns when the client failed fatally.
+_FAILED = object()
+
+
 class KafkaProducer:
     """An idempotent producer (``acks=all``) that does not give up.
 
@@ -186,18 +190,23 @@ class KafkaProducer:
             if error.fatal():
                 self._fatal = True
 
-    def _serve(self, method: str, timeout: float) -> int:
+    def _serve(self, method: str, timeout: float) -> Any:
         """The client's ``poll`` or ``flush``; a fatal error it raises (librdkafka raises one there when no
-        ``error_cb`` is set) marks the client for :meth:`_recover` instead of escaping to the caller."""
-        kafka = _kafka()
+        ``error_cb`` is set) marks the client for :meth:`_recover` and returns :data:`_FAILED` instead of
+        escaping to the caller."""
         try:
             return getattr(self._producer, method)(timeout)
-        except kafka.KafkaException as exc:
-            error = exc.args[0]
-            if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
-                raise
-            self._fatal = True
-            return -1
+        except _kafka().KafkaException as exc:
+            self._failed_fatally(exc)
+            return _FAILED
+
+    def _failed_fatally(self, exc: Exception) -> None:
+        """Mark the client for :meth:`_recover` if ``exc`` (a ``KafkaException``) is fatal; raise it if not."""
+        kafka = _kafka()
+        error = exc.args[0]
+        if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
+            raise exc
+        self._fatal = True
 
     def _recover(self) -> None:
         if self._fatal:
@@ -219,14 +228,11 @@ class KafkaProducer:
                                        on_delivery=self._delivered)
                 return
             except BufferError:  # the local queue is full: let it drain
-                if self._serve("poll", 0.1) < 0:
-                    self._recover()
+                if self._serve("poll", 0.1) is not _FAILED:
+                    continue
             except kafka.KafkaException as exc:
-                error = exc.args[0]
-                if not (error.fatal() or error.code() == kafka.KafkaError._FATAL):
-                    raise
-                self._fatal = True
-                self._recover()
+                self._failed_fatally(exc)
+            self._recover()  # the client failed fatally: a new one, and what failed again
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Sequence[tuple[str, bytes]] | None = None, *, poll: bool = True) -> None:

@@ -391,6 +391,23 @@ def test_a_fatal_error_raised_by_poll_makes_a_new_producer_that_sends_what_faile
     assert producer.resets == 1 and clients.made[1].sent == [b"one"]
     assert producer.drained_blocking(1.0)
 
+
+class _RefusingProducer(_Producer):
+    """A producer whose first ``produce`` raises a fatal error."""
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        raise KafkaException(KafkaError(KafkaError._FATAL, "injected", fatal=True))
+
+
+def test_a_fatal_error_raised_by_produce_sends_the_message_on_a_new_producer():
+    clients = _Producers(_RefusingProducer(None), _Producer(None))
+    producer = KafkaProducer("127.0.0.1:1", settings=Config(), clients=clients)
+    producer.produce("trips", b"u1", b"one")
+    assert producer.resets == 1 and clients.made[1].sent == [b"one"]
+    assert producer.drained_blocking(1.0)
+
 # -- logs: a cluster node's records name it, and the partition they concern --------------------------
 
 

@@ -36,9 +36,6 @@ __all__ = ["CrmState", "CrmCall", "Publish", "on_user", "on_booking", "on_erase"
            "crm_user"]
 
 USERS_TOPIC, TRIPS_TOPIC = "public.users.v1", "public.trips.v1"
-#: Fields of public messages that identify a person: encrypted with the user's key (sealed at the source).
-USER_PERSONAL = USER_FIELDS
-TRIP_PERSONAL = TRIP_FIELDS
 
 
 @attrs.frozen(slots=True)
@@ -116,7 +113,7 @@ def on_user(state: CrmState, event: Event) -> tuple[CrmState, tuple]:
     body = crm_user(profile, state.trips)
     effects: list[Any] = [CrmCall(owner, "user", profile["Id"], body)]
     effects += [CrmCall(owner, "trip", trip_id, state.trips[trip_id]) for trip_id in state.held]
-    effects.append(Publish(owner, USERS_TOPIC, profile["Id"], _public_user(body, 1), USER_PERSONAL))
+    effects.append(Publish(owner, USERS_TOPIC, profile["Id"], _public_user(body, 1), USER_FIELDS))
     return CrmState(profile, state.trips, (), False, state.dropped), tuple(effects)
 
 
@@ -131,7 +128,7 @@ def on_booking(state: CrmState, event: Event) -> tuple[CrmState, tuple]:
     user_id = trip["UserId"]
     effects: list[Any] = []
     if user_id is not None:
-        effects.append(Publish(owner, TRIPS_TOPIC, user_id, _public_trip(trip), TRIP_PERSONAL))
+        effects.append(Publish(owner, TRIPS_TOPIC, user_id, _public_trip(trip), TRIP_FIELDS))
     if state.profile is None:  # not sent to the CRM before its user
         held = state.held if trip["Id"] in state.held or user_id is None else (*state.held, trip["Id"])
         return CrmState(None, trips, held, False, state.dropped), tuple(effects)
