@@ -202,11 +202,23 @@ async def test_crm_on_three_nodes_with_a_kill_matches_one_process_and_erasure_le
                 # The scan finds them where they are in the clear: the platform's own internal topics.
                 assert await trio.to_thread.run_sync(lambda: plaintext_in(kafka_bootstrap, [], secrets, internal=True))
 
-                erased = await client.delete(f"{nodes[2].url}/v1/subjects/{victim}",
-                                             headers={"authorization": f"Bearer {TOKEN}"})
+                # Every survivor reads the victim's key (one key, shared through PostgreSQL) and caches it.
+                admin = {"authorization": f"Bearer {TOKEN}"}
+                found = [await client.get(f"{node.url}/v1/subjects/{victim}/key", headers=admin) for node in survivors]
+                assert [r.status_code for r in found] == [200, 200], [r.text for r in found]
+                assert found[0].json()["key"] == found[1].json()["key"]
+
+                erased = await client.delete(f"{nodes[2].url}/v1/subjects/{victim}", headers=admin)
                 assert erased.status_code == 202, erased.text
                 assert erased.json()["key_destroyed"] is True
                 assert key_rows(url, victim) == 0
+
+                async def forgotten_everywhere() -> bool:
+                    answers = [await client.get(f"{node.url}/v1/subjects/{victim}/key", headers=admin) for node in survivors]
+                    return [r.status_code for r in answers] == [404, 404]
+
+                # The other survivor's cached copy goes with the erasure's notification, well within the TTL (30 s).
+                await wait_until(forgotten_everywhere, 10, "every node to forget the erased key", nodes)
 
                 async def gone() -> bool:
                     return victim not in store.data["users"] and not any(
@@ -217,9 +229,7 @@ async def test_crm_on_three_nodes_with_a_kill_matches_one_process_and_erasure_le
                 again = [(t, k, v) for t, k, v in messages if t == USER_TOPIC and orjson.loads(v)["Event"]["Id"] == victim]
                 await trio.to_thread.run_sync(produce, kafka_bootstrap, again[-1:])
                 await wait_until(lambda: settled(client, survivors), 90, "the cluster caught up", nodes)
-                for node in survivors:
-                    assert (await client.get(f"{node.url}/v1/subjects/{victim}/key",
-                                             headers={"authorization": f"Bearer {TOKEN}"})).status_code == 404
+                assert await forgotten_everywhere()
                 assert victim not in store.data["users"]
                 assert store.calls.get("delete_user", 0) == 1  # the erasure's CRM call ran once
                 public = await trio.to_thread.run_sync(broker_messages, kafka_bootstrap)
