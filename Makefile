@@ -1,5 +1,5 @@
 # The README's commands, for those who reach for make (seed 002 asks for `make run`).
-.PHONY: run test test-all bench dev-kafka install docs
+.PHONY: run test test-all bench dev-kafka install docs compiled pure
 
 PYTHON ?= python3
 
@@ -23,6 +23,14 @@ test-all: test
 # test behind the slow marker (tests/test_docs.py) builds it with --strict.
 docs:
 	$(PYTHON) -m pip install -e '.[docs]' && $(PYTHON) -m mkdocs serve --dev-addr 127.0.0.1:8080
+
+# The optional compiled build (docs/operations/compiled.md): the engine's hot path compiled with mypyc, in
+# place (extension modules next to their .py); `herald --version` says which runs. `make pure` undoes it.
+compiled:
+	$(PYTHON) -m pip install -e '.[compiled]' && $(PYTHON) mypyc_build.py
+
+pure:
+	$(PYTHON) mypyc_build.py --clean
 
 # The benchmarks (figures in bench/RESULTS.md).
 bench:

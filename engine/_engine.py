@@ -15,7 +15,7 @@ import math
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import attrs
 import orjson
@@ -44,7 +44,7 @@ def _discard(effect: Effect) -> None:
 class _Removed:
     """The type of :data:`REMOVED`."""
 
-    _instance: "_Removed | None" = None
+    _instance: ClassVar["_Removed | None"] = None
 
     def __new__(cls) -> "_Removed":
         if cls._instance is None:
@@ -81,14 +81,19 @@ def _reserved(type_: str, route: Route | None) -> InvalidEvent:
     )
 
 
+#: ``LoadReport``'s field factories, typed as returning Any (see ``engine._event._new_dict``: mypyc).
+_new_dict: Callable[[], Any] = dict
+_new_list: Callable[[], Any] = list
+
+
 @attrs.define
 class LoadReport:
     """What a bulk load did with its lines: applied, skipped by reason, errors by line."""
 
     lines: int = 0
     applied: int = 0
-    skipped: dict[str, int] = attrs.field(factory=dict)
-    errors: list[dict[str, Any]] = attrs.field(factory=list)
+    skipped: dict[str, int] = attrs.field(factory=_new_dict)
+    errors: list[dict[str, Any]] = attrs.field(factory=_new_list)
     #: Errors beyond this many are counted in ``skipped`` but not listed.
     max_errors: int = 100
 
@@ -245,7 +250,7 @@ class Engine:
     def handling_at(self) -> datetime | None:
         """The event-time instant of the event or timer being handled (None between them)."""
         handling = self._handling
-        if handling is None or handling.__class__ is datetime:
+        if handling is None or isinstance(handling, datetime):
             return handling
         return utc_datetime(handling)
 
@@ -307,7 +312,7 @@ class Engine:
                 route.internal if route is not None
                 else type_.__class__ is str and type_.startswith(RESERVED_PREFIX)
             ):
-                raise _reserved(type_, route)
+                raise _reserved(type_, route)  # type: ignore[arg-type]  # a str: the condition says so
             if route is not None and route.parse is not None:
                 event = route.parse(raw, received_at)
             elif type_.__class__ is str:  # so ``raw`` is a dict
@@ -442,7 +447,7 @@ class Engine:
             self._handling = None
         if jumped and actor.timers is not None:
             # The timers the event left in place come earlier on the wall (those it set are right already).
-            due_at = self.timers.rekey(actor, actor.offset)
+            due_at = self.timers.rekey(actor, instant - wall)  # the actor's offset, set above
             if due_at < self._due_at:
                 self._due_at = due_at
         if self._record is not None:
@@ -530,6 +535,7 @@ class Engine:
 
     def _effects(self, actor: Actor, plugin: str, effects: Iterable[Effect],
                  _FIRST_INSTANT: float = FIRST_INSTANT, _LAST_INSTANT: float = LAST_INSTANT) -> None:
+        effect: Any  # dispatched on its exact class below, whose attributes it then has
         for effect in effects:
             kind = effect.__class__
             if kind is SetTimer:
@@ -637,7 +643,7 @@ class Engine:
 
     def _load(self, event: Event, wall: float) -> LoadReport:
         data = event.data
-        name = data.get("loader")
+        name: Any = data.get("loader")
         loader = self._loaders.get(name)
         if loader is None:
             self.log.warning("load %s names loader %r, which no enabled plugin provides; skipped", event.id, name,

@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import orjson
@@ -75,6 +75,7 @@ def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 def _depth(value: Any) -> int:
     """How deeply arrays and objects nest in a decoded JSON value (iterative: no recursion limit)."""
     deepest = 0
+    children: Any
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
@@ -112,6 +113,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The attrs field factories below, typed as returning Any: mypyc (the optional compiled build, see
+# docs/operations/compiled.md) checks a class body's values against their annotations, and
+# ``attrs.field(factory=f)`` is typed as returning what ``f`` returns, while it is a placeholder.
+_new_dict: Callable[[], Any] = dict
+_utcnow_factory: Callable[[], Any] = _utcnow
+
+
 @attrs.frozen(slots=True, eq=True, hash=False)
 class Event:
     """One thing that happened to one actor.
@@ -128,15 +136,15 @@ class Event:
     type: str
     key: str
     timestamp: datetime
-    data: dict[str, Any] = attrs.field(factory=dict)
-    received_at: datetime = attrs.field(factory=_utcnow)
+    data: dict[str, Any] = attrs.field(factory=_new_dict)
+    received_at: datetime = attrs.field(factory=_utcnow_factory)
     at: float = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _set_at(self, self.timestamp.timestamp())
 
 
-_set_at = Event.at.__set__  # type: ignore[attr-defined]  # the slot's own setter: bypasses the frozen __setattr__
+_set_at = getattr(Event, "at").__set__  # the slot's own setter: bypasses the frozen __setattr__
 _new_object = object.__new__
 (_set_id, _set_type, _set_key, _set_timestamp, _set_data, _set_received_at) = (
     getattr(Event, name).__set__ for name in ("id", "type", "key", "timestamp", "data", "received_at"))
@@ -372,6 +380,7 @@ def _parse_checked(raw: Any, *, received_at: datetime | None = None) -> Event:
     else:
         raise InvalidEvent("timestamp", "missing", "is required (ISO 8601)")
     event_id = _string(raw, "id", _MAX_ID, required=False) or new_event_id()
+    assert type_ is not None  # required=True: ``_string`` raised instead
 
     data: dict[str, Any] = {k: v for k, v in raw.items() if k not in _ENVELOPE}
     for name in ("details", "data"):

@@ -90,6 +90,9 @@ def _remove(actor: Actor, timer: PendingTimer) -> None:
 
 
 _new_object = object.__new__
+#: Whether this module runs compiled by mypyc (the optional build: docs/operations/compiled.md). Then
+#: ``PendingTimer`` is a native class: its constructor is a C call, and ``object.__new__`` refuses it.
+_COMPILED = not __file__.endswith(".py")
 
 _SEQ_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -128,14 +131,17 @@ class TimerQueue:
             del live[old.seq]
         seq = next(self._seq)
         deadline = due - offset
-        timer = _new_object(PendingTimer)  # PendingTimer(...) without its __init__ frame: one per timer set
-        timer.due = due
-        timer.actor = actor
-        timer.plugin = plugin
-        timer.name = name
-        timer.data = data
-        timer.deadline = deadline
-        timer.seq = seq
+        if _COMPILED:
+            timer = PendingTimer(due, actor, plugin, name, data, deadline, seq)
+        else:
+            timer = _new_object(PendingTimer)  # PendingTimer(...) without its __init__ frame: one per timer set
+            timer.due = due
+            timer.actor = actor
+            timer.plugin = plugin
+            timer.name = name
+            timer.data = data
+            timer.deadline = deadline
+            timer.seq = seq
         if held is None or held is old:
             actor.timers = timer
         else:

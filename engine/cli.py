@@ -559,7 +559,9 @@ def main(argv: Sequence[str] | None = None, *, extensions: Sequence[Callable[[An
     if args.version:
         from importlib.metadata import version
 
-        print(f"herald {version('herald')}")
+        from ._compiled import build_description
+
+        print(f"herald {version('herald')} ({build_description()})")
         return 0
     if args.command is None:
         parser.print_help()

@@ -19,6 +19,10 @@ import attrs
 
 from engine import CancelTimer, Event, Notify, SetTimer, Timer, iso_utc
 
+# The state classes live in their own module, which stays pure Python when this one is compiled (mypyc
+# keeps only rough annotations on the classes it builds, and cattrs reads a state's annotations).
+from .state import FitnessState, Run
+
 __all__ = ["FitnessRules", "FitnessState", "Run", "NUDGE_TIMER"]
 
 NUDGE_TIMER = "nudge"
@@ -26,27 +30,6 @@ NUDGE_TIMER = "nudge"
 MAX_RUNNING = 8
 
 Effects = tuple[Any, ...]
-
-
-@attrs.frozen(slots=True)
-class Run:
-    """A training program the user started and has not finished or cancelled."""
-
-    program_id: str
-    title: str | None
-    started_at: datetime
-
-
-@attrs.frozen(slots=True)
-class FitnessState:
-    """One user's fitness state."""
-
-    running: tuple[Run, ...] = ()
-    last_launch_at: datetime | None = None
-    device_id: str | None = None
-    programs_finished: int = 0
-    minutes_trained: float = 0.0
-    notifications_sent: int = 0
 
 
 _new_object = object.__new__
