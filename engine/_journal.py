@@ -62,6 +62,12 @@ INLINE_COST = 256
 #: statement, each time waiting for the trio thread to let go of it (up to the switch interval, 5 ms),
 #: so many small groups cost more than they overlap (measured: 4,096 against 500 per group).
 EAGER_COST = 4096
+#: In batch mode the WAL is checkpointed into the database once it holds this many bytes (8192 pages of
+#: 4 KiB, as ``wal_autocheckpoint=8192`` did), by the periodic sync in a worker thread on a connection
+#: of its own, not by SQLite's automatic checkpoint in whichever connection commits: that one ran in the
+#: trio thread when an inline group crossed the mark, stalling the event loop for ~40 ms (the copy and
+#: the database's fsync), and the next commit truncated the WAL (~15 ms more).
+CHECKPOINT_BYTES = 8192 * 4096
 DB_NAME = "herald.db"
 #: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
 #: Older formats are migrated on open (see :mod:`engine._formats`).
@@ -237,6 +243,14 @@ class Journal:
         self._inline = self.durability is Durability.BATCH
         #: The next outbox id to give (writer thread; None: look it up, as after other writes).
         self._next_outbox_id: int | None = None
+        #: Batch mode: the WAL size at which the periodic sync checkpoints it (see :data:`CHECKPOINT_BYTES`).
+        self.checkpoint_bytes = CHECKPOINT_BYTES
+        #: Set (by the sync's worker thread) from a checkpoint's start until the WAL is truncated: meanwhile
+        #: every group goes to the writer thread, so that no wait for the checkpointer's locks (or a WAL
+        #: restart) happens in the trio thread.
+        self._checkpointing = False
+        self._ckpt: sqlite3.Connection | None = None  # the checkpointer's connection (sync thread)
+        self._ckpt_lock = threading.Lock()  # (a reopen after a failure may close it meanwhile)
 
     # -- opening ---------------------------------------------------------------
 
@@ -261,7 +275,7 @@ class Journal:
             self.recovery = check_and_recover(self.path, _SCHEMA, salvage=salvage)
         except NeedsOperator as exc:
             raise JournalError(str(exc)) from None
-        self._conn = connect(self.path, durability=self.durability)
+        self._conn = self._writing_connection()
         self._conn.executescript(_SCHEMA)
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = _format_of(self._conn, self.path)
@@ -270,6 +284,13 @@ class Journal:
         check_history(self._conn, self.path, self.recovery, salvage=salvage)
         self._read = connect(self.path, readonly=True)
         self.format = SCHEMA_VERSION
+
+    def _writing_connection(self) -> sqlite3.Connection:
+        """The writer's connection; in batch mode without automatic checkpoints (the sync makes them)."""
+        conn = connect(self.path, durability=self.durability)
+        if self.durability is Durability.BATCH:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
 
     def _lock(self) -> None:
         """One writer per data dir: a second Herald on it would interleave sequences."""
@@ -295,6 +316,7 @@ class Journal:
             raise
 
     def close(self) -> None:
+        self._close_checkpointer()
         for conn in (self._read, self._conn):
             if conn is not None:
                 conn.close()
@@ -562,7 +584,8 @@ class Journal:
             batch.done.set()
             return
         self._inflight = batch
-        if inline and self._inline and not (batch.other or batch.bodies) and batch.cost() <= INLINE_COST:
+        if (inline and self._inline and not (batch.other or batch.bodies or self._checkpointing)
+                and batch.cost() <= INLINE_COST):
             try:
                 self._write(batch)
             except Exception as exc:  # disk full, I/O error: stop accepting, say why
@@ -658,7 +681,8 @@ class Journal:
                 conn.close()
         self._conn = self._read = None
         self._next_outbox_id = None
-        conn = connect(self.path, durability=self.durability)
+        self._close_checkpointer()
+        conn = self._writing_connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('reopened', ?)", (str(time.time()),))
@@ -752,19 +776,54 @@ class Journal:
             await trio.to_thread.run_sync(self._sync)
 
     def _sync(self) -> None:
-        """fsync the WAL (batch mode's periodic durability point)."""
+        """fsync the WAL (batch mode's periodic durability point); checkpoint it once it is large."""
         wal = self.path.with_name(self.path.name + "-wal")
         try:
             if self._wal_fd is None:
                 self._wal_fd = os.open(wal, os.O_RDONLY)
             os.fsync(self._wal_fd)
+            size = os.fstat(self._wal_fd).st_size
         except FileNotFoundError:
-            pass
+            return
         except OSError as exc:
             log.warning("fsync of %s failed: %s", wal, exc)
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
+            return
+        if self.durability is Durability.BATCH and (size >= self.checkpoint_bytes or self._checkpointing):
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (a worker thread, its own connection).
+
+        First a passive checkpoint (the copy and the fsyncs; writers go on meanwhile), then a
+        truncating one, which needs the write lock for a moment: it does not wait for it (no busy
+        timeout) and falls back to passive if the writer holds it; the next sync tries again. Until
+        the WAL is truncated, groups are written in the writer thread (see ``_checkpointing``)."""
+        with self._ckpt_lock:
+            self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
+        self._checkpointing = True
+        try:
+            if self._ckpt is None:
+                self._ckpt = connect(self.path, durability=self.durability)
+                self._ckpt.execute("PRAGMA busy_timeout=0")
+            self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, _log, _done = self._ckpt.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:  # e.g. SQLITE_BUSY: the next sync tries again; writes are unaffected
+            log.warning("checkpoint of %s failed (retried at the next sync): %s", self.path.name, exc)
+            return
+        if not busy:
+            self._checkpointing = False
+
+    def _close_checkpointer(self) -> None:
+        with self._ckpt_lock:
+            if self._ckpt is not None:
+                self._ckpt.close()
+                self._ckpt = None
+            self._checkpointing = False
 
     # -- outbox rows (whole-table changes) ----------------------------------------------
 
