@@ -276,22 +276,22 @@ class Journal:
             self.recovery = check_and_recover(self.path, _SCHEMA, salvage=salvage)
         except NeedsOperator as exc:
             raise JournalError(str(exc)) from None
-        self._conn = self._writing_connection()
+        self._conn = connect(self.path, durability=self.durability)
         self._conn.executescript(_SCHEMA)
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = _format_of(self._conn, self.path)
         if version < SCHEMA_VERSION:
             self.migrated = migrate(self._conn, self.path, version)
         check_history(self._conn, self.path, self.recovery, salvage=salvage)
+        self._no_autocheckpoint(self._conn)  # (a migration above keeps SQLite's: no sync runs yet)
         self._read = connect(self.path, readonly=True)
         self.format = SCHEMA_VERSION
 
-    def _writing_connection(self) -> sqlite3.Connection:
-        """The writer's connection; in batch mode without automatic checkpoints (the sync makes them)."""
-        conn = connect(self.path, durability=self.durability)
+    def _no_autocheckpoint(self, conn: sqlite3.Connection) -> None:
+        """In batch mode the writer's connection makes no automatic checkpoint: the periodic sync
+        does (see :data:`CHECKPOINT_BYTES`)."""
         if self.durability is Durability.BATCH:
             conn.execute("PRAGMA wal_autocheckpoint=0")
-        return conn
 
     def _lock(self) -> None:
         """One writer per data dir: a second Herald on it would interleave sequences."""
@@ -685,7 +685,8 @@ class Journal:
         self._conn = self._read = None
         self._next_outbox_id = None
         self._close_checkpointer()
-        conn = self._writing_connection()
+        conn = connect(self.path, durability=self.durability)
+        self._no_autocheckpoint(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('reopened', ?)", (str(time.time()),))
