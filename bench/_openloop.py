@@ -11,6 +11,13 @@ packaged for this machine's registries (Debian has neither wrk2 nor vegeta),
 hence this small client; it only speaks what the benches need: POST with a
 Content-Length, answers with a Content-Length.
 
+The client's own scheduling noise is measured beside: a task asks to wake
+every millisecond and records how late it wakes (``client_lag``). A late wake
+delays sending and reading here, and shows up in the latencies as if the
+server were slow; a bench should run the client on a core of its own and
+quote this lag next to the latencies. Its garbage collector is off while it
+runs (it makes little cyclic garbage; a collection would be its own pause).
+
     python -m bench._openloop URL BODIES_FILE --rate 2000 --seconds 10
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import time
@@ -82,8 +90,19 @@ async def _load(url: str, requests: list[bytes], rate: float, seconds: float, co
         finally:
             writer.close()
 
+    lags: list[float] = []
+    running = True
+
+    async def monitor() -> None:
+        """How late this client's event loop wakes a task due every millisecond."""
+        while running:
+            due = time.perf_counter() + 0.001
+            await asyncio.sleep(0.001)
+            lags.append(max(0.0, time.perf_counter() - due))
+
     workers = [asyncio.create_task(connection()) for _ in range(connections)]
     await asyncio.sleep(0.2)  # connections open before the clock starts
+    watch = asyncio.create_task(monitor())
     start = time.perf_counter()
     sent = 0
     while sent < total:
@@ -96,10 +115,13 @@ async def _load(url: str, requests: list[bytes], rate: float, seconds: float, co
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
+    running = False
+    await watch
     latencies.sort()
+    lags.sort()
     return {"rate": rate, "sent": sent, "answered": len(latencies), "statuses": dict(statuses),
             "errors": dict(errors), "achieved": len(latencies) / (finished - start) if latencies else 0.0,
-            "latencies": latencies}
+            "latencies": latencies, "client_lag": lags}
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -113,8 +135,15 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 def run(url: str, bodies: list[bytes], *, rate: float, seconds: float, connections: int = 64,
         content_type: str = "application/json") -> dict:
     """Send ``rate`` requests/s for ``seconds`` (bodies in rotation); return the statuses, the achieved
-    rate and every latency (seconds, sorted)."""
-    return asyncio.run(_load(url, _requests(url, bodies, content_type), rate, seconds, connections))
+    rate, every latency and the client's own wake-up lags (seconds, sorted)."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(_load(url, _requests(url, bodies, content_type), rate, seconds, connections))
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"rate {args.rate:,.0f}/s asked, {result['achieved']:,.0f}/s achieved; {result['answered']:,} answers "
           f"{result['statuses']} errors {result['errors']}; p50 {percentile(lat, .5) * 1e3:.2f} ms, "
           f"p99 {percentile(lat, .99) * 1e3:.2f} ms, p99.9 {percentile(lat, .999) * 1e3:.2f} ms, "
-          f"max {lat[-1] * 1e3 if lat else float('nan'):.2f} ms")
+          f"max {lat[-1] * 1e3 if lat else float('nan'):.2f} ms; client lag p99 "
+          f"{percentile(result['client_lag'], .99) * 1e3:.2f} ms, max {max(result['client_lag'], default=0) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
    same rate, to the bare ASGI app (``bench/bare_asgi.py``, same hypercorn-trio
    server); interleaved over ``--rounds``.
 
-Printed: p50, p99 and p99.9 and the achieved rate of each; the verdict is on
+Printed: p50, p99 and p99.9 and the achieved rate of each, and the client's
+own wake-up lag (p99 and max: how late its event loop woke a task due every
+millisecond; what the client adds to the latencies itself); the verdict is on
 Herald's median p99 over the rounds (target <= 20 ms). Servers on CPU 0, wrk and
-the client on CPU 1.
+the client on CPU 1 (the client alone there while it measures).
 
     python -m bench.latency [--seconds 10] [--rounds 3] [--durability batch]
 """
@@ -73,11 +75,14 @@ def main(argv: list[str] | None = None) -> None:
                 p99s[name].append(p99)
                 non_202 = r["answered"] - r["statuses"].get(202, 0) + sum(r["errors"].values())
                 failed |= non_202 > 0 or r["answered"] < r["sent"]
+                lag = r["client_lag"]
                 rows.append((name, round_, f"{rate:,}", f"{r['achieved']:,.0f}", f"{p50:.2f}", f"{p99:.2f}",
-                             f"{p999:.2f}", f"{lat[-1] * 1e3:.2f}", f"{r['answered']:,}", f"{non_202:,}"))
+                             f"{p999:.2f}", f"{lat[-1] * 1e3:.2f}",
+                             f"{_openloop.percentile(lag, 0.99) * 1e3:.2f} / {max(lag, default=0) * 1e3:.1f}",
+                             f"{r['answered']:,}", f"{non_202:,}"))
     print()
-    print_table(("server", "round", "rate asked", "achieved", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "answers",
-                 "non-202"), rows, left=1)
+    print_table(("server", "round", "rate asked", "achieved", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+                 "client lag p99/max ms", "answers", "non-202"), rows, left=1)
     print()
     mine, bare = statistics.median(p99s[herald]), statistics.median(p99s["bare ASGI"])
     print(f"{herald}: POST /v1/event at {rate:,}/s ({args.load:.0%} of {peak['rps']:,.0f}): median p99 "

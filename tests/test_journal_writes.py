@@ -177,3 +177,61 @@ async def test_many_outbox_rows_in_one_group_over_several_statements_and_after_o
     assert [token for _, token in reported] == keys + ["n1", "n2"]
     assert all(rows[token] == id_ for id_, token in reported)
     journal.close()
+
+
+async def test_batch_mode_checkpoints_in_the_periodic_sync_not_where_a_group_commits(tmp_path):
+    """Batch mode: no automatic checkpoint on the writer's connection (it ran in the trio thread when
+    a small group crossed the mark); the periodic sync checkpoints a WAL past ``checkpoint_bytes``,
+    the writer thread truncates it after the next group, and every committed event is still there,
+    in order."""
+    journal = await _running(tmp_path, [])
+    journal.checkpoint_bytes = 64 * 1024
+    wal = tmp_path / "herald.db-wal"
+    assert journal._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    seq = 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        while wal.stat().st_size < 2 * journal.checkpoint_bytes:  # well past the mark: SQLite would have
+            seq += 1                                               # checkpointed at 1,000 pages by default
+            journal.add_event(seq, Event(f"id{seq}", "ping", "u", AT, {"i": seq}, AT), float(seq))
+            await journal.commit()
+        await trio.to_thread.run_sync(journal._sync)
+        assert journal._checkpointing  # copied; the WAL is truncated by the writer thread after a group
+        for _ in range(3):  # and writing goes on
+            seq += 1
+            journal.add_event(seq, Event(f"id{seq}", "ping", "u", AT, {"i": seq}, AT), float(seq))
+            await journal.commit()
+            with trio.fail_after(10):
+                while journal._checkpointing:  # (a real thread: wait for the condition)
+                    await trio.sleep(0.01)
+        assert wal.stat().st_size < journal.checkpoint_bytes
+        nursery.cancel_scope.cancel()
+    events = journal.read_events(0, limit=10**6)
+    assert [s for s, *_ in events] == list(range(1, seq + 1))
+    journal.close()
+
+
+async def test_while_a_checkpoint_is_under_way_small_groups_go_to_the_writer_thread(tmp_path, monkeypatch):
+    """A small group is written in the trio thread, except while the checkpointer may hold SQLite's
+    locks or the WAL is to be truncated: then the writer thread waits for them, not the event loop."""
+    import threading
+
+    journal = await _running(tmp_path, [])
+    written_in = []
+    write = Journal._write
+
+    def recording(self, batch):
+        written_in.append(threading.current_thread() is threading.main_thread())
+        write(self, batch)
+
+    monkeypatch.setattr(Journal, "_write", recording)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for seq, checkpointing in enumerate([False, True, True, False], 1):
+            journal._checkpointing = checkpointing
+            journal.add_event(seq, Event(f"id{seq}", "ping", "u", AT, {"i": seq}, AT), float(seq))
+            await journal.commit()
+            assert journal.count_events() == seq  # durable when commit() returns, either way
+        nursery.cancel_scope.cancel()
+    assert written_in == [True, False, False, True]
+    journal.close()
