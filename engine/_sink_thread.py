@@ -33,6 +33,13 @@ __all__ = ["SinkThread"]
 log = logging.getLogger("herald.sinks")
 
 
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested groups of one (what the thread's nurseries wrap main's error in)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Flush:
     __slots__ = ("wait", "token", "done", "error")
 
@@ -142,7 +149,7 @@ class SinkThread:
             try:
                 trio.run(self._inside, main)
             except BaseException as exc:  # main's error, for the engine's loop
-                failure.append(exc)
+                failure.append(_single(exc))
             finally:
                 try:
                     engine.run_sync_soon(ended.set)
