@@ -77,12 +77,17 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 @contextlib.contextmanager
 def _crm(work: Path, name: str, cmd: list[str]) -> Iterator[str]:
-    """A CRM server (``cmd`` gets ``--port``); yields its base URL once it answers."""
+    """A CRM server (``cmd`` gets ``--port``); yields its base URL once it answers (its process id in
+    :data:`_PIDS`, by URL)."""
     port = _free_port()
     with _process([*cmd, "--port", str(port)], work / f"{name}.log") as proc:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(f"{url}/users", proc, work / f"{name}.log")
+        _PIDS[url] = proc.pid
         yield url
+
+
+_PIDS: dict[str, int] = {}
 
 
 def _owner(method: str, path: str, body: str) -> str:
@@ -235,8 +240,11 @@ def _replays(work: Path, recorded: list[list[str]], warm: int, concurrency: int)
     found: dict[str, Any] = {"calls": len(calls)}
     with _crm(work, "crm-replay", [sys.executable, "-m", "server", "mock-crm"]) as url, \
             _crm(work, "bare", [sys.executable, "-m", "bench.bare_asgi"]) as bare_url:
+        mock = _cpu(_PIDS[url])
         found["client"], found["statuses"] = _replay(url, before, _by_owner(calls), concurrency)
         found["client_cpu"] = found["statuses"].pop("cpu")
+        mock = _cpu_spent(mock, _cpu(_PIDS[url]))
+        found["mock_busy_bare"] = mock and mock["total"] / found["client"]
         found["users"] = len(httpx.get(f"{url}/users").json())
         # Short slices, alternating, so that a neighbour's load falls on both alike.
         rates: dict[str, list[float]] = {"mock": [], "bare": []}
@@ -276,7 +284,7 @@ def _herald_run(work: Path, messages: list, warm_up: list, users: set, concurren
                 while sources()["crm-kafka"]["consumed"] < len(warm_up) or sources()["crm"]["pending"]:
                     time.sleep(0.1)
                 warm = len(client.get(f"{crm_url}/_calls").json())
-                cpu = _cpu(herald.pid)
+                cpu, mock = _cpu(herald.pid), _cpu(_PIDS[crm_url])
                 started = time.perf_counter()
                 for topic, key, value in messages:
                     producer.produce(topic, key, value)
@@ -291,7 +299,8 @@ def _herald_run(work: Path, messages: list, warm_up: list, users: set, concurren
                     time.sleep(0.1)
                 elapsed = time.perf_counter() - started
                 cpu = _cpu_spent(cpu, _cpu(herald.pid))
-                found = {"elapsed": elapsed, "cpu": cpu, "produced": produced, "crm_users": crm_users,
+                mock = _cpu_spent(mock, _cpu(_PIDS[crm_url]))
+                found = {"elapsed": elapsed, "cpu": cpu, "mock_busy": mock and mock["total"] / elapsed, "produced": produced, "crm_users": crm_users,
                          "crm_trips": len(client.get(f"{crm_url}/trips").json()),
                          "delivered": health["crm"]["delivered"], "warm": warm,
                          "recorded": client.get(f"{crm_url}/_calls").json()}
@@ -395,7 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         ])
         print(f"herald's wall-clock busy share: main thread "
               f"{_runs([r['cpu']['main'] / r['elapsed'] for r in runs], '.0%')}, whole process "
-              f"{_runs([r['cpu']['total'] / r['elapsed'] for r in runs], '.0%')} of one core (runs)")
+              f"{_runs([r['cpu']['total'] / r['elapsed'] for r in runs], '.0%')} of one core; the mock CRM "
+              f"{_runs([r['mock_busy'] for r in runs], '.0%')} while Herald sends, "
+              f"{_runs([r['mock_busy_bare'] for r in runs], '.0%')} while the bare client does (runs)")
     ratios = [h / c for h, c in zip(herald, client)]
     ratio = statistics.median(ratios)
     print(f"\nherald / bare httpx client: {ratio:.2f}x (runs {_runs(ratios, '.2f')}; target >= {HERALD_TARGET}x: "
