@@ -77,12 +77,17 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 @contextlib.contextmanager
 def _crm(work: Path, name: str, cmd: list[str]) -> Iterator[str]:
-    """A CRM server (``cmd`` gets ``--port``); yields its base URL once it answers."""
+    """A CRM server (``cmd`` gets ``--port``); yields its base URL once it answers (its process id in
+    :data:`_PIDS`, by URL)."""
     port = _free_port()
     with _process([*cmd, "--port", str(port)], work / f"{name}.log") as proc:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(f"{url}/users", proc, work / f"{name}.log")
+        _PIDS[url] = proc.pid
         yield url
+
+
+_PIDS: dict[str, int] = {}
 
 
 def _owner(method: str, path: str, body: str) -> str:
@@ -140,7 +145,54 @@ def _replay(base: str, before: list, users: list[list[tuple[str, str, bytes]]],
     """The bare client: ``concurrency`` users at a time, each user's calls one after the other (with the
     garbage-collector settings Herald runs with, as the heap here is no smaller)."""
     tune_gc()
-    return trio.run(_replay_async, base, before, users, concurrency)
+    cpu = time.process_time()
+    elapsed, statuses = trio.run(_replay_async, base, before, users, concurrency)
+    statuses["cpu"] = time.process_time() - cpu  # the warm-up's few calls included
+    return elapsed, statuses
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_cpu(path: Path) -> tuple[str, float] | None:
+    """(name, CPU seconds: user + system) of a process or thread from its ``/proc`` stat file."""
+    try:
+        raw = path.read_text()
+    except OSError:
+        return None
+    name = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    return name, (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _cpu(pid: int) -> dict[str, float] | None:
+    """CPU seconds of process ``pid``: ``total`` (its threads that ended included), ``main`` (its main
+    thread), ``thread`` (its busiest other Python thread: the crm delivery's, when it has one),
+    ``librdkafka`` (threads named rdk:*). None where there is no /proc (Linux only)."""
+    found = _stat_cpu(Path(f"/proc/{pid}/stat"))
+    if found is None:
+        return None
+    cpu = {"total": found[1], "main": 0.0, "librdkafka": 0.0, "threads": {}}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        one = _stat_cpu(task / "stat")
+        if one is None:
+            continue
+        if int(task.name) == pid:
+            cpu["main"] = one[1]
+        elif one[0].startswith("rdk:"):
+            cpu["librdkafka"] += one[1]
+        else:
+            cpu["threads"][task.name] = one[1]
+    return cpu
+
+
+def _cpu_spent(before: dict | None, after: dict | None) -> dict[str, float] | None:
+    """CPU seconds between two :func:`_cpu` readings (the busiest other thread by what it spent between)."""
+    if before is None or after is None:
+        return None
+    threads = {t: v - before["threads"].get(t, 0.0) for t, v in after["threads"].items()}
+    return {"total": after["total"] - before["total"], "main": after["main"] - before["main"],
+            "librdkafka": after["librdkafka"] - before["librdkafka"], "thread": max(threads.values(), default=0.0)}
 
 
 def _count(bootstrap: str, topic: str) -> int:
@@ -188,7 +240,11 @@ def _replays(work: Path, recorded: list[list[str]], warm: int, concurrency: int)
     found: dict[str, Any] = {"calls": len(calls)}
     with _crm(work, "crm-replay", [sys.executable, "-m", "server", "mock-crm"]) as url, \
             _crm(work, "bare", [sys.executable, "-m", "bench.bare_asgi"]) as bare_url:
+        mock = _cpu(_PIDS[url])
         found["client"], found["statuses"] = _replay(url, before, _by_owner(calls), concurrency)
+        found["client_cpu"] = found["statuses"].pop("cpu")
+        mock = _cpu_spent(mock, _cpu(_PIDS[url]))
+        found["mock_busy_bare"] = mock and mock["total"] / found["client"]
         found["users"] = len(httpx.get(f"{url}/users").json())
         # Short slices, alternating, so that a neighbour's load falls on both alike.
         rates: dict[str, list[float]] = {"mock": [], "bare": []}
@@ -228,6 +284,7 @@ def _herald_run(work: Path, messages: list, warm_up: list, users: set, concurren
                 while sources()["crm-kafka"]["consumed"] < len(warm_up) or sources()["crm"]["pending"]:
                     time.sleep(0.1)
                 warm = len(client.get(f"{crm_url}/_calls").json())
+                cpu, mock = _cpu(herald.pid), _cpu(_PIDS[crm_url])
                 started = time.perf_counter()
                 for topic, key, value in messages:
                     producer.produce(topic, key, value)
@@ -241,7 +298,9 @@ def _herald_run(work: Path, messages: list, warm_up: list, users: set, concurren
                             break
                     time.sleep(0.1)
                 elapsed = time.perf_counter() - started
-                found = {"elapsed": elapsed, "produced": produced, "crm_users": crm_users,
+                cpu = _cpu_spent(cpu, _cpu(herald.pid))
+                mock = _cpu_spent(mock, _cpu(_PIDS[crm_url]))
+                found = {"elapsed": elapsed, "cpu": cpu, "mock_busy": mock and mock["total"] / elapsed, "produced": produced, "crm_users": crm_users,
                          "crm_trips": len(client.get(f"{crm_url}/trips").json()),
                          "delivered": health["crm"]["delivered"], "warm": warm,
                          "recorded": client.get(f"{crm_url}/_calls").json()}
@@ -326,6 +385,28 @@ def main(argv: list[str] | None = None) -> None:
         ("bare ASGI app (baseline)", f"{median('bare'):,.0f}", _runs([r["bare"] for r in runs], ",.0f"),
          str(dict(sorted(last["bare_statuses"].items())))),
     ])
+    if all(r["cpu"] for r in runs):
+        print(f"\nCPU time of the two senders, µs per CRM call (a loaded machine stretches wall time, less so this):")
+        def us(r: dict, part: str) -> float:
+            return 1e6 * r["cpu"][part] / r["calls"]
+        print_table(("who", "median", "runs"), [
+            ("herald's process, all threads (also consumes, applies, journals, publishes)",
+             f"{statistics.median(us(r, 'total') for r in runs):,.0f}", _runs([us(r, "total") for r in runs], ",.0f")),
+            ("  its main thread (the engine's trio loop)", f"{statistics.median(us(r, 'main') for r in runs):,.0f}",
+             _runs([us(r, "main") for r in runs], ",.0f")),
+            ("  its busiest other Python thread (the delivery's, if any)",
+             f"{statistics.median(us(r, 'thread') for r in runs):,.0f}", _runs([us(r, "thread") for r in runs], ",.0f")),
+            ("  librdkafka's threads", f"{statistics.median(us(r, 'librdkafka') for r in runs):,.0f}",
+             _runs([us(r, "librdkafka") for r in runs], ",.0f")),
+            ("bare httpx client's process (baseline)",
+             f"{statistics.median(1e6 * r['client_cpu'] / r['calls'] for r in runs):,.0f}",
+             _runs([1e6 * r["client_cpu"] / r["calls"] for r in runs], ",.0f")),
+        ])
+        print(f"herald's wall-clock busy share: main thread "
+              f"{_runs([r['cpu']['main'] / r['elapsed'] for r in runs], '.0%')}, whole process "
+              f"{_runs([r['cpu']['total'] / r['elapsed'] for r in runs], '.0%')} of one core; the mock CRM "
+              f"{_runs([r['mock_busy'] for r in runs], '.0%')} while Herald sends, "
+              f"{_runs([r['mock_busy_bare'] for r in runs], '.0%')} while the bare client does (runs)")
     ratios = [h / c for h, c in zip(herald, client)]
     ratio = statistics.median(ratios)
     print(f"\nherald / bare httpx client: {ratio:.2f}x (runs {_runs(ratios, '.2f')}; target >= {HERALD_TARGET}x: "

@@ -37,6 +37,8 @@ from ._config import Config, ConfigError, non_negative, positive
 from ._journal import JournalError
 from ._outbox import DeliveryError, Signer
 from ._redact import redact_text, redact_url
+# A sink's slow work on a thread of its own.
+from ._sink_thread import SinkThread
 
 __all__ = [
     "API_VERSION",
@@ -72,6 +74,7 @@ __all__ = [
     "DeliveryError",
     "JournalError",
     "Signer",
+    "SinkThread",
     "TimerView",
     "non_negative",
     "positive",

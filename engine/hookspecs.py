@@ -164,7 +164,9 @@ def herald_effect_sinks(context: Context) -> Mapping[type, Any]:
     snapshot and at shutdown). Unlike executors, sinks bypass the outbox and
     also receive the effects of replayed events, so their writes must be
     idempotent (e.g. keyed by event id). Typical use: a plugin's own indexed
-    store of what its handlers decided.
+    store of what its handlers decided. A sink with much to do per effect
+    (HTTP calls, a producer) may do it on a thread of its own
+    (:class:`engine.SinkThread`), its ``flush`` acknowledged once delivered.
 
     In a cluster a sink with ``local_view = True`` is a read model every
     node keeps whole: it gets the effects of every partition (through the

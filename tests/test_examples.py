@@ -196,7 +196,14 @@ async def _claimed_by_the_evolving_example(code: str, autojump_clock, tmp_path) 
     assert "def test_release_1" in code  # run together with the plugin it tests
 
 
+async def _sink_thread(code: str, autojump_clock, tmp_path) -> None:
+    """engine.SinkThread's examples (docs/plugins.md, its docstring): real threads, so the real clock."""
+    with trio.fail_after(30):
+        await _as_coroutine(code, {})
+
+
 RUNNERS = [  # the first whose marker an example holds runs it
+    ("SinkThread(", _sink_thread),
     ("def herald_migrate_state(", _evolving_plugin_and_its_test),
     ("def test_release_1_states_read_as_release_2", _claimed_by_the_evolving_example),
     ("# streaks.py\n", _route_plugin_and_its_tests),
@@ -227,7 +234,7 @@ def test_every_example_has_a_runner():
     assert unclaimed == []
 
 
-SERVED = [_eye_client, _route_plugin_and_its_tests]  # examples that talk to a real server: they run on the real clock
+SERVED = [_eye_client, _route_plugin_and_its_tests, _sink_thread]  # examples that talk to a real server or run threads: the real clock
 
 
 @pytest.mark.parametrize("name", sorted(n for n, code in EXAMPLES.items() if _runner(code) not in SERVED))

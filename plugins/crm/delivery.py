@@ -17,6 +17,11 @@ erased user's box cannot be opened any more, and their call is dropped (the
 erasure's own calls follow in their queue). librdkafka batches and
 sends them from its own thread; its delivery reports are served every
 :data:`PRODUCER_POLL` seconds rather than after each message.
+
+All of it runs on a thread of its own with its own trio loop (:class:`engine.SinkThread`): the
+engine's loop only counts an effect and hands it over, then goes on consuming, applying and
+journaling. ``flush()`` is acknowledged back on the engine's loop once every effect put before it was
+delivered (a snapshot or a checkpoint after it never covers an undelivered one: a crash replays them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import logging
 import math
 import random
+import threading
 from collections import deque
 from typing import Any
 
@@ -33,7 +39,7 @@ import orjson
 import trio
 from cryptography.exceptions import InvalidTag
 
-from engine import Context, redact_text, redact_url
+from engine import Context, SinkThread, redact_text, redact_url
 
 from .keystore import Erased, KeyStore, seal
 from .model import CrmCall, Publish
@@ -56,65 +62,105 @@ class CrmRefused(Exception):
 class Delivery:
     def __init__(self, context: Context, crm_url: str, keys: KeyStore, producer: Any | None, *,
                  headers: dict[str, str] | None = None,
-                 concurrency: int = CONCURRENCY, max_backoff: float = 30.0, timeout: float = 10.0) -> None:
+                 concurrency: int = CONCURRENCY, max_backoff: float = 30.0, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.crm_url = crm_url.rstrip("/")
         self.headers = dict(headers or {})  # sent with every CRM call (e.g. the token of Herald's own mock CRM)
         self.keys, self.producer = keys, producer
         self.max_backoff, self.timeout = max_backoff, timeout
+        self.transport = transport  # tests only: the CRM as an httpx transport
+        self.concurrency = concurrency
+        #: The delivery's thread: everything below the sink's three methods runs there.
+        self.thread = SinkThread(self._take, name="herald-crm-delivery")
+        # Only the delivery's thread touches these (and the trio objects made when it starts).
         self._queues: dict[str, deque] = {}
         #: (collection, id) this process saw in the CRM: replaced directly, others created first.
         self._known: set[tuple[str, str]] = set()
         self._active: set[str] = set()
-        self._ready_send, self._ready_receive = trio.open_memory_channel[str](math.inf)
-        self.concurrency = concurrency
-        self.pending = 0
-        self._drained = trio.Event()
-        self._drained.set()
+        self._ready_send: Any = None
+        self._drained: Any = None
+        self._taken = 0  # effects taken and not delivered yet
+        # Counted from both threads, under the lock: health's ``pending`` (put, not yet delivered) is never
+        # less than the truth, whichever thread wrote it last.
+        self._counts = threading.Lock()
+        self._put = 0
         self.delivered = self.retried = self.refused = 0
         self.health = context.health("crm", {"crm_url": redact_url(self.crm_url), "pending": 0, "delivered": 0,
                                                        "retried": 0, "refused": 0, "last_error": None})
 
-    # -- the sink -----------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Effects put and not delivered yet (on the thread's queues or on their way to it)."""
+        return self._put - self.delivered
+
+    # -- the sink: on the engine's loop ----------------------------------------------------------------
 
     def put(self, effect: CrmCall | Publish) -> None:
-        owner = effect.owner
-        queue = self._queues.get(owner)
-        if queue is None:
-            queue = self._queues[owner] = deque()
-        queue.append(effect)
-        self.pending += 1
-        if self._drained.is_set():
-            self._drained = trio.Event()
-        if owner not in self._active:
-            self._active.add(owner)
-            self._ready_send.send_nowait(owner)
+        with self._counts:
+            self._put += 1
+            self.health["pending"] = self._put - self.delivered
+        self.thread.put(effect)
 
     async def flush(self) -> None:
         """Wait until every effect put so far is delivered (and public messages acknowledged)."""
+        await self.thread.flush(self._flushed)
+
+    async def run(self) -> None:
+        """The delivery's thread, for as long as this runs (the plugin's per-node source)."""
+        await self.thread.run(self._run)
+
+    async def stopped(self) -> None:
+        """Wait until the delivery's thread is gone (before closing the producer and the key store)."""
+        await self.thread.stopped()
+
+    # -- delivering: on the delivery's thread ------------------------------------------------------------
+
+    def _take(self, effects: list[CrmCall | Publish]) -> None:
+        queues, active = self._queues, self._active
+        for effect in effects:
+            owner = effect.owner
+            queue = queues.get(owner)
+            if queue is None:
+                queue = queues[owner] = deque()
+            queue.append(effect)
+            if owner not in active:
+                active.add(owner)
+                self._ready_send.send_nowait(owner)
+        self._taken += len(effects)
+        if self._drained.is_set():
+            self._drained = trio.Event()
+
+    async def _flushed(self) -> None:
         await self._drained.wait()
         if self.producer is not None:
             while not await self.producer.drained(5.0):  # the broker is away: keep waiting (the caller bounds it)
                 log.warning("public messages still waiting for the Kafka broker")
 
-    # -- delivering -------------------------------------------------------------------
-
-    async def run(self) -> None:
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # ``concurrency`` long-lived workers, each draining one user's queue at a time (a user is handed
         # to one worker only while it is active: their effects stay in order). Each worker has its own
         # client holding one keep-alive connection: no call waits for a connection or opens one, and no
         # call pays for a pool that looks over every other worker's connection (a fifth of Herald's time
         # when the 16 shared one pool).
+        self._ready_send, ready = trio.open_memory_channel[str](math.inf)
+        self._drained = trio.Event()
+        if self._taken == 0:
+            self._drained.set()
+        for owner in self._active:  # users whose effects a previous thread left undelivered (it crashed)
+            self._ready_send.send_nowait(owner)
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
             for _ in range(self.concurrency):
                 http = await stack.enter_async_context(
-                    httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits))
-                nursery.start_soon(self._worker, http)
+                    httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits,
+                                      transport=self.transport))
+                nursery.start_soon(self._worker, http, ready)
             if self.producer is not None:
                 nursery.start_soon(self._serve_producer)
+            task_status.started()
 
-    async def _worker(self, http: httpx.AsyncClient) -> None:
-        async for owner in self._ready_receive:
+    async def _worker(self, http: httpx.AsyncClient, ready: trio.MemoryReceiveChannel[str]) -> None:
+        async for owner in ready:
             queue = self._queues[owner]
             while queue:
                 await self._deliver(queue[0], http)
@@ -130,10 +176,11 @@ class Delivery:
             self.producer.poll()
 
     def _done(self) -> None:
-        self.pending -= 1
-        self.delivered += 1
-        self.health.update(pending=self.pending, delivered=self.delivered)
-        if self.pending == 0:
+        with self._counts:
+            self.delivered += 1
+            self.health.update(pending=self._put - self.delivered, delivered=self.delivered)
+        self._taken -= 1
+        if self._taken == 0:
             self._drained.set()
 
     async def _deliver(self, effect: CrmCall | Publish, http: httpx.AsyncClient) -> None:

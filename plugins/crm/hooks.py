@@ -94,7 +94,7 @@ def herald_effect_sinks(context: Context) -> dict[type, Any]:
 @hookimpl
 def herald_sources(context: Context) -> list:
     found = parts(context)
-    sources = [_delivering(found["delivery"]), _holding(found["keys"], found["producer"])]
+    sources = [_delivering(found["delivery"]), _holding(found["keys"], found["producer"], found["delivery"])]
     if found["bootstrap"]:
         from engine.kafka import KafkaSource
 
@@ -111,8 +111,9 @@ def herald_sources(context: Context) -> list:
 
 
 def _delivering(delivery: Delivery) -> Callable[[], Awaitable[None]]:
-    """The delivery's workers as a source of every node: in a cluster each node delivers the effects of
-    the partitions it owns (its sink's queues), so each must run its own workers."""
+    """The delivery's thread (its workers) as a source of every node: in a cluster each node delivers the
+    effects of the partitions it owns (its sink's queues), so each must run its own workers. Cancelling it
+    stops the thread and joins it."""
 
     async def deliver() -> None:
         await delivery.run()
@@ -121,19 +122,21 @@ def _delivering(delivery: Delivery) -> Callable[[], Awaitable[None]]:
     return deliver
 
 
-def _holding(keys: KeyStore, producer: Any | None) -> Callable[[], Awaitable[None]]:
+def _holding(keys: KeyStore, producer: Any | None, delivery: Delivery) -> Callable[[], Awaitable[None]]:
     """A source that closes the key store and the public producer when Herald stops: sources are
     cancelled only after the effect sinks were flushed (shutdown hooks run before, while public
     messages may still need keys). The delivery source does not close the producer itself: it is
-    restarted after a crash, and must find its producer (and what it still queues) as it left it."""
+    restarted after a crash, and must find its producer (and what it still queues) as it left it. Both
+    are closed once the delivery's thread, which uses them, is gone."""
 
     async def hold() -> None:
         try:
             await trio.sleep_forever()
         finally:
-            if producer is not None:
-                producer.close()
             with trio.CancelScope(shield=True):
+                await delivery.stopped()
+                if producer is not None:
+                    producer.close()
                 await keys.aclose()
 
     hold.per_node = True  # type: ignore[attr-defined]  # every node holds its own connections
