@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -49,6 +50,17 @@ def _alive() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name == NAME]
 
 
+def _flushing(sink: "Sink") -> tuple[trio.Event, Any]:
+    """A flush of ``sink`` to start in a nursery, and the event it sets once acknowledged."""
+    acknowledged = trio.Event()
+
+    async def flush() -> None:
+        await sink.thread.flush(sink.wait)
+        acknowledged.set()
+
+    return acknowledged, flush
+
+
 async def _wait_for(condition, timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
         while not condition():
@@ -76,11 +88,7 @@ async def test_items_are_taken_in_order_on_the_thread_and_the_thread_is_joined_o
 async def test_a_flush_is_acknowledged_only_after_its_wait_returned_on_the_thread():
     sink = Sink()
     sink.gate.clear()
-    acknowledged = trio.Event()
-
-    async def flush() -> None:
-        await sink.thread.flush(sink.wait)
-        acknowledged.set()
+    acknowledged, flush = _flushing(sink)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sink.thread.run, sink.main)
@@ -100,11 +108,7 @@ async def test_a_flush_is_acknowledged_only_after_its_wait_returned_on_the_threa
 
 async def test_a_flush_put_before_the_thread_runs_is_acknowledged_once_it_does():
     sink = Sink()
-    acknowledged = trio.Event()
-
-    async def flush() -> None:
-        await sink.thread.flush(sink.wait)
-        acknowledged.set()
+    acknowledged, flush = _flushing(sink)
 
     async with trio.open_nursery() as nursery:
         sink.thread.put("a")
@@ -136,11 +140,7 @@ async def test_a_crash_of_the_sinks_loop_is_raised_to_the_caller_and_a_restart_t
 async def test_a_flush_cut_short_by_a_stop_is_acknowledged_after_the_next_start():
     sink = Sink()
     sink.gate.clear()
-    acknowledged = trio.Event()
-
-    async def flush() -> None:
-        await sink.thread.flush(sink.wait)
-        acknowledged.set()
+    acknowledged, flush = _flushing(sink)
 
     async with trio.open_nursery() as outer:
         outer.start_soon(flush)
