@@ -160,3 +160,16 @@ async def test_a_failed_call_is_retried_on_the_thread_and_counted_in_health():
     assert health["retried"] == 2 and health["delivered"] == 1 and health["pending"] == 0
     assert "503" in health["last_error"]
     assert [path for _, path, _ in crm.calls] == ["/trips"]
+
+
+def test_a_crm_behind_a_proxy_of_the_environment_is_called_through_httpx(monkeypatch):
+    """httpcore ignores HTTP(S)_PROXY; httpx honours it (and NO_PROXY): such a CRM goes through httpx."""
+    from plugins.crm.delivery import proxied
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not proxied("https://crm.example.com")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    assert proxied("https://crm.example.com") and not proxied("http://crm.example.com")
+    monkeypatch.setenv("NO_PROXY", "crm.example.com")
+    assert not proxied("https://crm.example.com") and proxied("https://other.example.com")
