@@ -297,18 +297,20 @@ class _Crm:
         self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         self._json = [*self._headers, (b"content-type", b"application/json")]
         self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
-        self._client = None
+        # One of the two: httpx where it must (a transport, a proxy), httpcore otherwise.
+        self._client: httpx.AsyncClient | None = None
+        self._pool: httpcore.AsyncConnectionPool | None = None
         if transport is not None or proxied(crm_url):
-            self._client = httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout)
-        self._pool = httpcore.AsyncConnectionPool(max_connections=1, max_keepalive_connections=1)
+            self._client = httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout,
+                                             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        else:
+            self._pool = httpcore.AsyncConnectionPool(max_connections=1, max_keepalive_connections=1)
 
     async def __aenter__(self) -> "_Crm":
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._pool.aclose()
-        if self._client is not None:
-            await self._client.aclose()
+        await (self._client or self._pool).aclose()  # type: ignore[union-attr]  # one of them is set
 
     async def call(self, method: str, url: str, body: bytes | None = None) -> _Answer:
         """``method`` ``url`` with a JSON ``body``; the whole answer (a CRM's answers are small)."""
@@ -316,6 +318,7 @@ class _Crm:
             answer = await self._client.request(method, url, content=body,
                                                 headers=None if body is None else {"content-type": "application/json"})
             return _Answer(answer.status_code, method, url, answer.content)
+        assert self._pool is not None
         found = await self._pool.request(method, url, headers=self._headers if body is None else self._json,
                                          content=body, extensions=self._extensions)
         return _Answer(found.status, method, url, found.content)
