@@ -69,6 +69,8 @@ EAGER_COST = 4096
 #: the database's fsync), and the next commit truncated the WAL (~15 ms more; now the writer thread
 #: truncates it, see :meth:`Journal._checkpoint`).
 CHECKPOINT_BYTES = 8192 * 4096
+#: How long a connection waits for another's lock before SQLite says busy.
+BUSY_TIMEOUT_MS = 5000
 DB_NAME = "herald.db"
 #: 3: ``arrival`` is the engine's wall reading when the event was applied (a clock per actor).
 #: Older formats are migrated on open (see :mod:`engine._formats`).
@@ -201,7 +203,7 @@ def connect(path: Path, *, readonly: bool = False, durability: Durability = Dura
         conn.execute("PRAGMA journal_size_limit=0")  # truncate the WAL after checkpoints (see recovery)
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
         conn.execute("PRAGMA wal_autocheckpoint=8192")  # checkpoint (and sync the file) every 32 MiB, not 4
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
@@ -828,7 +830,7 @@ class Journal:
             try:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             finally:
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             log.warning("truncating the WAL of %s failed (retried after the next checkpoint): %s", self.path.name, exc)
         finally:
