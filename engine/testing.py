@@ -220,6 +220,8 @@ class Receiver:
         self._statuses = list(statuses) or [200]
         self.delay = delay
         self.requests: list[dict[str, Any]] = []
+        #: Requests whose sender went away before their body ended (not recorded, never answered).
+        self.abandoned = 0
         self.url = ""
         self._changed = trio.Event()
 
@@ -230,6 +232,12 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # The sender went away before its body ended (it was killed mid-request): nothing
+                # was delivered, as no real receiver would act on half a request.
+                self.abandoned += 1
+                self._notify()
+                return
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break

@@ -191,7 +191,8 @@ async def assert_cluster_holds(client: httpx.AsyncClient, nodes: list[Node], use
     for request in receiver.delivered:
         bodies.setdefault(request["headers"]["idempotency-key"], set()).add(
             orjson.dumps(request["json"], option=orjson.OPT_SORT_KEYS))
-    assert all(len(b) == 1 for b in bodies.values()), [k for k, b in bodies.items() if len(b) > 1][:3]
+    differing = {k: sorted(b) for k, b in bodies.items() if len(b) > 1}
+    assert not differing, list(differing.items())[:3]
 
 
 async def post_all(client: httpx.AsyncClient, nodes: list[Node], batches: list[list[dict]], progress: dict,

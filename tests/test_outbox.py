@@ -166,3 +166,23 @@ async def test_a_slow_receiver_never_slows_ingestion():
                 await receiver.wait_for(2, delivered=False)
             assert receiver.delivered == []  # nothing answered yet, yet every event was accepted
             assert herald.outbox.pending == 20
+
+
+async def test_the_receiver_never_counts_half_a_request_as_delivered():
+    """A sender killed mid-request (headers sent, body cut) delivered nothing: the test receiver neither
+    records nor answers it, and a complete request after it is delivered as usual."""
+    async with Receiver.running() as receiver:
+        port = int(receiver.url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"POST /notify HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                              b"idempotency-key: k1\r\ncontent-length: 40\r\n\r\n{\"n\": ")
+        await stream.aclose()
+        with trio.fail_after(10):
+            while not receiver.abandoned:
+                await trio.sleep(0.01)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(receiver.url + "/notify", json={"n": 1}, headers={"Idempotency-Key": "k2"})
+        assert response.status_code == 200
+        await receiver.wait_for(1)
+    assert receiver.abandoned == 1
+    assert receiver.keys == ["k2"] and [r["json"] for r in receiver.requests] == [{"n": 1}]
