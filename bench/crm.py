@@ -51,13 +51,14 @@ import trio
 from confluent_kafka import Consumer, TopicPartition
 
 from engine.host import tune_gc
+from engine.testing import free_port
 from engine._kafka import DevBroker, KafkaProducer, ensure_topics
 from plugins.crm.contracts import BOOKING_TOPIC, USER_TOPIC
 from plugins.crm.model import TRIPS_TOPIC, USERS_TOPIC
 from plugins.crm.producer import Simulation
 
 from ._common import print_table, stop_process, verdict
-from .http import ROOT, _free_port, _wait_ready
+from .http import ROOT, _wait_ready
 
 HERALD_TARGET, MOCK_TARGET = 0.8, 0.8
 WRK_SECONDS, WRK_SLICES = 6.0, 6
@@ -79,7 +80,7 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
 def _crm(work: Path, name: str, cmd: list[str]) -> Iterator[str]:
     """A CRM server (``cmd`` gets ``--port``); yields its base URL once it answers (its process id in
     :data:`_PIDS`, by URL)."""
-    port = _free_port()
+    port = free_port()
     with _process([*cmd, "--port", str(port)], work / f"{name}.log") as proc:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(f"{url}/users", proc, work / f"{name}.log")
@@ -266,7 +267,7 @@ def _herald_run(work: Path, messages: list, warm_up: list, users: set, concurren
     try:
         ensure_topics(bootstrap, [USER_TOPIC, BOOKING_TOPIC])
         producer = KafkaProducer(bootstrap, **{"linger.ms": 20})
-        port = _free_port()
+        port = free_port()
         with _crm(work, "crm", [sys.executable, "-m", "server", "mock-crm", "--record"]) as crm_url:
             env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(work / "data"),
                    "HERALD_PLUGINS": "crm", "HERALD_LOG_LEVEL": "WARNING", "HERALD_KAFKA_BOOTSTRAP": bootstrap,

@@ -34,7 +34,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from engine.testing import free_port
 from ._common import generate_events, print_table, stop_process, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +54,6 @@ DURABILITY_TARGET = 0.75  # issue 27
 RATIO_TARGET = 0.95
 BATCH_TARGET = 50_000
 SERVER_CPU, WRK_CPU = 0, 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pinned(cpu: int):
@@ -181,7 +175,7 @@ def _start_servers(stack: contextlib.ExitStack, tmp: Path, durabilities: list[st
     closes); return their base URLs by name ("bare ASGI", "herald memory", ...)
     and fill ``procs`` with their processes by the same names."""
     names = ["bare ASGI", *(f"herald {d}" for d in durabilities)]
-    urls = {name: f"http://127.0.0.1:{_free_port()}" for name in names}
+    urls = {name: f"http://127.0.0.1:{free_port()}" for name in names}
     herald_exe = shutil.which("herald")
     herald_cmd = [herald_exe] if herald_exe else [sys.executable, "-m", "server"]
     for name, url in urls.items():

@@ -32,6 +32,7 @@ import trio
 from ._clients import KafkaClients
 from ._config import Config, ConfigError
 from ._event import Event, InvalidEvent
+from ._ports import free_port
 
 __all__ = ["DevBroker", "KafkaSource", "KafkaProducer", "dev_broker", "ensure_topics", "is_fatal", "kafka_event_id",
            "kafka_settings", "Refused", "SourceFailed"]
@@ -418,17 +419,11 @@ def kafka_event_id(message: Any) -> str:
     return f"kafka:{message.topic()}:{message.partition()}:{message.offset()}:{millis}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class DevBroker:
     """A Tansu broker on 127.0.0.1 with memory storage: ``start()``, ``stop()`` (and start again)."""
 
     def __init__(self, port: int | None = None, *, quiet: bool = True, advertised: str | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.quiet = quiet
         self.bootstrap = f"127.0.0.1:{self.port}"
         #: ``host:port`` the broker tells clients to connect to (a TLS terminator in front of it, say).

@@ -44,6 +44,7 @@ from ._engine import Engine
 from ._effects import Effect, Notify
 from ._event import Event
 from ._plugins import Origin, PluginHost
+from ._ports import free_port
 
 __all__ = ["Simulation", "Receiver", "free_port", "herald_command", "herald_process", "lifespan",
            "read_state", "serving"]
@@ -306,15 +307,6 @@ async def serving(app: Any, *, port: int = 0) -> AsyncIterator[str]:
 
 
 # -- a real Herald, in process or as a process ------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def herald_command() -> list[str]:

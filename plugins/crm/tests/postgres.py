@@ -16,12 +16,13 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+
+from engine.testing import free_port
 
 __all__ = ["PostgresServer", "postgres_server", "server_binaries", "Unavailable"]
 
@@ -46,12 +47,6 @@ class PostgresServer:
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -87,7 +82,7 @@ def postgres_server(timeout: float = 60.0) -> Iterator[PostgresServer]:
             raise Unavailable(f"cannot run PostgreSQL as {run_as}: {exc}") from None
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')[-2000:]}") from None
-        port = _free_port()
+        port = free_port()
         log = open(root / "server.log", "wb")
         process = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-h", "127.0.0.1",
