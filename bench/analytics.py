@@ -38,8 +38,10 @@ import trio
 from plugins.analytics.model import StoredEvent
 from plugins.analytics.store import Store
 
+from engine.testing import free_port
+
 from ._common import print_table, verdict
-from .http import WRK_CPU as CLIENT_CPU, _free_port, _pinned, _process, _wait_ready
+from .http import WRK_CPU as CLIENT_CPU, _pinned, _process, _wait_ready
 
 INGEST_TARGET, QUERY_TARGET = 5_000, 0.050
 CATEGORIES = {"page interaction": ["pageview", "cta click", "scroll"], "form interaction": ["submit", "focus"],
@@ -97,7 +99,7 @@ def ingestion(work: Path, seconds: float, per_body: int = 500, connections: int 
     bodies = _bodies(40, per_body)
     rows = []
     with ExitStack() as stack:
-        port, bare_port = _free_port(), _free_port()
+        port, bare_port = free_port(), free_port()
         env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(work / "eye"),
                "HERALD_PLUGINS": "analytics", "HERALD_LOG_LEVEL": "WARNING"}
         herald = stack.enter_context(_process([sys.executable, "-m", "server", "serve"], work / "herald.log", env))

@@ -49,9 +49,10 @@ import orjson
 
 from engine._cluster import partition_of
 from engine._kafka import dev_broker
+from engine.testing import free_port
 
 from ._common import generate_events, print_table, stop_process
-from .http import _free_port, _wrk
+from .http import _wrk
 
 PARTITIONS = 6
 
@@ -86,7 +87,7 @@ def _command() -> list[str]:
 
 class _Node:
     def __init__(self, tmp: Path, name: str, env: dict[str, str]) -> None:
-        self.name, self.port = name, _free_port()
+        self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"{name}-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "HERALD_LOG_LEVEL": "WARNING", "HERALD_PORT": str(self.port),

@@ -32,8 +32,10 @@ from typing import Iterator
 import httpx
 import orjson
 
+from engine.testing import free_port
+
 from ._common import SEED_START, _user, app_launches, generate_events, print_table
-from .http import _free_port, _process, _wait_ready
+from .http import _process, _wait_ready
 
 BATCH = 1000
 
@@ -41,7 +43,7 @@ BATCH = 1000
 @contextlib.contextmanager
 def served(data: Path, **env: str) -> Iterator[str]:
     """A ``herald serve`` on a free loopback port with ``HERALD_*`` settings ``env``, its data and log in ``data``."""
-    port = _free_port()
+    port = free_port()
     full = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data / "data"),
             "HERALD_LOG_LEVEL": "WARNING", **env}
     with _process([sys.executable, "-m", "server", "serve"], data / "herald.log", full) as proc:

@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
          str(dict(sorted(last["bare_statuses"].items())))),
     ])
     if all(r["cpu"] for r in runs):
-        print(f"\nCPU time of the two senders, µs per CRM call (a loaded machine stretches wall time, less so this):")
+        print("\nCPU time of the two senders, µs per CRM call (a loaded machine stretches wall time, less so this):")
         def us(r: dict, part: str) -> float:
             return 1e6 * r["cpu"][part] / r["calls"]
         print_table(("who", "median", "runs"), [

@@ -44,12 +44,13 @@ import trio
 
 from engine import Config
 from engine.host import Herald
+from engine.testing import free_port
 from plugins.marketplace import hooks
 from plugins.marketplace.feed import parse_feed
 from plugins.marketplace.mock import MockProvider
 
 from ._common import print_table, verdict
-from .http import WRK_CPU, _free_port, _pinned, _process, _wait_ready, cpu_seconds
+from .http import WRK_CPU, _pinned, _process, _wait_ready, cpu_seconds
 
 SEARCH_P99_TARGET, HTTP_RATIO_TARGET = 0.005, 0.95
 START = datetime(2021, 1, 1)
@@ -173,7 +174,7 @@ def _http(work: Path, data_dir: Path, seconds: float, rounds: int) -> list[tuple
         return []
     rows = []
     with ExitStack() as stack:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data_dir),
                "HERALD_PLUGINS": "marketplace", "HERALD_LOG_LEVEL": "WARNING"}
         herald = stack.enter_context(_process([sys.executable, "-m", "server", "serve"], work / "h.log", env))
@@ -197,7 +198,7 @@ def _http(work: Path, data_dir: Path, seconds: float, rounds: int) -> list[tuple
                                  size if way == "distinct" else len(answers[typical]),
                                  plans if way == "distinct" else len(orjson.loads(answers[typical])["data"]["events"])))
                 for way, paths, bodies, way_size, way_plans in ways:
-                    bare_port = _free_port()
+                    bare_port = free_port()
                     with _process([sys.executable, "-m", "bench.bare_asgi", "--port", str(bare_port), "--bodies",
                                    str(bodies)], work / "b.log") as bare:
                         _wait_ready(f"http://127.0.0.1:{bare_port}/", bare, work / "b.log")

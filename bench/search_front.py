@@ -41,10 +41,11 @@ from pathlib import Path
 import httpx
 
 from deploy.front import nginx_front
+from engine.testing import free_port
 from plugins.marketplace.mock import MockProvider
 
 from ._common import print_table, verdict
-from .http import SERVER_CPU, WRK_CPU, _free_port, _pinned, _process, _wait_ready, cpu_seconds
+from .http import SERVER_CPU, WRK_CPU, _pinned, _process, _wait_ready, cpu_seconds
 from .marketplace import START, _windows, generate_feed
 
 LUA = Path(__file__).with_name("get_rotate.lua")
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         (work / "feed").mkdir()
         generate_feed(work / "feed" / "feed.xml", args.plans, args.zones)
         provider = stack.enter_context(MockProvider(work / "feed", once=True).running())
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(work / "data"),
                "HERALD_PLUGINS": "marketplace", "HERALD_LOG_LEVEL": "WARNING", "HERALD_TRUSTED_PROXIES": "127.0.0.1",
                "HERALD_MARKETPLACE_PROVIDER_URL": provider.url}
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         while _searchable(herald_url) == 0:  # the first poll
             if herald.poll() is not None:
                 raise RuntimeError((work / "herald.log").read_text()[-2000:])
-        front_port = _free_port()
+        front_port = free_port()
         nginx = stack.enter_context(nginx_front(
             work / "front", f"127.0.0.1:{port}", port=front_port, preexec_fn=_pinned(SERVER_CPU),
             access_log=f"{work}/front/access.log combined buffer=64k flush=1s"))

@@ -141,9 +141,9 @@ def test_dev_kafka_stops_its_broker_on_sigterm():
     import signal
     import time
 
-    from engine._kafka import _free_port
+    from engine.testing import free_port
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "server", "dev-kafka", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children = []

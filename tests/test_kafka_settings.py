@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from engine import Config, ConfigError, redact_text
-from engine._kafka import DevBroker, _free_port, ensure_topics, kafka_settings
-from engine.testing import herald_command, herald_process
+from engine._kafka import DevBroker, ensure_topics, kafka_settings
+from engine.testing import free_port, herald_command, herald_process
 
 SECRET = "hunter2-sasl"
 
@@ -88,7 +88,7 @@ def tls_broker(tmp_path):
     ca, ca_cert, ca_key = make_ca(tmp_path, "ca")
     wrong, _, _ = make_ca(tmp_path, "wrong-ca")
     cert, key = make_server_cert(tmp_path, ca_cert, ca_key)
-    plain, tls = _free_port(), _free_port()
+    plain, tls = free_port(), free_port()
     broker = DevBroker(plain, advertised=f"127.0.0.1:{tls}")
     broker.start()
     try:
@@ -121,7 +121,7 @@ def test_a_wrong_ca_is_refused_in_one_line(tmp_path, tls_broker):
     bootstrap, _, wrong = tls_broker
     props = _properties(tmp_path, f"security.protocol=ssl\nssl.ca.location={wrong}\nsasl.password={SECRET}\n")
     env = {**os.environ, "HERALD_CLUSTER": bootstrap, "HERALD_KAFKA_CONFIG": props, "HERALD_PLUGINS": "fitness",
-           "HERALD_PORT": str(_free_port()), "HERALD_DATA_DIR": str(tmp_path / "data"), "HERALD_LOG_LEVEL": "WARNING"}
+           "HERALD_PORT": str(free_port()), "HERALD_DATA_DIR": str(tmp_path / "data"), "HERALD_LOG_LEVEL": "WARNING"}
     started = time.monotonic()
     result = subprocess.run([*herald_command(), "serve"], env=env, capture_output=True, text=True, timeout=60)
     output = result.stdout + result.stderr
