@@ -24,7 +24,8 @@ import trio
 from ._actor import Actor
 from ._clock import DEFAULT_LATENESS, FIRST_INSTANT, LAST_INSTANT, StreamClock, utc_datetime
 from ._effects import CancelTimer, Effect, Notify, SetTimer, Timer, addressed
-from ._event import LOAD_TYPE, Event, InvalidEvent, _parse_checked, _parse_fast, _Slow, check_key, converter
+from ._event import (LOAD_TYPE, Event, InvalidEvent, _new_dict, _parse_checked, _parse_fast, _Slow, check_key,
+                     converter)
 from ._logs import FieldsLog
 from ._metrics import LATENCY_SAMPLE, UNKNOWN_TYPE, Metrics
 from ._plugins import Origin, PluginHost, Route
@@ -81,8 +82,7 @@ def _reserved(type_: str, route: Route | None) -> InvalidEvent:
     )
 
 
-#: ``LoadReport``'s field factories, typed as returning Any (see ``engine._event._new_dict``: mypyc).
-_new_dict: Callable[[], Any] = dict
+#: ``LoadReport``'s list factory, typed as returning Any (as ``engine._event._new_dict``, for mypyc).
 _new_list: Callable[[], Any] = list
 
 
